@@ -1,0 +1,385 @@
+//! The ledger on SQLite: one file, WAL, `synchronous=FULL`, group commit.
+//!
+//! A [`Ledger`] opened for writing owns a writer thread (see [`writer`]);
+//! [`Ledger::append`] returns only once the entry is durable, with its index.
+//! Reads (entries, proofs, queries, exports) go through a separate read-only
+//! connection and always answer against one signed checkpoint.
+//!
+//! On open the stored tree is checked against the latest signed checkpoint:
+//! sizes, the number of stored hashes and the root (O(log n) reads). With
+//! [`OpenCheck::Full`] every entry and stored hash is recomputed. A mismatch
+//! refuses the open and names the first bad index.
+
+mod nodes;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::oneshot;
+
+use crate::checkpoint::SignedCheckpoint;
+use crate::entry::{Entry, EntryBody, KeyEvent, LedgerKey, Source};
+use crate::hash::{Hash, leaf_hash};
+use crate::note::{Signer, Verifier};
+use crate::proof_file::TlogProof;
+use crate::tree::{self, stored_hash_count};
+use crate::{Error, Result};
+
+pub use nodes::{SqlHashes, entry_count, latest_checkpoint, leaf, stored_verifier};
+pub use schema::SCHEMA_VERSION;
+pub use writer::{MAX_BATCH, Receipt, entry_refs};
+
+/// How much to check when opening.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OpenCheck {
+    /// Sizes, stored-hash count and root against the latest checkpoint: O(log n).
+    #[default]
+    Quick,
+    /// Also recompute every entry's leaf hash and every stored hash: O(n).
+    Full,
+}
+
+/// An entry as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEntry {
+    /// Its index.
+    pub index: u64,
+    /// The leaf bytes (canonical JSON).
+    pub leaf: Vec<u8>,
+    /// The parsed entry.
+    pub entry: Entry,
+}
+
+impl StoredEntry {
+    /// Parses leaf bytes read from storage.
+    pub fn from_leaf(index: u64, leaf: Vec<u8>) -> Result<StoredEntry> {
+        let entry = Entry::parse_logged(&leaf).map_err(|e| Error::Tampered {
+            index,
+            detail: format!("stored entry does not parse: {e}"),
+        })?;
+        Ok(StoredEntry { index, leaf, entry })
+    }
+
+    /// Its RFC 6962 leaf hash.
+    pub fn leaf_hash(&self) -> Hash {
+        leaf_hash(&self.leaf)
+    }
+}
+
+/// An append in flight; [`PendingAppend::wait`] blocks until it is durable.
+pub struct PendingAppend(oneshot::Receiver<Result<Receipt>>);
+
+impl PendingAppend {
+    /// Blocks until the entry is committed (do not call inside an async runtime).
+    pub fn wait(self) -> Result<Receipt> {
+        self.0
+            .blocking_recv()
+            .map_err(|_| Error::WriterStopped("it exited before answering".into()))?
+    }
+
+    /// Waits asynchronously until the entry is committed.
+    pub async fn wait_async(self) -> Result<Receipt> {
+        self.0
+            .await
+            .map_err(|_| Error::WriterStopped("it exited before answering".into()))?
+    }
+}
+
+struct WriterHandle {
+    tx: Option<Sender<writer::Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An open ledger file.
+pub struct Ledger {
+    path: PathBuf,
+    verifier: Verifier,
+    reader: Mutex<Connection>,
+    writer: Option<WriterHandle>,
+}
+
+impl Ledger {
+    /// Creates a new ledger at `path` signed by `signer` (whose name is the
+    /// log's origin) and logs the key as its first entry.
+    pub fn create(path: &Path, signer: Signer, cluster: &str) -> Result<Ledger> {
+        if path.exists() {
+            return Err(Error::Unusable(format!(
+                "{} already exists; a new ledger needs a new file",
+                path.display()
+            )));
+        }
+        let mut conn = Connection::open(path)?;
+        schema::configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('origin', ?1), ('verifier_key', ?2)",
+            params![signer.name(), signer.verifier().to_string()],
+        )?;
+        drop(conn);
+        let key = signer.verifier().to_string();
+        let ledger = Self::open(path, signer, OpenCheck::Quick)?;
+        ledger.append(Entry {
+            time: None,
+            cluster: cluster.to_owned(),
+            object: None,
+            actor: None,
+            source: Source::Cli,
+            dedupe_key: Some(format!("ledger.key/created/{key}")),
+            body: EntryBody::LedgerKey(LedgerKey {
+                event: KeyEvent::Created,
+                key,
+            }),
+        })?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger for appending with `signer`, which must be
+    /// the ledger's key.
+    pub fn open(path: &Path, signer: Signer, check: OpenCheck) -> Result<Ledger> {
+        let mut conn = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        schema::migrate(&mut conn)?;
+        let verifier = stored_verifier(&conn)?;
+        if signer.verifier() != verifier {
+            return Err(Error::Unusable(format!(
+                "the signing key ({}) is not this ledger's key ({verifier})",
+                signer.verifier()
+            )));
+        }
+        let mut ledger = Self::open_reader(path, verifier, check)?;
+        let w = writer::Writer::new(conn, signer)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| Error::io(path, e))?;
+        ledger.writer = Some(WriterHandle {
+            tx: Some(tx),
+            thread: Some(thread),
+        });
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger for reading only.
+    pub fn open_read_only(path: &Path, check: OpenCheck) -> Result<Ledger> {
+        let conn = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let version = schema::version(&conn)?;
+        if version != SCHEMA_VERSION {
+            return Err(Error::Unusable(format!(
+                "schema version {version}, this build reads {SCHEMA_VERSION}: open it once for writing to migrate"
+            )));
+        }
+        let verifier = stored_verifier(&conn)?;
+        Self::open_reader(path, verifier, check)
+    }
+
+    fn connect(path: &Path, flags: OpenFlags) -> Result<Connection> {
+        if !path.exists() {
+            return Err(Error::Unusable(format!(
+                "{} does not exist; create a ledger with `openmodel ledger init`",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        if flags.contains(OpenFlags::SQLITE_OPEN_READ_WRITE) {
+            schema::configure(&conn)?;
+        } else {
+            conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        }
+        Ok(conn)
+    }
+
+    fn open_reader(path: &Path, verifier: Verifier, check: OpenCheck) -> Result<Ledger> {
+        let reader = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let ledger = Ledger {
+            path: path.to_owned(),
+            verifier,
+            reader: Mutex::new(reader),
+            writer: None,
+        };
+        match check {
+            OpenCheck::Quick => ledger.quick_check()?,
+            OpenCheck::Full => {
+                ledger.verify_stored()?;
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The ledger's verifier key, as stored in the file.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Queues an append and returns at once; the entry is validated first.
+    pub fn submit(&self, entry: Entry) -> Result<PendingAppend> {
+        entry.validate()?;
+        if entry.time.is_some() {
+            return Err(Error::InvalidEntry(
+                "\"time\" is assigned by the ledger when the entry is appended; leave it unset".into(),
+            ));
+        }
+        let tx = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.tx.as_ref())
+            .ok_or_else(|| Error::Unusable("opened read-only; open with the signing key to append".into()))?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(writer::Request { entry, reply })
+            .map_err(|_| Error::WriterStopped("its thread has exited".into()))?;
+        Ok(PendingAppend(rx))
+    }
+
+    /// Appends an entry and returns once it is durable.
+    pub fn append(&self, entry: Entry) -> Result<Receipt> {
+        self.submit(entry)?.wait()
+    }
+
+    /// Appends from async code.
+    pub async fn append_async(&self, entry: Entry) -> Result<Receipt> {
+        self.submit(entry)?.wait_async().await
+    }
+
+    /// Runs `f` inside one read transaction, so every read sees one snapshot.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock_reader();
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
+    fn lock_reader(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable.
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latest signed checkpoint (an empty-tree checkpoint is never
+    /// stored; a ledger always starts with its `ledger.key` entry).
+    pub fn checkpoint(&self) -> Result<SignedCheckpoint> {
+        self.read(|c| self.checkpoint_in(c))
+    }
+
+    pub(crate) fn checkpoint_in(&self, conn: &Connection) -> Result<SignedCheckpoint> {
+        latest_checkpoint(conn, &self.verifier)?
+            .ok_or_else(|| Error::Unusable("the ledger has no signed checkpoint yet".into()))
+    }
+
+    /// The stored checkpoint of exactly `size` entries, if one was signed.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>> {
+        self.read(|c| {
+            let note: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
+                "SELECT note FROM checkpoints WHERE size = ?1",
+                [size as i64],
+                |r| r.get(0),
+            ))?;
+            note.map(|n| SignedCheckpoint::open(&n, &self.verifier)).transpose()
+        })
+    }
+
+    /// Entry `index`.
+    pub fn entry(&self, index: u64) -> Result<StoredEntry> {
+        self.read(|c| {
+            let size = self.checkpoint_in(c)?.checkpoint.size;
+            let leaf = leaf(c, index)?.ok_or(Error::IndexOutOfRange { index, size })?;
+            StoredEntry::from_leaf(index, leaf)
+        })
+    }
+
+    /// A self-contained tlog-proof for entry `index` under the latest checkpoint.
+    pub fn prove(&self, index: u64) -> Result<TlogProof> {
+        self.read(|c| {
+            let cp = self.checkpoint_in(c)?;
+            let size = cp.checkpoint.size;
+            let leaf = leaf(c, index)?.ok_or(Error::IndexOutOfRange { index, size })?;
+            let path = tree::inclusion_proof(index, size, &SqlHashes(c))?;
+            Ok(TlogProof {
+                extra: Some(leaf),
+                index,
+                path,
+                checkpoint: cp.note,
+            })
+        })
+    }
+
+    /// Consistency proof between two tree sizes (both within the latest checkpoint).
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>> {
+        self.read(|c| {
+            let size = self.checkpoint_in(c)?.checkpoint.size;
+            if new_size > size {
+                return Err(Error::IndexOutOfRange { index: new_size, size });
+            }
+            tree::consistency_proof(old_size, new_size, &SqlHashes(c))
+        })
+    }
+
+    /// The O(log n) check against the latest checkpoint; on a mismatch, the
+    /// full check locates the first bad index.
+    fn quick_check(&self) -> Result<()> {
+        let result = self.read(|c| {
+            let Some(cp) = latest_checkpoint(c, &self.verifier)? else {
+                let size = entry_count(c)?;
+                return if size == 0 {
+                    Ok(())
+                } else {
+                    Err(Error::Tampered {
+                        index: 0,
+                        detail: format!("{size} entries but no signed checkpoint"),
+                    })
+                };
+            };
+            let size = cp.checkpoint.size;
+            let stored = entry_count(c)?;
+            if stored != size {
+                return Err(Error::Tampered {
+                    index: stored.min(size),
+                    detail: format!("{stored} entries stored, the latest signed checkpoint covers {size}"),
+                });
+            }
+            let nodes: i64 = c.query_row("SELECT count(*) FROM tree_nodes", [], |r| r.get(0))?;
+            if nodes as u64 != stored_hash_count(size) {
+                return Err(Error::Tampered {
+                    index: 0,
+                    detail: format!(
+                        "{nodes} stored hashes, a tree of {size} entries has {}",
+                        stored_hash_count(size)
+                    ),
+                });
+            }
+            let root = tree::tree_root(size, &SqlHashes(c))?;
+            if root != cp.checkpoint.root {
+                return Err(Error::Tampered {
+                    index: 0,
+                    detail: "stored tree root differs from the signed checkpoint".into(),
+                });
+            }
+            Ok(())
+        });
+        match result {
+            Err(Error::Tampered { .. }) => {
+                // Name the first bad index precisely when the full check can.
+                self.verify_stored()?;
+                result
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The writer thread and group commit.
+//!
+//! Appenders send entries over a channel and wait for their receipt. The
+//! writer takes every request that is waiting, appends them all in one
+//! immediate transaction (rows, stored hashes, a new signed checkpoint),
+//! commits with a full fsync, and only then answers each appender. Under
+//! load, requests that arrive while a commit is being synced form the next
+//! batch, so many appenders share one fsync.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::checkpoint::{Checkpoint, SignedCheckpoint};
+use crate::entry::{Entry, Timestamp};
+use crate::hash::{Hash, leaf_hash};
+use crate::note::Signer;
+use crate::store::nodes::{SqlHashes, entry_count};
+use crate::tree::{Frontier, Node};
+use crate::{Error, Result};
+
+/// Most appends committed in one transaction.
+pub const MAX_BATCH: usize = 4096;
+
+/// Proof that an entry is in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The entry's index.
+    pub index: u64,
+    /// Its leaf hash.
+    pub leaf_hash: Hash,
+    /// The time the ledger assigned.
+    pub time: Timestamp,
+    /// Size of the signed tree that includes it.
+    pub tree_size: u64,
+    /// True when the dedupe key named an entry already logged, which is
+    /// what this receipt describes; nothing new was appended.
+    pub existing: bool,
+}
+
+/// One append waiting for the writer.
+pub struct Request {
+    pub(crate) entry: Entry,
+    pub(crate) reply: oneshot::Sender<Result<Receipt>>,
+}
+
+/// State owned by the writer thread.
+pub struct Writer {
+    conn: Connection,
+    signer: Signer,
+    frontier: Frontier,
+    last_time: Timestamp,
+}
+
+/// What happened to one request inside a batch, before the commit.
+enum Outcome {
+    Appended(Receipt),
+    Done(Result<Receipt>),
+}
+
+impl Writer {
+    pub(crate) fn new(conn: Connection, signer: Signer) -> Result<Writer> {
+        let mut w = Writer {
+            conn,
+            signer,
+            frontier: Frontier::new(),
+            last_time: Timestamp(i64::MIN),
+        };
+        let tx = w.conn.transaction()?;
+        Self::catch_up(&tx, &mut w.frontier, &mut w.last_time)?;
+        tx.commit()?;
+        Ok(w)
+    }
+
+    /// Reloads the frontier when the file grew outside this writer.
+    fn catch_up(tx: &Transaction<'_>, frontier: &mut Frontier, last_time: &mut Timestamp) -> Result<()> {
+        let size = entry_count(tx)?;
+        if size != frontier.size() {
+            *frontier = Frontier::load(size, &SqlHashes(tx))?;
+            let t: Option<i64> = tx
+                .query_row("SELECT time_us FROM entries WHERE idx = ?1", [size as i64 - 1], |r| r.get(0))
+                .optional()?;
+            *last_time = Timestamp(t.unwrap_or(i64::MIN));
+        }
+        Ok(())
+    }
+
+    /// Runs until every sender is gone.
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Request>) {
+        let (frontier, last_time) = (self.frontier.clone(), self.last_time);
+        match self.try_commit(&batch) {
+            Ok(outcomes) => {
+                for (req, outcome) in batch.into_iter().zip(outcomes) {
+                    let result = match outcome {
+                        Outcome::Appended(mut r) => {
+                            r.tree_size = self.frontier.size();
+                            Ok(r)
+                        }
+                        Outcome::Done(r) => r,
+                    };
+                    let _ = req.reply.send(result);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch is durable: forget it and tell everyone.
+                self.frontier = frontier;
+                self.last_time = last_time;
+                let msg = e.to_string();
+                for req in batch {
+                    let _ = req.reply.send(Err(Error::CommitFailed(msg.clone())));
+                }
+            }
+        }
+    }
+
+    fn try_commit(&mut self, batch: &[Request]) -> Result<Vec<Outcome>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::catch_up(&tx, &mut self.frontier, &mut self.last_time)?;
+        let mut in_batch: HashMap<&str, (u64, Vec<u8>)> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let start_size = self.frontier.size();
+        for req in batch {
+            if let Some(key) = req.entry.dedupe_key.as_deref() {
+                let seen = match in_batch.get(key) {
+                    Some((idx, leaf)) => Some((*idx, leaf.clone())),
+                    None => tx
+                        .prepare_cached("SELECT idx, leaf FROM entries WHERE dedupe_key = ?1")?
+                        .query_row([key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))
+                        .optional()?,
+                };
+                if let Some((index, leaf)) = seen {
+                    outcomes.push(Outcome::Done(existing_receipt(&req.entry, index, &leaf, self.frontier.size())));
+                    continue;
+                }
+            }
+            let mut entry = req.entry.clone();
+            let time = Timestamp::now().max(self.last_time);
+            entry.time = Some(time);
+            let leaf = match entry.canonical_bytes() {
+                Ok(leaf) => leaf,
+                Err(e) => {
+                    outcomes.push(Outcome::Done(Err(e)));
+                    continue;
+                }
+            };
+            let index = self.frontier.size();
+            insert_entry(&tx, index, &entry, &leaf, time)?;
+            let lh = leaf_hash(&leaf);
+            let first = Node { level: 0, index }.stored_index();
+            let mut stmt = tx.prepare_cached("INSERT INTO tree_nodes (id, hash) VALUES (?1, ?2)")?;
+            for (i, h) in self.frontier.push(lh).iter().enumerate() {
+                stmt.execute(params![(first + i as u64) as i64, &h.0[..]])?;
+            }
+            self.last_time = time;
+            if let Some(key) = req.entry.dedupe_key.as_deref() {
+                in_batch.insert(key, (index, leaf));
+            }
+            outcomes.push(Outcome::Appended(Receipt {
+                index,
+                leaf_hash: lh,
+                time,
+                tree_size: 0,
+                existing: false,
+            }));
+        }
+        if self.frontier.size() > start_size {
+            let checkpoint = Checkpoint {
+                origin: self.signer.name().to_owned(),
+                size: self.frontier.size(),
+                root: self.frontier.root(),
+                extensions: vec![],
+            };
+            let signed = SignedCheckpoint::sign(checkpoint, &self.signer)?;
+            tx.prepare_cached("INSERT INTO checkpoints (size, note) VALUES (?1, ?2)")?
+                .execute(params![self.frontier.size() as i64, signed.note])?;
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+/// The receipt for a retried append whose dedupe key is already logged.
+fn existing_receipt(entry: &Entry, index: u64, leaf: &[u8], tree_size: u64) -> Result<Receipt> {
+    let mut logged = Entry::parse_logged(leaf)?;
+    let time = logged.time.take().expect("logged entries carry time");
+    let mut retried = entry.clone();
+    retried.time = None;
+    if logged != retried {
+        return Err(Error::DedupeConflict {
+            key: entry.dedupe_key.clone().unwrap_or_default(),
+            index,
+        });
+    }
+    Ok(Receipt {
+        index,
+        leaf_hash: leaf_hash(leaf),
+        time,
+        tree_size,
+        existing: true,
+    })
+}
+
+/// Inserts the entry row and its query references.
+fn insert_entry(tx: &Transaction<'_>, index: u64, entry: &Entry, leaf: &[u8], time: Timestamp) -> Result<()> {
+    let (namespace, name) = match &entry.object {
+        Some(o) => (Some(o.namespace.as_str()), Some(o.name.as_str())),
+        None => (None, None),
+    };
+    tx.prepare_cached(
+        "INSERT INTO entries (idx, leaf, kind, time_us, namespace, name, actor, dedupe_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        index as i64,
+        leaf,
+        entry.kind(),
+        time.0,
+        namespace,
+        name,
+        entry.actor.as_ref().map(|a| a.username.as_str()),
+        entry.dedupe_key,
+    ])?;
+    let mut refs = tx.prepare_cached("INSERT OR IGNORE INTO entry_refs (field, value, idx) VALUES (?1, ?2, ?3)")?;
+    for (field, value) in entry_refs(entry) {
+        refs.execute(params![field, value, index as i64])?;
+    }
+    Ok(())
+}
+
+/// The `(field, value)` query references of an entry.
+pub fn entry_refs(entry: &Entry) -> Vec<(&'static str, &str)> {
+    let digests = entry.digests().into_iter().map(|d| ("digest", d));
+    let datasets = entry.dataset_uris().into_iter().map(|u| ("dataset", u));
+    let mut refs: Vec<_> = digests.chain(datasets).collect();
+    refs.sort_unstable();
+    refs.dedup();
+    refs
+}

@@ -1,0 +1,186 @@
+//! The C2SP tlog-tiles layout: how a log is published (and exported) as
+//! static files.
+//!
+//! - `checkpoint`: the latest signed checkpoint.
+//! - `tile/<L>/<N>`: hash tile at tile level `L`, index `N`: the 256 hashes
+//!   of tree level `8·L`, nodes `256·N … 256·N+255`, 32 bytes each,
+//!   concatenated. The rightmost tile of a level may be partial:
+//!   `tile/<L>/<N>.p/<W>` holds its first `W` hashes.
+//! - `tile/entries/<N>`: entry bundle of entries `256·N … 256·N+255`, each as
+//!   a big-endian 16-bit length followed by the entry bytes; partial bundles
+//!   are `tile/entries/<N>.p/<W>`.
+//!
+//! `N` is written in groups of three digits, every group but the last
+//! prefixed with `x`: 1234067 → `x001/x234/067`.
+
+use crate::tree::Node;
+use crate::{Error, Result};
+
+/// Tree levels per tile.
+pub const TILE_HEIGHT: u8 = 8;
+/// Hashes (or entries) in a full tile.
+pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+/// Longest entry an entry bundle can hold.
+pub const MAX_ENTRY_SIZE: usize = u16::MAX as usize;
+
+/// One tile of a tree of a given size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    /// Tile level: the tile holds tree level `8 · level`.
+    pub level: u8,
+    /// Tile index within its level.
+    pub index: u64,
+    /// Number of hashes (1..=256); below 256 only for the rightmost tile.
+    pub width: u64,
+}
+
+impl Tile {
+    /// The tree nodes whose hashes the tile holds, in order.
+    pub fn nodes(self) -> impl Iterator<Item = Node> {
+        let level = self.level * TILE_HEIGHT;
+        let first = self.index * TILE_WIDTH;
+        (first..first + self.width).map(move |index| Node { level, index })
+    }
+
+    /// Path of this hash tile.
+    pub fn path(self) -> String {
+        format!("tile/{}/{}", self.level, index_path(self.index, self.width))
+    }
+
+    /// Path of the entry bundle with this index and width (level must be 0).
+    pub fn entries_path(self) -> String {
+        format!("tile/entries/{}", index_path(self.index, self.width))
+    }
+}
+
+fn index_path(index: u64, width: u64) -> String {
+    let digits = format!("{index:03}");
+    let groups = digits.len().div_ceil(3);
+    let padded = format!("{index:0width$}", width = groups * 3);
+    let mut parts: Vec<String> = padded
+        .as_bytes()
+        .chunks(3)
+        .map(|c| format!("x{}", std::str::from_utf8(c).expect("digits")))
+        .collect();
+    let last = parts.pop().expect("at least one group");
+    parts.push(last[1..].to_owned());
+    let mut path = parts.join("/");
+    if width < TILE_WIDTH {
+        path.push_str(&format!(".p/{width}"));
+    }
+    path
+}
+
+/// Every hash tile of a tree of `size` leaves, level by level.
+pub fn tiles_for_size(size: u64) -> Vec<Tile> {
+    let mut tiles = Vec::new();
+    let mut level = 0u8;
+    while u32::from(level) * u32::from(TILE_HEIGHT) < 64 {
+        let nodes = size >> (u32::from(level) * u32::from(TILE_HEIGHT));
+        if nodes == 0 {
+            break;
+        }
+        tiles.extend(level_tiles(level, nodes));
+        level += 1;
+    }
+    tiles
+}
+
+/// The entry bundles of a tree of `size` leaves (level 0 tiles).
+pub fn bundles_for_size(size: u64) -> Vec<Tile> {
+    level_tiles(0, size).collect()
+}
+
+fn level_tiles(level: u8, nodes: u64) -> impl Iterator<Item = Tile> {
+    (0..nodes.div_ceil(TILE_WIDTH)).map(move |index| Tile {
+        level,
+        index,
+        width: (nodes - index * TILE_WIDTH).min(TILE_WIDTH),
+    })
+}
+
+/// Encodes entries as an entry bundle.
+pub fn encode_bundle<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for e in entries {
+        let len = u16::try_from(e.len()).map_err(|_| Error::EntryTooLarge {
+            size: e.len(),
+            max: MAX_ENTRY_SIZE,
+        })?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(e);
+    }
+    Ok(out)
+}
+
+/// Decodes an entry bundle that must hold exactly `count` entries.
+pub fn decode_bundle(data: &[u8], count: u64) -> Result<Vec<&[u8]>> {
+    let mut entries = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let [a, b, tail @ ..] = rest else {
+            return Err(Error::InvalidBundle("entry bundle ends inside a length prefix".into()));
+        };
+        let len = usize::from(u16::from_be_bytes([*a, *b]));
+        if tail.len() < len {
+            return Err(Error::InvalidBundle(format!(
+                "entry {} of the bundle claims {len} bytes but only {} remain",
+                entries.len(),
+                tail.len()
+            )));
+        }
+        entries.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    if entries.len() as u64 != count {
+        return Err(Error::InvalidBundle(format!(
+            "entry bundle holds {} entries, expected {count}",
+            entries.len()
+        )));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn paths_follow_the_spec() {
+        let t = |level, index, width| Tile { level, index, width };
+        assert_eq!(t(0, 0, 256).path(), "tile/0/000");
+        assert_eq!(t(0, 1234067, 256).path(), "tile/0/x001/x234/067");
+        assert_eq!(t(1, 5, 3).path(), "tile/1/005.p/3");
+        assert_eq!(t(0, 1000, 256).entries_path(), "tile/entries/x001/000");
+    }
+
+    #[test]
+    fn tiles_cover_the_tree() {
+        let tiles = tiles_for_size(300);
+        assert_eq!(
+            tiles,
+            vec![
+                Tile { level: 0, index: 0, width: 256 },
+                Tile { level: 0, index: 1, width: 44 },
+                Tile { level: 1, index: 0, width: 1 },
+            ]
+        );
+        assert!(tiles_for_size(0).is_empty());
+        assert_eq!(tiles_for_size(65536).len(), 256 + 1 + 1);
+    }
+
+    proptest! {
+        #[test]
+        fn bundles_round_trip(entries in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
+            let data = encode_bundle(entries.iter().map(Vec::as_slice)).unwrap();
+            let back = decode_bundle(&data, entries.len() as u64).unwrap();
+            prop_assert_eq!(back, entries.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600), count in 0u64..10) {
+            let _ = decode_bundle(&data, count);
+        }
+    }
+}
