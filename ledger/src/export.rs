@@ -49,7 +49,13 @@ Verify it offline with the ledger's public key (obtained independently, not from
 Keep the checkpoint after verifying and pass it as --since-checkpoint next time to prove\n\
 the log only grew in between.\n";
 
-fn csv_row(e: &StoredEntry) -> [String; 11] {
+/// Column names of the CSV form of entries.
+pub const CSV_HEADER: [&str; 11] = [
+    "index", "time", "kind", "cluster", "namespace", "name", "actor", "source", "digests", "datasets", "leaf_hash",
+];
+
+/// One entry as a CSV record (columns of [`CSV_HEADER`]).
+pub fn csv_row(e: &StoredEntry) -> [String; 11] {
     let entry: &Entry = &e.entry;
     let object = entry.object.as_ref();
     [
@@ -65,6 +71,18 @@ fn csv_row(e: &StoredEntry) -> [String; 11] {
         entry.dataset_uris().join(" "),
         leaf_hash(&e.leaf).to_base64(),
     ]
+}
+
+/// Entries as CSV text (columns of [`CSV_HEADER`]), with the header when `header`.
+pub fn to_csv(entries: &[StoredEntry], header: bool) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    if header {
+        w.write_record(CSV_HEADER).expect("writing to memory");
+    }
+    for e in entries {
+        w.write_record(csv_row(e)).expect("writing to memory");
+    }
+    String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of UTF-8 strings")
 }
 
 impl Ledger {
@@ -84,8 +102,7 @@ impl Ledger {
 
             let mut jsonl = Vec::new();
             let mut csv = csv::Writer::from_writer(Vec::new());
-            let header = ["index", "time", "kind", "cluster", "namespace", "name", "actor", "source", "digests", "datasets", "leaf_hash"];
-            csv.write_record(header).map_err(|e| Error::InvalidBundle(e.to_string()))?;
+            csv.write_record(CSV_HEADER).map_err(|e| Error::InvalidBundle(e.to_string()))?;
             let mut stmt = c.prepare("SELECT idx, leaf FROM entries WHERE idx < ?1 ORDER BY idx")?;
             let mut rows = stmt.query([size as i64])?;
             let mut bundle: Vec<Vec<u8>> = Vec::with_capacity(TILE_WIDTH as usize);
@@ -98,12 +115,7 @@ impl Ledger {
             };
             while let Some(row) = rows.next()? {
                 let e = StoredEntry::from_leaf(row.get::<_, i64>(0)? as u64, row.get(1)?)?;
-                let line = serde_json::json!({
-                    "index": e.index,
-                    "leafHash": e.leaf_hash().to_base64(),
-                    "entry": serde_json::from_slice::<serde_json::Value>(&e.leaf).map_err(|err| Error::InvalidEntry(err.to_string()))?,
-                });
-                writeln!(jsonl, "{line}").expect("writing to memory");
+                writeln!(jsonl, "{}", e.to_json()).expect("writing to memory");
                 csv.write_record(csv_row(&e)).map_err(|err| Error::InvalidBundle(err.to_string()))?;
                 bundle.push(e.leaf);
                 if bundle.len() as u64 == TILE_WIDTH {

@@ -65,6 +65,18 @@ impl StoredEntry {
         Ok(StoredEntry { index, leaf, entry })
     }
 
+    /// `{"index", "leafHash", "entry"}`: the form of `entries.jsonl` and of
+    /// JSON query output.
+    pub fn to_json(&self) -> serde_json::Value {
+        let entry: serde_json::Value =
+            serde_json::from_slice(&self.leaf).expect("stored leaves were parsed as JSON when read");
+        serde_json::json!({
+            "index": self.index,
+            "leafHash": self.leaf_hash().to_base64(),
+            "entry": entry,
+        })
+    }
+
     /// Its RFC 6962 leaf hash.
     pub fn leaf_hash(&self) -> Hash {
         leaf_hash(&self.leaf)

@@ -1,0 +1,189 @@
+//! The ledger on real SQLite files: appends, group commit under concurrency,
+//! idempotent retries, queries with completeness ranges, proofs, exports and
+//! their offline verification, and refusal of UPDATE/DELETE.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::*;
+use openmodel_ledger::query::Query;
+use openmodel_ledger::store::OpenCheck;
+use openmodel_ledger::tree::verify_consistency;
+use openmodel_ledger::verify::verify_bundle;
+use openmodel_ledger::{Error, Ledger};
+
+#[test]
+fn appends_are_durable_and_survive_reopen() {
+    let t = TestLedger::new();
+    let r = t.ledger.append(weights("search", "minilm", 1)).unwrap();
+    assert_eq!(r.index, 1, "index 0 is the ledger.key entry");
+    assert_eq!(r.tree_size, 2);
+    let t = t.reopen();
+    let e = t.ledger.entry(1).unwrap();
+    assert_eq!(e.entry.kind(), "weights.verified");
+    assert_eq!(t.ledger.checkpoint().unwrap().checkpoint.size, 2);
+    let r2 = t.ledger.append(weights("search", "minilm", 2)).unwrap();
+    assert_eq!(r2.index, 2);
+    assert!(r2.time >= r.time);
+}
+
+#[test]
+fn concurrent_appenders_get_distinct_gap_free_indexes() {
+    let t = TestLedger::new();
+    let ledger = Arc::new(t.ledger);
+    let threads: Vec<_> = (0..64)
+        .map(|i| {
+            let ledger = Arc::clone(&ledger);
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|j| ledger.append(weights("ns", &format!("m{i}"), j)).unwrap().index)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in threads {
+        for idx in t.join().unwrap() {
+            assert!(all.insert(idx), "index {idx} handed out twice");
+        }
+    }
+    assert_eq!(all.len(), 64 * 25);
+    assert_eq!(all.iter().copied().collect::<Vec<_>>(), (1..=64 * 25).collect::<Vec<u64>>());
+    let report = ledger.verify_stored().unwrap();
+    assert_eq!(report.checkpoint.unwrap().checkpoint.size, 64 * 25 + 1);
+    assert!(report.checkpoints < 64 * 25, "group commit should batch appends, got one checkpoint per append");
+}
+
+#[test]
+fn retried_appends_are_idempotent_and_conflicts_refused() {
+    let t = TestLedger::new();
+    let first = t.ledger.append(weights("ns", "m", 7)).unwrap();
+    let again = t.ledger.append(weights("ns", "m", 7)).unwrap();
+    assert!(again.existing);
+    assert_eq!((again.index, again.leaf_hash, again.time), (first.index, first.leaf_hash, first.time));
+    let mut different = weights("ns", "m", 8);
+    different.dedupe_key = weights("ns", "m", 7).dedupe_key;
+    let err = t.ledger.append(different).unwrap_err();
+    assert!(matches!(err, Error::DedupeConflict { index, .. } if index == first.index), "{err}");
+    assert_eq!(t.ledger.checkpoint().unwrap().checkpoint.size, 2);
+}
+
+#[test]
+fn queries_filter_page_and_state_what_they_cover() {
+    let t = TestLedger::new();
+    for i in 0..30 {
+        t.ledger.append(weights("search", if i % 2 == 0 { "a" } else { "b" }, i)).unwrap();
+        t.ledger.append(spec_change("search", "a", if i % 3 == 0 { "alice" } else { "bob" }, i)).unwrap();
+    }
+    t.ledger.append(dataset("search", "a", "hf://datasets/ms_marco@abc")).unwrap();
+    let size = t.ledger.checkpoint().unwrap().checkpoint.size;
+
+    let q = Query { object: Some(("search".into(), Some("a".into()))), kind: Some("weights.verified".into()), limit: 4, ..Query::default() };
+    let mut seen = Vec::new();
+    let mut start = 0;
+    loop {
+        let page = t.ledger.query(&Query { start, ..q.clone() }).unwrap();
+        assert_eq!(page.scanned.start, start.min(size));
+        assert_eq!(page.checkpoint.checkpoint.size, size);
+        seen.extend(page.entries.iter().map(|e| e.index));
+        assert!(page.entries.iter().all(|e| page.scanned.contains(&e.index)));
+        match page.next {
+            Some(n) => start = n,
+            None => {
+                assert_eq!(page.scanned.end, size);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 15);
+
+    let alice = t.ledger.query(&Query { actor: Some("alice".into()), limit: 100, ..Query::default() }).unwrap();
+    assert_eq!(alice.entries.len(), 10);
+    let by_digest = t.ledger.query(&Query { digest: Some(digest(3)), limit: 100, ..Query::default() }).unwrap();
+    assert_eq!(by_digest.entries.len(), 1);
+    let by_dataset = t.ledger.query(&Query { dataset: Some("hf://datasets/ms_marco@abc".into()), limit: 100, ..Query::default() }).unwrap();
+    assert_eq!(by_dataset.entries.len(), 1);
+
+    // Time windows map to contiguous index ranges.
+    let t10 = t.ledger.entry(10).unwrap().entry.time.unwrap();
+    let t20 = t.ledger.entry(20).unwrap().entry.time.unwrap();
+    let window = t.ledger.query(&Query { since: Some(t10), until: Some(t20), limit: 100, ..Query::default() }).unwrap();
+    assert!(window.entries.iter().all(|e| e.entry.time.unwrap() >= t10 && e.entry.time.unwrap() < t20));
+    assert_eq!(window.scanned.start, window.entries.first().unwrap().index);
+}
+
+#[test]
+fn proofs_verify_against_signed_checkpoints() {
+    let t = TestLedger::new();
+    for i in 0..100 {
+        t.ledger.append(weights("ns", "m", i)).unwrap();
+    }
+    let verifier = t.signer.verifier();
+    for index in [0, 1, 50, 100] {
+        let proof = t.ledger.prove(index).unwrap();
+        let parsed = openmodel_ledger::proof_file::TlogProof::parse(&proof.encode()).unwrap();
+        parsed.verify(&verifier, None).unwrap();
+        let wrong = t.ledger.entry((index + 1) % 101).unwrap().leaf;
+        assert!(parsed.verify(&verifier, Some(&wrong)).unwrap_err().is_verification_failure());
+    }
+    let old = t.ledger.checkpoint_at(40).unwrap().expect("one checkpoint per append here");
+    let new = t.ledger.checkpoint().unwrap();
+    let proof = t.ledger.consistency_proof(40, 101).unwrap();
+    verify_consistency(40, 101, &old.checkpoint.root.0, &new.checkpoint.root.0, &proof).unwrap();
+}
+
+#[test]
+fn exports_verify_offline_and_prove_consistency() {
+    let t = TestLedger::new();
+    for i in 0..300 {
+        t.ledger.append(weights("ns", &format!("m{}", i % 7), i)).unwrap();
+    }
+    let old = t.ledger.checkpoint().unwrap();
+    for i in 300..700 {
+        t.ledger.append(spec_change("ns", "m1", "carol", i)).unwrap();
+    }
+    let dir = t.dir.path().join("bundle");
+    let report = t.ledger.export(&dir).unwrap();
+    assert_eq!(report.checkpoint.checkpoint.size, 701);
+    assert!(dir.join("tile/0/000").is_file() && dir.join("tile/0/002.p/189").is_file());
+    assert!(dir.join("tile/1/000.p/2").is_file() && dir.join("tile/entries/002.p/189").is_file());
+    let verified = verify_bundle(&dir, &t.signer.verifier(), Some(&old.note)).unwrap();
+    assert_eq!(verified.checkpoint.checkpoint.size, 701);
+    let jsonl = std::fs::read_to_string(dir.join("entries.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 701);
+    let csv = std::fs::read_to_string(dir.join("entries.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 702);
+    assert!(t.ledger.export(&dir).is_err(), "export refuses a non-empty folder");
+}
+
+#[test]
+fn the_file_refuses_update_and_delete() {
+    let t = TestLedger::new();
+    t.ledger.append(weights("ns", "m", 1)).unwrap();
+    let conn = rusqlite::Connection::open(&t.path).unwrap();
+    for sql in [
+        "UPDATE entries SET kind = 'model.retired'",
+        "DELETE FROM entries",
+        "DELETE FROM tree_nodes",
+        "UPDATE checkpoints SET note = ''",
+        "DELETE FROM meta",
+    ] {
+        let err = conn.execute(sql, []).unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+}
+
+#[test]
+fn read_only_opens_refuse_appends_and_wrong_keys_are_refused() {
+    let t = TestLedger::new();
+    let ro = Ledger::open_read_only(&t.path, OpenCheck::Full).unwrap();
+    assert!(ro.append(weights("ns", "m", 1)).is_err());
+    let other = openmodel_ledger::note::Signer::generate(ORIGIN).unwrap();
+    let err = Ledger::open(&t.path, other, OpenCheck::Quick).err().unwrap().to_string();
+    assert!(err.contains("not this ledger's key"), "{err}");
+    let missing = t.dir.path().join("nope.sqlite");
+    let err = Ledger::open_read_only(&missing, OpenCheck::Quick).err().unwrap().to_string();
+    assert!(err.contains("does not exist"), "{err}");
+}
