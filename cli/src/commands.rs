@@ -27,17 +27,53 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             .context("no ledger file: pass --ledger FILE or set OPENMODEL_LEDGER")
     };
     match cli.command {
-        Command::Ledger(LedgerCommand::Init { origin, key_file, cluster }) => init(&ledger_path()?, &origin, &key_file, &cluster),
+        Command::Ledger(LedgerCommand::Init {
+            origin,
+            key_file,
+            cluster,
+        }) => init(&ledger_path()?, &origin, &key_file, &cluster),
         Command::Audit(cmd) => match cmd {
-            AuditCommand::Record { key_file, file, jsonl } => record(&ledger_path()?, &key_file, file.as_deref(), jsonl),
-            AuditCommand::Log { filters, output, limit, start, all } => log(&read_only(&ledger_path()?)?, &filters, output, limit, start, all),
-            AuditCommand::Show { index, output } => show(&read_only(&ledger_path()?)?, index, output),
-            AuditCommand::Proof { index, out } => proof(&read_only(&ledger_path()?)?, index, out.as_deref()),
+            AuditCommand::Record {
+                key_file,
+                file,
+                jsonl,
+            } => record(&ledger_path()?, &key_file, file.as_deref(), jsonl),
+            AuditCommand::Log {
+                filters,
+                output,
+                limit,
+                start,
+                all,
+            } => log(
+                &read_only(&ledger_path()?)?,
+                &filters,
+                output,
+                limit,
+                start,
+                all,
+            ),
+            AuditCommand::Show { index, output } => {
+                show(&read_only(&ledger_path()?)?, index, output)
+            }
+            AuditCommand::Proof { index, out } => {
+                proof(&read_only(&ledger_path()?)?, index, out.as_deref())
+            }
             AuditCommand::Export { dir } => export(&read_only(&ledger_path()?)?, &dir),
-            AuditCommand::Verify { bundle, proof, key, since_checkpoint, save_checkpoint } => {
+            AuditCommand::Verify {
+                bundle,
+                proof,
+                key,
+                since_checkpoint,
+                save_checkpoint,
+            } => {
                 let verifier = parse_verifier(&key)?;
                 match (bundle, proof) {
-                    (Some(dir), _) => verify_export(&dir, &verifier, since_checkpoint.as_deref(), save_checkpoint.as_deref()),
+                    (Some(dir), _) => verify_export(
+                        &dir,
+                        &verifier,
+                        since_checkpoint.as_deref(),
+                        save_checkpoint.as_deref(),
+                    ),
                     (None, Some(file)) => verify_proof(&file, &verifier),
                     (None, None) => verify_ledger(&ledger_path()?, &verifier),
                 }
@@ -56,7 +92,11 @@ fn read_text(path: &Path) -> Result<String> {
 
 /// A verifier key given inline or as a file holding it.
 fn parse_verifier(key: &str) -> Result<Verifier> {
-    let text = if Path::new(key).is_file() { read_text(Path::new(key))? } else { key.to_owned() };
+    let text = if Path::new(key).is_file() {
+        read_text(Path::new(key))?
+    } else {
+        key.to_owned()
+    };
     Ok(text.trim().parse::<Verifier>()?)
 }
 
@@ -81,7 +121,10 @@ fn write_new(path: &Path, contents: &str, private: bool) -> Result<()> {
 
 fn init(ledger: &Path, origin: &str, key_file: &Path, cluster: &str) -> Result<ExitCode> {
     if ledger.exists() {
-        bail!("{} already exists; choose a new file for a new ledger", ledger.display());
+        bail!(
+            "{} already exists; choose a new file for a new ledger",
+            ledger.display()
+        );
     }
     let signer = Signer::generate(origin)?;
     let verifier = signer.verifier().to_string();
@@ -92,7 +135,10 @@ fn init(ledger: &Path, origin: &str, key_file: &Path, cluster: &str) -> Result<E
     println!("created ledger {} (origin {origin})", ledger.display());
     println!("private key: {} (keep it secret)", key_file.display());
     println!("verifier key: {verifier}");
-    println!("              (also in {}; give it to auditors)", pub_file.display());
+    println!(
+        "              (also in {}; give it to auditors)",
+        pub_file.display()
+    );
     println!("first checkpoint: size {}", l.checkpoint()?.checkpoint.size);
     Ok(ExitCode::Ok)
 }
@@ -100,7 +146,9 @@ fn init(ledger: &Path, origin: &str, key_file: &Path, cluster: &str) -> Result<E
 fn record(ledger: &Path, key_file: &Path, file: Option<&Path>, jsonl: bool) -> Result<ExitCode> {
     let ledger = Ledger::open(ledger, load_signer(key_file)?, OpenCheck::Quick)?;
     let input: Box<dyn Read + Send> = match file {
-        Some(f) => Box::new(fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?),
+        Some(f) => {
+            Box::new(fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?)
+        }
         None => Box::new(std::io::stdin()),
     };
     if !jsonl {
@@ -110,8 +158,15 @@ fn record(ledger: &Path, key_file: &Path, file: Option<&Path>, jsonl: bool) -> R
             bail!("no entry given: pass --file FILE or pipe one JSON entry on standard input");
         }
         let r = ledger.append(Entry::parse_draft(&text)?)?;
-        let what = if r.existing { "already recorded (same dedupe key)" } else { "recorded" };
-        println!("{what}: entry {} at {} (tree size {})", r.index, r.time, r.tree_size);
+        let what = if r.existing {
+            "already recorded (same dedupe key)"
+        } else {
+            "recorded"
+        };
+        println!(
+            "{what}: entry {} at {} (tree size {})",
+            r.index, r.time, r.tree_size
+        );
         return Ok(ExitCode::Ok);
     }
     // Pipelined: submissions run ahead of acknowledgements, so group commit
@@ -158,7 +213,14 @@ fn to_query(f: &Filters, limit: usize, start: u64) -> Result<Query> {
     })
 }
 
-fn log(ledger: &Ledger, filters: &Filters, format: Format, limit: usize, start: u64, all: bool) -> Result<ExitCode> {
+fn log(
+    ledger: &Ledger,
+    filters: &Filters,
+    format: Format,
+    limit: usize,
+    start: u64,
+    all: bool,
+) -> Result<ExitCode> {
     let mut query = to_query(filters, limit, start)?;
     let mut pages = Vec::new();
     loop {
@@ -180,7 +242,10 @@ fn log(ledger: &Ledger, filters: &Filters, format: Format, limit: usize, start: 
             print!("{}", output::table(&merged.entries));
             eprintln!("{}", output::coverage(&merged));
         }
-        Format::Json => println!("{}", serde_json::to_string_pretty(&output::page_json(&merged))?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&output::page_json(&merged))?
+        ),
         Format::Csv => print!("{}", to_csv(&merged.entries, true)),
     }
     Ok(ExitCode::Ok)
@@ -226,15 +291,29 @@ fn export(ledger: &Ledger, dir: &Path) -> Result<ExitCode> {
         cp.root.to_base64(),
         dir.display()
     );
-    println!("verify with: openmodel audit verify --bundle {} --key '{}'", dir.display(), ledger.verifier());
+    println!(
+        "verify with: openmodel audit verify --bundle {} --key '{}'",
+        dir.display(),
+        ledger.verifier()
+    );
     Ok(ExitCode::Ok)
 }
 
-fn verify_export(dir: &Path, verifier: &Verifier, since: Option<&Path>, save: Option<&Path>) -> Result<ExitCode> {
+fn verify_export(
+    dir: &Path,
+    verifier: &Verifier,
+    since: Option<&Path>,
+    save: Option<&Path>,
+) -> Result<ExitCode> {
     let since = since.map(read_text).transpose()?;
     let report = verify_bundle(dir, verifier, since.as_deref())?;
     let cp = &report.checkpoint.checkpoint;
-    println!("VERIFIED: {} entries, root {} signed by {}", cp.size, cp.root.to_base64(), verifier.name());
+    println!(
+        "VERIFIED: {} entries, root {} signed by {}",
+        cp.size,
+        cp.root.to_base64(),
+        verifier.name()
+    );
     if let Some(old) = &report.consistent_with {
         println!(
             "CONSISTENT: the log only grew since your checkpoint of size {} (root {})",
@@ -243,8 +322,12 @@ fn verify_export(dir: &Path, verifier: &Verifier, since: Option<&Path>, save: Op
         );
     }
     if let Some(path) = save {
-        fs::write(path, &report.checkpoint.note).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("saved this checkpoint to {}; pass it as --since-checkpoint next time", path.display());
+        fs::write(path, &report.checkpoint.note)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "saved this checkpoint to {}; pass it as --since-checkpoint next time",
+            path.display()
+        );
     }
     Ok(ExitCode::Ok)
 }
@@ -252,7 +335,11 @@ fn verify_export(dir: &Path, verifier: &Verifier, since: Option<&Path>, save: Op
 fn verify_proof(file: &Path, verifier: &Verifier) -> Result<ExitCode> {
     let proof = TlogProof::parse(&read_text(file)?)?;
     let signed = proof.verify(verifier, None)?;
-    let entry = proof.extra.as_deref().map(Entry::parse_logged).transpose()?;
+    let entry = proof
+        .extra
+        .as_deref()
+        .map(Entry::parse_logged)
+        .transpose()?;
     println!(
         "VERIFIED: entry {} ({}) is in the log of size {} signed by {}",
         proof.index,

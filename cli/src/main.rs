@@ -60,7 +60,11 @@ fn main() -> std::process::ExitCode {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
-            return std::process::ExitCode::from(if e.use_stderr() { ExitCode::Usage as u8 } else { 0 });
+            return std::process::ExitCode::from(if e.use_stderr() {
+                ExitCode::Usage as u8
+            } else {
+                0
+            });
         }
     };
     match commands::run(args) {

@@ -45,10 +45,18 @@ pub fn table(entries: &[StoredEntry]) -> String {
             let o = e.entry.object.as_ref();
             [
                 e.index.to_string(),
-                e.entry.time.map(|t| t.to_string()[..19].to_owned()).unwrap_or_default(),
+                e.entry
+                    .time
+                    .map(|t| t.to_string()[..19].to_owned())
+                    .unwrap_or_default(),
                 e.entry.kind().to_owned(),
-                o.map(|o| format!("{}/{}", o.namespace, o.name)).unwrap_or_else(|| "-".into()),
-                e.entry.actor.as_ref().map(|a| a.username.clone()).unwrap_or_else(|| "-".into()),
+                o.map(|o| format!("{}/{}", o.namespace, o.name))
+                    .unwrap_or_else(|| "-".into()),
+                e.entry
+                    .actor
+                    .as_ref()
+                    .map(|a| a.username.clone())
+                    .unwrap_or_else(|| "-".into()),
                 detail(&e.entry),
             ]
         })

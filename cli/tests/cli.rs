@@ -14,7 +14,18 @@ fn help_explains_commands_and_exit_codes() {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
     let help = ws.run(&["audit", "log", "--help"]).ok();
-    for needle in ["--model", "--kind", "--since", "--until", "--digest", "--dataset", "--actor", "table", "json", "csv"] {
+    for needle in [
+        "--model",
+        "--kind",
+        "--since",
+        "--until",
+        "--digest",
+        "--dataset",
+        "--actor",
+        "table",
+        "json",
+        "csv",
+    ] {
         assert!(help.contains(needle), "audit log --help lacks {needle:?}");
     }
     assert!(ws.run(&["--version"]).ok().starts_with("openmodel "));
@@ -25,7 +36,10 @@ fn works_as_a_kubectl_plugin() {
     let ws = Workspace::new();
     let plugin = ws.path("kubectl-openmodel");
     std::fs::copy(bin(), &plugin).unwrap();
-    let out = std::process::Command::new(&plugin).arg("--help").output().unwrap();
+    let out = std::process::Command::new(&plugin)
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Usage: kubectl openmodel"), "{help}");
     let out = std::process::Command::new(&plugin)
@@ -42,48 +56,125 @@ fn log_filters_formats_and_pages() {
     let ws = Workspace::new();
     let mut lines = Vec::new();
     for i in 0..12 {
-        lines.push(weights_json("search", if i % 2 == 0 { "a" } else { "b" }, i));
-        lines.push(change_json("search", "a", if i % 4 == 0 { "alice" } else { "bob" }, i));
+        lines.push(weights_json(
+            "search",
+            if i % 2 == 0 { "a" } else { "b" },
+            i,
+        ));
+        lines.push(change_json(
+            "search",
+            "a",
+            if i % 4 == 0 { "alice" } else { "bob" },
+            i,
+        ));
     }
     lines.push(weights_json("other", "c", 100));
     let idx = ws.record(&lines);
     assert_eq!(idx, (1..=25).collect::<Vec<u64>>());
 
-    let table = ws.run(&["audit", "log", "--model", "search/a", "--kind", "spec.changed", "--actor", "alice"]);
+    let table = ws.run(&[
+        "audit",
+        "log",
+        "--model",
+        "search/a",
+        "--kind",
+        "spec.changed",
+        "--actor",
+        "alice",
+    ]);
     assert_eq!(table.code, 0);
     assert_eq!(table.stdout.lines().count(), 1 + 3, "{}", table.stdout);
-    assert!(table.stdout.lines().skip(1).all(|l| l.contains("alice") && l.contains("UPDATE /spec/runtime/replicas")));
-    assert!(table.stderr.contains("3 matching entries in index range [0, 26) of the signed tree of size 26"), "{}", table.stderr);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("alice") && l.contains("UPDATE /spec/runtime/replicas"))
+    );
+    assert!(
+        table
+            .stderr
+            .contains("3 matching entries in index range [0, 26) of the signed tree of size 26"),
+        "{}",
+        table.stderr
+    );
 
-    let json: serde_json::Value = serde_json::from_str(&ws.run(&["audit", "log", "--model", "search/", "--limit", "5", "-o", "json"]).ok()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &ws.run(&[
+            "audit", "log", "--model", "search/", "--limit", "5", "-o", "json",
+        ])
+        .ok(),
+    )
+    .unwrap();
     assert_eq!(json["entries"].as_array().unwrap().len(), 5);
     assert_eq!(json["next"], 6);
     assert_eq!(json["treeSize"], 26);
-    let all: serde_json::Value =
-        serde_json::from_str(&ws.run(&["audit", "log", "--model", "search/", "--limit", "5", "--all", "-o", "json"]).ok()).unwrap();
+    let all: serde_json::Value = serde_json::from_str(
+        &ws.run(&[
+            "audit", "log", "--model", "search/", "--limit", "5", "--all", "-o", "json",
+        ])
+        .ok(),
+    )
+    .unwrap();
     assert_eq!(all["entries"].as_array().unwrap().len(), 24);
     assert_eq!(all["scanned"], serde_json::json!({"from": 0, "to": 26}));
 
     let digest = format!("sha256:{:064x}", 100);
-    let csv = ws.run(&["audit", "log", "--digest", &digest, "-o", "csv"]).ok();
+    let csv = ws
+        .run(&["audit", "log", "--digest", &digest, "-o", "csv"])
+        .ok();
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(csv.lines().nth(1).unwrap().starts_with("25,"));
 
-    let until_all = ws.run(&["audit", "log", "--since", "2000-01-01", "--until", "2999-01-01", "-o", "json"]).ok();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&until_all).unwrap()["entries"].as_array().unwrap().len(), 26);
-    let none = ws.run(&["audit", "log", "--until", "2000-01-01", "-o", "json"]).ok();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&none).unwrap()["entries"].as_array().unwrap().len(), 0);
+    let until_all = ws
+        .run(&[
+            "audit",
+            "log",
+            "--since",
+            "2000-01-01",
+            "--until",
+            "2999-01-01",
+            "-o",
+            "json",
+        ])
+        .ok();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&until_all).unwrap()["entries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        26
+    );
+    let none = ws
+        .run(&["audit", "log", "--until", "2000-01-01", "-o", "json"])
+        .ok();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&none).unwrap()["entries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[test]
 fn proofs_verify_and_tampered_proofs_fail() {
     let ws = Workspace::new();
-    ws.record(&(0..10).map(|i| weights_json("ns", "m", i)).collect::<Vec<_>>());
+    ws.record(
+        &(0..10)
+            .map(|i| weights_json("ns", "m", i))
+            .collect::<Vec<_>>(),
+    );
     ws.run(&["audit", "proof", "4", "--out", "p4"]).ok();
     let text = std::fs::read_to_string(ws.path("p4")).unwrap();
     assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra "), "{text}");
-    let out = ws.run(&["audit", "verify", "--proof", "p4", "--key", "key.pub"]).ok();
-    assert!(out.contains("VERIFIED: entry 4 (weights.verified)"), "{out}");
+    let out = ws
+        .run(&["audit", "verify", "--proof", "p4", "--key", "key.pub"])
+        .ok();
+    assert!(
+        out.contains("VERIFIED: entry 4 (weights.verified)"),
+        "{out}"
+    );
     // Swap in another entry's bytes: the proof no longer holds.
     let other = ws.run(&["audit", "proof", "5"]).ok();
     let extra5 = other.lines().nth(1).unwrap();
@@ -91,47 +182,127 @@ fn proofs_verify_and_tampered_proofs_fail() {
     std::fs::write(ws.path("forged"), forged).unwrap();
     let run = ws.run(&["audit", "verify", "--proof", "forged", "--key", "key.pub"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("proof does not verify"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("proof does not verify"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn bad_input_gets_clear_errors_and_exit_codes() {
     let ws = Workspace::new();
     let cases: Vec<(Vec<&str>, &str, i32, &str)> = vec![
-        (vec!["audit", "record", "--key-file", "key"], "{not json", 4, "invalid entry"),
-        (vec!["audit", "record", "--key-file", "key"], "", 4, "no entry given"),
+        (
+            vec!["audit", "record", "--key-file", "key"],
+            "{not json",
+            4,
+            "invalid entry",
+        ),
+        (
+            vec!["audit", "record", "--key-file", "key"],
+            "",
+            4,
+            "no entry given",
+        ),
         (
             vec!["audit", "record", "--key-file", "key"],
             r#"{"v":1,"kind":"weights.verified","cluster":"c","source":"cli","actor":null,"time":"2026-01-01T00:00:00Z","object":null,"data":{}}"#,
             4,
             "assigned by the ledger",
         ),
-        (vec!["audit", "record", "--key-file", "key.pub"], "{}", 4, "PRIVATE+KEY"),
-        (vec!["audit", "show", "99"], "", 4, "index 99 is beyond the tree of size 1"),
-        (vec!["audit", "log", "--model", "nonamespace"], "", 4, "namespace/name"),
-        (vec!["audit", "log", "--since", "last tuesday"], "", 4, "RFC 3339"),
-        (vec!["audit", "log", "--kind", "weights.eaten"], "", 4, "unknown kind"),
-        (vec!["audit", "verify", "--key", "garbage"], "", 4, "verifier key has the form"),
-        (vec!["audit", "verify", "--bundle", "nowhere", "--key", "key.pub"], "", 4, "checkpoint is missing"),
-        (vec!["audit", "log", "--frobnicate"], "", 2, "unexpected argument"),
-        (vec!["ledger", "init", "--origin", "x", "--key-file", "key2"], "", 4, "already exists"),
-        (vec!["--ledger", "missing.sqlite", "audit", "log"], "", 4, "does not exist"),
+        (
+            vec!["audit", "record", "--key-file", "key.pub"],
+            "{}",
+            4,
+            "PRIVATE+KEY",
+        ),
+        (
+            vec!["audit", "show", "99"],
+            "",
+            4,
+            "index 99 is beyond the tree of size 1",
+        ),
+        (
+            vec!["audit", "log", "--model", "nonamespace"],
+            "",
+            4,
+            "namespace/name",
+        ),
+        (
+            vec!["audit", "log", "--since", "last tuesday"],
+            "",
+            4,
+            "RFC 3339",
+        ),
+        (
+            vec!["audit", "log", "--kind", "weights.eaten"],
+            "",
+            4,
+            "unknown kind",
+        ),
+        (
+            vec!["audit", "verify", "--key", "garbage"],
+            "",
+            4,
+            "verifier key has the form",
+        ),
+        (
+            vec!["audit", "verify", "--bundle", "nowhere", "--key", "key.pub"],
+            "",
+            4,
+            "checkpoint is missing",
+        ),
+        (
+            vec!["audit", "log", "--frobnicate"],
+            "",
+            2,
+            "unexpected argument",
+        ),
+        (
+            vec!["ledger", "init", "--origin", "x", "--key-file", "key2"],
+            "",
+            4,
+            "already exists",
+        ),
+        (
+            vec!["--ledger", "missing.sqlite", "audit", "log"],
+            "",
+            4,
+            "does not exist",
+        ),
     ];
     for (args, stdin, code, needle) in cases {
         let run = ws.run_with_stdin(&args, stdin);
         assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains(needle), "{args:?}: expected {needle:?} in {}", run.stderr);
-        assert!(!run.stderr.contains("panicked"), "{args:?} panicked: {}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "{args:?}: expected {needle:?} in {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("panicked"),
+            "{args:?} panicked: {}",
+            run.stderr
+        );
     }
     // Errors change nothing.
     ws.run(&["audit", "verify", "--key", "key.pub"]).ok();
-    assert_eq!(ws.run(&["audit", "log", "-o", "csv"]).ok().lines().count(), 2);
+    assert_eq!(
+        ws.run(&["audit", "log", "-o", "csv"]).ok().lines().count(),
+        2
+    );
 }
 
 #[test]
 fn jsonl_record_stops_at_the_first_bad_line_keeping_earlier_ones() {
     let ws = Workspace::new();
-    let input = format!("{}\n{}\nnot json\n{}\n", weights_json("a", "b", 1), weights_json("a", "b", 2), weights_json("a", "b", 3));
+    let input = format!(
+        "{}\n{}\nnot json\n{}\n",
+        weights_json("a", "b", 1),
+        weights_json("a", "b", 2),
+        weights_json("a", "b", 3)
+    );
     let run = ws.run_with_stdin(&["audit", "record", "--jsonl", "--key-file", "key"], &input);
     assert_eq!(run.code, 4);
     assert_eq!(run.stdout, "1\n2\n");

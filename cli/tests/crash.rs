@@ -34,7 +34,13 @@ fn sigkill_never_loses_an_acknowledged_entry() {
     let seed = std::env::var("OPENMODEL_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("crash test seed: {seed} (set OPENMODEL_CRASH_SEED to replay)");
     let mut rng = Rng(seed);
     let ws = Workspace::new();
@@ -75,7 +81,10 @@ fn sigkill_never_loses_an_acknowledged_entry() {
         child.wait().unwrap();
         feeder.join().unwrap();
         reader.join().unwrap();
-        let acks: Vec<u64> = rx.try_iter().map(|l| l.parse().expect("ack lines are indexes")).collect();
+        let acks: Vec<u64> = rx
+            .try_iter()
+            .map(|l| l.parse().expect("ack lines are indexes"))
+            .collect();
         if !acks.is_empty() {
             kills_mid_stream += 1;
         }
@@ -83,7 +92,10 @@ fn sigkill_never_loses_an_acknowledged_entry() {
         let mut this_round = Vec::new();
         for (k, index) in acks.into_iter().enumerate() {
             let key = format!("crash/r{round}/{k}");
-            assert!(acked.insert(index, key.clone()).is_none(), "index {index} acknowledged twice");
+            assert!(
+                acked.insert(index, key.clone()).is_none(),
+                "index {index} acknowledged twice"
+            );
             this_round.push((index, key));
         }
 
@@ -91,21 +103,37 @@ fn sigkill_never_loses_an_acknowledged_entry() {
         // signed checkpoint) and holds this round's acknowledged entries.
         // Every 25 rounds: full recomputation and every acknowledgement so far.
         let full = round % 25 == 24 || round + 1 == KILLS;
-        let ledger = Ledger::open_read_only(&ws.ledger(), if full { OpenCheck::Full } else { OpenCheck::Quick })
-            .unwrap_or_else(|e| panic!("round {round}: reopening after SIGKILL failed: {e}"));
+        let ledger = Ledger::open_read_only(
+            &ws.ledger(),
+            if full {
+                OpenCheck::Full
+            } else {
+                OpenCheck::Quick
+            },
+        )
+        .unwrap_or_else(|e| panic!("round {round}: reopening after SIGKILL failed: {e}"));
         let all: Vec<(u64, String)> = acked.iter().map(|(i, k)| (*i, k.clone())).collect();
         for (index, key) in if full { &all } else { &this_round } {
-            let e = ledger
-                .entry(*index)
-                .unwrap_or_else(|err| panic!("round {round}: acknowledged entry {index} lost: {err}"));
-            assert_eq!(e.entry.dedupe_key.as_deref(), Some(key.as_str()), "round {round}: entry {index} changed");
+            let e = ledger.entry(*index).unwrap_or_else(|err| {
+                panic!("round {round}: acknowledged entry {index} lost: {err}")
+            });
+            assert_eq!(
+                e.entry.dedupe_key.as_deref(),
+                Some(key.as_str()),
+                "round {round}: entry {index} changed"
+            );
         }
     }
     assert!(
         kills_mid_stream >= KILLS / 2,
         "only {kills_mid_stream} of {KILLS} kills happened while appends were being acknowledged"
     );
-    let size = Ledger::open_read_only(&ws.ledger(), OpenCheck::Full).unwrap().checkpoint().unwrap().checkpoint.size;
+    let size = Ledger::open_read_only(&ws.ledger(), OpenCheck::Full)
+        .unwrap()
+        .checkpoint()
+        .unwrap()
+        .checkpoint
+        .size;
     eprintln!(
         "{} acknowledged entries (of {size} logged) survived {KILLS} SIGKILLs ({kills_mid_stream} mid-stream)",
         acked.len()

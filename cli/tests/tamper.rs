@@ -23,7 +23,13 @@ const FORK: i32 = 3;
 fn populated() -> Workspace {
     let ws = Workspace::new();
     let lines: Vec<String> = (0..40)
-        .map(|i| if i % 3 == 0 { change_json("ns", "m", "alice", i) } else { weights_json("ns", &format!("m{}", i % 4), i) })
+        .map(|i| {
+            if i % 3 == 0 {
+                change_json("ns", "m", "alice", i)
+            } else {
+                weights_json("ns", &format!("m{}", i % 4), i)
+            }
+        })
         .collect();
     ws.record(&lines);
     ws
@@ -56,22 +62,41 @@ fn verify_copy(path: &Path, vkey: &str) -> Result<(), Error> {
 }
 
 /// Reads a blob, flips one bit of one byte, writes it back (triggers dropped).
-fn flip(ws: &Workspace, name: &str, table: &str, column: &str, key: &str, id: u64, byte: usize) -> PathBuf {
+fn flip(
+    ws: &Workspace,
+    name: &str,
+    table: &str,
+    column: &str,
+    key: &str,
+    id: u64,
+    byte: usize,
+) -> PathBuf {
     let copy = tampered_copy(ws, name, "");
     let conn = Connection::open(&copy).unwrap();
     let mut blob: Vec<u8> = conn
-        .query_row(&format!("SELECT {column} FROM {table} WHERE {key} = ?1"), [id as i64], |r| r.get(0))
+        .query_row(
+            &format!("SELECT {column} FROM {table} WHERE {key} = ?1"),
+            [id as i64],
+            |r| r.get(0),
+        )
         .unwrap();
     blob[byte] ^= 0x01;
-    conn.execute(&format!("UPDATE {table} SET {column} = ?1 WHERE {key} = ?2"), rusqlite::params![blob, id as i64])
-        .unwrap();
+    conn.execute(
+        &format!("UPDATE {table} SET {column} = ?1 WHERE {key} = ?2"),
+        rusqlite::params![blob, id as i64],
+    )
+    .unwrap();
     copy
 }
 
 fn blob_len(ws: &Workspace, table: &str, column: &str, key: &str, id: u64) -> usize {
     let conn = Connection::open(ws.ledger()).unwrap();
-    conn.query_row(&format!("SELECT length({column}) FROM {table} WHERE {key} = ?1"), [id as i64], |r| r.get::<_, i64>(0))
-        .unwrap() as usize
+    conn.query_row(
+        &format!("SELECT length({column}) FROM {table} WHERE {key} = ?1"),
+        [id as i64],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap() as usize
 }
 
 fn expect_tampered_at(result: Result<(), Error>, index: u64, what: &str) {
@@ -90,7 +115,11 @@ fn every_byte_of_entries_leaf_hashes_and_nodes_is_covered() {
     for index in [0, 17, size - 1] {
         for byte in 0..blob_len(&ws, "entries", "leaf", "idx", index) {
             let copy = flip(&ws, "t.sqlite", "entries", "leaf", "idx", index, byte);
-            expect_tampered_at(verify_copy(&copy, &vkey), index, &format!("entry {index} byte {byte}"));
+            expect_tampered_at(
+                verify_copy(&copy, &vkey),
+                index,
+                &format!("entry {index} byte {byte}"),
+            );
             std::fs::remove_file(copy).unwrap();
         }
     }
@@ -99,14 +128,30 @@ fn every_byte_of_entries_leaf_hashes_and_nodes_is_covered() {
         let id = Node { level: 0, index }.stored_index();
         for byte in 0..32 {
             let copy = flip(&ws, "t.sqlite", "tree_nodes", "hash", "id", id, byte);
-            expect_tampered_at(verify_copy(&copy, &vkey), index, &format!("leaf hash {index} byte {byte}"));
+            expect_tampered_at(
+                verify_copy(&copy, &vkey),
+                index,
+                &format!("leaf hash {index} byte {byte}"),
+            );
             std::fs::remove_file(copy).unwrap();
         }
     }
     for id in 0..openmodel_ledger::tree::stored_hash_count(size) {
         let node = Node::from_stored_index(id);
-        let copy = flip(&ws, "t.sqlite", "tree_nodes", "hash", "id", id, (id % 32) as usize);
-        expect_tampered_at(verify_copy(&copy, &vkey), node.first_leaf(), &format!("node {node:?}"));
+        let copy = flip(
+            &ws,
+            "t.sqlite",
+            "tree_nodes",
+            "hash",
+            "id",
+            id,
+            (id % 32) as usize,
+        );
+        expect_tampered_at(
+            verify_copy(&copy, &vkey),
+            node.first_leaf(),
+            &format!("node {node:?}"),
+        );
         std::fs::remove_file(copy).unwrap();
     }
 }
@@ -116,24 +161,118 @@ fn audit_verify_names_the_first_bad_index() {
     let ws = populated();
     let vkey = ws.vkey();
     let cases: Vec<(PathBuf, &str)> = vec![
-        (flip(&ws, "entry.sqlite", "entries", "leaf", "idx", 7, 40), "index 7"),
-        (flip(&ws, "leafhash.sqlite", "tree_nodes", "hash", "id", Node { level: 0, index: 12 }.stored_index(), 3), "index 12"),
-        (flip(&ws, "node.sqlite", "tree_nodes", "hash", "id", Node { level: 2, index: 3 }.stored_index(), 0), "index 12"),
-        (tampered_copy(&ws, "kind.sqlite", "UPDATE entries SET kind = 'model.retired' WHERE idx = 9"), "index 9"),
-        (tampered_copy(&ws, "actor.sqlite", "UPDATE entries SET actor = 'mallory' WHERE idx = 3"), "index 3"),
-        (tampered_copy(&ws, "refs.sqlite", "UPDATE entry_refs SET value = 'sha256:' || printf('%064x', 999) WHERE idx = 5"), "index 5"),
-        (tampered_copy(&ws, "deleted.sqlite", "DELETE FROM entries WHERE idx = 40; DELETE FROM entry_refs WHERE idx = 40;"), "index 40"),
-        (tampered_copy(&ws, "gap.sqlite", "DELETE FROM entries WHERE idx = 20; DELETE FROM entry_refs WHERE idx = 20;"), "index 20"),
+        (
+            flip(&ws, "entry.sqlite", "entries", "leaf", "idx", 7, 40),
+            "index 7",
+        ),
+        (
+            flip(
+                &ws,
+                "leafhash.sqlite",
+                "tree_nodes",
+                "hash",
+                "id",
+                Node {
+                    level: 0,
+                    index: 12,
+                }
+                .stored_index(),
+                3,
+            ),
+            "index 12",
+        ),
+        (
+            flip(
+                &ws,
+                "node.sqlite",
+                "tree_nodes",
+                "hash",
+                "id",
+                Node { level: 2, index: 3 }.stored_index(),
+                0,
+            ),
+            "index 12",
+        ),
+        (
+            tampered_copy(
+                &ws,
+                "kind.sqlite",
+                "UPDATE entries SET kind = 'model.retired' WHERE idx = 9",
+            ),
+            "index 9",
+        ),
+        (
+            tampered_copy(
+                &ws,
+                "actor.sqlite",
+                "UPDATE entries SET actor = 'mallory' WHERE idx = 3",
+            ),
+            "index 3",
+        ),
+        (
+            tampered_copy(
+                &ws,
+                "refs.sqlite",
+                "UPDATE entry_refs SET value = 'sha256:' || printf('%064x', 999) WHERE idx = 5",
+            ),
+            "index 5",
+        ),
+        (
+            tampered_copy(
+                &ws,
+                "deleted.sqlite",
+                "DELETE FROM entries WHERE idx = 40; DELETE FROM entry_refs WHERE idx = 40;",
+            ),
+            "index 40",
+        ),
+        (
+            tampered_copy(
+                &ws,
+                "gap.sqlite",
+                "DELETE FROM entries WHERE idx = 20; DELETE FROM entry_refs WHERE idx = 20;",
+            ),
+            "index 20",
+        ),
     ];
     for (copy, needle) in cases {
-        let run = ws.run(&["--ledger", copy.to_str().unwrap(), "audit", "verify", "--key", &vkey]);
-        assert_eq!(run.code, VERIFICATION_FAILED, "{}: {}{}", copy.display(), run.stdout, run.stderr);
-        assert!(run.stderr.contains(needle), "{}: expected {needle:?} in {}", copy.display(), run.stderr);
+        let run = ws.run(&[
+            "--ledger",
+            copy.to_str().unwrap(),
+            "audit",
+            "verify",
+            "--key",
+            &vkey,
+        ]);
+        assert_eq!(
+            run.code,
+            VERIFICATION_FAILED,
+            "{}: {}{}",
+            copy.display(),
+            run.stdout,
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(needle),
+            "{}: expected {needle:?} in {}",
+            copy.display(),
+            run.stderr
+        );
         assert!(run.stderr.contains("VERIFICATION FAILED"), "{}", run.stderr);
     }
     // An altered checkpoint signature.
-    let copy = tampered_copy(&ws, "cp.sqlite", "UPDATE checkpoints SET note = replace(note, 'cli.test/openmodel\n41', 'cli.test/openmodel\n42')");
-    let run = ws.run(&["--ledger", copy.to_str().unwrap(), "audit", "verify", "--key", &vkey]);
+    let copy = tampered_copy(
+        &ws,
+        "cp.sqlite",
+        "UPDATE checkpoints SET note = replace(note, 'cli.test/openmodel\n41', 'cli.test/openmodel\n42')",
+    );
+    let run = ws.run(&[
+        "--ledger",
+        copy.to_str().unwrap(),
+        "audit",
+        "verify",
+        "--key",
+        &vkey,
+    ]);
     assert_eq!(run.code, VERIFICATION_FAILED, "{}", run.stderr);
     // The untouched original still verifies.
     let run = ws.run(&["audit", "verify", "--key", &vkey]);
@@ -148,11 +287,26 @@ fn a_history_resigned_with_another_key_fails() {
     fake.record(&[change_json("ns", "m", "alice", 99)]);
     let run = fake.run(&["audit", "verify", "--key", &real.vkey()]);
     assert_eq!(run.code, VERIFICATION_FAILED, "{}", run.stderr);
-    assert!(run.stderr.contains("not the key you trust"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not the key you trust"),
+        "{}",
+        run.stderr
+    );
     fake.run(&["audit", "export", "bundle"]).ok();
-    let run = fake.run(&["audit", "verify", "--bundle", "bundle", "--key", &real.vkey()]);
+    let run = fake.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        "bundle",
+        "--key",
+        &real.vkey(),
+    ]);
     assert_eq!(run.code, VERIFICATION_FAILED, "{}", run.stderr);
-    assert!(run.stderr.contains("no signature by cli.test/openmodel"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no signature by cli.test/openmodel"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -160,7 +314,8 @@ fn tampered_bundles_are_caught() {
     let ws = populated();
     ws.run(&["audit", "export", "bundle"]).ok();
     let vkey = ws.vkey();
-    ws.run(&["audit", "verify", "--bundle", "bundle", "--key", &vkey]).ok();
+    ws.run(&["audit", "verify", "--bundle", "bundle", "--key", &vkey])
+        .ok();
     let copy = |name: &str| {
         let dst = ws.path(name);
         copy_dir(&ws.path("bundle"), &dst);
@@ -179,7 +334,14 @@ fn tampered_bundles_are_caught() {
     };
     data[offset] ^= 0x01;
     std::fs::write(&bundle_file, &data).unwrap();
-    let run = ws.run(&["audit", "verify", "--bundle", b.to_str().unwrap(), "--key", &vkey]);
+    let run = ws.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--key",
+        &vkey,
+    ]);
     assert_eq!(run.code, VERIFICATION_FAILED, "{}", run.stderr);
     assert!(run.stderr.contains("index 13"), "{}", run.stderr);
     // A leaf hash in the hash tile.
@@ -188,15 +350,33 @@ fn tampered_bundles_are_caught() {
     let mut data = std::fs::read(&tile).unwrap();
     data[32 * 21 + 5] ^= 0x80;
     std::fs::write(&tile, &data).unwrap();
-    let run = ws.run(&["audit", "verify", "--bundle", b.to_str().unwrap(), "--key", &vkey]);
+    let run = ws.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--key",
+        &vkey,
+    ]);
     assert_eq!(run.code, VERIFICATION_FAILED, "{}", run.stderr);
     assert!(run.stderr.contains("index 21"), "{}", run.stderr);
     // A missing tile is an incomplete bundle, not a pass.
     let b = copy("b3");
     std::fs::remove_file(b.join("tile/0/000.p/41")).unwrap();
-    let run = ws.run(&["audit", "verify", "--bundle", b.to_str().unwrap(), "--key", &vkey]);
+    let run = ws.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--key",
+        &vkey,
+    ]);
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("tile/0/000.p/41 is missing"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("tile/0/000.p/41 is missing"),
+        "{}",
+        run.stderr
+    );
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -217,42 +397,108 @@ fn forks_are_reported_as_forks() {
     let ws = populated();
     let vkey = ws.vkey();
     ws.run(&["audit", "export", "honest-41"]).ok();
-    ws.run(&["audit", "verify", "--bundle", "honest-41", "--key", &vkey, "--save-checkpoint", "cp-41"]).ok();
+    ws.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        "honest-41",
+        "--key",
+        &vkey,
+        "--save-checkpoint",
+        "cp-41",
+    ])
+    .ok();
 
     // Someone holding the (stolen) key builds a second history of the same size.
-    let signer: Signer = std::fs::read_to_string(ws.path("key")).unwrap().trim().parse().unwrap();
+    let signer: Signer = std::fs::read_to_string(ws.path("key"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let forked = ws.path("forked.sqlite");
     let ledger = Ledger::create(&forked, signer, "test").unwrap();
     for i in 0..40 {
-        let e = openmodel_ledger::entry::Entry::parse_draft(weights_json("ns", "evil", i).as_bytes()).unwrap();
+        let e =
+            openmodel_ledger::entry::Entry::parse_draft(weights_json("ns", "evil", i).as_bytes())
+                .unwrap();
         ledger.append(e).unwrap();
     }
     let fork_export = |dir: &str| {
-        ws.run(&["--ledger", forked.to_str().unwrap(), "audit", "export", dir]).ok();
+        ws.run(&["--ledger", forked.to_str().unwrap(), "audit", "export", dir])
+            .ok();
     };
     fork_export("fork-41");
-    let run = ws.run(&["audit", "verify", "--bundle", "fork-41", "--key", &vkey, "--since-checkpoint", "cp-41"]);
+    let run = ws.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        "fork-41",
+        "--key",
+        &vkey,
+        "--since-checkpoint",
+        "cp-41",
+    ]);
     assert_eq!(run.code, FORK, "{}", run.stderr);
-    assert!(run.stderr.contains("two signed checkpoints of size 41 with different roots"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("two signed checkpoints of size 41 with different roots"),
+        "{}",
+        run.stderr
+    );
 
     // The forked history grows: it is larger but not an extension of what the auditor saw.
     for i in 40..60 {
-        let e = openmodel_ledger::entry::Entry::parse_draft(weights_json("ns", "evil", i).as_bytes()).unwrap();
+        let e =
+            openmodel_ledger::entry::Entry::parse_draft(weights_json("ns", "evil", i).as_bytes())
+                .unwrap();
         ledger.append(e).unwrap();
     }
     fork_export("fork-61");
-    let run = ws.run(&["audit", "verify", "--bundle", "fork-61", "--key", &vkey, "--since-checkpoint", "cp-41"]);
+    let run = ws.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        "fork-61",
+        "--key",
+        &vkey,
+        "--since-checkpoint",
+        "cp-41",
+    ]);
     assert_eq!(run.code, FORK, "{}", run.stderr);
-    assert!(run.stderr.contains("rewritten, not appended to"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("rewritten, not appended to"),
+        "{}",
+        run.stderr
+    );
 
     // The honest log grows: consistent. Then a rolled-back view is a fork.
     ws.record(&[weights_json("ns", "m", 1000)]);
     ws.run(&["audit", "export", "honest-42"]).ok();
     let out = ws
-        .run(&["audit", "verify", "--bundle", "honest-42", "--key", &vkey, "--since-checkpoint", "cp-41", "--save-checkpoint", "cp-42"])
+        .run(&[
+            "audit",
+            "verify",
+            "--bundle",
+            "honest-42",
+            "--key",
+            &vkey,
+            "--since-checkpoint",
+            "cp-41",
+            "--save-checkpoint",
+            "cp-42",
+        ])
         .ok();
     assert!(out.contains("CONSISTENT"), "{out}");
-    let run = ws.run(&["audit", "verify", "--bundle", "honest-41", "--key", &vkey, "--since-checkpoint", "cp-42"]);
+    let run = ws.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        "honest-41",
+        "--key",
+        &vkey,
+        "--since-checkpoint",
+        "cp-42",
+    ]);
     assert_eq!(run.code, FORK, "{}", run.stderr);
     assert!(run.stderr.contains("rolled back"), "{}", run.stderr);
 }

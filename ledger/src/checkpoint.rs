@@ -31,7 +31,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note text for this checkpoint.
     pub fn to_text(&self) -> String {
-        let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, self.root.to_base64());
+        let mut text = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            self.root.to_base64()
+        );
         for ext in &self.extensions {
             text.push_str(ext);
             text.push('\n');
@@ -52,8 +57,11 @@ impl Checkpoint {
         let size_line = lines
             .next()
             .ok_or_else(|| Error::InvalidCheckpoint("missing the tree size line".into()))?;
-        let size = parse_decimal(size_line)
-            .ok_or_else(|| Error::InvalidCheckpoint(format!("tree size {size_line:?} is not a decimal without leading zeros")))?;
+        let size = parse_decimal(size_line).ok_or_else(|| {
+            Error::InvalidCheckpoint(format!(
+                "tree size {size_line:?} is not a decimal without leading zeros"
+            ))
+        })?;
         let root_line = lines
             .next()
             .ok_or_else(|| Error::InvalidCheckpoint("missing the root hash line".into()))?;
@@ -61,7 +69,9 @@ impl Checkpoint {
             .map_err(|e| Error::InvalidCheckpoint(e.to_string()))?;
         let extensions: Vec<String> = lines.map(str::to_owned).collect();
         if extensions.iter().any(String::is_empty) {
-            return Err(Error::InvalidCheckpoint("extension lines must not be empty".into()));
+            return Err(Error::InvalidCheckpoint(
+                "extension lines must not be empty".into(),
+            ));
         }
         Ok(Checkpoint {
             origin: origin.to_owned(),
@@ -79,7 +89,8 @@ impl Checkpoint {
 
 /// Parses an unsigned decimal with no sign and no leading zeros.
 pub fn parse_decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
         return None;
     }
     s.parse().ok()

@@ -317,9 +317,9 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 /// Checks the `sha256:<64 lowercase hex>` form.
 pub fn check_digest(field: &str, digest: &str) -> Result<()> {
-    let ok = digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    let ok = digest.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if ok {
         Ok(())
     } else {
@@ -391,7 +391,10 @@ impl Entry {
             _ => {}
         }
         if !KINDS.contains(&wire.kind.as_str()) {
-            return Err(invalid(format!("unknown kind {:?}; kinds are {KINDS:?}", wire.kind)));
+            return Err(invalid(format!(
+                "unknown kind {:?}; kinds are {KINDS:?}",
+                wire.kind
+            )));
         }
         let body: EntryBody = serde_json::from_value(serde_json::json!({
             "kind": wire.kind,
@@ -401,7 +404,8 @@ impl Entry {
         let time = wire
             .time
             .map(|t| {
-                let ts = Timestamp::parse(&t).map_err(|_| invalid(format!("time {t:?} is not RFC 3339")))?;
+                let ts = Timestamp::parse(&t)
+                    .map_err(|_| invalid(format!("time {t:?} is not RFC 3339")))?;
                 if ts.to_string() != t {
                     return Err(invalid(format!(
                         "time {t:?} is not in the ledger's form (UTC, six fractional digits)"
@@ -554,8 +558,14 @@ mod tests {
         e.time = Some(Timestamp(1_700_000_000_123_456));
         let bytes = e.canonical_bytes().unwrap();
         let text = std::str::from_utf8(&bytes).unwrap();
-        assert!(text.starts_with(r#"{"actor":null,"cluster":"prod","data":{"digest":"sha256:"#), "{text}");
-        assert!(text.contains(r#""time":"2023-11-14T22:13:20.123456Z","v":1}"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"actor":null,"cluster":"prod","data":{"digest":"sha256:"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""time":"2023-11-14T22:13:20.123456Z","v":1}"#),
+            "{text}"
+        );
         assert!(is_canonical(&bytes));
         assert_eq!(Entry::parse_logged(&bytes).unwrap(), e);
     }
@@ -564,12 +574,33 @@ mod tests {
     fn bad_entries_name_the_problem() {
         let cases = [
             (sample().replace("\"v\":1", "\"v\":2"), "version 2"),
-            (sample().replace("weights.verified", "weights.eaten"), "unknown kind"),
-            (sample().replace("sha256:0000", "sha256:zz00"), "data.digest"),
-            (sample().replace("\"cluster\":\"prod\"", "\"cluster\":\"\""), "cluster"),
-            (sample().replace("\"actor\":null", "\"actor\":null,\"time\":\"2026-01-01T00:00:00Z\""), "assigned by the ledger"),
-            (sample().replace("\"actor\":null", "\"actor\":null,\"color\":1"), "unknown field"),
-            (sample().replace("\"source\":\"controller\"", "\"source\":\"magic\""), "unknown variant"),
+            (
+                sample().replace("weights.verified", "weights.eaten"),
+                "unknown kind",
+            ),
+            (
+                sample().replace("sha256:0000", "sha256:zz00"),
+                "data.digest",
+            ),
+            (
+                sample().replace("\"cluster\":\"prod\"", "\"cluster\":\"\""),
+                "cluster",
+            ),
+            (
+                sample().replace(
+                    "\"actor\":null",
+                    "\"actor\":null,\"time\":\"2026-01-01T00:00:00Z\"",
+                ),
+                "assigned by the ledger",
+            ),
+            (
+                sample().replace("\"actor\":null", "\"actor\":null,\"color\":1"),
+                "unknown field",
+            ),
+            (
+                sample().replace("\"source\":\"controller\"", "\"source\":\"magic\""),
+                "unknown variant",
+            ),
         ];
         for (json, needle) in cases {
             let err = Entry::parse_draft(json.as_bytes()).unwrap_err().to_string();
@@ -581,17 +612,26 @@ mod tests {
     fn oversized_entries_are_refused() {
         let big = "x".repeat(MAX_ENTRY_SIZE);
         let json = sample().replace("file:///m", &big);
-        assert!(matches!(Entry::parse_draft(json.as_bytes()), Err(Error::EntryTooLarge { .. })));
+        assert!(matches!(
+            Entry::parse_draft(json.as_bytes()),
+            Err(Error::EntryTooLarge { .. })
+        ));
         let mut e = Entry::parse_draft(sample().as_bytes()).unwrap();
         if let EntryBody::WeightsVerified(w) = &mut e.body {
             w.source = "y".repeat(MAX_ENTRY_SIZE - 200);
         }
-        assert!(matches!(e.canonical_bytes(), Err(Error::EntryTooLarge { .. })));
+        assert!(matches!(
+            e.canonical_bytes(),
+            Err(Error::EntryTooLarge { .. })
+        ));
     }
 
     #[test]
     fn timestamps_parse_dates_and_offsets() {
-        assert_eq!(Timestamp::parse("1970-01-02").unwrap(), Timestamp(86_400_000_000));
+        assert_eq!(
+            Timestamp::parse("1970-01-02").unwrap(),
+            Timestamp(86_400_000_000)
+        );
         assert_eq!(
             Timestamp::parse("1970-01-01T01:00:00+01:00").unwrap(),
             Timestamp(0)

@@ -21,7 +21,7 @@ use crate::checkpoint::SignedCheckpoint;
 use crate::entry::Entry;
 use crate::hash::leaf_hash;
 use crate::store::{Ledger, StoredEntry};
-use crate::tiles::{self, TILE_HEIGHT, TILE_WIDTH};
+use crate::tiles::{self, TILE_WIDTH};
 use crate::tree::{Node, stored_hash_count};
 use crate::{Error, Result};
 
@@ -51,7 +51,17 @@ the log only grew in between.\n";
 
 /// Column names of the CSV form of entries.
 pub const CSV_HEADER: [&str; 11] = [
-    "index", "time", "kind", "cluster", "namespace", "name", "actor", "source", "digests", "datasets", "leaf_hash",
+    "index",
+    "time",
+    "kind",
+    "cluster",
+    "namespace",
+    "name",
+    "actor",
+    "source",
+    "digests",
+    "datasets",
+    "leaf_hash",
 ];
 
 /// One entry as a CSV record (columns of [`CSV_HEADER`]).
@@ -65,8 +75,15 @@ pub fn csv_row(e: &StoredEntry) -> [String; 11] {
         entry.cluster.clone(),
         object.map(|o| o.namespace.clone()).unwrap_or_default(),
         object.map(|o| o.name.clone()).unwrap_or_default(),
-        entry.actor.as_ref().map(|a| a.username.clone()).unwrap_or_default(),
-        serde_json::to_value(entry.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        entry
+            .actor
+            .as_ref()
+            .map(|a| a.username.clone())
+            .unwrap_or_default(),
+        serde_json::to_value(entry.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         entry.digests().join(" "),
         entry.dataset_uris().join(" "),
         leaf_hash(&e.leaf).to_base64(),
@@ -89,7 +106,12 @@ impl Ledger {
     /// Writes a bundle of the log at its latest checkpoint into `dir`, which
     /// must not exist or be empty.
     pub fn export(&self, dir: &Path) -> Result<ExportReport> {
-        if dir.exists() && fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.next().is_some() {
+        if dir.exists()
+            && fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .next()
+                .is_some()
+        {
             return Err(Error::Unusable(format!(
                 "{} is not empty; export into a new folder",
                 dir.display()
@@ -102,21 +124,32 @@ impl Ledger {
 
             let mut jsonl = Vec::new();
             let mut csv = csv::Writer::from_writer(Vec::new());
-            csv.write_record(CSV_HEADER).map_err(|e| Error::InvalidBundle(e.to_string()))?;
-            let mut stmt = c.prepare("SELECT idx, leaf FROM entries WHERE idx < ?1 ORDER BY idx")?;
+            csv.write_record(CSV_HEADER)
+                .map_err(|e| Error::InvalidBundle(e.to_string()))?;
+            let mut stmt =
+                c.prepare("SELECT idx, leaf FROM entries WHERE idx < ?1 ORDER BY idx")?;
             let mut rows = stmt.query([size as i64])?;
             let mut bundle: Vec<Vec<u8>> = Vec::with_capacity(TILE_WIDTH as usize);
             let mut bundle_index = 0;
             let flush = |bundle: &mut Vec<Vec<u8>>, index: u64| -> Result<()> {
-                let tile = tiles::Tile { level: 0, index, width: bundle.len() as u64 };
-                write(dir, &tile.entries_path(), &tiles::encode_bundle(bundle.iter().map(Vec::as_slice))?)?;
+                let tile = tiles::Tile {
+                    level: 0,
+                    index,
+                    width: bundle.len() as u64,
+                };
+                write(
+                    dir,
+                    &tile.entries_path(),
+                    &tiles::encode_bundle(bundle.iter().map(Vec::as_slice))?,
+                )?;
                 bundle.clear();
                 Ok(())
             };
             while let Some(row) = rows.next()? {
                 let e = StoredEntry::from_leaf(row.get::<_, i64>(0)? as u64, row.get(1)?)?;
                 writeln!(jsonl, "{}", e.to_json()).expect("writing to memory");
-                csv.write_record(csv_row(&e)).map_err(|err| Error::InvalidBundle(err.to_string()))?;
+                csv.write_record(csv_row(&e))
+                    .map_err(|err| Error::InvalidBundle(err.to_string()))?;
                 bundle.push(e.leaf);
                 if bundle.len() as u64 == TILE_WIDTH {
                     flush(&mut bundle, bundle_index)?;
@@ -127,17 +160,20 @@ impl Ledger {
                 flush(&mut bundle, bundle_index)?;
             }
 
-            let widths: BTreeMap<(u8, u64), tiles::Tile> =
-                tiles::tiles_for_size(size).into_iter().map(|t| ((t.level, t.index), t)).collect();
+            let widths: BTreeMap<(u8, u64), tiles::Tile> = tiles::tiles_for_size(size)
+                .into_iter()
+                .map(|t| ((t.level, t.index), t))
+                .collect();
             let mut buffers: BTreeMap<(u8, u64), Vec<u8>> = BTreeMap::new();
-            let mut stmt = c.prepare("SELECT id, hash FROM tree_nodes WHERE id < ?1 ORDER BY id")?;
+            let mut stmt =
+                c.prepare("SELECT id, hash FROM tree_nodes WHERE id < ?1 ORDER BY id")?;
             let mut rows = stmt.query([stored_hash_count(size) as i64])?;
             while let Some(row) = rows.next()? {
                 let node = Node::from_stored_index(row.get::<_, i64>(0)? as u64);
-                if node.level % TILE_HEIGHT != 0 {
+                let Some((tile_level, tile_index, _)) = tiles::tile_position(node) else {
                     continue;
-                }
-                let key = (node.level / TILE_HEIGHT, node.index / TILE_WIDTH);
+                };
+                let key = (tile_level, tile_index);
                 let buf = buffers.entry(key).or_default();
                 buf.extend_from_slice(&row.get::<_, Vec<u8>>(1)?);
                 let tile = widths.get(&key).ok_or_else(|| Error::Tampered {
@@ -157,7 +193,12 @@ impl Ledger {
             }
 
             write(dir, "entries.jsonl", &jsonl)?;
-            write(dir, "entries.csv", &csv.into_inner().map_err(|e| Error::InvalidBundle(e.to_string()))?)?;
+            write(
+                dir,
+                "entries.csv",
+                &csv.into_inner()
+                    .map_err(|e| Error::InvalidBundle(e.to_string()))?,
+            )?;
             write(dir, "README.txt", README.as_bytes())?;
             write(dir, "checkpoint", checkpoint.note.as_bytes())?;
             Ok(ExportReport {

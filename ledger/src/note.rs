@@ -46,7 +46,10 @@ fn check_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::InvalidKey("key name is empty".into()));
     }
-    if let Some(c) = name.chars().find(|c| c.is_whitespace() || *c == '+' || c.is_control()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || *c == '+' || c.is_control())
+    {
         return Err(Error::InvalidKey(format!(
             "key name {name:?} contains {c:?}; names may not contain '+', spaces or control characters"
         )));
@@ -129,7 +132,11 @@ impl Signer {
             .to_be_bytes()
             .to_vec();
         raw.extend_from_slice(&sig.to_bytes());
-        Ok(format!("{text}\n{SIG_PREFIX}{} {}\n", self.name, B64.encode(raw)))
+        Ok(format!(
+            "{text}\n{SIG_PREFIX}{} {}\n",
+            self.name,
+            B64.encode(raw)
+        ))
     }
 }
 
@@ -140,10 +147,13 @@ impl FromStr for Signer {
     fn from_str(s: &str) -> Result<Signer> {
         let s = s.trim_end_matches(['\n', '\r']);
         let rest = s.strip_prefix("PRIVATE+KEY+").ok_or_else(|| {
-            Error::InvalidKey("a signer key starts with PRIVATE+KEY+ (is this a verifier key?)".into())
+            Error::InvalidKey(
+                "a signer key starts with PRIVATE+KEY+ (is this a verifier key?)".into(),
+            )
         })?;
         let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(material)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(name), Some(id), Some(material)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(Error::InvalidKey(
                 "a signer key has the form PRIVATE+KEY+<name>+<8 hex digits>+<base64>".into(),
             ));
@@ -166,7 +176,11 @@ impl FromStr for Signer {
 impl fmt::Display for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let id = key_id(&self.name, self.key.verifying_key().as_bytes());
-        write!(f, "PRIVATE+KEY+{}", encode_key(&self.name, id, &self.key.to_bytes()))
+        write!(
+            f,
+            "PRIVATE+KEY+{}",
+            encode_key(&self.name, id, &self.key.to_bytes())
+        )
     }
 }
 
@@ -234,7 +248,11 @@ impl Verifier {
             return Err(Error::BadSignature(format!(
                 "no signature by {} ({my_id:08x}) on this note (signed by: {})",
                 self.name,
-                if others.is_empty() { "nobody".to_owned() } else { others.join(", ") }
+                if others.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    others.join(", ")
+                }
             )));
         }
         Ok(OpenedNote {
@@ -252,11 +270,13 @@ impl FromStr for Verifier {
         let s = s.trim_end_matches(['\n', '\r']);
         if s.starts_with("PRIVATE+KEY+") {
             return Err(Error::InvalidKey(
-                "this is a private signer key; give the verifier key (name+id+base64) instead".into(),
+                "this is a private signer key; give the verifier key (name+id+base64) instead"
+                    .into(),
             ));
         }
         let mut parts = s.splitn(3, '+');
-        let (Some(name), Some(id), Some(material)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(name), Some(id), Some(material)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(Error::InvalidKey(
                 "a verifier key has the form <name>+<8 hex digits>+<base64>".into(),
             ));
@@ -293,13 +313,19 @@ impl fmt::Debug for Verifier {
 /// Text rules shared by signing and opening.
 fn check_text(text: &str) -> Result<()> {
     if text.is_empty() || !text.ends_with('\n') {
-        return Err(Error::InvalidNote("note text must be non-empty and end in a newline".into()));
+        return Err(Error::InvalidNote(
+            "note text must be non-empty and end in a newline".into(),
+        ));
     }
     if text.contains("\n\n") || text.starts_with('\n') {
-        return Err(Error::InvalidNote("note text must not contain a blank line".into()));
+        return Err(Error::InvalidNote(
+            "note text must not contain a blank line".into(),
+        ));
     }
     if let Some(c) = text.chars().find(|&c| c != '\n' && c.is_control()) {
-        return Err(Error::InvalidNote(format!("note text contains control character {c:?}")));
+        return Err(Error::InvalidNote(format!(
+            "note text contains control character {c:?}"
+        )));
     }
     Ok(())
 }
@@ -317,9 +343,9 @@ fn split_note(note: &str) -> Result<(&str, Vec<&str>)> {
     })?;
     let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
     check_text(text)?;
-    let body = sigs.strip_suffix('\n').ok_or_else(|| {
-        Error::InvalidNote("the signature block must end in a newline".into())
-    })?;
+    let body = sigs
+        .strip_suffix('\n')
+        .ok_or_else(|| Error::InvalidNote("the signature block must end in a newline".into()))?;
     let lines: Vec<&str> = body.split('\n').collect();
     if lines.len() > MAX_SIGNATURES {
         return Err(Error::InvalidNote(format!(
@@ -333,17 +359,23 @@ fn split_note(note: &str) -> Result<(&str, Vec<&str>)> {
 /// Parses `— <name> <base64>` into the name and the decoded bytes (≥ 5).
 fn parse_signature_line(line: &str) -> Result<(&str, Vec<u8>)> {
     let rest = line.strip_prefix(SIG_PREFIX).ok_or_else(|| {
-        Error::InvalidNote(format!("signature line {line:?} does not start with \"— \""))
+        Error::InvalidNote(format!(
+            "signature line {line:?} does not start with \"— \""
+        ))
     })?;
     let (name, b64) = rest.split_once(' ').ok_or_else(|| {
-        Error::InvalidNote(format!("signature line {line:?} has no space between name and signature"))
+        Error::InvalidNote(format!(
+            "signature line {line:?} has no space between name and signature"
+        ))
     })?;
     check_name(name).map_err(|e| Error::InvalidNote(e.to_string()))?;
     let raw = B64
         .decode(b64)
         .map_err(|e| Error::InvalidNote(format!("signature by {name} is not base64: {e}")))?;
     if raw.len() < 5 {
-        return Err(Error::InvalidNote(format!("signature by {name} is too short")));
+        return Err(Error::InvalidNote(format!(
+            "signature by {name} is too short"
+        )));
     }
     Ok((name, raw))
 }
@@ -363,7 +395,10 @@ mod tests {
         let forged = note.replacen("hello", "HELLO", 1);
         assert!(matches!(v.open(&forged), Err(Error::BadSignature(_))));
         let other = Signer::generate("example.com/log").unwrap();
-        assert!(matches!(other.verifier().open(&note), Err(Error::BadSignature(_))));
+        assert!(matches!(
+            other.verifier().open(&note),
+            Err(Error::BadSignature(_))
+        ));
     }
 
     #[test]
@@ -378,9 +413,15 @@ mod tests {
     fn key_errors_are_clear() {
         let err = "PRIVATE+KEY+x".parse::<Signer>().unwrap_err().to_string();
         assert!(err.contains("PRIVATE+KEY+<name>"), "{err}");
-        let err = "PRIVATE+KEY+a+b+c".parse::<Verifier>().unwrap_err().to_string();
+        let err = "PRIVATE+KEY+a+b+c"
+            .parse::<Verifier>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("private signer key"), "{err}");
-        let err = "name+zzzzzzzz+AA==".parse::<Verifier>().unwrap_err().to_string();
+        let err = "name+zzzzzzzz+AA=="
+            .parse::<Verifier>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("8 hexadecimal"), "{err}");
     }
 }

@@ -67,11 +67,18 @@ impl TlogProof {
         if lines.next() != Some(HEADER) {
             return Err(bad(format!("the first line must be {HEADER}")));
         }
-        let mut line = lines.next().ok_or_else(|| bad("missing the index line".into()))?;
+        let mut line = lines
+            .next()
+            .ok_or_else(|| bad("missing the index line".into()))?;
         let mut extra = None;
         if let Some(b64) = line.strip_prefix("extra ") {
-            extra = Some(B64.decode(b64).map_err(|e| bad(format!("extra data is not base64: {e}")))?);
-            line = lines.next().ok_or_else(|| bad("missing the index line".into()))?;
+            extra = Some(
+                B64.decode(b64)
+                    .map_err(|e| bad(format!("extra data is not base64: {e}")))?,
+            );
+            line = lines
+                .next()
+                .ok_or_else(|| bad("missing the index line".into()))?;
         }
         let index = line
             .strip_prefix("index ")
@@ -82,7 +89,10 @@ impl TlogProof {
             .map(|(i, l)| Hash::from_base64(l, &format!("proof hash {i}")))
             .collect::<Result<Vec<_>>>()?;
         if path.len() > 64 {
-            return Err(bad(format!("{} proof hashes; a 64-bit tree needs at most 64", path.len())));
+            return Err(bad(format!(
+                "{} proof hashes; a 64-bit tree needs at most 64",
+                path.len()
+            )));
         }
         Ok(TlogProof {
             extra,
@@ -97,10 +107,18 @@ impl TlogProof {
     pub fn verify(&self, verifier: &Verifier, leaf: Option<&[u8]>) -> Result<SignedCheckpoint> {
         let signed = SignedCheckpoint::open(&self.checkpoint, verifier)?;
         let data = leaf.or(self.extra.as_deref()).ok_or_else(|| {
-            Error::InvalidProof("the proof carries no entry (no extra line); give the entry separately".into())
+            Error::InvalidProof(
+                "the proof carries no entry (no extra line); give the entry separately".into(),
+            )
         })?;
         let cp = &signed.checkpoint;
-        verify_inclusion(self.index, cp.size, &leaf_hash(data).0, &self.path, &cp.root.0)?;
+        verify_inclusion(
+            self.index,
+            cp.size,
+            &leaf_hash(data).0,
+            &self.path,
+            &cp.root.0,
+        )?;
         Ok(signed)
     }
 }

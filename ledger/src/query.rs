@@ -73,20 +73,27 @@ pub fn parse_object(s: &str) -> Result<(String, Option<String>)> {
 impl Query {
     fn validate(&self) -> Result<()> {
         if self.limit == 0 || self.limit > MAX_LIMIT {
-            return Err(Error::InvalidQuery(format!("limit must be 1..={MAX_LIMIT}, got {}", self.limit)));
+            return Err(Error::InvalidQuery(format!(
+                "limit must be 1..={MAX_LIMIT}, got {}",
+                self.limit
+            )));
         }
-        if let Some(kind) = &self.kind {
-            if !KINDS.contains(&kind.as_str()) {
-                return Err(Error::InvalidQuery(format!("unknown kind {kind:?}; kinds are {KINDS:?}")));
-            }
+        if let Some(kind) = &self.kind
+            && !KINDS.contains(&kind.as_str())
+        {
+            return Err(Error::InvalidQuery(format!(
+                "unknown kind {kind:?}; kinds are {KINDS:?}"
+            )));
         }
         if let Some(d) = &self.digest {
             check_digest("digest", d).map_err(|e| Error::InvalidQuery(e.to_string()))?;
         }
-        if let (Some(s), Some(u)) = (self.since, self.until) {
-            if u < s {
-                return Err(Error::InvalidQuery(format!("until ({u}) is before since ({s})")));
-            }
+        if let (Some(s), Some(u)) = (self.since, self.until)
+            && u < s
+        {
+            return Err(Error::InvalidQuery(format!(
+                "until ({u}) is before since ({s})"
+            )));
         }
         Ok(())
     }
@@ -175,7 +182,10 @@ mod tests {
 
     #[test]
     fn object_filters_parse() {
-        assert_eq!(parse_object("ns/name").unwrap(), ("ns".into(), Some("name".into())));
+        assert_eq!(
+            parse_object("ns/name").unwrap(),
+            ("ns".into(), Some("name".into()))
+        );
         assert_eq!(parse_object("ns/").unwrap(), ("ns".into(), None));
         for bad in ["name", "/name", "a/b/c", ""] {
             assert!(parse_object(bad).is_err(), "{bad}");
@@ -185,7 +195,10 @@ mod tests {
     #[test]
     fn bad_queries_are_refused() {
         let q = |f: fn(&mut Query)| {
-            let mut q = Query { limit: 10, ..Query::default() };
+            let mut q = Query {
+                limit: 10,
+                ..Query::default()
+            };
             f(&mut q);
             q.validate()
         };
@@ -193,10 +206,12 @@ mod tests {
         assert!(q(|q| q.limit = 0).is_err());
         assert!(q(|q| q.kind = Some("nope".into())).is_err());
         assert!(q(|q| q.digest = Some("md5:abc".into())).is_err());
-        assert!(q(|q| {
-            q.since = Some(Timestamp(10));
-            q.until = Some(Timestamp(5));
-        })
-        .is_err());
+        assert!(
+            q(|q| {
+                q.since = Some(Timestamp(10));
+                q.until = Some(Timestamp(5));
+            })
+            .is_err()
+        );
     }
 }

@@ -53,6 +53,17 @@ impl Tile {
     }
 }
 
+/// Where a stored node's hash appears in the hash tiles, if it does: tile
+/// level, tile index and position within the tile. Only nodes on tree levels
+/// that are multiples of [`TILE_HEIGHT`] are published in tiles.
+pub fn tile_position(node: Node) -> Option<(u8, u64, usize)> {
+    node.level.is_multiple_of(TILE_HEIGHT).then_some((
+        node.level / TILE_HEIGHT,
+        node.index / TILE_WIDTH,
+        (node.index % TILE_WIDTH) as usize,
+    ))
+}
+
 fn index_path(index: u64, width: u64) -> String {
     let digits = format!("{index:03}");
     let groups = digits.len().div_ceil(3);
@@ -119,7 +130,9 @@ pub fn decode_bundle(data: &[u8], count: u64) -> Result<Vec<&[u8]>> {
     let mut rest = data;
     while !rest.is_empty() {
         let [a, b, tail @ ..] = rest else {
-            return Err(Error::InvalidBundle("entry bundle ends inside a length prefix".into()));
+            return Err(Error::InvalidBundle(
+                "entry bundle ends inside a length prefix".into(),
+            ));
         };
         let len = usize::from(u16::from_be_bytes([*a, *b]));
         if tail.len() < len {
@@ -148,7 +161,11 @@ mod tests {
 
     #[test]
     fn paths_follow_the_spec() {
-        let t = |level, index, width| Tile { level, index, width };
+        let t = |level, index, width| Tile {
+            level,
+            index,
+            width,
+        };
         assert_eq!(t(0, 0, 256).path(), "tile/0/000");
         assert_eq!(t(0, 1234067, 256).path(), "tile/0/x001/x234/067");
         assert_eq!(t(1, 5, 3).path(), "tile/1/005.p/3");
@@ -161,9 +178,21 @@ mod tests {
         assert_eq!(
             tiles,
             vec![
-                Tile { level: 0, index: 0, width: 256 },
-                Tile { level: 0, index: 1, width: 44 },
-                Tile { level: 1, index: 0, width: 1 },
+                Tile {
+                    level: 0,
+                    index: 0,
+                    width: 256
+                },
+                Tile {
+                    level: 0,
+                    index: 1,
+                    width: 44
+                },
+                Tile {
+                    level: 1,
+                    index: 0,
+                    width: 1
+                },
             ]
         );
         assert!(tiles_for_size(0).is_empty());

@@ -179,7 +179,11 @@ pub fn inclusion_proof(index: u64, size: u64, reader: &impl HashReader) -> Resul
 }
 
 /// Consistency proof from the tree of `old_size` leaves to the tree of `new_size`.
-pub fn consistency_proof(old_size: u64, new_size: u64, reader: &impl HashReader) -> Result<Vec<Hash>> {
+pub fn consistency_proof(
+    old_size: u64,
+    new_size: u64,
+    reader: &impl HashReader,
+) -> Result<Vec<Hash>> {
     if old_size == 0 || old_size > new_size {
         return Err(Error::InvalidProof(format!(
             "a consistency proof needs 0 < old size ≤ new size, got {old_size} and {new_size}"
@@ -220,9 +224,16 @@ fn shift_to_set_bit(fnode: &mut u64, snode: &mut u64) {
 }
 
 /// Root implied by an inclusion proof (RFC 9162 §2.1.3.2).
-pub fn root_from_inclusion<P: AsRef<[u8]>>(index: u64, size: u64, leaf: &[u8], proof: &[P]) -> Result<Hash> {
+pub fn root_from_inclusion<P: AsRef<[u8]>>(
+    index: u64,
+    size: u64,
+    leaf: &[u8],
+    proof: &[P],
+) -> Result<Hash> {
     if index >= size {
-        return Err(Error::ProofFailed(format!("index {index} is not below tree size {size}")));
+        return Err(Error::ProofFailed(format!(
+            "index {index} is not below tree size {size}"
+        )));
     }
     let mut r = as_hash(leaf, "leaf hash")?;
     let proof = proof_hashes(proof)?;
@@ -293,15 +304,21 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
     }
     if old_size == new_size {
         if !proof.is_empty() {
-            return Err(Error::ProofFailed("equal tree sizes need an empty proof".into()));
+            return Err(Error::ProofFailed(
+                "equal tree sizes need an empty proof".into(),
+            ));
         }
         if old_root != new_root {
-            return Err(Error::ProofFailed(format!("two trees of size {old_size} have different roots")));
+            return Err(Error::ProofFailed(format!(
+                "two trees of size {old_size} have different roots"
+            )));
         }
         return Ok(());
     }
     if proof.is_empty() {
-        return Err(Error::ProofFailed("empty consistency proof for different sizes".into()));
+        return Err(Error::ProofFailed(
+            "empty consistency proof for different sizes".into(),
+        ));
     }
     let old = as_hash(old_root, "old root")?;
     let mut path = proof_hashes(proof)?;
@@ -316,7 +333,9 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
     let (mut fr, mut sr) = (path[0], path[0]);
     for c in &path[1..] {
         if snode == 0 {
-            return Err(Error::ProofFailed("consistency proof is longer than needed".into()));
+            return Err(Error::ProofFailed(
+                "consistency proof is longer than needed".into(),
+            ));
         }
         if fnode & 1 == 1 || fnode == snode {
             fr = node_hash(c, &fr);
@@ -329,7 +348,9 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
         snode >>= 1;
     }
     if snode != 0 {
-        return Err(Error::ProofFailed("consistency proof is shorter than needed".into()));
+        return Err(Error::ProofFailed(
+            "consistency proof is shorter than needed".into(),
+        ));
     }
     if fr.0 != old_root {
         return Err(Error::ProofFailed(format!(
@@ -363,7 +384,10 @@ impl Frontier {
 
     /// Loads the frontier of a stored tree of `size` leaves.
     pub fn load(size: u64, reader: &impl HashReader) -> Result<Frontier> {
-        let indexes: Vec<u64> = range_nodes(0, size).iter().map(|n| n.stored_index()).collect();
+        let indexes: Vec<u64> = range_nodes(0, size)
+            .iter()
+            .map(|n| n.stored_index())
+            .collect();
         Ok(Frontier {
             size,
             hashes: reader.read_hashes(&indexes)?,
@@ -391,7 +415,10 @@ impl Frontier {
         let mut created = vec![leaf];
         let mut h = leaf;
         for _ in 0..self.size.trailing_ones() {
-            let left = self.hashes.pop().expect("frontier holds every completed left sibling");
+            let left = self
+                .hashes
+                .pop()
+                .expect("frontier holds every completed left sibling");
             h = node_hash(&left, &h);
             created.push(h);
         }
@@ -440,7 +467,16 @@ mod tests {
     #[test]
     fn stored_index_layout() {
         // Leaves 0,1 then node(1,0); leaf 2; leaf 3, node(1,1), node(2,0).
-        let order = [(0, 0), (0, 1), (1, 0), (0, 2), (0, 3), (1, 1), (2, 0), (0, 4)];
+        let order = [
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (0, 2),
+            (0, 3),
+            (1, 1),
+            (2, 0),
+            (0, 4),
+        ];
         for (i, &(level, index)) in order.iter().enumerate() {
             let node = Node { level, index };
             assert_eq!(node.stored_index(), i as u64, "{node:?}");
@@ -495,7 +531,10 @@ mod tests {
     #[test]
     fn out_of_range_requests_are_errors() {
         let (_, tree, _) = build(5);
-        assert!(matches!(inclusion_proof(5, 5, &tree), Err(Error::IndexOutOfRange { .. })));
+        assert!(matches!(
+            inclusion_proof(5, 5, &tree),
+            Err(Error::IndexOutOfRange { .. })
+        ));
         assert!(consistency_proof(0, 5, &tree).is_err());
         assert!(consistency_proof(6, 5, &tree).is_err());
         assert_eq!(tree_root(0, &tree).unwrap(), empty_root());

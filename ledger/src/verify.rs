@@ -20,7 +20,7 @@ use crate::entry::{Entry, Timestamp, is_canonical};
 use crate::hash::{HASH_SIZE, Hash, empty_root, leaf_hash};
 use crate::note::Verifier;
 use crate::store::{Ledger, entry_refs};
-use crate::tiles::{self, TILE_HEIGHT, TILE_WIDTH, Tile};
+use crate::tiles::{self, TILE_WIDTH, Tile};
 use crate::tree::{Frontier, Node};
 use crate::{Error, Result};
 
@@ -47,9 +47,12 @@ impl Replay {
     pub fn push(&mut self, leaf: &[u8]) -> Result<(Entry, Vec<Hash>)> {
         let index = self.frontier.size();
         let tampered = |detail: String| Error::Tampered { index, detail };
-        let entry = Entry::parse_logged(leaf).map_err(|e| tampered(format!("entry does not parse: {e}")))?;
+        let entry = Entry::parse_logged(leaf)
+            .map_err(|e| tampered(format!("entry does not parse: {e}")))?;
         if !is_canonical(leaf) {
-            return Err(tampered("entry bytes are not RFC 8785 canonical JSON".into()));
+            return Err(tampered(
+                "entry bytes are not RFC 8785 canonical JSON".into(),
+            ));
         }
         let time = entry.time.expect("parse_logged requires time");
         if self.last_time.is_some_and(|t| time < t) {
@@ -85,7 +88,12 @@ impl Ledger {
     }
 }
 
-fn column_check(index: u64, column: &str, stored: Option<&str>, derived: Option<&str>) -> Result<()> {
+fn column_check(
+    index: u64,
+    column: &str,
+    stored: Option<&str>,
+    derived: Option<&str>,
+) -> Result<()> {
     if stored != derived {
         return Err(Error::Tampered {
             index,
@@ -102,13 +110,18 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
     while let Some(row) = rows.next()? {
         let (size, note): (i64, String) = (row.get(0)?, row.get(1)?);
         let signed = SignedCheckpoint::open(&note, verifier).map_err(|e| match e {
-            Error::BadSignature(m) => Error::BadSignature(format!("checkpoint of size {size}: {m}")),
+            Error::BadSignature(m) => {
+                Error::BadSignature(format!("checkpoint of size {size}: {m}"))
+            }
             other => other,
         })?;
         if signed.checkpoint.size != size as u64 {
             return Err(Error::Tampered {
                 index: size as u64,
-                detail: format!("checkpoint row {size} holds a checkpoint of size {}", signed.checkpoint.size),
+                detail: format!(
+                    "checkpoint row {size} holds a checkpoint of size {}",
+                    signed.checkpoint.size
+                ),
             });
         }
         checkpoints.insert(size as u64, signed);
@@ -122,7 +135,8 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
     let mut entries = entries.query([])?;
     let mut nodes = c.prepare("SELECT id, hash FROM tree_nodes ORDER BY id")?;
     let mut nodes = nodes.query([])?;
-    let mut refs = c.prepare("SELECT idx, field, value FROM entry_refs ORDER BY idx, field, value")?;
+    let mut refs =
+        c.prepare("SELECT idx, field, value FROM entry_refs ORDER BY idx, field, value")?;
     let mut refs = refs.query([])?;
     let mut pending_ref: Option<(u64, String, String)> = None;
     let mut replay = Replay::default();
@@ -145,27 +159,62 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
         }
         let leaf: Vec<u8> = row.get(1)?;
         let (entry, created) = replay.push(&leaf)?;
-        column_check(index, "kind", row.get::<_, Option<String>>(2)?.as_deref(), Some(entry.kind()))?;
+        column_check(
+            index,
+            "kind",
+            row.get::<_, Option<String>>(2)?.as_deref(),
+            Some(entry.kind()),
+        )?;
         let time: i64 = row.get(3)?;
         if Some(Timestamp(time)) != entry.time {
             return Err(Error::Tampered {
                 index,
-                detail: format!("column time_us holds {time} but the entry says {:?}", entry.time),
+                detail: format!(
+                    "column time_us holds {time} but the entry says {:?}",
+                    entry.time
+                ),
             });
         }
         let object = entry.object.as_ref();
-        column_check(index, "namespace", row.get::<_, Option<String>>(4)?.as_deref(), object.map(|o| o.namespace.as_str()))?;
-        column_check(index, "name", row.get::<_, Option<String>>(5)?.as_deref(), object.map(|o| o.name.as_str()))?;
+        column_check(
+            index,
+            "namespace",
+            row.get::<_, Option<String>>(4)?.as_deref(),
+            object.map(|o| o.namespace.as_str()),
+        )?;
+        column_check(
+            index,
+            "name",
+            row.get::<_, Option<String>>(5)?.as_deref(),
+            object.map(|o| o.name.as_str()),
+        )?;
         let actor = entry.actor.as_ref().map(|a| a.username.as_str());
-        column_check(index, "actor", row.get::<_, Option<String>>(6)?.as_deref(), actor)?;
-        column_check(index, "dedupe_key", row.get::<_, Option<String>>(7)?.as_deref(), entry.dedupe_key.as_deref())?;
+        column_check(
+            index,
+            "actor",
+            row.get::<_, Option<String>>(6)?.as_deref(),
+            actor,
+        )?;
+        column_check(
+            index,
+            "dedupe_key",
+            row.get::<_, Option<String>>(7)?.as_deref(),
+            entry.dedupe_key.as_deref(),
+        )?;
 
         for (field, value) in entry_refs(&entry) {
             let next = match pending_ref.take() {
                 Some(r) => Some(r),
-                None => refs.next()?.map(|r| Ok::<_, rusqlite::Error>((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))).transpose()?,
+                None => refs
+                    .next()?
+                    .map(|r| {
+                        Ok::<_, rusqlite::Error>((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+                    })
+                    .transpose()?,
             };
-            if next.as_ref().map(|(i, f, v)| (*i, f.as_str(), v.as_str())) != Some((index, field, value)) {
+            if next.as_ref().map(|(i, f, v)| (*i, f.as_str(), v.as_str()))
+                != Some((index, field, value))
+            {
                 return Err(Error::Tampered {
                     index,
                     detail: format!("query reference {field}={value} is missing or altered"),
@@ -175,16 +224,18 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
         if pending_ref.is_none() {
             pending_ref = refs
                 .next()?
-                .map(|r| Ok::<_, rusqlite::Error>((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))
+                .map(|r| {
+                    Ok::<_, rusqlite::Error>((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+                })
                 .transpose()?;
         }
-        if let Some((i, f, v)) = &pending_ref {
-            if *i <= index {
-                return Err(Error::Tampered {
-                    index: *i,
-                    detail: format!("extra query reference {f}={v}"),
-                });
-            }
+        if let Some((i, f, v)) = &pending_ref
+            && *i <= index
+        {
+            return Err(Error::Tampered {
+                index: *i,
+                detail: format!("extra query reference {f}={v}"),
+            });
         }
 
         let first = Node { level: 0, index }.stored_index();
@@ -203,10 +254,16 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
                 });
             }
             if got != want.0 {
-                let what = if node.level == 0 { "leaf hash".to_owned() } else { format!("hash of node {node:?}") };
+                let what = if node.level == 0 {
+                    "leaf hash".to_owned()
+                } else {
+                    format!("hash of node {node:?}")
+                };
                 return Err(Error::Tampered {
                     index: node.first_leaf(),
-                    detail: format!("stored {what} differs from the one recomputed from the entries"),
+                    detail: format!(
+                        "stored {what} differs from the one recomputed from the entries"
+                    ),
                 });
             }
         }
@@ -227,7 +284,10 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
     if replay.size() != size {
         return Err(Error::Tampered {
             index: replay.size(),
-            detail: format!("{} entries stored, the latest signed checkpoint covers {size}", replay.size()),
+            detail: format!(
+                "{} entries stored, the latest signed checkpoint covers {size}",
+                replay.size()
+            ),
         });
     }
     if let Some(r) = nodes.next()? {
@@ -238,7 +298,10 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
         });
     }
     if let Some((i, f, v)) = pending_ref {
-        return Err(Error::Tampered { index: i, detail: format!("extra query reference {f}={v}") });
+        return Err(Error::Tampered {
+            index: i,
+            detail: format!("extra query reference {f}={v}"),
+        });
     }
     Ok(LedgerReport {
         checkpoints: checkpoints.len() as u64,
@@ -281,7 +344,9 @@ pub fn verify_bundle(dir: &Path, verifier: &Verifier, since: Option<&str>) -> Re
     let old = since
         .map(|n| {
             SignedCheckpoint::open(n, verifier).map_err(|e| match e {
-                Error::BadSignature(m) => Error::BadSignature(format!("the older checkpoint you kept: {m}")),
+                Error::BadSignature(m) => {
+                    Error::BadSignature(format!("the older checkpoint you kept: {m}"))
+                }
                 other => other,
             })
         })
@@ -294,7 +359,9 @@ pub fn verify_bundle(dir: &Path, verifier: &Verifier, since: Option<&str>) -> Re
             )));
         }
         if m == 0 && r != empty_root() {
-            return Err(Error::Fork(format!("the checkpoint you kept claims an empty tree with root {r}, not SHA-256(\"\")")));
+            return Err(Error::Fork(format!(
+                "the checkpoint you kept claims an empty tree with root {r}, not SHA-256(\"\")"
+            )));
         }
         if m == size && r != checkpoint.checkpoint.root {
             return Err(Error::Fork(format!(
@@ -322,11 +389,9 @@ pub fn verify_bundle(dir: &Path, verifier: &Verifier, since: Option<&str>) -> Re
             let first = Node { level: 0, index }.stored_index();
             for (k, h) in created.iter().enumerate() {
                 let node = Node::from_stored_index(first + k as u64);
-                if node.level % TILE_HEIGHT != 0 {
+                let Some((tile_level, tile_index, position)) = tiles::tile_position(node) else {
                     continue;
-                }
-                let tile_level = node.level / TILE_HEIGHT;
-                let tile_index = node.index / TILE_WIDTH;
+                };
                 let tile = widths[&(tile_level, tile_index)];
                 if cursors.len() <= usize::from(tile_level) {
                     cursors.resize_with(usize::from(tile_level) + 1, || TileCursor { tile: None });
@@ -337,30 +402,43 @@ pub fn verify_bundle(dir: &Path, verifier: &Verifier, since: Option<&str>) -> Re
                     if bytes.len() as u64 != tile.width * HASH_SIZE as u64 {
                         return Err(Error::Tampered {
                             index: node.first_leaf(),
-                            detail: format!("{} has {} bytes, expected {}", tile.path(), bytes.len(), tile.width * HASH_SIZE as u64),
+                            detail: format!(
+                                "{} has {} bytes, expected {}",
+                                tile.path(),
+                                bytes.len(),
+                                tile.width * HASH_SIZE as u64
+                            ),
                         });
                     }
                     cursor.tile = Some((tile_index, bytes));
                 }
                 let (_, bytes) = cursor.tile.as_ref().expect("loaded");
-                let at = (node.index % TILE_WIDTH) as usize * HASH_SIZE;
+                let at = position * HASH_SIZE;
                 if bytes[at..at + HASH_SIZE] != h.0 {
-                    let what = if node.level == 0 { "leaf hash".to_owned() } else { format!("hash of node {node:?}") };
+                    let what = if node.level == 0 {
+                        "leaf hash".to_owned()
+                    } else {
+                        format!("hash of node {node:?}")
+                    };
                     return Err(Error::Tampered {
                         index: node.first_leaf(),
-                        detail: format!("{} holds a {what} that differs from the one recomputed from the entries", tile.path()),
+                        detail: format!(
+                            "{} holds a {what} that differs from the one recomputed from the entries",
+                            tile.path()
+                        ),
                     });
                 }
             }
-            if let Some(old) = &old {
-                if replay.size() == old.checkpoint.size && replay.root() != old.checkpoint.root {
-                    return Err(Error::Fork(format!(
-                        "the first {} entries of the bundle hash to {}, but the checkpoint you kept signed {}: the log was rewritten, not appended to",
-                        replay.size(),
-                        replay.root(),
-                        old.checkpoint.root
-                    )));
-                }
+            if let Some(old) = &old
+                && replay.size() == old.checkpoint.size
+                && replay.root() != old.checkpoint.root
+            {
+                return Err(Error::Fork(format!(
+                    "the first {} entries of the bundle hash to {}, but the checkpoint you kept signed {}: the log was rewritten, not appended to",
+                    replay.size(),
+                    replay.root(),
+                    old.checkpoint.root
+                )));
             }
         }
     }

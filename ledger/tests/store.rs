@@ -38,7 +38,12 @@ fn concurrent_appenders_get_distinct_gap_free_indexes() {
             let ledger = Arc::clone(&ledger);
             std::thread::spawn(move || {
                 (0..25)
-                    .map(|j| ledger.append(weights("ns", &format!("m{i}"), j)).unwrap().index)
+                    .map(|j| {
+                        ledger
+                            .append(weights("ns", &format!("m{i}"), j))
+                            .unwrap()
+                            .index
+                    })
                     .collect::<Vec<_>>()
             })
         })
@@ -50,10 +55,16 @@ fn concurrent_appenders_get_distinct_gap_free_indexes() {
         }
     }
     assert_eq!(all.len(), 64 * 25);
-    assert_eq!(all.iter().copied().collect::<Vec<_>>(), (1..=64 * 25).collect::<Vec<u64>>());
+    assert_eq!(
+        all.iter().copied().collect::<Vec<_>>(),
+        (1..=64 * 25).collect::<Vec<u64>>()
+    );
     let report = ledger.verify_stored().unwrap();
     assert_eq!(report.checkpoint.unwrap().checkpoint.size, 64 * 25 + 1);
-    assert!(report.checkpoints < 64 * 25, "group commit should batch appends, got one checkpoint per append");
+    assert!(
+        report.checkpoints < 64 * 25,
+        "group commit should batch appends, got one checkpoint per append"
+    );
 }
 
 #[test]
@@ -62,11 +73,17 @@ fn retried_appends_are_idempotent_and_conflicts_refused() {
     let first = t.ledger.append(weights("ns", "m", 7)).unwrap();
     let again = t.ledger.append(weights("ns", "m", 7)).unwrap();
     assert!(again.existing);
-    assert_eq!((again.index, again.leaf_hash, again.time), (first.index, first.leaf_hash, first.time));
+    assert_eq!(
+        (again.index, again.leaf_hash, again.time),
+        (first.index, first.leaf_hash, first.time)
+    );
     let mut different = weights("ns", "m", 8);
     different.dedupe_key = weights("ns", "m", 7).dedupe_key;
     let err = t.ledger.append(different).unwrap_err();
-    assert!(matches!(err, Error::DedupeConflict { index, .. } if index == first.index), "{err}");
+    assert!(
+        matches!(err, Error::DedupeConflict { index, .. } if index == first.index),
+        "{err}"
+    );
     assert_eq!(t.ledger.checkpoint().unwrap().checkpoint.size, 2);
 }
 
@@ -74,13 +91,29 @@ fn retried_appends_are_idempotent_and_conflicts_refused() {
 fn queries_filter_page_and_state_what_they_cover() {
     let t = TestLedger::new();
     for i in 0..30 {
-        t.ledger.append(weights("search", if i % 2 == 0 { "a" } else { "b" }, i)).unwrap();
-        t.ledger.append(spec_change("search", "a", if i % 3 == 0 { "alice" } else { "bob" }, i)).unwrap();
+        t.ledger
+            .append(weights("search", if i % 2 == 0 { "a" } else { "b" }, i))
+            .unwrap();
+        t.ledger
+            .append(spec_change(
+                "search",
+                "a",
+                if i % 3 == 0 { "alice" } else { "bob" },
+                i,
+            ))
+            .unwrap();
     }
-    t.ledger.append(dataset("search", "a", "hf://datasets/ms_marco@abc")).unwrap();
+    t.ledger
+        .append(dataset("search", "a", "hf://datasets/ms_marco@abc"))
+        .unwrap();
     let size = t.ledger.checkpoint().unwrap().checkpoint.size;
 
-    let q = Query { object: Some(("search".into(), Some("a".into()))), kind: Some("weights.verified".into()), limit: 4, ..Query::default() };
+    let q = Query {
+        object: Some(("search".into(), Some("a".into()))),
+        kind: Some("weights.verified".into()),
+        limit: 4,
+        ..Query::default()
+    };
     let mut seen = Vec::new();
     let mut start = 0;
     loop {
@@ -99,18 +132,52 @@ fn queries_filter_page_and_state_what_they_cover() {
     }
     assert_eq!(seen.len(), 15);
 
-    let alice = t.ledger.query(&Query { actor: Some("alice".into()), limit: 100, ..Query::default() }).unwrap();
+    let alice = t
+        .ledger
+        .query(&Query {
+            actor: Some("alice".into()),
+            limit: 100,
+            ..Query::default()
+        })
+        .unwrap();
     assert_eq!(alice.entries.len(), 10);
-    let by_digest = t.ledger.query(&Query { digest: Some(digest(3)), limit: 100, ..Query::default() }).unwrap();
+    let by_digest = t
+        .ledger
+        .query(&Query {
+            digest: Some(digest(3)),
+            limit: 100,
+            ..Query::default()
+        })
+        .unwrap();
     assert_eq!(by_digest.entries.len(), 1);
-    let by_dataset = t.ledger.query(&Query { dataset: Some("hf://datasets/ms_marco@abc".into()), limit: 100, ..Query::default() }).unwrap();
+    let by_dataset = t
+        .ledger
+        .query(&Query {
+            dataset: Some("hf://datasets/ms_marco@abc".into()),
+            limit: 100,
+            ..Query::default()
+        })
+        .unwrap();
     assert_eq!(by_dataset.entries.len(), 1);
 
     // Time windows map to contiguous index ranges.
     let t10 = t.ledger.entry(10).unwrap().entry.time.unwrap();
     let t20 = t.ledger.entry(20).unwrap().entry.time.unwrap();
-    let window = t.ledger.query(&Query { since: Some(t10), until: Some(t20), limit: 100, ..Query::default() }).unwrap();
-    assert!(window.entries.iter().all(|e| e.entry.time.unwrap() >= t10 && e.entry.time.unwrap() < t20));
+    let window = t
+        .ledger
+        .query(&Query {
+            since: Some(t10),
+            until: Some(t20),
+            limit: 100,
+            ..Query::default()
+        })
+        .unwrap();
+    assert!(
+        window
+            .entries
+            .iter()
+            .all(|e| e.entry.time.unwrap() >= t10 && e.entry.time.unwrap() < t20)
+    );
     assert_eq!(window.scanned.start, window.entries.first().unwrap().index);
 }
 
@@ -126,23 +193,43 @@ fn proofs_verify_against_signed_checkpoints() {
         let parsed = openmodel_ledger::proof_file::TlogProof::parse(&proof.encode()).unwrap();
         parsed.verify(&verifier, None).unwrap();
         let wrong = t.ledger.entry((index + 1) % 101).unwrap().leaf;
-        assert!(parsed.verify(&verifier, Some(&wrong)).unwrap_err().is_verification_failure());
+        assert!(
+            parsed
+                .verify(&verifier, Some(&wrong))
+                .unwrap_err()
+                .is_verification_failure()
+        );
     }
-    let old = t.ledger.checkpoint_at(40).unwrap().expect("one checkpoint per append here");
+    let old = t
+        .ledger
+        .checkpoint_at(40)
+        .unwrap()
+        .expect("one checkpoint per append here");
     let new = t.ledger.checkpoint().unwrap();
     let proof = t.ledger.consistency_proof(40, 101).unwrap();
-    verify_consistency(40, 101, &old.checkpoint.root.0, &new.checkpoint.root.0, &proof).unwrap();
+    verify_consistency(
+        40,
+        101,
+        &old.checkpoint.root.0,
+        &new.checkpoint.root.0,
+        &proof,
+    )
+    .unwrap();
 }
 
 #[test]
 fn exports_verify_offline_and_prove_consistency() {
     let t = TestLedger::new();
     for i in 0..300 {
-        t.ledger.append(weights("ns", &format!("m{}", i % 7), i)).unwrap();
+        t.ledger
+            .append(weights("ns", &format!("m{}", i % 7), i))
+            .unwrap();
     }
     let old = t.ledger.checkpoint().unwrap();
     for i in 300..700 {
-        t.ledger.append(spec_change("ns", "m1", "carol", i)).unwrap();
+        t.ledger
+            .append(spec_change("ns", "m1", "carol", i))
+            .unwrap();
     }
     let dir = t.dir.path().join("bundle");
     let report = t.ledger.export(&dir).unwrap();
@@ -155,7 +242,10 @@ fn exports_verify_offline_and_prove_consistency() {
     assert_eq!(jsonl.lines().count(), 701);
     let csv = std::fs::read_to_string(dir.join("entries.csv")).unwrap();
     assert_eq!(csv.lines().count(), 702);
-    assert!(t.ledger.export(&dir).is_err(), "export refuses a non-empty folder");
+    assert!(
+        t.ledger.export(&dir).is_err(),
+        "export refuses a non-empty folder"
+    );
 }
 
 #[test]
@@ -181,9 +271,59 @@ fn read_only_opens_refuse_appends_and_wrong_keys_are_refused() {
     let ro = Ledger::open_read_only(&t.path, OpenCheck::Full).unwrap();
     assert!(ro.append(weights("ns", "m", 1)).is_err());
     let other = openmodel_ledger::note::Signer::generate(ORIGIN).unwrap();
-    let err = Ledger::open(&t.path, other, OpenCheck::Quick).err().unwrap().to_string();
+    let err = Ledger::open(&t.path, other, OpenCheck::Quick)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not this ledger's key"), "{err}");
     let missing = t.dir.path().join("nope.sqlite");
-    let err = Ledger::open_read_only(&missing, OpenCheck::Quick).err().unwrap().to_string();
+    let err = Ledger::open_read_only(&missing, OpenCheck::Quick)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn corrupted_bundles_fail_cleanly() {
+    let t = TestLedger::new();
+    for i in 0..20 {
+        t.ledger.append(weights("ns", "m", i)).unwrap();
+    }
+    let dir = t.dir.path().join("bundle");
+    t.ledger.export(&dir).unwrap();
+    let verifier = t.signer.verifier();
+    let files = ["tile/entries/000.p/21", "tile/0/000.p/21", "checkpoint"];
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..600 {
+        let which = round % files.len();
+        let mut data = originals[which].clone();
+        match next() % 3 {
+            0 => {
+                let at = (next() as usize) % data.len();
+                data[at] ^= 1 << (next() % 8);
+            }
+            1 => data.truncate((next() as usize) % data.len()),
+            _ => data.insert((next() as usize) % data.len(), next() as u8),
+        }
+        std::fs::write(dir.join(files[which]), &data).unwrap();
+        let result = verify_bundle(&dir, &verifier, None);
+        assert!(
+            result.is_err(),
+            "round {round}: a corrupted {} verified",
+            files[which]
+        );
+        std::fs::write(dir.join(files[which]), &originals[which]).unwrap();
+    }
+    verify_bundle(&dir, &verifier, None).unwrap();
 }

@@ -46,22 +46,36 @@ fn b64(v: &Value) -> Vec<u8> {
 
 fn proof(v: &Value) -> Vec<Vec<u8>> {
     // `null` in a few vectors means an empty proof.
-    v.as_array().map_or_else(Vec::new, |a| a.iter().map(b64).collect())
+    v.as_array()
+        .map_or_else(Vec::new, |a| a.iter().map(b64).collect())
 }
 
 fn run_vectors(kind: &str, check: impl Fn(&Value) -> bool) -> usize {
     let mut files = Vec::new();
-    json_files(&testdata().join("merkle-vectors/testdata").join(kind), &mut files);
+    json_files(
+        &testdata().join("merkle-vectors/testdata").join(kind),
+        &mut files,
+    );
     files.sort();
     let mut failures = Vec::new();
     for f in &files {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
         let verified = check(&v);
         if verified == v["wantErr"].as_bool().unwrap() {
-            failures.push(format!("{} ({}): verified={verified}", f.display(), v["desc"]));
+            failures.push(format!(
+                "{} ({}): verified={verified}",
+                f.display(),
+                v["desc"]
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} vectors disagree:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors disagree:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
     files.len()
 }
 
@@ -107,9 +121,19 @@ fn go_sumdb_note_known_answer() {
     assert_eq!(verifier.to_string(), kat["verifier_key"].as_str().unwrap());
     assert_eq!(signer.verifier(), verifier);
     let signed = signer.sign(kat["text"].as_str().unwrap()).unwrap();
-    assert_eq!(signed, kat["signed_note"].as_str().unwrap(), "signed note differs from Go's");
-    assert_eq!(verifier.open(&signed).unwrap().text, kat["text"].as_str().unwrap());
-    for key in kat["other_verifier_keys_that_must_parse"].as_array().unwrap() {
+    assert_eq!(
+        signed,
+        kat["signed_note"].as_str().unwrap(),
+        "signed note differs from Go's"
+    );
+    assert_eq!(
+        verifier.open(&signed).unwrap().text,
+        kat["text"].as_str().unwrap()
+    );
+    for key in kat["other_verifier_keys_that_must_parse"]
+        .as_array()
+        .unwrap()
+    {
         let key = key.as_str().unwrap();
         let v: Verifier = key.parse().unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(v.to_string(), key);

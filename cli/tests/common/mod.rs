@@ -29,7 +29,11 @@ impl Run {
 
     /// Asserts success and returns stdout.
     pub fn ok(self) -> String {
-        assert_eq!(self.code, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self.stdout
     }
 }
@@ -41,8 +45,20 @@ pub fn bin() -> &'static Path {
 impl Workspace {
     /// A folder with a fresh ledger (`ledger.sqlite`, key `key`, `key.pub`).
     pub fn new() -> Workspace {
-        let ws = Workspace { dir: tempfile::tempdir().unwrap() };
-        ws.run(&["ledger", "init", "--origin", ORIGIN, "--key-file", "key", "--cluster", "test"]).ok();
+        let ws = Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        ws.run(&[
+            "ledger",
+            "init",
+            "--origin",
+            ORIGIN,
+            "--key-file",
+            "key",
+            "--cluster",
+            "test",
+        ])
+        .ok();
         ws
     }
 
@@ -75,18 +91,29 @@ impl Workspace {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         Run::from(child.wait_with_output().unwrap())
     }
 
     pub fn vkey(&self) -> String {
-        std::fs::read_to_string(self.path("key.pub")).unwrap().trim().to_owned()
+        std::fs::read_to_string(self.path("key.pub"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     /// Records entries (JSON lines) and returns their indexes.
     pub fn record(&self, lines: &[String]) -> Vec<u64> {
         let out = self
-            .run_with_stdin(&["audit", "record", "--jsonl", "--key-file", "key"], &(lines.join("\n") + "\n"))
+            .run_with_stdin(
+                &["audit", "record", "--jsonl", "--key-file", "key"],
+                &(lines.join("\n") + "\n"),
+            )
             .ok();
         out.lines().map(|l| l.parse().unwrap()).collect()
     }

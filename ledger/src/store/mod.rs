@@ -68,8 +68,8 @@ impl StoredEntry {
     /// `{"index", "leafHash", "entry"}`: the form of `entries.jsonl` and of
     /// JSON query output.
     pub fn to_json(&self) -> serde_json::Value {
-        let entry: serde_json::Value =
-            serde_json::from_slice(&self.leaf).expect("stored leaves were parsed as JSON when read");
+        let entry: serde_json::Value = serde_json::from_slice(&self.leaf)
+            .expect("stored leaves were parsed as JSON when read");
         serde_json::json!({
             "index": self.index,
             "leafHash": self.leaf_hash().to_base64(),
@@ -246,14 +246,17 @@ impl Ledger {
         entry.validate()?;
         if entry.time.is_some() {
             return Err(Error::InvalidEntry(
-                "\"time\" is assigned by the ledger when the entry is appended; leave it unset".into(),
+                "\"time\" is assigned by the ledger when the entry is appended; leave it unset"
+                    .into(),
             ));
         }
         let tx = self
             .writer
             .as_ref()
             .and_then(|w| w.tx.as_ref())
-            .ok_or_else(|| Error::Unusable("opened read-only; open with the signing key to append".into()))?;
+            .ok_or_else(|| {
+                Error::Unusable("opened read-only; open with the signing key to append".into())
+            })?;
         let (reply, rx) = oneshot::channel();
         tx.send(writer::Request { entry, reply })
             .map_err(|_| Error::WriterStopped("its thread has exited".into()))?;
@@ -303,7 +306,8 @@ impl Ledger {
                 [size as i64],
                 |r| r.get(0),
             ))?;
-            note.map(|n| SignedCheckpoint::open(&n, &self.verifier)).transpose()
+            note.map(|n| SignedCheckpoint::open(&n, &self.verifier))
+                .transpose()
         })
     }
 
@@ -337,7 +341,10 @@ impl Ledger {
         self.read(|c| {
             let size = self.checkpoint_in(c)?.checkpoint.size;
             if new_size > size {
-                return Err(Error::IndexOutOfRange { index: new_size, size });
+                return Err(Error::IndexOutOfRange {
+                    index: new_size,
+                    size,
+                });
             }
             tree::consistency_proof(old_size, new_size, &SqlHashes(c))
         })
@@ -363,7 +370,9 @@ impl Ledger {
             if stored != size {
                 return Err(Error::Tampered {
                     index: stored.min(size),
-                    detail: format!("{stored} entries stored, the latest signed checkpoint covers {size}"),
+                    detail: format!(
+                        "{stored} entries stored, the latest signed checkpoint covers {size}"
+                    ),
                 });
             }
             let nodes: i64 = c.query_row("SELECT count(*) FROM tree_nodes", [], |r| r.get(0))?;

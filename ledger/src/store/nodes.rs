@@ -38,7 +38,9 @@ impl HashReader for SqlHashes<'_> {
 
 /// Number of entries (one past the highest index).
 pub fn entry_count(conn: &Connection) -> Result<u64> {
-    let n: i64 = conn.query_row("SELECT coalesce(max(idx) + 1, 0) FROM entries", [], |r| r.get(0))?;
+    let n: i64 = conn.query_row("SELECT coalesce(max(idx) + 1, 0) FROM entries", [], |r| {
+        r.get(0)
+    })?;
     Ok(n as u64)
 }
 
@@ -51,17 +53,26 @@ pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
 
 /// The ledger's verifier key as stored in `meta`.
 pub fn stored_verifier(conn: &Connection) -> Result<Verifier> {
-    let key = meta(conn, "verifier_key")?
-        .ok_or_else(|| Error::Unusable("no verifier key in the file: it is not an OpenModel ledger".into()))?;
+    let key = meta(conn, "verifier_key")?.ok_or_else(|| {
+        Error::Unusable("no verifier key in the file: it is not an OpenModel ledger".into())
+    })?;
     key.parse()
 }
 
 /// The largest signed checkpoint, verified with `verifier`.
-pub fn latest_checkpoint(conn: &Connection, verifier: &Verifier) -> Result<Option<SignedCheckpoint>> {
+pub fn latest_checkpoint(
+    conn: &Connection,
+    verifier: &Verifier,
+) -> Result<Option<SignedCheckpoint>> {
     let note: Option<String> = conn
-        .query_row("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
-    note.map(|n| SignedCheckpoint::open(&n, verifier)).transpose()
+    note.map(|n| SignedCheckpoint::open(&n, verifier))
+        .transpose()
 }
 
 /// The leaf bytes of entry `index`.

@@ -110,7 +110,8 @@ mod tests {
     fn triggers_refuse_update_and_delete() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        conn.execute("INSERT INTO meta VALUES ('a', 'b')", []).unwrap();
+        conn.execute("INSERT INTO meta VALUES ('a', 'b')", [])
+            .unwrap();
         let err = conn.execute("UPDATE meta SET value = 'c'", []).unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
         assert!(conn.execute("DELETE FROM meta", []).is_err());
@@ -121,7 +122,11 @@ mod tests {
     #[test]
     fn newer_files_are_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
-        assert!(matches!(migrate(&mut conn), Err(Error::SchemaTooNew { .. })));
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(Error::SchemaTooNew { .. })
+        ));
     }
 }

@@ -75,12 +75,20 @@ impl Writer {
     }
 
     /// Reloads the frontier when the file grew outside this writer.
-    fn catch_up(tx: &Transaction<'_>, frontier: &mut Frontier, last_time: &mut Timestamp) -> Result<()> {
+    fn catch_up(
+        tx: &Transaction<'_>,
+        frontier: &mut Frontier,
+        last_time: &mut Timestamp,
+    ) -> Result<()> {
         let size = entry_count(tx)?;
         if size != frontier.size() {
             *frontier = Frontier::load(size, &SqlHashes(tx))?;
             let t: Option<i64> = tx
-                .query_row("SELECT time_us FROM entries WHERE idx = ?1", [size as i64 - 1], |r| r.get(0))
+                .query_row(
+                    "SELECT time_us FROM entries WHERE idx = ?1",
+                    [size as i64 - 1],
+                    |r| r.get(0),
+                )
                 .optional()?;
             *last_time = Timestamp(t.unwrap_or(i64::MIN));
         }
@@ -129,7 +137,9 @@ impl Writer {
     }
 
     fn try_commit(&mut self, batch: &[Request]) -> Result<Vec<Outcome>> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::catch_up(&tx, &mut self.frontier, &mut self.last_time)?;
         let mut in_batch: HashMap<&str, (u64, Vec<u8>)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -140,11 +150,18 @@ impl Writer {
                     Some((idx, leaf)) => Some((*idx, leaf.clone())),
                     None => tx
                         .prepare_cached("SELECT idx, leaf FROM entries WHERE dedupe_key = ?1")?
-                        .query_row([key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))
+                        .query_row([key], |r| {
+                            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+                        })
                         .optional()?,
                 };
                 if let Some((index, leaf)) = seen {
-                    outcomes.push(Outcome::Done(existing_receipt(&req.entry, index, &leaf, self.frontier.size())));
+                    outcomes.push(Outcome::Done(existing_receipt(
+                        &req.entry,
+                        index,
+                        &leaf,
+                        self.frontier.size(),
+                    )));
                     continue;
                 }
             }
@@ -162,7 +179,8 @@ impl Writer {
             insert_entry(&tx, index, &entry, &leaf, time)?;
             let lh = leaf_hash(&leaf);
             let first = Node { level: 0, index }.stored_index();
-            let mut stmt = tx.prepare_cached("INSERT INTO tree_nodes (id, hash) VALUES (?1, ?2)")?;
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO tree_nodes (id, hash) VALUES (?1, ?2)")?;
             for (i, h) in self.frontier.push(lh).iter().enumerate() {
                 stmt.execute(params![(first + i as u64) as i64, &h.0[..]])?;
             }
@@ -216,7 +234,13 @@ fn existing_receipt(entry: &Entry, index: u64, leaf: &[u8], tree_size: u64) -> R
 }
 
 /// Inserts the entry row and its query references.
-fn insert_entry(tx: &Transaction<'_>, index: u64, entry: &Entry, leaf: &[u8], time: Timestamp) -> Result<()> {
+fn insert_entry(
+    tx: &Transaction<'_>,
+    index: u64,
+    entry: &Entry,
+    leaf: &[u8],
+    time: Timestamp,
+) -> Result<()> {
     let (namespace, name) = match &entry.object {
         Some(o) => (Some(o.namespace.as_str()), Some(o.name.as_str())),
         None => (None, None),
@@ -235,7 +259,9 @@ fn insert_entry(tx: &Transaction<'_>, index: u64, entry: &Entry, leaf: &[u8], ti
         entry.actor.as_ref().map(|a| a.username.as_str()),
         entry.dedupe_key,
     ])?;
-    let mut refs = tx.prepare_cached("INSERT OR IGNORE INTO entry_refs (field, value, idx) VALUES (?1, ?2, ?3)")?;
+    let mut refs = tx.prepare_cached(
+        "INSERT OR IGNORE INTO entry_refs (field, value, idx) VALUES (?1, ?2, ?3)",
+    )?;
     for (field, value) in entry_refs(entry) {
         refs.execute(params![field, value, index as i64])?;
     }

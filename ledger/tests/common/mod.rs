@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use openmodel_ledger::Ledger;
 use openmodel_ledger::entry::{
-    Actor, DatasetReferenced, Entry, EntryBody, ObjectRef, Operation, Source, SpecChanged, WeightsVerified,
+    Actor, DatasetReferenced, Entry, EntryBody, ObjectRef, Operation, Source, SpecChanged,
+    WeightsVerified,
 };
 use openmodel_ledger::note::Signer;
 use openmodel_ledger::store::OpenCheck;
@@ -27,14 +28,29 @@ impl TestLedger {
         let path = dir.path().join("ledger.sqlite");
         let signer = Signer::generate(ORIGIN).unwrap();
         let ledger = Ledger::create(&path, signer.clone(), "test-cluster").unwrap();
-        TestLedger { dir, path, signer, ledger }
+        TestLedger {
+            dir,
+            path,
+            signer,
+            ledger,
+        }
     }
 
     pub fn reopen(self) -> TestLedger {
-        let TestLedger { dir, path, signer, ledger } = self;
+        let TestLedger {
+            dir,
+            path,
+            signer,
+            ledger,
+        } = self;
         drop(ledger);
         let ledger = Ledger::open(&path, signer.clone(), OpenCheck::Full).unwrap();
-        TestLedger { dir, path, signer, ledger }
+        TestLedger {
+            dir,
+            path,
+            signer,
+            ledger,
+        }
     }
 }
 
@@ -85,7 +101,9 @@ pub fn spec_change(ns: &str, name: &str, user: &str, replicas: u64) -> Entry {
         dedupe_key: None,
         body: EntryBody::SpecChanged(SpecChanged {
             operation: Operation::Update,
-            patch: vec![serde_json::json!({"op": "replace", "path": "/spec/runtime/replicas", "value": replicas})],
+            patch: vec![
+                serde_json::json!({"op": "replace", "path": "/spec/runtime/replicas", "value": replicas}),
+            ],
             request_uid: None,
         }),
     }
