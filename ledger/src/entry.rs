@@ -29,6 +29,9 @@ use time::format_description::well_known::Rfc3339;
 pub use crate::tiles::MAX_ENTRY_SIZE;
 use crate::{Error, Result};
 
+/// Largest integer an entry may hold: 2^53, exact in an IEEE double.
+const MAX_SAFE_INTEGER: u64 = 1 << 53;
+
 /// Envelope schema version written by this build.
 pub const ENTRY_VERSION: u32 = 1;
 
@@ -58,20 +61,34 @@ impl Timestamp {
     }
 }
 
+/// Civil date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 impl fmt::Display for Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC. Hand-rolled: the writer formats
+    /// one per append.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000)
-            .map_err(|_| fmt::Error)?;
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        let sod = secs.rem_euclid(86_400);
         write!(
             f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second(),
-            dt.microsecond()
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
         )
     }
 }
@@ -82,32 +99,32 @@ impl fmt::Display for Timestamp {
 pub struct ObjectRef {
     /// e.g. `serving.openmodel.dev/v1alpha1`.
     pub api_version: String,
-    /// e.g. `OpenModel`.
-    pub kind: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// The object's UID, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
     /// `metadata.generation`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// e.g. `OpenModel`.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// The object's UID, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// Who made a change, as Kubernetes authenticated them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Actor {
-    /// User name.
-    pub username: String,
-    /// User UID, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
     /// Groups.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// User UID, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// User name.
+    pub username: String,
 }
 
 /// The path through which an entry was recorded.
@@ -141,6 +158,7 @@ pub struct SpecChanged {
     /// Admission operation.
     pub operation: Operation,
     /// RFC 6902 JSON Patch from the old spec to the new one.
+    #[serde(serialize_with = "canonical_values")]
     pub patch: Vec<Value>,
     /// UID of the admission request, when recorded by the webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,18 +169,18 @@ pub struct SpecChanged {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DatasetReferenced {
-    /// Dataset name.
-    pub name: String,
-    /// Where it lives.
-    pub uri: String,
     /// Content digest, `sha256:<hex>`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// License identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
+    /// Dataset name.
+    pub name: String,
     /// Role: training, evaluation, fine-tuning, …
     pub role: String,
+    /// Where it lives.
+    pub uri: String,
 }
 
 /// `weights.verified`: a pod fetched weights and their digest matched.
@@ -171,11 +189,11 @@ pub struct DatasetReferenced {
 pub struct WeightsVerified {
     /// Manifest digest, `sha256:<hex>`.
     pub digest: String,
-    /// Where the weights came from.
-    pub source: String,
     /// The pod that verified them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// Where the weights came from.
+    pub source: String,
 }
 
 /// `model.deployed`: a rollout of verified weights completed.
@@ -184,11 +202,11 @@ pub struct WeightsVerified {
 pub struct ModelDeployed {
     /// Manifest digest now served.
     pub digest: String,
-    /// Ready replicas.
-    pub replicas: u32,
     /// Server image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Ready replicas.
+    pub replicas: u32,
     /// Index of the `weights.verified` entry for these weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_entry: Option<u64>,
@@ -198,12 +216,12 @@ pub struct ModelDeployed {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelRetired {
-    /// Why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
     /// Digest that was served last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_digest: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What happened to a ledger key.
@@ -294,21 +312,119 @@ pub struct Entry {
     pub body: EntryBody,
 }
 
-/// The JSON shape of an entry.
-#[derive(Serialize, Deserialize)]
+/// The JSON shape of an entry, as read. `data` stays raw until the kind is
+/// known, then is parsed straight into that kind's type.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Wire {
+struct WireIn {
     v: u32,
     kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     time: Option<String>,
     cluster: String,
     object: Option<ObjectRef>,
     actor: Option<Actor>,
     source: Source,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     dedupe_key: Option<String>,
-    data: Value,
+    data: Box<serde_json::value::RawValue>,
+}
+
+/// The JSON shape of an entry, as written (borrowing the entry).
+///
+/// Fields here and in every type below are declared in RFC 8785 key order
+/// (all keys are ASCII, so byte order is UTF-16 order), strings are escaped
+/// by serde_json exactly as RFC 8785 requires, and integers are kept below
+/// 2^53 by [`Entry::validate`]; so plain serde_json output is canonical. The
+/// one free-form part, a patch's JSON values, goes through a full RFC 8785
+/// canonicalizer. A property test checks the result against that
+/// canonicalizer for the whole entry.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireOut<'a> {
+    actor: &'a Option<Actor>,
+    cluster: &'a str,
+    data: BodyData<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dedupe_key: Option<&'a str>,
+    kind: &'a str,
+    object: &'a Option<ObjectRef>,
+    source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
+    v: u32,
+}
+
+/// Serializes free-form JSON values in RFC 8785 form.
+fn canonical_values<S: serde::Serializer>(
+    values: &Vec<Value>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let text = serde_json_canonicalizer::to_string(values).map_err(serde::ser::Error::custom)?;
+    let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+    raw.serialize(s)
+}
+
+/// Serializes only the kind-specific data of a body.
+struct BodyData<'a>(&'a EntryBody);
+
+impl Serialize for BodyData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0 {
+            EntryBody::SpecChanged(d) => d.serialize(s),
+            EntryBody::DatasetReferenced(d) => d.serialize(s),
+            EntryBody::WeightsVerified(d) => d.serialize(s),
+            EntryBody::ModelDeployed(d) => d.serialize(s),
+            EntryBody::ModelRetired(d) => d.serialize(s),
+            EntryBody::LedgerKey(d) => d.serialize(s),
+        }
+    }
+}
+
+/// Parses the raw `data` of an entry of kind `kind`.
+fn parse_body(kind: &str, data: &str) -> Result<EntryBody> {
+    fn typed<T: serde::de::DeserializeOwned>(kind: &str, data: &str) -> Result<T> {
+        serde_json::from_str(data).map_err(|e| invalid(format!("data of {kind}: {e}")))
+    }
+    Ok(match kind {
+        "spec.changed" => EntryBody::SpecChanged(typed(kind, data)?),
+        "dataset.referenced" => EntryBody::DatasetReferenced(typed(kind, data)?),
+        "weights.verified" => EntryBody::WeightsVerified(typed(kind, data)?),
+        "model.deployed" => EntryBody::ModelDeployed(typed(kind, data)?),
+        "model.retired" => EntryBody::ModelRetired(typed(kind, data)?),
+        "ledger.key" => EntryBody::LedgerKey(typed(kind, data)?),
+        other => {
+            return Err(invalid(format!(
+                "unknown kind {other:?}; kinds are {KINDS:?}"
+            )));
+        }
+    })
+}
+
+/// Length of a timestamp in the ledger's form (`2026-11-28T15:36:50.123456Z`).
+const TIME_LEN: usize = 27;
+/// How every canonical entry ends: `time` and `v` are the last keys in
+/// RFC 8785 order (see [`Entry::canonical_template`]).
+const TAIL: &[u8] = b"\",\"v\":1}";
+
+/// Canonical entry bytes whose `time` is filled in later, in place.
+#[derive(Clone, Debug)]
+pub struct LeafTemplate(Vec<u8>);
+
+impl LeafTemplate {
+    /// The canonical bytes with `time` set: equal to
+    /// [`Entry::canonical_bytes`] of the entry with that time. `None` for
+    /// times outside years 0000–9999, whose text has another length.
+    pub fn with_time(&self, time: Timestamp) -> Option<Vec<u8>> {
+        let text = time.to_string();
+        if text.len() != TIME_LEN {
+            return None;
+        }
+        let mut leaf = self.0.clone();
+        let at = leaf.len() - TAIL.len() - TIME_LEN;
+        leaf[at..at + TIME_LEN].copy_from_slice(text.as_bytes());
+        Some(leaf)
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -374,7 +490,7 @@ impl Entry {
                 max: MAX_ENTRY_SIZE,
             });
         }
-        let wire: Wire = serde_json::from_slice(json).map_err(|e| invalid(e.to_string()))?;
+        let wire: WireIn = serde_json::from_slice(json).map_err(|e| invalid(e.to_string()))?;
         if wire.v != ENTRY_VERSION {
             return Err(invalid(format!(
                 "entry schema version {} is not supported (this build writes and reads v{ENTRY_VERSION})",
@@ -390,17 +506,7 @@ impl Entry {
             (true, None) => return Err(invalid("a logged entry must carry \"time\"")),
             _ => {}
         }
-        if !KINDS.contains(&wire.kind.as_str()) {
-            return Err(invalid(format!(
-                "unknown kind {:?}; kinds are {KINDS:?}",
-                wire.kind
-            )));
-        }
-        let body: EntryBody = serde_json::from_value(serde_json::json!({
-            "kind": wire.kind,
-            "data": wire.data,
-        }))
-        .map_err(|e| invalid(format!("data of {}: {e}", wire.kind)))?;
+        let body = parse_body(&wire.kind, wire.data.get())?;
         let time = wire
             .time
             .map(|t| {
@@ -429,6 +535,13 @@ impl Entry {
 
     /// Checks the rules serde cannot express.
     pub fn validate(&self) -> Result<()> {
+        for (field, value) in self.integers() {
+            if value > MAX_SAFE_INTEGER {
+                return Err(invalid(format!(
+                    "{field} is {value}; JSON numbers in entries must stay below 2^53 (RFC 8785 numbers are IEEE doubles)"
+                )));
+            }
+        }
         check_non_empty("cluster", &self.cluster)?;
         match (&self.object, &self.body) {
             (None, EntryBody::LedgerKey(_)) => {}
@@ -488,22 +601,35 @@ impl Entry {
         self.body.kind()
     }
 
+    /// Every integer field, by name (absolute values).
+    fn integers(&self) -> Vec<(&'static str, u64)> {
+        let mut out = Vec::new();
+        if let Some(g) = self.object.as_ref().and_then(|o| o.generation) {
+            out.push(("object.generation", g.unsigned_abs()));
+        }
+        if let EntryBody::ModelDeployed(m) = &self.body {
+            out.push(("data.replicas", u64::from(m.replicas)));
+            if let Some(w) = m.weights_entry {
+                out.push(("data.weightsEntry", w));
+            }
+        }
+        out
+    }
+
     /// The leaf bytes: RFC 8785 canonical JSON, at most [`MAX_ENTRY_SIZE`].
     pub fn canonical_bytes(&self) -> Result<Vec<u8>> {
-        let tagged = serde_json::to_value(&self.body).map_err(|e| invalid(e.to_string()))?;
-        let data = tagged.get("data").cloned().unwrap_or(Value::Null);
-        let wire = Wire {
+        let wire = WireOut {
             v: ENTRY_VERSION,
-            kind: self.kind().to_owned(),
+            kind: self.kind(),
             time: self.time.map(|t| t.to_string()),
-            cluster: self.cluster.clone(),
-            object: self.object.clone(),
-            actor: self.actor.clone(),
+            cluster: &self.cluster,
+            object: &self.object,
+            actor: &self.actor,
             source: self.source,
-            dedupe_key: self.dedupe_key.clone(),
-            data,
+            dedupe_key: self.dedupe_key.as_deref(),
+            data: BodyData(&self.body),
         };
-        let bytes = serde_json_canonicalizer::to_vec(&wire).map_err(|e| invalid(e.to_string()))?;
+        let bytes = serde_json::to_vec(&wire).map_err(|e| invalid(e.to_string()))?;
         if bytes.len() > MAX_ENTRY_SIZE {
             return Err(Error::EntryTooLarge {
                 size: bytes.len(),
@@ -511,6 +637,29 @@ impl Entry {
             });
         }
         Ok(bytes)
+    }
+
+    /// The canonical bytes with a placeholder time that the ledger overwrites
+    /// when it appends ([`LeafTemplate::with_time`]). Lets appenders do the
+    /// serialization in parallel while the single writer only patches 27
+    /// bytes. Sound because JCS orders keys by name, not value, so `time` and
+    /// `v` always end the document and the time has a fixed length.
+    pub fn canonical_template(&self) -> Result<LeafTemplate> {
+        let mut placeholder = self.clone();
+        placeholder.time = Some(Timestamp(0));
+        let bytes = placeholder.canonical_bytes()?;
+        let tail = [b"\"time\":\"", Timestamp(0).to_string().as_bytes(), TAIL].concat();
+        if !bytes.ends_with(&tail) {
+            return Err(invalid(
+                "internal: canonical entry does not end with time and v",
+            ));
+        }
+        Ok(LeafTemplate(bytes))
+    }
+
+    /// True when `leaf` is exactly this entry's canonical form.
+    pub fn is_canonical_form_of(&self, leaf: &[u8]) -> bool {
+        self.canonical_bytes().is_ok_and(|c| c == leaf)
     }
 
     /// Digests this entry mentions (weights and datasets), for queries.
@@ -531,14 +680,6 @@ impl Entry {
             _ => vec![],
         }
     }
-}
-
-/// True when `bytes` are exactly the RFC 8785 canonical form of their JSON.
-pub fn is_canonical(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(bytes)
-        .ok()
-        .and_then(|v| serde_json_canonicalizer::to_vec(&v).ok())
-        .is_some_and(|c| c == bytes)
 }
 
 #[cfg(test)]
@@ -566,8 +707,26 @@ mod tests {
             text.contains(r#""time":"2023-11-14T22:13:20.123456Z","v":1}"#),
             "{text}"
         );
-        assert!(is_canonical(&bytes));
-        assert_eq!(Entry::parse_logged(&bytes).unwrap(), e);
+        let parsed = Entry::parse_logged(&bytes).unwrap();
+        assert_eq!(parsed, e);
+        assert!(parsed.is_canonical_form_of(&bytes));
+        let spaced = text.replacen(',', ", ", 1);
+        assert!(
+            !Entry::parse_logged(spaced.as_bytes())
+                .unwrap()
+                .is_canonical_form_of(spaced.as_bytes())
+        );
+        // The writer's template patched with the time gives the same bytes.
+        let mut draft = e.clone();
+        draft.time = None;
+        assert_eq!(
+            draft
+                .canonical_template()
+                .unwrap()
+                .with_time(e.time.unwrap())
+                .unwrap(),
+            bytes
+        );
     }
 
     #[test]
@@ -609,6 +768,13 @@ mod tests {
     }
 
     #[test]
+    fn unsafe_integers_are_refused() {
+        let json = sample().replace("\"generation\":3", "\"generation\":9007199254740993");
+        let err = Entry::parse_draft(json.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("below 2^53"), "{err}");
+    }
+
+    #[test]
     fn oversized_entries_are_refused() {
         let big = "x".repeat(MAX_ENTRY_SIZE);
         let json = sample().replace("file:///m", &big);
@@ -626,6 +792,19 @@ mod tests {
         ));
     }
 
+    proptest! {
+        #[test]
+        fn timestamp_text_matches_the_time_crate(us in -62_135_596_800_000_000i64..253_402_300_799_999_999) {
+            let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap();
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                dt.year(), u8::from(dt.month()), dt.day(), dt.hour(), dt.minute(), dt.second(), dt.microsecond()
+            );
+            prop_assert_eq!(Timestamp(us).to_string(), expected.clone());
+            prop_assert_eq!(Timestamp::parse(&expected).unwrap(), Timestamp(us));
+        }
+    }
+
     #[test]
     fn timestamps_parse_dates_and_offsets() {
         assert_eq!(
@@ -639,7 +818,46 @@ mod tests {
         assert!(Timestamp::parse("yesterday").is_err());
     }
 
+    fn arb_entry() -> impl Strategy<Value = Entry> {
+        let text = "(?s).{0,12}";
+        (
+            (text, text, text, proptest::option::of(text), proptest::option::of(-(1i64 << 52)..(1i64 << 52))),
+            proptest::option::of((text, proptest::option::of(text), proptest::collection::vec(text, 0..3))),
+            proptest::option::of(text),
+            (text, text, proptest::collection::vec(any::<u32>(), 0..3), any::<f64>(), 0u8..4),
+        )
+            .prop_map(|((cluster, ns, name, uid, generation), actor, dedupe, (a, b, nums, float, kind))| {
+                let object = Some(ObjectRef {
+                    api_version: "serving.openmodel.dev/v1alpha1".into(),
+                    kind: "OpenModel".into(),
+                    namespace: ns,
+                    name,
+                    uid,
+                    generation,
+                });
+                let body = match kind {
+                    0 => EntryBody::SpecChanged(SpecChanged {
+                        operation: Operation::Update,
+                        patch: vec![serde_json::json!({"op": "add", "path": "/x", "value": {"é": a, "z": nums, "a": float.is_finite().then_some(float), "\u{10000}": 1, "\u{e000}": 2}})],
+                        request_uid: Some(b),
+                    }),
+                    1 => EntryBody::DatasetReferenced(DatasetReferenced { name: a, uri: b, digest: None, license: Some("x\u{7f}\u{1}".into()), role: "training".into() }),
+                    2 => EntryBody::ModelRetired(ModelRetired { reason: Some(a), last_digest: None }),
+                    _ => EntryBody::ModelDeployed(ModelDeployed { digest: format!("sha256:{}", "ab".repeat(32)), replicas: nums.first().copied().unwrap_or(0), image: Some(b), weights_entry: Some(7) }),
+                };
+                let actor = actor.map(|(username, uid, groups)| Actor { username, uid, groups });
+                Entry { time: Some(Timestamp(1_700_000_000_000_000)), cluster, object, actor, source: Source::Admission, dedupe_key: dedupe, body }
+            })
+    }
+
     proptest! {
+        #[test]
+        fn serialization_is_rfc8785_canonical(e in arb_entry()) {
+            let fast = e.canonical_bytes().unwrap();
+            let reference = serde_json_canonicalizer::to_vec(&serde_json::from_slice::<Value>(&fast).unwrap()).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&reference));
+        }
+
         #[test]
         fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Entry::parse_draft(&bytes);

@@ -16,7 +16,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use crate::checkpoint::SignedCheckpoint;
-use crate::entry::{Entry, Timestamp, is_canonical};
+use crate::entry::{Entry, Timestamp};
 use crate::hash::{HASH_SIZE, Hash, empty_root, leaf_hash};
 use crate::note::Verifier;
 use crate::store::{Ledger, entry_refs};
@@ -24,7 +24,33 @@ use crate::tiles::{self, TILE_WIDTH, Tile};
 use crate::tree::{Frontier, Node};
 use crate::{Error, Result};
 
-/// Replays a log from its first entry.
+/// What the order-independent check of one leaf found.
+pub struct CheckedLeaf {
+    /// The parsed entry.
+    pub entry: Entry,
+    /// Its leaf hash.
+    pub hash: Hash,
+}
+
+/// Checks one leaf on its own: it parses as a logged entry and is exactly
+/// that entry's canonical form. Independent of other leaves, so verifiers
+/// run it in parallel.
+pub fn check_leaf(index: u64, leaf: &[u8]) -> Result<CheckedLeaf> {
+    let tampered = |detail: String| Error::Tampered { index, detail };
+    let entry =
+        Entry::parse_logged(leaf).map_err(|e| tampered(format!("entry does not parse: {e}")))?;
+    if !entry.is_canonical_form_of(leaf) {
+        return Err(tampered(
+            "entry bytes are not the RFC 8785 canonical form of the entry".into(),
+        ));
+    }
+    Ok(CheckedLeaf {
+        hash: leaf_hash(leaf),
+        entry,
+    })
+}
+
+/// Replays a log from its first entry: the order-dependent checks.
 #[derive(Default)]
 pub struct Replay {
     frontier: Frontier,
@@ -42,28 +68,22 @@ impl Replay {
         self.frontier.root()
     }
 
-    /// Checks and appends the next leaf; returns the parsed entry and the
-    /// stored hashes it creates (from `Node { level: 0, index }.stored_index()` on).
-    pub fn push(&mut self, leaf: &[u8]) -> Result<(Entry, Vec<Hash>)> {
+    /// Appends the next checked leaf after checking that time did not go
+    /// backwards; returns the stored hashes it creates (from
+    /// `Node { level: 0, index }.stored_index()` on).
+    pub fn push(&mut self, leaf: &CheckedLeaf) -> Result<Vec<Hash>> {
         let index = self.frontier.size();
-        let tampered = |detail: String| Error::Tampered { index, detail };
-        let entry = Entry::parse_logged(leaf)
-            .map_err(|e| tampered(format!("entry does not parse: {e}")))?;
-        if !is_canonical(leaf) {
-            return Err(tampered(
-                "entry bytes are not RFC 8785 canonical JSON".into(),
-            ));
-        }
-        let time = entry.time.expect("parse_logged requires time");
-        if self.last_time.is_some_and(|t| time < t) {
-            return Err(tampered(format!(
-                "time {time} is earlier than the previous entry's {}; the ledger never goes back in time",
-                self.last_time.expect("checked")
-            )));
+        let time = leaf.entry.time.expect("logged entries carry time");
+        if let Some(last) = self.last_time.filter(|last| time < *last) {
+            return Err(Error::Tampered {
+                index,
+                detail: format!(
+                    "time {time} is earlier than the previous entry's {last}; the ledger never goes back in time"
+                ),
+            });
         }
         self.last_time = Some(time);
-        let created = self.frontier.push(leaf_hash(leaf));
-        Ok((entry, created))
+        Ok(self.frontier.push(leaf.hash))
     }
 }
 
@@ -158,7 +178,9 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
             });
         }
         let leaf: Vec<u8> = row.get(1)?;
-        let (entry, created) = replay.push(&leaf)?;
+        let checked = check_leaf(index, &leaf)?;
+        let created = replay.push(&checked)?;
+        let entry = checked.entry;
         column_check(
             index,
             "kind",
@@ -334,6 +356,58 @@ fn read_file(dir: &Path, rel: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// Reads and checks entry bundles in parallel, keeping their order. Each
+/// bundle yields its leaves' results up to and including the first failure.
+fn check_bundles(
+    dir: &Path,
+    bundles: &[Tile],
+    workers: usize,
+) -> Vec<Result<Vec<Result<CheckedLeaf>>>> {
+    let check = |bundle: &Tile| -> Result<Vec<Result<CheckedLeaf>>> {
+        let data = read_file(dir, &bundle.entries_path())?;
+        let leaves = tiles::decode_bundle(&data, bundle.width).map_err(|e| Error::Tampered {
+            index: bundle.index * TILE_WIDTH,
+            detail: format!("{}: {e}", bundle.entries_path()),
+        })?;
+        let mut out = Vec::with_capacity(leaves.len());
+        for (k, leaf) in leaves.iter().enumerate() {
+            let checked = check_leaf(bundle.index * TILE_WIDTH + k as u64, leaf);
+            let failed = checked.is_err();
+            out.push(checked);
+            if failed {
+                break;
+            }
+        }
+        Ok(out)
+    };
+    let mut results: Vec<Option<Result<Vec<Result<CheckedLeaf>>>>> =
+        bundles.iter().map(|_| None).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    bundles
+                        .iter()
+                        .enumerate()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|(i, b)| (i, check(b)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, r) in h.join().expect("bundle checker panicked") {
+                results[i] = Some(r);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every bundle checked"))
+        .collect()
+}
+
 /// Verifies an export bundle offline with only the log's verifier key, and
 /// optionally its consistency with an older signed checkpoint `since`.
 pub fn verify_bundle(dir: &Path, verifier: &Verifier, since: Option<&str>) -> Result<BundleReport> {
@@ -377,68 +451,70 @@ pub fn verify_bundle(dir: &Path, verifier: &Verifier, since: Option<&str>) -> Re
         .collect();
     let mut cursors: Vec<TileCursor> = Vec::new();
     let mut replay = Replay::default();
-    for bundle in tiles::bundles_for_size(size) {
-        let data = read_file(dir, &bundle.entries_path())?;
-        let leaves = tiles::decode_bundle(&data, bundle.width).map_err(|e| Error::Tampered {
-            index: bundle.index * TILE_WIDTH,
-            detail: format!("{}: {e}", bundle.entries_path()),
-        })?;
-        for leaf in leaves {
-            let index = replay.size();
-            let (_, created) = replay.push(leaf)?;
-            let first = Node { level: 0, index }.stored_index();
-            for (k, h) in created.iter().enumerate() {
-                let node = Node::from_stored_index(first + k as u64);
-                let Some((tile_level, tile_index, position)) = tiles::tile_position(node) else {
-                    continue;
-                };
-                let tile = widths[&(tile_level, tile_index)];
-                if cursors.len() <= usize::from(tile_level) {
-                    cursors.resize_with(usize::from(tile_level) + 1, || TileCursor { tile: None });
-                }
-                let cursor = &mut cursors[usize::from(tile_level)];
-                if cursor.tile.as_ref().is_none_or(|(i, _)| *i != tile_index) {
-                    let bytes = read_file(dir, &tile.path())?;
-                    if bytes.len() as u64 != tile.width * HASH_SIZE as u64 {
+    let bundles = tiles::bundles_for_size(size);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for round in bundles.chunks(workers * 16) {
+        for leaves in check_bundles(dir, round, workers) {
+            for leaf in leaves? {
+                let leaf = leaf?;
+                let index = replay.size();
+                let created = replay.push(&leaf)?;
+                let first = Node { level: 0, index }.stored_index();
+                for (k, h) in created.iter().enumerate() {
+                    let node = Node::from_stored_index(first + k as u64);
+                    let Some((tile_level, tile_index, position)) = tiles::tile_position(node)
+                    else {
+                        continue;
+                    };
+                    let tile = widths[&(tile_level, tile_index)];
+                    if cursors.len() <= usize::from(tile_level) {
+                        cursors
+                            .resize_with(usize::from(tile_level) + 1, || TileCursor { tile: None });
+                    }
+                    let cursor = &mut cursors[usize::from(tile_level)];
+                    if cursor.tile.as_ref().is_none_or(|(i, _)| *i != tile_index) {
+                        let bytes = read_file(dir, &tile.path())?;
+                        if bytes.len() as u64 != tile.width * HASH_SIZE as u64 {
+                            return Err(Error::Tampered {
+                                index: node.first_leaf(),
+                                detail: format!(
+                                    "{} has {} bytes, expected {}",
+                                    tile.path(),
+                                    bytes.len(),
+                                    tile.width * HASH_SIZE as u64
+                                ),
+                            });
+                        }
+                        cursor.tile = Some((tile_index, bytes));
+                    }
+                    let (_, bytes) = cursor.tile.as_ref().expect("loaded");
+                    let at = position * HASH_SIZE;
+                    if bytes[at..at + HASH_SIZE] != h.0 {
+                        let what = if node.level == 0 {
+                            "leaf hash".to_owned()
+                        } else {
+                            format!("hash of node {node:?}")
+                        };
                         return Err(Error::Tampered {
                             index: node.first_leaf(),
                             detail: format!(
-                                "{} has {} bytes, expected {}",
-                                tile.path(),
-                                bytes.len(),
-                                tile.width * HASH_SIZE as u64
+                                "{} holds a {what} that differs from the one recomputed from the entries",
+                                tile.path()
                             ),
                         });
                     }
-                    cursor.tile = Some((tile_index, bytes));
                 }
-                let (_, bytes) = cursor.tile.as_ref().expect("loaded");
-                let at = position * HASH_SIZE;
-                if bytes[at..at + HASH_SIZE] != h.0 {
-                    let what = if node.level == 0 {
-                        "leaf hash".to_owned()
-                    } else {
-                        format!("hash of node {node:?}")
-                    };
-                    return Err(Error::Tampered {
-                        index: node.first_leaf(),
-                        detail: format!(
-                            "{} holds a {what} that differs from the one recomputed from the entries",
-                            tile.path()
-                        ),
-                    });
+                if let Some(old) = &old
+                    && replay.size() == old.checkpoint.size
+                    && replay.root() != old.checkpoint.root
+                {
+                    return Err(Error::Fork(format!(
+                        "the first {} entries of the bundle hash to {}, but the checkpoint you kept signed {}: the log was rewritten, not appended to",
+                        replay.size(),
+                        replay.root(),
+                        old.checkpoint.root
+                    )));
                 }
-            }
-            if let Some(old) = &old
-                && replay.size() == old.checkpoint.size
-                && replay.root() != old.checkpoint.root
-            {
-                return Err(Error::Fork(format!(
-                    "the first {} entries of the bundle hash to {}, but the checkpoint you kept signed {}: the log was rewritten, not appended to",
-                    replay.size(),
-                    replay.root(),
-                    old.checkpoint.root
-                )));
             }
         }
     }

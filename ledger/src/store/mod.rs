@@ -102,17 +102,33 @@ impl PendingAppend {
     }
 }
 
+/// The writer and checkpointer threads; dropping it stops both after the
+/// appends already queued are committed.
 struct WriterHandle {
     tx: Option<Sender<writer::Request>>,
-    thread: Option<JoinHandle<()>>,
+    stop_checkpointer: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Drop for WriterHandle {
     fn drop(&mut self) {
         drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
+        drop(self.stop_checkpointer.take());
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// How often the checkpointer copies committed WAL frames into the database.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Copies the WAL into the database file in the background, so the writer's
+/// commits never pay for it (the writer runs with `wal_autocheckpoint=0`).
+/// PASSIVE checkpoints never block appends or readers.
+fn run_checkpointer(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 }
 
@@ -172,15 +188,28 @@ impl Ledger {
             )));
         }
         let mut ledger = Self::open_reader(path, verifier, check)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let w = writer::Writer::new(conn, signer)?;
         let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || w.run(rx))
-            .map_err(|e| Error::io(path, e))?;
+        let (stop, stopped) = mpsc::channel();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| Error::io(path, e))
+        };
+        let threads = vec![
+            spawn("ledger-writer", Box::new(move || w.run(rx)))?,
+            spawn(
+                "ledger-checkpointer",
+                Box::new(move || run_checkpointer(checkpointer, stopped)),
+            )?,
+        ];
         ledger.writer = Some(WriterHandle {
             tx: Some(tx),
-            thread: Some(thread),
+            stop_checkpointer: Some(stop),
+            threads,
         });
         Ok(ledger)
     }
@@ -257,9 +286,14 @@ impl Ledger {
             .ok_or_else(|| {
                 Error::Unusable("opened read-only; open with the signing key to append".into())
             })?;
+        let template = entry.canonical_template()?;
         let (reply, rx) = oneshot::channel();
-        tx.send(writer::Request { entry, reply })
-            .map_err(|_| Error::WriterStopped("its thread has exited".into()))?;
+        tx.send(writer::Request {
+            entry,
+            template,
+            reply,
+        })
+        .map_err(|_| Error::WriterStopped("its thread has exited".into()))?;
         Ok(PendingAppend(rx))
     }
 

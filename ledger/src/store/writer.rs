@@ -7,14 +7,14 @@
 //! load, requests that arrive while a commit is being synced form the next
 //! batch, so many appenders share one fsync.
 
-use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
-use crate::entry::{Entry, Timestamp};
+use crate::entry::{Entry, LeafTemplate, Timestamp};
 use crate::hash::{Hash, leaf_hash};
 use crate::note::Signer;
 use crate::store::nodes::{SqlHashes, entry_count};
@@ -23,6 +23,9 @@ use crate::{Error, Result};
 
 /// Most appends committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
+
+/// Longest a batch waits for appenders of the previous batch to come back.
+pub const COMMIT_DELAY: Duration = Duration::from_micros(300);
 
 /// Proof that an entry is in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,9 +43,15 @@ pub struct Receipt {
     pub existing: bool,
 }
 
+/// An answer to one appender.
+type Reply = (oneshot::Sender<Result<Receipt>>, Result<Receipt>);
+
 /// One append waiting for the writer.
 pub struct Request {
     pub(crate) entry: Entry,
+    /// The entry's canonical bytes, made by the appender; the writer only
+    /// fills in the time.
+    pub(crate) template: LeafTemplate,
     pub(crate) reply: oneshot::Sender<Result<Receipt>>,
 }
 
@@ -96,24 +105,42 @@ impl Writer {
     }
 
     /// Runs until every sender is gone.
+    ///
+    /// After the first request of a batch, it collects what is waiting; if
+    /// fewer appenders are back than joined the previous batch, it yields
+    /// the CPU for up to [`COMMIT_DELAY`] so they can requeue and share this
+    /// commit. A lone appender never waits (its previous batch was 1).
     pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        let mut last_batch = 1;
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
+            let deadline = Instant::now() + COMMIT_DELAY;
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(r) => batch.push(r),
+                    Err(TryRecvError::Empty)
+                        if batch.len() < last_batch && Instant::now() < deadline =>
+                    {
+                        std::thread::yield_now();
+                    }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            self.commit(batch);
+            last_batch = batch.len();
+            for (reply, result) in self.commit(batch) {
+                let _ = reply.send(result);
+            }
         }
     }
 
-    fn commit(&mut self, batch: Vec<Request>) {
+    /// Commits a batch and returns the answers to send.
+    fn commit(&mut self, batch: Vec<Request>) -> Vec<Reply> {
         let (frontier, last_time) = (self.frontier.clone(), self.last_time);
         match self.try_commit(&batch) {
-            Ok(outcomes) => {
-                for (req, outcome) in batch.into_iter().zip(outcomes) {
+            Ok(outcomes) => batch
+                .into_iter()
+                .zip(outcomes)
+                .map(|(req, outcome)| {
                     let result = match outcome {
                         Outcome::Appended(mut r) => {
                             r.tree_size = self.frontier.size();
@@ -121,17 +148,18 @@ impl Writer {
                         }
                         Outcome::Done(r) => r,
                     };
-                    let _ = req.reply.send(result);
-                }
-            }
+                    (req.reply, result)
+                })
+                .collect(),
             Err(e) => {
                 // Nothing of the batch is durable: forget it and tell everyone.
                 self.frontier = frontier;
                 self.last_time = last_time;
                 let msg = e.to_string();
-                for req in batch {
-                    let _ = req.reply.send(Err(Error::CommitFailed(msg.clone())));
-                }
+                batch
+                    .into_iter()
+                    .map(|req| (req.reply, Err(Error::CommitFailed(msg.clone()))))
+                    .collect()
             }
         }
     }
@@ -141,34 +169,19 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::catch_up(&tx, &mut self.frontier, &mut self.last_time)?;
-        let mut in_batch: HashMap<&str, (u64, Vec<u8>)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let start_size = self.frontier.size();
         for req in batch {
-            if let Some(key) = req.entry.dedupe_key.as_deref() {
-                let seen = match in_batch.get(key) {
-                    Some((idx, leaf)) => Some((*idx, leaf.clone())),
-                    None => tx
-                        .prepare_cached("SELECT idx, leaf FROM entries WHERE dedupe_key = ?1")?
-                        .query_row([key], |r| {
-                            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-                        })
-                        .optional()?,
-                };
-                if let Some((index, leaf)) = seen {
-                    outcomes.push(Outcome::Done(existing_receipt(
-                        &req.entry,
-                        index,
-                        &leaf,
-                        self.frontier.size(),
-                    )));
-                    continue;
-                }
-            }
-            let mut entry = req.entry.clone();
             let time = Timestamp::now().max(self.last_time);
-            entry.time = Some(time);
-            let leaf = match entry.canonical_bytes() {
+            let leaf = req.template.with_time(time).map_or_else(
+                || {
+                    let mut entry = req.entry.clone();
+                    entry.time = Some(time);
+                    entry.canonical_bytes()
+                },
+                Ok,
+            );
+            let leaf = match leaf {
                 Ok(leaf) => leaf,
                 Err(e) => {
                     outcomes.push(Outcome::Done(Err(e)));
@@ -176,7 +189,27 @@ impl Writer {
                 }
             };
             let index = self.frontier.size();
-            insert_entry(&tx, index, &entry, &leaf, time)?;
+            // A retried append shows up as a clash on the unique dedupe key
+            // (also with an entry earlier in this same transaction).
+            if let Some(key) = req.entry.dedupe_key.as_deref() {
+                if let Err(e) = insert_entry(&tx, index, &req.entry, &leaf, time) {
+                    if !is_unique_violation(&e) {
+                        return Err(e);
+                    }
+                    let (index, leaf): (i64, Vec<u8>) = tx
+                        .prepare_cached("SELECT idx, leaf FROM entries WHERE dedupe_key = ?1")?
+                        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    outcomes.push(Outcome::Done(existing_receipt(
+                        &req.entry,
+                        index as u64,
+                        &leaf,
+                        self.frontier.size(),
+                    )));
+                    continue;
+                }
+            } else {
+                insert_entry(&tx, index, &req.entry, &leaf, time)?;
+            }
             let lh = leaf_hash(&leaf);
             let first = Node { level: 0, index }.stored_index();
             let mut stmt =
@@ -185,9 +218,6 @@ impl Writer {
                 stmt.execute(params![(first + i as u64) as i64, &h.0[..]])?;
             }
             self.last_time = time;
-            if let Some(key) = req.entry.dedupe_key.as_deref() {
-                in_batch.insert(key, (index, leaf));
-            }
             outcomes.push(Outcome::Appended(Receipt {
                 index,
                 leaf_hash: lh,
@@ -210,6 +240,12 @@ impl Writer {
         tx.commit()?;
         Ok(outcomes)
     }
+}
+
+/// True when an insert failed on a UNIQUE index (the dedupe key).
+fn is_unique_violation(e: &Error) -> bool {
+    matches!(e, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
 /// The receipt for a retried append whose dedupe key is already logged.
