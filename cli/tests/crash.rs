@@ -75,14 +75,24 @@ fn sigkill_never_loses_an_acknowledged_entry() {
                 }
             }
         });
-        // Anywhere from "still starting up" to "hundreds of appends in".
-        std::thread::sleep(Duration::from_micros(rng.next() % 60_000));
+        // Odd rounds: anywhere from "still starting up" on. Even rounds: at a
+        // random moment after the first acknowledgement, so at least half
+        // of the kills land while appends are being committed.
+        let mut early = Vec::new();
+        if round % 2 == 0 {
+            early.push(
+                rx.recv_timeout(Duration::from_secs(30))
+                    .expect("no acknowledgement within 30 s"),
+            );
+        }
+        std::thread::sleep(Duration::from_micros(rng.next() % 40_000));
         child.kill().unwrap();
         child.wait().unwrap();
         feeder.join().unwrap();
         reader.join().unwrap();
-        let acks: Vec<u64> = rx
-            .try_iter()
+        let acks: Vec<u64> = early
+            .into_iter()
+            .chain(rx.try_iter())
             .map(|l| l.parse().expect("ack lines are indexes"))
             .collect();
         if !acks.is_empty() {

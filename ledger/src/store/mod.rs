@@ -121,14 +121,25 @@ impl Drop for WriterHandle {
 }
 
 /// How often the checkpointer copies committed WAL frames into the database.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// WAL pages after which the writer checkpoints by itself, should the
+/// checkpointer fall behind (SQLite's default is 1000).
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
 /// Copies the WAL into the database file in the background, so the writer's
-/// commits never pay for it (the writer runs with `wal_autocheckpoint=0`).
-/// PASSIVE checkpoints never block appends or readers.
+/// commits rarely pay for it. Starts with a checkpoint, so a WAL left by a
+/// crashed process is folded in at once. PASSIVE checkpoints never block
+/// appends or readers.
 fn run_checkpointer(conn: Connection, stop: mpsc::Receiver<()>) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_INTERVAL) {
+    loop {
         let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if !matches!(
+            stop.recv_timeout(CHECKPOINT_INTERVAL),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ) {
+            return;
+        }
     }
 }
 
@@ -188,7 +199,7 @@ impl Ledger {
             )));
         }
         let mut ledger = Self::open_reader(path, verifier, check)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
         let checkpointer = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let w = writer::Writer::new(conn, signer)?;
         let (tx, rx) = mpsc::channel();
