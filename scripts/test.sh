@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this):
+# formatting, lints, every unit/integration/property test (including the
+# 200-SIGKILL crash test and the tamper tests), then the demo as a smoke test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+scripts/setup.sh
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test --workspace"
+cargo test --workspace --locked
+step "demo (smoke test, debug build)"
+if ! OPENMODEL_PROFILE=dev scripts/demo.sh >target/demo.log 2>&1; then
+  cat target/demo.log
+  echo "the demo failed (its output is above)" >&2
+  exit 1
+fi
+echo
+echo "all tests passed"
