@@ -334,14 +334,7 @@ fn tampered_bundles_are_caught() {
     };
     data[offset] ^= 0x01;
     std::fs::write(&bundle_file, &data).unwrap();
-    let run = ws.run(&[
-        "audit",
-        "verify",
-        "--bundle",
-        b.to_str().unwrap(),
-        "--key",
-        &vkey,
-    ]);
+    let run = verify_bundle(&ws, &b, &vkey);
     assert_eq!(run.code, VERIFICATION_FAILED, "{}", run.stderr);
     assert!(run.stderr.contains("index 13"), "{}", run.stderr);
     // A leaf hash in the hash tile.
@@ -350,33 +343,30 @@ fn tampered_bundles_are_caught() {
     let mut data = std::fs::read(&tile).unwrap();
     data[32 * 21 + 5] ^= 0x80;
     std::fs::write(&tile, &data).unwrap();
-    let run = ws.run(&[
-        "audit",
-        "verify",
-        "--bundle",
-        b.to_str().unwrap(),
-        "--key",
-        &vkey,
-    ]);
+    let run = verify_bundle(&ws, &b, &vkey);
     assert_eq!(run.code, VERIFICATION_FAILED, "{}", run.stderr);
     assert!(run.stderr.contains("index 21"), "{}", run.stderr);
     // A missing tile is an incomplete bundle, not a pass.
     let b = copy("b3");
     std::fs::remove_file(b.join("tile/0/000.p/41")).unwrap();
-    let run = ws.run(&[
-        "audit",
-        "verify",
-        "--bundle",
-        b.to_str().unwrap(),
-        "--key",
-        &vkey,
-    ]);
+    let run = verify_bundle(&ws, &b, &vkey);
     assert_ne!(run.code, 0);
     assert!(
         run.stderr.contains("tile/0/000.p/41 is missing"),
         "{}",
         run.stderr
     );
+}
+
+fn verify_bundle(ws: &Workspace, dir: &Path, vkey: &str) -> Run {
+    ws.run(&[
+        "audit",
+        "verify",
+        "--bundle",
+        dir.to_str().unwrap(),
+        "--key",
+        vkey,
+    ])
 }
 
 fn copy_dir(src: &Path, dst: &Path) {

@@ -53,6 +53,15 @@ impl Node {
         }
     }
 
+    /// "leaf hash" or "hash of node (level L, index N)", for messages.
+    pub fn describe(self) -> String {
+        if self.level == 0 {
+            "leaf hash".to_owned()
+        } else {
+            format!("hash of node (level {}, index {})", self.level, self.index)
+        }
+    }
+
     /// The first leaf covered.
     pub fn first_leaf(self) -> u64 {
         self.index << self.level

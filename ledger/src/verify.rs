@@ -276,15 +276,11 @@ fn verify_ledger(c: &Connection, verifier: &Verifier) -> Result<LedgerReport> {
                 });
             }
             if got != want.0 {
-                let what = if node.level == 0 {
-                    "leaf hash".to_owned()
-                } else {
-                    format!("hash of node {node:?}")
-                };
                 return Err(Error::Tampered {
                     index: node.first_leaf(),
                     detail: format!(
-                        "stored {what} differs from the one recomputed from the entries"
+                        "stored {} differs from the one recomputed from the entries",
+                        node.describe()
                     ),
                 });
             }
@@ -490,16 +486,12 @@ pub fn verify_bundle(dir: &Path, verifier: &Verifier, since: Option<&str>) -> Re
                     let (_, bytes) = cursor.tile.as_ref().expect("loaded");
                     let at = position * HASH_SIZE;
                     if bytes[at..at + HASH_SIZE] != h.0 {
-                        let what = if node.level == 0 {
-                            "leaf hash".to_owned()
-                        } else {
-                            format!("hash of node {node:?}")
-                        };
                         return Err(Error::Tampered {
                             index: node.first_leaf(),
                             detail: format!(
-                                "{} holds a {what} that differs from the one recomputed from the entries",
-                                tile.path()
+                                "{} holds a {} that differs from the one recomputed from the entries",
+                                tile.path(),
+                                node.describe()
                             ),
                         });
                     }
