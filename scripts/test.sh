@@ -8,6 +8,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "setup"
 scripts/setup.sh
+step "model weights for the server tests (cached)"
+scripts/fetch-model.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"

