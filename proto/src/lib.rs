@@ -1,0 +1,1 @@
+//! OpenModel's protocol definitions (being written: see issue 3).
