@@ -32,6 +32,15 @@ pub enum Error {
     /// A source URI is malformed or unsupported.
     #[error("{0}")]
     BadSource(String),
+    /// The model folder cannot be served as it is.
+    #[error("model: {0}")]
+    BadModel(String),
+    /// An input the model cannot take.
+    #[error("{0}")]
+    BadInput(String),
+    /// The tensor library failed.
+    #[error("inference: {0}")]
+    Tensor(#[from] candle_core::Error),
     /// A download failed for good (after retries, or a status that retrying cannot fix).
     #[error("download of {url} failed: {reason}")]
     Download {

@@ -6,11 +6,14 @@
 //! - [`fetch`]: download a model folder from `file://`, `http(s)://` or
 //!   `hf://` into a directory, resuming and retrying, and verify it.
 //!
-//! The gRPC inference server (Open Inference Protocol on candle) is built on
-//! these in a later step.
+//! - [`model`]: load a Hugging Face / sentence-transformers folder and turn
+//!   texts into embeddings on candle.
+//!
+//! The gRPC inference server (Open Inference Protocol) is built on these next.
 
 mod error;
 pub mod fetch;
 pub mod manifest;
+pub mod model;
 
 pub use error::{Error, Result};

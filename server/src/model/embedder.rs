@@ -1,0 +1,143 @@
+//! Texts in, embeddings out: tokenize (Hugging Face tokenizers, from the
+//! folder's `tokenizer.json`), run the encoder on a padded batch, pool and
+//! normalize as the folder's sentence-transformers modules say.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::model::encoder::{self, Encoder};
+use crate::model::folder::ModelSpec;
+use crate::model::pooling::normalize;
+use crate::{Error, Result};
+
+/// Token ids of one input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    /// Ids including special tokens.
+    pub ids: Vec<u32>,
+    /// True when the input was cut to the maximum length.
+    pub truncated: bool,
+}
+
+/// A loaded embedding model.
+pub struct Embedder {
+    spec: ModelSpec,
+    tokenizer: Tokenizer,
+    truncating: Tokenizer,
+    encoder: Box<dyn Encoder>,
+    device: Device,
+    pad_id: u32,
+}
+
+impl Embedder {
+    /// Loads the model folder `dir` onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Embedder> {
+        let spec = ModelSpec::read(dir)?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| Error::BadModel(format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::BadModel(format!("tokenizer.json: {e}")))?;
+        let mut truncating = tokenizer.clone();
+        truncating
+            .with_truncation(Some(TruncationParams {
+                max_length: spec.max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| Error::BadModel(format!("tokenizer.json: {e}")))?;
+        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+        let encoder = encoder::load(&spec, device)?;
+        Ok(Embedder {
+            spec,
+            tokenizer,
+            truncating,
+            encoder,
+            device: device.clone(),
+            pad_id,
+        })
+    }
+
+    /// What the folder describes.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Tokenizes one text. Longer than the model's maximum: cut when
+    /// `truncate`, otherwise an error saying by how much.
+    pub fn tokenize(&self, text: &str, truncate: bool) -> Result<Tokens> {
+        if text.is_empty() {
+            return Err(Error::BadInput(
+                "empty text: every input needs at least one character".into(),
+            ));
+        }
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::BadInput(format!("cannot tokenize: {e}")))?;
+        let max = self.spec.max_seq_length;
+        if encoding.len() <= max {
+            return Ok(Tokens {
+                ids: encoding.get_ids().to_vec(),
+                truncated: false,
+            });
+        }
+        if !truncate {
+            return Err(Error::BadInput(format!(
+                "input has {} tokens, more than this model's maximum of {max}: shorten it or set the parameter truncate=true",
+                encoding.len()
+            )));
+        }
+        let cut = self
+            .truncating
+            .encode(text, true)
+            .map_err(|e| Error::BadInput(format!("cannot tokenize: {e}")))?;
+        Ok(Tokens {
+            ids: cut.get_ids().to_vec(),
+            truncated: true,
+        })
+    }
+
+    /// Embeds already tokenized inputs as one padded batch.
+    pub fn embed_tokens(&self, batch: &[&[u32]], normalize_output: bool) -> Result<Vec<Vec<f32>>> {
+        let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
+        if batch.is_empty() || longest == 0 {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(batch.len() * longest);
+        let mut mask = Vec::with_capacity(batch.len() * longest);
+        for row in batch {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(self.pad_id, longest - row.len()));
+            mask.extend(std::iter::repeat_n(1u32, row.len()));
+            mask.extend(std::iter::repeat_n(0u32, longest - row.len()));
+        }
+        let ids = Tensor::from_vec(ids, (batch.len(), longest), &self.device)?;
+        let mask = Tensor::from_vec(mask, (batch.len(), longest), &self.device)?;
+        let states = self.encoder.forward(&ids, &mask)?;
+        let mut pooled = self.spec.pooling.apply(&states, &mask)?;
+        if normalize_output {
+            pooled = normalize(&pooled)?;
+        }
+        Ok(pooled.to_vec2::<f32>()?)
+    }
+
+    /// Embeds texts; `normalize` overrides the folder's Normalize module.
+    pub fn embed(
+        &self,
+        texts: &[&str],
+        truncate: bool,
+        normalize: Option<bool>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let tokens = texts
+            .iter()
+            .map(|t| self.tokenize(t, truncate))
+            .collect::<Result<Vec<_>>>()?;
+        let batch: Vec<&[u32]> = tokens.iter().map(|t| t.ids.as_slice()).collect();
+        self.embed_tokens(&batch, normalize.unwrap_or(self.spec.normalize))
+    }
+}
