@@ -6,11 +6,14 @@
 //! - [`fetch`]: download a model folder from `file://`, `http(s)://` or
 //!   `hf://` into a directory, resuming and retrying, and verify it.
 //!
+//! - [`batching`]: token-budget dynamic batching with the model on its own
+//!   thread.
 //! - [`model`]: load a Hugging Face / sentence-transformers folder and turn
 //!   texts into embeddings on candle.
 //!
 //! The gRPC inference server (Open Inference Protocol) is built on these next.
 
+pub mod batching;
 mod error;
 pub mod fetch;
 pub mod manifest;

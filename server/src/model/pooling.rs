@@ -120,9 +120,16 @@ impl Pooling {
     }
 }
 
-/// L2-normalizes each row of `[batch, dim]` (as torch's `F.normalize`, eps 1e-12).
+/// Smallest norm divided by, as torch's `F.normalize`.
+pub const NORM_EPSILON: f64 = 1e-12;
+
+/// L2-normalizes each row of `[batch, dim]` (as torch's `F.normalize`).
 pub fn normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(1)?
+        .sqrt()?
+        .clamp(NORM_EPSILON, f64::MAX)?;
     Ok(x.broadcast_div(&norm)?)
 }
 

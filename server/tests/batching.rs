@@ -1,0 +1,103 @@
+//! The batcher with the real model: many concurrent inputs of mixed lengths
+//! come back each with its own embedding (equal to the reference fixture),
+//! in batches that respect the limits.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use candle_core::Device;
+use openmodel_server::batching::{BatchObserver, Batcher, Job, Limits};
+use openmodel_server::model::embedder::Embedder;
+
+#[derive(Default)]
+struct Seen {
+    batches: Mutex<Vec<(usize, usize)>>,
+    dropped: AtomicUsize,
+}
+
+impl BatchObserver for Seen {
+    fn batch_done(&self, inputs: usize, tokens: usize, _inference: Duration, _waits: &[Duration]) {
+        self.batches.lock().unwrap().push((inputs, tokens));
+    }
+    fn dropped(&self, jobs: usize) {
+        self.dropped.fetch_add(jobs, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "run scripts/fetch-model.sh to get the model"
+    );
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let embedder = Arc::new(Embedder::load(&dir, &Device::Cpu).unwrap());
+    let seen = Arc::new(Seen::default());
+    let limits = Limits {
+        max_batch_tokens: 2048,
+        max_batch_requests: 16,
+    };
+    let batcher = Batcher::start(
+        Arc::clone(&embedder),
+        limits,
+        Arc::clone(&seen) as Arc<dyn BatchObserver>,
+    );
+
+    let cases: Vec<(String, Vec<f32>)> = fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(60)
+        .map(|c| {
+            let v = B64.decode(c["embedding"].as_str().unwrap()).unwrap();
+            let v = v
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (c["text"].as_str().unwrap().to_owned(), v)
+        })
+        .collect();
+    let mut receivers = Vec::new();
+    for (text, want) in &cases {
+        let ids = embedder.tokenize(text, true).unwrap().ids;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        batcher
+            .submit(Job {
+                ids,
+                normalize: true,
+                reply,
+                queued: Instant::now(),
+            })
+            .unwrap();
+        receivers.push((rx, want.clone()));
+    }
+    for (rx, want) in receivers {
+        let got = rx.blocking_recv().unwrap().unwrap();
+        let dot: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+        assert!(dot > 0.9999, "cosine {dot}");
+    }
+    let batches = seen.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().map(|b| b.0).sum::<usize>(), 60);
+    assert!(
+        batches.iter().any(|b| b.0 > 1),
+        "inputs should share batches: {batches:?}"
+    );
+    for (inputs, tokens) in &batches {
+        assert!(*inputs <= 16);
+        assert!(
+            *tokens <= 2048 || *inputs == 1,
+            "batch over the token budget: {batches:?}"
+        );
+    }
+}
