@@ -8,8 +8,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "setup"
 scripts/setup.sh
-step "model weights for the server tests (cached)"
+step "model weights and Triton's protocol descriptors for the tests (cached)"
 scripts/fetch-model.sh
+scripts/fetch-triton-descriptors.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"

@@ -6,6 +6,7 @@
 //! - [`fetch`]: download a model folder from `file://`, `http(s)://` or
 //!   `hf://` into a directory, resuming and retrying, and verify it.
 //!
+//! - [`cpu`]: how many threads the container's CPU limit allows.
 //! - [`batching`]: token-budget dynamic batching with the model on its own
 //!   thread.
 //! - [`model`]: load a Hugging Face / sentence-transformers folder and turn
@@ -14,6 +15,7 @@
 //! The gRPC inference server (Open Inference Protocol) is built on these next.
 
 pub mod batching;
+pub mod cpu;
 mod error;
 pub mod fetch;
 pub mod manifest;
