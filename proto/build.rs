@@ -32,5 +32,7 @@ fn main() -> io::Result<()> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // RPCs a server does not implement answer UNIMPLEMENTED.
+        .generate_default_stubs(true)
         .compile_fds(fds)
 }

@@ -8,9 +8,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "setup"
 scripts/setup.sh
-step "model weights and Triton's protocol descriptors for the tests (cached)"
+step "model weights, Triton's protocol descriptors and the tritonclient venv for the tests (cached)"
 scripts/fetch-model.sh
 scripts/fetch-triton-descriptors.sh
+scripts/client-venv.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"

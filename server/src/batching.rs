@@ -96,11 +96,11 @@ impl Batcher {
     pub fn start(
         embedder: Arc<Embedder>,
         limits: Limits,
-        observer: Arc<dyn BatchObserver>,
+        observer: Option<Arc<dyn BatchObserver>>,
     ) -> Batcher {
         let (jobs, incoming) = mpsc::channel::<Job>();
         let (batches, to_model) = mpsc::sync_channel::<Vec<Job>>(1);
-        let obs = Arc::clone(&observer);
+        let obs = observer.clone();
         std::thread::Builder::new()
             .name("batcher".into())
             .spawn(move || form_batches(incoming, batches, limits, obs))
@@ -124,7 +124,7 @@ fn form_batches(
     incoming: Receiver<Job>,
     batches: SyncSender<Vec<Job>>,
     limits: Limits,
-    observer: Arc<dyn BatchObserver>,
+    observer: Option<Arc<dyn BatchObserver>>,
 ) {
     let mut pending: VecDeque<Job> = VecDeque::new();
     loop {
@@ -138,8 +138,8 @@ fn form_batches(
         pending.extend(incoming.try_iter());
         let before = pending.len();
         pending.retain(|j| !j.reply.is_closed());
-        if before > pending.len() {
-            observer.dropped(before - pending.len());
+        if let Some(o) = observer.as_ref().filter(|_| before > pending.len()) {
+            o.dropped(before - pending.len());
         }
         if pending.is_empty() {
             continue;
@@ -159,7 +159,11 @@ fn form_batches(
     }
 }
 
-fn run_model(embedder: &Embedder, batches: Receiver<Vec<Job>>, observer: Arc<dyn BatchObserver>) {
+fn run_model(
+    embedder: &Embedder,
+    batches: Receiver<Vec<Job>>,
+    observer: Option<Arc<dyn BatchObserver>>,
+) {
     for batch in batches {
         let live: Vec<Job> = batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
         if live.is_empty() {
@@ -171,7 +175,9 @@ fn run_model(embedder: &Embedder, batches: Receiver<Vec<Job>>, observer: Arc<dyn
         let started = Instant::now();
         let result = embedder.embed_tokens(&ids, false);
         let took = started.elapsed();
-        observer.batch_done(live.len(), tokens, took, &waits);
+        if let Some(o) = &observer {
+            o.batch_done(live.len(), tokens, took, &waits);
+        }
         match result {
             Ok(vectors) => {
                 for (job, v) in live.into_iter().zip(vectors) {

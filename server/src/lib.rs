@@ -12,12 +12,13 @@
 //! - [`model`]: load a Hugging Face / sentence-transformers folder and turn
 //!   texts into embeddings on candle.
 //!
-//! The gRPC inference server (Open Inference Protocol) is built on these next.
+//! - [`grpc`]: the Open Inference Protocol service over them.
 
 pub mod batching;
 pub mod cpu;
 mod error;
 pub mod fetch;
+pub mod grpc;
 pub mod manifest;
 pub mod model;
 

@@ -1,12 +1,13 @@
 //! `openmodel-server`: the OpenModel data plane binary.
 //!
-//! Today: `digest` (the manifest digest of a model folder) and `fetch` (the
-//! init container's download-and-verify step). `serve` (the gRPC inference
-//! server) is built next.
+//! `serve` (the gRPC inference server), `digest` (the manifest digest of a
+//! model folder) and `fetch` (the init container's download-and-verify step).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod serve;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,6 +38,39 @@ enum Output {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve an embedding model over the Open Inference Protocol (gRPC).
+    ///
+    /// Computes the folder's manifest digest first (and refuses to start on a
+    /// mismatch with --expect-digest), starts listening at once (live, not
+    /// ready: grpc.health.v1 NOT_SERVING), loads and warms up the model,
+    /// then reports ready. SIGTERM stops accepting, finishes what is in
+    /// flight and exits.
+    Serve {
+        /// The model folder (config.json, tokenizer.json, *.safetensors, sentence-transformers modules).
+        #[arg(long, env = "OPENMODEL_MODEL_DIR")]
+        model_dir: PathBuf,
+        /// Refuse to start unless the folder has this digest (sha256:… or a manifest JSON file).
+        #[arg(long, env = "OPENMODEL_EXPECT_DIGEST", value_name = "DIGEST|FILE")]
+        expect_digest: Option<String>,
+        /// Name clients use for the model (default: the folder's name).
+        #[arg(long, env = "OPENMODEL_MODEL_NAME")]
+        model_name: Option<String>,
+        /// gRPC address.
+        #[arg(long, env = "OPENMODEL_GRPC_LISTEN", default_value = "0.0.0.0:8001")]
+        grpc_listen: std::net::SocketAddr,
+        /// Most tokens in one batch, padding included.
+        #[arg(long, default_value_t = 16384)]
+        max_batch_tokens: usize,
+        /// Most texts in one batch.
+        #[arg(long, default_value_t = 64)]
+        max_batch_requests: usize,
+        /// Requests in flight beyond this answer RESOURCE_EXHAUSTED.
+        #[arg(long, default_value_t = 512)]
+        max_concurrent_requests: usize,
+        /// Compute threads (default: the container's CPU limit, else the cores present).
+        #[arg(long, env = "OPENMODEL_THREADS")]
+        threads: Option<usize>,
+    },
     /// Print the manifest digest of a model folder.
     Digest {
         /// The model folder.
@@ -94,6 +128,27 @@ fn write_termination_log(path: Option<&Path>, message: &str) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve {
+            model_dir,
+            expect_digest,
+            model_name,
+            grpc_listen,
+            max_batch_tokens,
+            max_batch_requests,
+            max_concurrent_requests,
+            threads,
+        } => serve::run(serve::Config {
+            model_dir,
+            expect_digest,
+            model_name,
+            grpc_listen,
+            limits: openmodel_server::batching::Limits {
+                max_batch_tokens,
+                max_batch_requests,
+            },
+            max_concurrent_requests,
+            threads,
+        }),
         Command::Digest { dir, output } => {
             let m = Manifest::of_folder(&dir)?;
             match output {

@@ -51,7 +51,7 @@ fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
     let batcher = Batcher::start(
         Arc::clone(&embedder),
         limits,
-        Arc::clone(&seen) as Arc<dyn BatchObserver>,
+        Some(Arc::clone(&seen) as Arc<dyn BatchObserver>),
     );
 
     let cases: Vec<(String, Vec<f32>)> = fixture["cases"]

@@ -1,0 +1,350 @@
+//! The Open Inference Protocol v2 service (Triton's superset) for an
+//! embedding model.
+//!
+//! Model metadata: input `text`, BYTES, shape `[-1]`; output `embedding`,
+//! FP32, shape `[-1, dim]`. ModelInfer takes the texts either as
+//! `raw_input_contents` (each element a 4-byte little-endian length, then the
+//! UTF-8 bytes) or as `contents.bytes_contents`, and optional request
+//! parameters `truncate` and `normalize` (bool). The embeddings always come
+//! back in `raw_output_contents` (little-endian f32), as tritonclient reads
+//! them. Every response carries the served weights' manifest digest: the
+//! parameter `model_digest` on ModelInfer, the gRPC header `model-digest` on
+//! ModelMetadata (whose message has no parameters). RPCs this server does
+//! not implement answer UNIMPLEMENTED.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use openmodel_proto::inference::grpc_inference_service_server::GrpcInferenceService;
+use openmodel_proto::inference::infer_parameter::ParameterChoice;
+use openmodel_proto::inference::model_infer_response::InferOutputTensor;
+use openmodel_proto::inference::model_metadata_response::TensorMetadata;
+use openmodel_proto::inference::{
+    InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ServerLiveRequest,
+    ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
+    ServerReadyResponse,
+};
+use tokio::sync::{Semaphore, oneshot};
+use tonic::{Request, Response, Status};
+
+use crate::Error;
+use crate::batching::{Batcher, Job};
+use crate::model::embedder::Embedder;
+
+/// Name of the input tensor.
+pub const INPUT: &str = "text";
+/// Name of the output tensor.
+pub const OUTPUT: &str = "embedding";
+
+/// What the service serves once the model is loaded.
+pub struct Loaded {
+    /// The model.
+    pub embedder: Arc<Embedder>,
+    /// Its batcher.
+    pub batcher: Batcher,
+}
+
+/// Shared state of the service.
+pub struct State {
+    /// Model name clients use.
+    pub model_name: String,
+    /// Manifest digest of the served folder.
+    pub digest: String,
+    /// Set once the model is loaded and warmed up.
+    pub loaded: OnceLock<Loaded>,
+    /// Limits requests in flight.
+    pub permits: Arc<Semaphore>,
+    /// Largest number of requests in flight.
+    pub max_concurrent: usize,
+    /// False once shutdown begins.
+    pub accepting: AtomicBool,
+}
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct InferenceService {
+    state: Arc<State>,
+}
+
+impl InferenceService {
+    /// Wraps shared state.
+    pub fn new(state: Arc<State>) -> InferenceService {
+        InferenceService { state }
+    }
+
+    fn check_model(&self, name: &str, version: &str) -> Result<(), Status> {
+        if name != self.state.model_name {
+            return Err(Status::not_found(format!(
+                "unknown model {name:?}; this server serves {:?}",
+                self.state.model_name
+            )));
+        }
+        if !version.is_empty() && version != "1" {
+            return Err(Status::not_found(format!(
+                "model {name:?} has only version \"1\", not {version:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn loaded(&self) -> Result<&Loaded, Status> {
+        self.state.loaded.get().ok_or_else(|| {
+            Status::unavailable("the model is still loading; retry when ServerReady is true")
+        })
+    }
+}
+
+/// Splits `raw_input_contents` BYTES into elements (4-byte LE length + bytes).
+pub fn split_raw_bytes(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err("raw BYTES input ends inside a 4-byte length prefix".into());
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if rest.len() - 4 < len {
+            return Err(format!(
+                "raw BYTES element {} claims {len} bytes but only {} remain",
+                out.len(),
+                rest.len() - 4
+            ));
+        }
+        out.push(&rest[4..4 + len]);
+        rest = &rest[4 + len..];
+    }
+    Ok(out)
+}
+
+fn bool_param(
+    params: &HashMap<String, InferParameter>,
+    name: &str,
+) -> Result<Option<bool>, Status> {
+    match params.get(name).and_then(|p| p.parameter_choice.as_ref()) {
+        None => Ok(None),
+        Some(ParameterChoice::BoolParam(b)) => Ok(Some(*b)),
+        Some(_) => Err(Status::invalid_argument(format!(
+            "parameter {name:?} must be a bool"
+        ))),
+    }
+}
+
+fn to_status(e: Error) -> Status {
+    match e {
+        Error::BadInput(m) => Status::invalid_argument(m),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        let ready =
+            self.state.loaded.get().is_some() && self.state.accepting.load(Ordering::Relaxed);
+        Ok(Response::new(ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        self.check_model(&r.name, &r.version)?;
+        Ok(Response::new(ModelReadyResponse {
+            ready: self.state.loaded.get().is_some(),
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "openmodel".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["parameters".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = req.into_inner();
+        self.check_model(&r.name, &r.version)?;
+        let dim = self.loaded()?.embedder.spec().dimension() as i64;
+        let mut resp = Response::new(ModelMetadataResponse {
+            name: self.state.model_name.clone(),
+            versions: vec!["1".into()],
+            platform: "openmodel_candle".into(),
+            inputs: vec![TensorMetadata {
+                name: INPUT.into(),
+                datatype: "BYTES".into(),
+                shape: vec![-1],
+            }],
+            outputs: vec![TensorMetadata {
+                name: OUTPUT.into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, dim],
+            }],
+        });
+        if let Ok(v) = self.state.digest.parse() {
+            resp.metadata_mut().insert("model-digest", v);
+        }
+        Ok(resp)
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let _permit = Arc::clone(&self.state.permits).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the server is at its limit of {} concurrent requests; retry later or raise --max-concurrent-requests",
+                self.state.max_concurrent
+            ))
+        })?;
+        let r = req.into_inner();
+        self.check_model(&r.model_name, &r.model_version)?;
+        let loaded = self.loaded()?;
+        if r.inputs.len() != 1 {
+            return Err(Status::invalid_argument(format!(
+                "expected one input tensor {INPUT:?}, got {}",
+                r.inputs.len()
+            )));
+        }
+        let input = &r.inputs[0];
+        if input.datatype != "BYTES" {
+            return Err(Status::invalid_argument(format!(
+                "input {:?} must be BYTES (strings), not {}",
+                input.name, input.datatype
+            )));
+        }
+        let shape_ok = matches!(input.shape.as_slice(), [n] | [n, 1] if *n >= 0);
+        if !shape_ok {
+            return Err(Status::invalid_argument(format!(
+                "input shape must be [N] (or [N, 1]), got {:?}",
+                input.shape
+            )));
+        }
+        let count = input.shape[0] as usize;
+        let elements: Vec<&[u8]> = match (r.raw_input_contents.first(), &input.contents) {
+            (Some(raw), _) => split_raw_bytes(raw).map_err(Status::invalid_argument)?,
+            (None, Some(c)) => c.bytes_contents.iter().map(Vec::as_slice).collect(),
+            (None, None) => {
+                return Err(Status::invalid_argument(
+                    "the input has no data (raw_input_contents or contents.bytes_contents)",
+                ));
+            }
+        };
+        if elements.len() != count {
+            return Err(Status::invalid_argument(format!(
+                "shape says {count} texts but {} were sent",
+                elements.len()
+            )));
+        }
+        for o in &r.outputs {
+            if o.name != OUTPUT {
+                return Err(Status::invalid_argument(format!(
+                    "unknown output {:?}; the only output is {OUTPUT:?}",
+                    o.name
+                )));
+            }
+        }
+        let truncate = bool_param(&r.parameters, "truncate")?.unwrap_or(false);
+        let normalize =
+            bool_param(&r.parameters, "normalize")?.unwrap_or(loaded.embedder.spec().normalize);
+
+        let mut receivers = Vec::with_capacity(count);
+        for (i, bytes) in elements.iter().enumerate() {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| Status::invalid_argument(format!("text[{i}] is not valid UTF-8")))?;
+            let tokens = loaded
+                .embedder
+                .tokenize(text, truncate)
+                .map_err(|e| Status::invalid_argument(format!("text[{i}]: {e}")))?;
+            let (reply, rx) = oneshot::channel();
+            loaded
+                .batcher
+                .submit(Job {
+                    ids: tokens.ids,
+                    normalize,
+                    reply,
+                    queued: Instant::now(),
+                })
+                .map_err(to_status)?;
+            receivers.push(rx);
+        }
+        let dim = loaded.embedder.spec().dimension();
+        let mut raw = Vec::with_capacity(count * dim * 4);
+        for rx in receivers {
+            let v = rx
+                .await
+                .map_err(|_| Status::internal("the model thread stopped"))?
+                .map_err(to_status)?;
+            for x in v {
+                raw.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let parameters = HashMap::from([(
+            "model_digest".to_owned(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::StringParam(self.state.digest.clone())),
+            },
+        )]);
+        Ok(Response::new(ModelInferResponse {
+            model_name: self.state.model_name.clone(),
+            model_version: "1".into(),
+            id: r.id,
+            parameters,
+            outputs: vec![InferOutputTensor {
+                name: OUTPUT.into(),
+                datatype: "FP32".into(),
+                shape: vec![count as i64, dim as i64],
+                parameters: HashMap::new(),
+                contents: None,
+            }],
+            raw_output_contents: vec![raw],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_bytes_split_and_errors() {
+        let mut raw = Vec::new();
+        for s in ["hi", "", "ünï"] {
+            raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            raw.extend_from_slice(s.as_bytes());
+        }
+        let parts = split_raw_bytes(&raw).unwrap();
+        assert_eq!(parts, vec![b"hi".as_slice(), b"", "ünï".as_bytes()]);
+        assert!(
+            split_raw_bytes(&raw[..raw.len() - 1])
+                .unwrap_err()
+                .contains("claims")
+        );
+        assert!(
+            split_raw_bytes(&[1, 0])
+                .unwrap_err()
+                .contains("length prefix")
+        );
+        assert!(split_raw_bytes(&[]).unwrap().is_empty());
+    }
+}
