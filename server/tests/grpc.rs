@@ -41,22 +41,7 @@ fn digest() -> String {
 
 #[test]
 fn tritonclient_gets_correct_embeddings_and_the_digest() {
-    let port = free_port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
-        .args([
-            "serve",
-            "--model-name",
-            "minilm",
-            "--grpc-listen",
-            &format!("127.0.0.1:{port}"),
-            "--expect-digest",
-            &digest(),
-        ])
-        .arg("--model-dir")
-        .arg(model_dir())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let (mut server, port) = start_server(&["--expect-digest", &digest()]);
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
     let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tritonclient_check.py");
@@ -92,6 +77,46 @@ fn tritonclient_gets_correct_embeddings_and_the_digest() {
         status.success(),
         "server exited with {status} after SIGTERM"
     );
+}
+
+/// Starts `serve` on a free port with extra flags; returns the child and port.
+fn start_server(extra: &[&str]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
+        .args([
+            "serve",
+            "--model-name",
+            "minilm",
+            "--grpc-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(extra)
+        .arg("--model-dir")
+        .arg(model_dir())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
+#[test]
+fn overload_answers_resource_exhausted() {
+    let (mut server, port) = start_server(&["--max-concurrent-requests", "2"]);
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/overload_check.py");
+    let out = Command::new(client_python())
+        .arg(check)
+        .args([&format!("127.0.0.1:{port}"), "minilm"])
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "overload check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]
