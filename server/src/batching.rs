@@ -83,6 +83,8 @@ pub trait BatchObserver: Send + Sync + 'static {
     );
     /// Jobs dropped because their caller went away.
     fn dropped(&self, jobs: usize);
+    /// Jobs still waiting after a batch was formed.
+    fn queue_size(&self, waiting: usize);
 }
 
 /// Handle to the batcher: queue jobs into it.
@@ -151,6 +153,9 @@ fn form_batches(
             .into_iter()
             .filter_map(|i| pending.remove(i))
             .collect();
+        if let Some(o) = &observer {
+            o.queue_size(pending.len());
+        }
         // Blocks while the model runs one batch and the next already waits;
         // new jobs queue up in the channel meanwhile.
         if batches.send(batch).is_err() {

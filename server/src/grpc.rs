@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::batching::{Batcher, Job};
+use crate::metrics::Metrics;
 use crate::model::embedder::Embedder;
 
 /// Name of the input tensor.
@@ -61,6 +62,8 @@ pub struct State {
     pub max_concurrent: usize,
     /// False once shutdown begins.
     pub accepting: AtomicBool,
+    /// Request and batch metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The gRPC service.
@@ -211,13 +214,37 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        let started = Instant::now();
+        let result = self.infer(req.into_inner()).await;
+        let outcome = match &result {
+            Ok(_) => "success".to_owned(),
+            Err(status) => status_label(status.code()),
+        };
+        self.state.metrics.request(&outcome, started.elapsed());
+        result.map(Response::new)
+    }
+}
+
+/// `InvalidArgument` → `invalid_argument`.
+fn status_label(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+impl InferenceService {
+    async fn infer(&self, r: ModelInferRequest) -> Result<ModelInferResponse, Status> {
         let _permit = Arc::clone(&self.state.permits).try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "the server is at its limit of {} concurrent requests; retry later or raise --max-concurrent-requests",
                 self.state.max_concurrent
             ))
         })?;
-        let r = req.into_inner();
         self.check_model(&r.model_name, &r.model_version)?;
         let loaded = self.loaded()?;
         if r.inputs.len() != 1 {
@@ -268,7 +295,8 @@ impl GrpcInferenceService for InferenceService {
         let normalize =
             bool_param(&r.parameters, "normalize")?.unwrap_or(loaded.embedder.spec().normalize);
 
-        let mut receivers = Vec::with_capacity(count);
+        let tokenizing = Instant::now();
+        let mut tokenized = Vec::with_capacity(count);
         for (i, bytes) in elements.iter().enumerate() {
             let text = std::str::from_utf8(bytes)
                 .map_err(|_| Status::invalid_argument(format!("text[{i}] is not valid UTF-8")))?;
@@ -276,11 +304,16 @@ impl GrpcInferenceService for InferenceService {
                 .embedder
                 .tokenize(text, truncate)
                 .map_err(|e| Status::invalid_argument(format!("text[{i}]: {e}")))?;
+            tokenized.push(tokens.ids);
+        }
+        self.state.metrics.tokenized(tokenizing.elapsed());
+        let mut receivers = Vec::with_capacity(count);
+        for ids in tokenized {
             let (reply, rx) = oneshot::channel();
             loaded
                 .batcher
                 .submit(Job {
-                    ids: tokens.ids,
+                    ids,
                     normalize,
                     reply,
                     queued: Instant::now(),
@@ -305,7 +338,7 @@ impl GrpcInferenceService for InferenceService {
                 parameter_choice: Some(ParameterChoice::StringParam(self.state.digest.clone())),
             },
         )]);
-        Ok(Response::new(ModelInferResponse {
+        Ok(ModelInferResponse {
             model_name: self.state.model_name.clone(),
             model_version: "1".into(),
             id: r.id,
@@ -318,7 +351,7 @@ impl GrpcInferenceService for InferenceService {
                 contents: None,
             }],
             raw_output_contents: vec![raw],
-        }))
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 //!   texts into embeddings on candle.
 //!
 //! - [`grpc`]: the Open Inference Protocol service over them.
+//! - [`metrics`]: Prometheus metrics on their own port.
 
 pub mod batching;
 pub mod cpu;
@@ -20,6 +21,7 @@ mod error;
 pub mod fetch;
 pub mod grpc;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 
 pub use error::{Error, Result};

@@ -58,6 +58,9 @@ enum Command {
         /// gRPC address.
         #[arg(long, env = "OPENMODEL_GRPC_LISTEN", default_value = "0.0.0.0:8001")]
         grpc_listen: std::net::SocketAddr,
+        /// Prometheus metrics address (GET /metrics).
+        #[arg(long, env = "OPENMODEL_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+        metrics_listen: std::net::SocketAddr,
         /// Most tokens in one batch, padding included.
         #[arg(long, default_value_t = 16384)]
         max_batch_tokens: usize,
@@ -133,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
             expect_digest,
             model_name,
             grpc_listen,
+            metrics_listen,
             max_batch_tokens,
             max_batch_requests,
             max_concurrent_requests,
@@ -142,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
             expect_digest,
             model_name,
             grpc_listen,
+            metrics_listen,
             limits: openmodel_server::batching::Limits {
                 max_batch_tokens,
                 max_batch_requests,

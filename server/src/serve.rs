@@ -14,6 +14,7 @@ use openmodel_server::batching::{Batcher, Limits};
 use openmodel_server::cpu;
 use openmodel_server::grpc::{InferenceService, Loaded, State};
 use openmodel_server::manifest::{Expectation, Manifest};
+use openmodel_server::metrics::Metrics;
 use openmodel_server::model::embedder::Embedder;
 use tokio::sync::Semaphore;
 use tonic_health::ServingStatus;
@@ -24,6 +25,7 @@ pub struct Config {
     pub expect_digest: Option<String>,
     pub model_name: Option<String>,
     pub grpc_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
     pub limits: Limits,
     pub max_concurrent_requests: usize,
     pub threads: Option<usize>,
@@ -62,8 +64,8 @@ pub fn run(config: Config) -> Result<()> {
             .context("cannot name the model after its folder; pass --model-name")?,
     };
     eprintln!(
-        "serving {model_name} ({}) on {} with {threads} compute threads",
-        manifest.digest, config.grpc_listen
+        "serving {model_name} ({}) on {} (metrics on {}) with {threads} compute threads",
+        manifest.digest, config.grpc_listen, config.metrics_listen
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,6 +80,15 @@ pub fn run(config: Config) -> Result<()> {
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             max_concurrent: config.max_concurrent_requests,
             accepting: AtomicBool::new(true),
+            metrics: Metrics::new(),
+        });
+        let metrics_listener =
+            openmodel_server::metrics::serve(config.metrics_listen, Arc::clone(&state.metrics));
+        tokio::spawn(async move {
+            if let Err(e) = metrics_listener.await {
+                eprintln!("error: metrics endpoint on {}: {e}", config.metrics_listen);
+                std::process::exit(1);
+            }
         });
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -94,13 +105,14 @@ pub fn run(config: Config) -> Result<()> {
         let loader_state = Arc::clone(&state);
         let loader_health = health.clone();
         let limits = config.limits;
+        let observer: Arc<dyn openmodel_server::batching::BatchObserver> = state.metrics.clone();
         let model_dir = config.model_dir.clone();
         tokio::spawn(async move {
             let loaded =
                 tokio::task::spawn_blocking(move || -> openmodel_server::Result<Loaded> {
                     let embedder = Arc::new(Embedder::load(&model_dir, &Device::Cpu)?);
                     embedder.embed(&["warm-up"], true, None)?;
-                    let batcher = Batcher::start(Arc::clone(&embedder), limits, None);
+                    let batcher = Batcher::start(Arc::clone(&embedder), limits, Some(observer));
                     Ok(Loaded { embedder, batcher })
                 })
                 .await;

@@ -26,6 +26,7 @@ impl BatchObserver for Seen {
     fn dropped(&self, jobs: usize) {
         self.dropped.fetch_add(jobs, Ordering::Relaxed);
     }
+    fn queue_size(&self, _waiting: usize) {}
 }
 
 #[test]
