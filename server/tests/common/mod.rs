@@ -1,0 +1,39 @@
+//! Helpers shared by the server's integration tests: the real model and the
+//! sentence-transformers reference fixture.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+/// The all-MiniLM-L6-v2 folder made by scripts/fetch-model.sh.
+pub fn model_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the all-MiniLM-L6-v2 weights are missing at {}: run scripts/fetch-model.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// Path of the reference fixture.
+pub fn fixture_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json")
+}
+
+/// The reference fixture (see tests/fixtures/README.md).
+pub fn fixture() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture_path()).unwrap()).unwrap()
+}
+
+/// A fixture vector: base64 of little-endian f32.
+pub fn vector(v: &serde_json::Value) -> Vec<f32> {
+    B64.decode(v.as_str().unwrap())
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
