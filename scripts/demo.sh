@@ -20,7 +20,7 @@ scripts/setup.sh
 step "Building the openmodel CLI ($profile profile; cached after the first run)"
 cargo build --quiet --profile "$profile" -p openmodel
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
-om() { "target/$dir/openmodel" "$@"; }
+om() { "${CARGO_TARGET_DIR:-target}/$dir/openmodel" "$@"; }
 
 rm -rf "$out" && mkdir -p "$out"
 export OPENMODEL_LEDGER="$out/ledger.sqlite"

@@ -19,10 +19,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace --locked
 step "demo (smoke test, debug build)"
-if ! OPENMODEL_PROFILE=dev scripts/demo.sh >target/demo.log 2>&1; then
-  cat target/demo.log
+demo_log=$(mktemp)
+if ! OPENMODEL_PROFILE=dev scripts/demo.sh >"$demo_log" 2>&1; then
+  cat "$demo_log"
   echo "the demo failed (its output is above)" >&2
   exit 1
 fi
+rm -f "$demo_log"
 echo
 echo "all tests passed"
