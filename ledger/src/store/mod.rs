@@ -30,7 +30,7 @@ use crate::proof_file::TlogProof;
 use crate::tree::{self, stored_hash_count};
 use crate::{Error, Result};
 
-pub use nodes::{SqlHashes, entry_count, latest_checkpoint, leaf, stored_verifier};
+pub use nodes::{SqlHashes, entry_count, latest_checkpoint, latest_note, leaf, stored_verifier};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{MAX_BATCH, Receipt, entry_refs};
 
@@ -149,6 +149,9 @@ pub struct Ledger {
     verifier: Verifier,
     reader: Mutex<Connection>,
     writer: Option<WriterHandle>,
+    /// The last checkpoint whose signature was checked, so reads that find
+    /// the same note do not verify it again.
+    verified: Mutex<Option<SignedCheckpoint>>,
 }
 
 impl Ledger {
@@ -261,6 +264,7 @@ impl Ledger {
             verifier,
             reader: Mutex::new(reader),
             writer: None,
+            verified: Mutex::new(None),
         };
         match check {
             OpenCheck::Quick => ledger.quick_check()?,
@@ -338,9 +342,19 @@ impl Ledger {
         self.read(|c| self.checkpoint_in(c))
     }
 
+    /// The latest checkpoint as `conn` sees it. Its signature is checked
+    /// once per distinct note: proofs and queries against an unchanged log
+    /// skip the Ed25519 verification.
     pub(crate) fn checkpoint_in(&self, conn: &Connection) -> Result<SignedCheckpoint> {
-        latest_checkpoint(conn, &self.verifier)?
-            .ok_or_else(|| Error::Unusable("the ledger has no signed checkpoint yet".into()))
+        let note = latest_note(conn)?
+            .ok_or_else(|| Error::Unusable("the ledger has no signed checkpoint yet".into()))?;
+        let mut cached = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cp) = cached.as_ref().filter(|cp| cp.note == note) {
+            return Ok(cp.clone());
+        }
+        let cp = SignedCheckpoint::open(&note, &self.verifier)?;
+        *cached = Some(cp.clone());
+        Ok(cp)
     }
 
     /// The stored checkpoint of exactly `size` entries, if one was signed.

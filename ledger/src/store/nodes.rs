@@ -59,19 +59,21 @@ pub fn stored_verifier(conn: &Connection) -> Result<Verifier> {
     key.parse()
 }
 
+/// The signed note of the largest checkpoint, unverified.
+pub fn latest_note(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?)
+}
+
 /// The largest signed checkpoint, verified with `verifier`.
 pub fn latest_checkpoint(
     conn: &Connection,
     verifier: &Verifier,
 ) -> Result<Option<SignedCheckpoint>> {
-    let note: Option<String> = conn
-        .query_row(
-            "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    note.map(|n| SignedCheckpoint::open(&n, verifier))
+    latest_note(conn)?
+        .map(|n| SignedCheckpoint::open(&n, verifier))
         .transpose()
 }
 
