@@ -27,6 +27,22 @@ struct Out {
     stderr: String,
 }
 
+/// `openmodel-server fetch --source SOURCE --dest DEST --expect-digest EXPECT EXTRA…`
+fn fetch(source: &str, dest: impl AsRef<Path>, expect: &str, extra: &[&str]) -> Out {
+    let dest = dest.as_ref().to_str().unwrap();
+    let mut args = vec![
+        "fetch",
+        "--source",
+        source,
+        "--dest",
+        dest,
+        "--expect-digest",
+        expect,
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn run(args: &[&str]) -> Out {
     let out = server_bin()
         .args(args)
@@ -264,32 +280,19 @@ fn fetch_from_a_folder_and_over_http_verifies_and_reports() {
     let dest = tempfile::tempdir().unwrap();
     let log = dest.path().join("termination-log");
     let uri = format!("file://{}", src.path().display());
-    let out = run(&[
-        "fetch",
-        "--source",
+    let out = fetch(
         &uri,
-        "--dest",
-        dest.path().join("m").to_str().unwrap(),
-        "--expect-digest",
+        dest.path().join("m"),
         &digest,
-        "--termination-log",
-        log.to_str().unwrap(),
-    ]);
+        &["--termination-log", log.to_str().unwrap()],
+    );
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), digest);
     assert_eq!(python_digest(&dest.path().join("m")), digest);
 
     let server = TestServer::start(src.path().to_owned(), Misbehave::None);
     let into = dest.path().join("http");
-    let out = run(&[
-        "fetch",
-        "--source",
-        &format!("{}/", server.addr),
-        "--dest",
-        into.to_str().unwrap(),
-        "--expect-digest",
-        &digest,
-    ]);
+    let out = fetch(&format!("{}/", server.addr), &into, &digest, &[]);
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(python_digest(&into), digest);
     assert!(
@@ -299,15 +302,7 @@ fn fetch_from_a_folder_and_over_http_verifies_and_reports() {
 
     // A second run finds the verified model and downloads nothing.
     let before = server.requests().len();
-    let out = run(&[
-        "fetch",
-        "--source",
-        &format!("{}/", server.addr),
-        "--dest",
-        into.to_str().unwrap(),
-        "--expect-digest",
-        &digest,
-    ]);
+    let out = fetch(&format!("{}/", server.addr), &into, &digest, &[]);
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(server.requests().len(), before);
 }
@@ -317,15 +312,7 @@ fn a_connection_dropped_mid_file_is_resumed() {
     let (src, digest) = published_model();
     let server = TestServer::start(src.path().to_owned(), Misbehave::DropMidFile);
     let dest = tempfile::tempdir().unwrap();
-    let out = run(&[
-        "fetch",
-        "--source",
-        &server.addr,
-        "--dest",
-        dest.path().to_str().unwrap(),
-        "--expect-digest",
-        &digest,
-    ]);
+    let out = fetch(&server.addr, dest.path(), &digest, &[]);
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(python_digest(dest.path()), digest);
     let resumed: Vec<String> = server
@@ -347,17 +334,12 @@ fn wrong_bytes_are_refused_naming_digests_and_file() {
     let server = TestServer::start(src.path().to_owned(), Misbehave::WrongBytes);
     let dest = tempfile::tempdir().unwrap();
     let log = dest.path().join("log");
-    let out = run(&[
-        "fetch",
-        "--source",
+    let out = fetch(
         &server.addr,
-        "--dest",
-        dest.path().join("m").to_str().unwrap(),
-        "--expect-digest",
+        dest.path().join("m"),
         &digest,
-        "--termination-log",
-        log.to_str().unwrap(),
-    ]);
+        &["--termination-log", log.to_str().unwrap()],
+    );
     assert!(!out.ok);
     assert!(
         out.stderr.contains(&format!("expected {digest}")),
@@ -376,15 +358,12 @@ fn wrong_bytes_are_refused_naming_digests_and_file() {
 
     // With the manifest as the expectation, the message names the file.
     let manifest = src.path().join(".openmodel-manifest.json");
-    let out = run(&[
-        "fetch",
-        "--source",
+    let out = fetch(
         &server.addr,
-        "--dest",
-        dest.path().join("m2").to_str().unwrap(),
-        "--expect-digest",
+        dest.path().join("m2"),
         manifest.to_str().unwrap(),
-    ]);
+        &[],
+    );
     assert!(!out.ok);
     assert!(
         out.stderr
@@ -399,32 +378,22 @@ fn unavailable_servers_are_retried_and_missing_files_fail_fast() {
     let (src, digest) = published_model();
     let server = TestServer::start(src.path().to_owned(), Misbehave::Unavailable);
     let dest = tempfile::tempdir().unwrap();
-    let out = run(&[
-        "fetch",
-        "--source",
+    let out = fetch(
         &server.addr,
-        "--dest",
-        dest.path().join("m").to_str().unwrap(),
-        "--expect-digest",
+        dest.path().join("m"),
         &digest,
-        "--backoff-ms",
-        "10",
-    ]);
+        &["--backoff-ms", "10"],
+    );
     assert!(out.ok, "{}", out.stderr);
 
     let empty = tempfile::tempdir().unwrap();
     let server = TestServer::start(empty.path().to_owned(), Misbehave::None);
-    let out = run(&[
-        "fetch",
-        "--source",
+    let out = fetch(
         &server.addr,
-        "--dest",
-        dest.path().join("n").to_str().unwrap(),
-        "--expect-digest",
+        dest.path().join("n"),
         &digest,
-        "--retries",
-        "3",
-    ]);
+        &["--retries", "3"],
+    );
     assert!(!out.ok);
     assert!(out.stderr.contains("404"), "{}", out.stderr);
     assert_eq!(server.requests().len(), 1, "a 404 is not retried");
@@ -457,15 +426,7 @@ fn hf_sources_go_through_the_configured_endpoint() {
         server.requests()[0]
             .starts_with("/api/models/sentence-transformers/all-MiniLM-L6-v2/revision/c9745ed")
     );
-    let out = run(&[
-        "fetch",
-        "--source",
-        "hf://a/b@c",
-        "--dest",
-        dest.path().join("x").to_str().unwrap(),
-        "--expect-digest",
-        &digest,
-    ]);
+    let out = fetch("hf://a/b@c", dest.path().join("x"), &digest, &[]);
     assert!(
         !out.ok && out.stderr.contains("HF_ENDPOINT"),
         "{}",
