@@ -99,6 +99,21 @@ fn blob_len(ws: &Workspace, table: &str, column: &str, key: &str, id: u64) -> us
     .unwrap() as usize
 }
 
+/// Flips one byte of a copy of the ledger (`(table, column, key, id, byte)`)
+/// and checks that verification names `index`.
+fn assert_flip_caught(
+    ws: &Workspace,
+    vkey: &str,
+    at: (&str, &str, &str, u64, usize),
+    index: u64,
+    what: &str,
+) {
+    let (table, column, key, id, byte) = at;
+    let copy = flip(ws, "t.sqlite", table, column, key, id, byte);
+    expect_tampered_at(verify_copy(&copy, vkey), index, what);
+    std::fs::remove_file(copy).unwrap();
+}
+
 fn expect_tampered_at(result: Result<(), Error>, index: u64, what: &str) {
     match result {
         Err(Error::Tampered { index: got, .. }) if got == index => {}
@@ -114,45 +129,32 @@ fn every_byte_of_entries_leaf_hashes_and_nodes_is_covered() {
     // Every byte of three entries (first, middle, last).
     for index in [0, 17, size - 1] {
         for byte in 0..blob_len(&ws, "entries", "leaf", "idx", index) {
-            let copy = flip(&ws, "t.sqlite", "entries", "leaf", "idx", index, byte);
-            expect_tampered_at(
-                verify_copy(&copy, &vkey),
+            assert_flip_caught(
+                &ws,
+                &vkey,
+                ("entries", "leaf", "idx", index, byte),
                 index,
                 &format!("entry {index} byte {byte}"),
             );
-            std::fs::remove_file(copy).unwrap();
         }
     }
     // Every byte of three leaf hashes, and one byte of every stored hash.
     for index in [0, 17, size - 1] {
         let id = Node { level: 0, index }.stored_index();
         for byte in 0..32 {
-            let copy = flip(&ws, "t.sqlite", "tree_nodes", "hash", "id", id, byte);
-            expect_tampered_at(
-                verify_copy(&copy, &vkey),
+            assert_flip_caught(
+                &ws,
+                &vkey,
+                ("tree_nodes", "hash", "id", id, byte),
                 index,
                 &format!("leaf hash {index} byte {byte}"),
             );
-            std::fs::remove_file(copy).unwrap();
         }
     }
     for id in 0..openmodel_ledger::tree::stored_hash_count(size) {
         let node = Node::from_stored_index(id);
-        let copy = flip(
-            &ws,
-            "t.sqlite",
-            "tree_nodes",
-            "hash",
-            "id",
-            id,
-            (id % 32) as usize,
-        );
-        expect_tampered_at(
-            verify_copy(&copy, &vkey),
-            node.first_leaf(),
-            &format!("node {node:?}"),
-        );
-        std::fs::remove_file(copy).unwrap();
+        let at = ("tree_nodes", "hash", "id", id, (id % 32) as usize);
+        assert_flip_caught(&ws, &vkey, at, node.first_leaf(), &format!("node {node:?}"));
     }
 }
 
