@@ -147,7 +147,7 @@ impl Ledger {
             };
             while let Some(row) = rows.next()? {
                 let e = StoredEntry::from_leaf(row.get::<_, i64>(0)? as u64, row.get(1)?)?;
-                writeln!(jsonl, "{}", e.to_json()).expect("writing to memory");
+                writeln!(jsonl, "{}", e.to_json_line()).expect("writing to memory");
                 csv.write_record(csv_row(&e))
                     .map_err(|err| Error::InvalidBundle(err.to_string()))?;
                 bundle.push(e.leaf);

@@ -240,6 +240,14 @@ fn exports_verify_offline_and_prove_consistency() {
     assert_eq!(verified.checkpoint.checkpoint.size, 701);
     let jsonl = std::fs::read_to_string(dir.join("entries.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 701);
+    for (i, line) in jsonl.lines().enumerate().step_by(97) {
+        let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            parsed,
+            t.ledger.entry(i as u64).unwrap().to_json(),
+            "line {i}"
+        );
+    }
     let csv = std::fs::read_to_string(dir.join("entries.csv")).unwrap();
     assert_eq!(csv.lines().count(), 702);
     assert!(

@@ -77,6 +77,18 @@ impl StoredEntry {
         })
     }
 
+    /// [`StoredEntry::to_json`] as one line of text, with the leaf bytes
+    /// embedded as they are (they are canonical JSON) instead of reparsed:
+    /// the form of `entries.jsonl`.
+    pub fn to_json_line(&self) -> String {
+        format!(
+            "{{\"entry\":{},\"index\":{},\"leafHash\":\"{}\"}}",
+            String::from_utf8_lossy(&self.leaf),
+            self.index,
+            self.leaf_hash().to_base64()
+        )
+    }
+
     /// Its RFC 6962 leaf hash.
     pub fn leaf_hash(&self) -> Hash {
         leaf_hash(&self.leaf)
