@@ -12,6 +12,8 @@ step "model weights, Triton's protocol descriptors and the tritonclient venv for
 scripts/fetch-model.sh
 scripts/fetch-triton-descriptors.sh
 scripts/client-venv.sh
+step "the real control plane (etcd, kube-apiserver, kubectl built from the Go module proxy; cached)"
+scripts/build-control-plane.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"

@@ -1,0 +1,141 @@
+//! The test PKI: a throwaway certificate authority, the kube-apiserver's
+//! serving certificate, an admin client certificate and the service-account
+//! signing key. Everything is generated in memory (ECDSA P-256) for each
+//! control plane and never reused.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// The user name in the admin client certificate.
+pub(crate) const ADMIN_USER: &str = "openmodel-test-admin";
+/// The group in the admin client certificate: Kubernetes' built-in
+/// superuser group, which RBAC always allows.
+pub(crate) const ADMIN_GROUP: &str = "system:masters";
+
+/// A certificate and its private key, both PEM.
+pub(crate) struct CertifiedKey {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+}
+
+/// Every certificate and key one control plane needs.
+pub(crate) struct Pki {
+    /// The CA certificate (clients trust it; the apiserver checks client
+    /// certificates against it).
+    pub(crate) ca_pem: String,
+    /// The apiserver's serving certificate, for 127.0.0.1 and localhost.
+    pub(crate) apiserver: CertifiedKey,
+    /// A client certificate for `ADMIN_USER` in `ADMIN_GROUP`.
+    pub(crate) admin: CertifiedKey,
+    /// The private key that signs service-account tokens (PKCS#8 PEM).
+    pub(crate) service_account_key_pem: String,
+    /// Its public key (SubjectPublicKeyInfo PEM), for verifying them.
+    pub(crate) service_account_pub_pem: String,
+}
+
+impl Pki {
+    /// Generates a fresh PKI.
+    pub(crate) fn generate() -> Result<Pki, rcgen::Error> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "openmodel-test-ca");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_pem = ca_params.self_signed(&ca_key)?.pem();
+        let ca = Issuer::new(ca_params, ca_key);
+
+        // `CertificateParams::new` turns "127.0.0.1" into an IP address SAN.
+        let apiserver = leaf(
+            &ca,
+            &["127.0.0.1", "localhost"],
+            "kube-apiserver",
+            None,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        let admin = leaf(
+            &ca,
+            &[],
+            ADMIN_USER,
+            Some(ADMIN_GROUP),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+
+        let service_account = KeyPair::generate()?;
+        Ok(Pki {
+            ca_pem,
+            apiserver,
+            admin,
+            service_account_key_pem: service_account.serialize_pem(),
+            service_account_pub_pem: service_account.public_key_pem(),
+        })
+    }
+}
+
+/// A certificate signed by `ca`. Kubernetes reads the user name from the
+/// common name and the groups from the organizations.
+fn leaf(
+    ca: &Issuer<'_, KeyPair>,
+    sans: &[&str],
+    common_name: &str,
+    organization: Option<&str>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertifiedKey, rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    if let Some(organization) = organization {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, organization);
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    Ok(CertifiedKey {
+        cert_pem: params.signed_by(&key, ca)?.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_piece_is_pem_of_the_right_kind() {
+        let pki = Pki::generate().unwrap();
+        for cert in [&pki.ca_pem, &pki.apiserver.cert_pem, &pki.admin.cert_pem] {
+            assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+        }
+        for key in [
+            &pki.apiserver.key_pem,
+            &pki.admin.key_pem,
+            &pki.service_account_key_pem,
+        ] {
+            assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
+            KeyPair::from_pem(key).unwrap();
+        }
+        assert!(
+            pki.service_account_pub_pem
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
+    }
+
+    #[test]
+    fn each_control_plane_gets_its_own_keys() {
+        let (a, b) = (Pki::generate().unwrap(), Pki::generate().unwrap());
+        assert_ne!(a.ca_pem, b.ca_pem);
+        assert_ne!(a.service_account_key_pem, b.service_account_key_pem);
+    }
+}

@@ -1,0 +1,30 @@
+//! OpenModel's integration tests and their harness: a real Kubernetes
+//! control plane (etcd and kube-apiserver built from the Go module in
+//! `tools/k8s/` by `scripts/build-control-plane.sh`) started on loopback for
+//! each test binary, and helpers to set up what the tests run in.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), openmodel_tests::Error> {
+//! use openmodel_tests::{ControlPlane, create_namespace};
+//!
+//! let control_plane = ControlPlane::shared().await?;
+//! let client = control_plane.client()?;
+//! let namespace = create_namespace(&client, "my_test").await?;
+//! let output = control_plane.kubectl().args(["get", "ns", &namespace]).output();
+//! # let _ = output;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `docs/testing.md` describes the harness and how to build the binaries.
+
+mod certs;
+mod controlplane;
+mod error;
+mod process;
+mod resources;
+
+pub use controlplane::{BIN_ENV, ControlPlane, bin_dir, remove_stale_data_dirs};
+pub use error::Error;
+pub use process::is_running;
+pub use resources::{TEST_LABEL, create_namespace, install_crds};
