@@ -170,7 +170,12 @@ fn run_model(
     observer: Option<Arc<dyn BatchObserver>>,
 ) {
     for batch in batches {
+        // Callers may have gone away while this batch waited for the model.
+        let formed = batch.len();
         let live: Vec<Job> = batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        if let Some(o) = observer.as_ref().filter(|_| formed > live.len()) {
+            o.dropped(formed - live.len());
+        }
         if live.is_empty() {
             continue;
         }
@@ -207,7 +212,7 @@ fn normalize_vec(mut v: Vec<f32>) -> Vec<f32> {
         .map(|x| x * x)
         .sum::<f32>()
         .sqrt()
-        .max(pooling::NORM_EPSILON as f32);
+        .max(pooling::NORM_EPSILON);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }

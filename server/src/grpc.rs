@@ -11,6 +11,12 @@
 //! parameter `model_digest` on ModelInfer, the gRPC header `model-digest` on
 //! ModelMetadata (whose message has no parameters). RPCs this server does
 //! not implement answer UNIMPLEMENTED.
+//!
+//! As in Triton, an unknown model name, or a model version that is a whole
+//! number other than `1`, is NOT_FOUND; a version that is not a whole number
+//! ≥ 0 is INVALID_ARGUMENT; an empty version means the latest (`1`). Every
+//! other bad request is INVALID_ARGUMENT, with a message saying what to
+//! change.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,12 +91,18 @@ impl InferenceService {
                 self.state.model_name
             )));
         }
-        if !version.is_empty() && version != "1" {
-            return Err(Status::not_found(format!(
-                "model {name:?} has only version \"1\", not {version:?}"
-            )));
+        if version.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        match version.parse::<i64>() {
+            Ok(1) => Ok(()),
+            Ok(v) if v >= 0 => Err(Status::not_found(format!(
+                "model {name:?} has only version \"1\", not {version:?}; ask for \"1\" or leave the version empty"
+            ))),
+            _ => Err(Status::invalid_argument(format!(
+                "model version {version:?} is not a whole number ≥ 0; ask for \"1\" or leave the version empty"
+            ))),
+        }
     }
 
     fn loaded(&self) -> Result<&Loaded, Status> {
@@ -100,18 +112,25 @@ impl InferenceService {
     }
 }
 
+/// How `raw_input_contents` BYTES must be laid out, for error messages.
+const RAW_LAYOUT: &str =
+    "each element must be a 4-byte little-endian length followed by that many bytes";
+
 /// Splits `raw_input_contents` BYTES into elements (4-byte LE length + bytes).
 pub fn split_raw_bytes(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
     let mut out = Vec::new();
     let mut rest = raw;
     while !rest.is_empty() {
         if rest.len() < 4 {
-            return Err("raw BYTES input ends inside a 4-byte length prefix".into());
+            return Err(format!(
+                "raw BYTES input ends inside the 4-byte length prefix of element {}; {RAW_LAYOUT}",
+                out.len()
+            ));
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if rest.len() - 4 < len {
             return Err(format!(
-                "raw BYTES element {} claims {len} bytes but only {} remain",
+                "raw BYTES element {} claims {len} bytes but only {} remain; {RAW_LAYOUT}",
                 out.len(),
                 rest.len() - 4
             ));
@@ -129,8 +148,8 @@ fn bool_param(
     match params.get(name).and_then(|p| p.parameter_choice.as_ref()) {
         None => Ok(None),
         Some(ParameterChoice::BoolParam(b)) => Ok(Some(*b)),
-        Some(_) => Err(Status::invalid_argument(format!(
-            "parameter {name:?} must be a bool"
+        Some(other) => Err(Status::invalid_argument(format!(
+            "parameter {name:?} must be a bool (bool_param), not {other:?}"
         ))),
     }
 }
@@ -254,6 +273,12 @@ impl InferenceService {
             )));
         }
         let input = &r.inputs[0];
+        if input.name != INPUT {
+            return Err(Status::invalid_argument(format!(
+                "unknown input {:?}; the only input is {INPUT:?}",
+                input.name
+            )));
+        }
         if input.datatype != "BYTES" {
             return Err(Status::invalid_argument(format!(
                 "input {:?} must be BYTES (strings), not {}",
@@ -263,23 +288,38 @@ impl InferenceService {
         let shape_ok = matches!(input.shape.as_slice(), [n] | [n, 1] if *n >= 0);
         if !shape_ok {
             return Err(Status::invalid_argument(format!(
-                "input shape must be [N] (or [N, 1]), got {:?}",
+                "input shape must be [N] (or [N, 1]), N ≥ 0 the number of texts; got {:?}",
                 input.shape
             )));
         }
         let count = input.shape[0] as usize;
+        let has_contents = input
+            .contents
+            .as_ref()
+            .is_some_and(|c| !c.bytes_contents.is_empty());
+        if r.raw_input_contents.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "raw_input_contents has {} entries for one input; send all the texts in raw_input_contents[0]",
+                r.raw_input_contents.len()
+            )));
+        }
+        if has_contents && !r.raw_input_contents.is_empty() {
+            return Err(Status::invalid_argument(
+                "the texts are in both raw_input_contents and contents.bytes_contents; send them in only one",
+            ));
+        }
         let elements: Vec<&[u8]> = match (r.raw_input_contents.first(), &input.contents) {
             (Some(raw), _) => split_raw_bytes(raw).map_err(Status::invalid_argument)?,
             (None, Some(c)) => c.bytes_contents.iter().map(Vec::as_slice).collect(),
             (None, None) => {
                 return Err(Status::invalid_argument(
-                    "the input has no data (raw_input_contents or contents.bytes_contents)",
+                    "the input has no data; send the texts in raw_input_contents or contents.bytes_contents",
                 ));
             }
         };
         if elements.len() != count {
             return Err(Status::invalid_argument(format!(
-                "shape says {count} texts but {} were sent",
+                "shape says {count} texts but {} were sent; make the shape [number of texts]",
                 elements.len()
             )));
         }
@@ -298,8 +338,12 @@ impl InferenceService {
         let tokenizing = Instant::now();
         let mut tokenized = Vec::with_capacity(count);
         for (i, bytes) in elements.iter().enumerate() {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| Status::invalid_argument(format!("text[{i}] is not valid UTF-8")))?;
+            let text = std::str::from_utf8(bytes).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "text[{i}] is not valid UTF-8 (bad byte at offset {}); send the texts UTF-8 encoded",
+                    e.valid_up_to()
+                ))
+            })?;
             let tokens = loaded
                 .embedder
                 .tokenize(text, truncate)

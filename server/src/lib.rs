@@ -12,6 +12,8 @@
 //! - [`model`]: load a Hugging Face / sentence-transformers folder and turn
 //!   texts into embeddings on candle.
 //!
+//! - [`kernels`]: GEMM with packed weights and fused epilogues, GELU,
+//!   softmax and LayerNorm for the native CPU encoder.
 //! - [`grpc`]: the Open Inference Protocol service over them.
 //! - [`metrics`]: Prometheus metrics on their own port.
 
@@ -20,6 +22,7 @@ pub mod cpu;
 mod error;
 pub mod fetch;
 pub mod grpc;
+pub mod kernels;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

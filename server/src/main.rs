@@ -73,6 +73,12 @@ enum Command {
         /// Compute threads (default: the container's CPU limit, else the cores present).
         #[arg(long, env = "OPENMODEL_THREADS")]
         threads: Option<usize>,
+        /// Where the model runs: `cpu` (native kernels, AVX-512 when the CPU
+        /// has it), `cuda` / `cuda:N` (candle on a GPU; needs a build with
+        /// `--features cuda`), or `candle-cpu` (candle's CPU kernels, for
+        /// comparison).
+        #[arg(long, env = "OPENMODEL_DEVICE", default_value = "cpu")]
+        device: String,
     },
     /// Print the manifest digest of a model folder.
     Digest {
@@ -141,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
             max_batch_requests,
             max_concurrent_requests,
             threads,
+            device,
         } => serve::run(serve::Config {
             model_dir,
             expect_digest,
@@ -153,6 +160,7 @@ fn run(cli: Cli) -> Result<()> {
             },
             max_concurrent_requests,
             threads,
+            engine: openmodel_server::model::encoder::Engine::parse(&device)?,
         }),
         Command::Digest { dir, output } => {
             let m = Manifest::of_folder(&dir)?;

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
 use openmodel_proto::inference::FILE_DESCRIPTOR_SET;
 use openmodel_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use openmodel_server::batching::{Batcher, Limits};
@@ -16,6 +15,7 @@ use openmodel_server::grpc::{InferenceService, Loaded, State};
 use openmodel_server::manifest::{Expectation, Manifest};
 use openmodel_server::metrics::Metrics;
 use openmodel_server::model::embedder::Embedder;
+use openmodel_server::model::encoder::Engine;
 use tokio::sync::Semaphore;
 use tonic_health::ServingStatus;
 
@@ -29,6 +29,7 @@ pub struct Config {
     pub limits: Limits,
     pub max_concurrent_requests: usize,
     pub threads: Option<usize>,
+    pub engine: Engine,
 }
 
 /// Largest gRPC message accepted or sent (a batch of long texts, or of embeddings).
@@ -64,8 +65,11 @@ pub fn run(config: Config) -> Result<()> {
             .context("cannot name the model after its folder; pass --model-name")?,
     };
     eprintln!(
-        "serving {model_name} ({}) on {} (metrics on {}) with {threads} compute threads",
-        manifest.digest, config.grpc_listen, config.metrics_listen
+        "serving {model_name} ({}) on {} (metrics on {}) with {threads} compute threads, {}",
+        manifest.digest,
+        config.grpc_listen,
+        config.metrics_listen,
+        config.engine.describe()
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -107,10 +111,11 @@ pub fn run(config: Config) -> Result<()> {
         let limits = config.limits;
         let observer: Arc<dyn openmodel_server::batching::BatchObserver> = state.metrics.clone();
         let model_dir = config.model_dir.clone();
+        let engine = config.engine.clone();
         tokio::spawn(async move {
             let loaded =
                 tokio::task::spawn_blocking(move || -> openmodel_server::Result<Loaded> {
-                    let embedder = Arc::new(Embedder::load(&model_dir, &Device::Cpu)?);
+                    let embedder = Arc::new(Embedder::load(&model_dir, &engine)?);
                     embedder.embed(&["warm-up"], true, None)?;
                     let batcher = Batcher::start(Arc::clone(&embedder), limits, Some(observer));
                     Ok(Loaded { embedder, batcher })

@@ -1,6 +1,7 @@
 //! The batcher with the real model: many concurrent inputs of mixed lengths
 //! come back each with its own embedding (equal to the reference fixture),
-//! in batches that respect the limits.
+//! in batches that respect the limits; inputs whose caller went away are
+//! dropped and never run.
 
 mod common;
 
@@ -10,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
 use openmodel_server::batching::{BatchObserver, Batcher, Job, Limits};
 use openmodel_server::model::embedder::Embedder;
+use openmodel_server::model::encoder::Engine;
 
 #[derive(Default)]
 struct Seen {
@@ -34,7 +35,7 @@ impl BatchObserver for Seen {
 fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
     let dir = model_dir();
     let fixture = fixture();
-    let embedder = Arc::new(Embedder::load(&dir, &Device::Cpu).unwrap());
+    let embedder = Arc::new(Embedder::load(&dir, &Engine::Native).unwrap());
     let seen = Arc::new(Seen::default());
     let limits = Limits {
         max_batch_tokens: 2048,
@@ -90,4 +91,63 @@ fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
             "batch over the token budget: {batches:?}"
         );
     }
+}
+
+#[test]
+fn inputs_whose_caller_went_away_are_dropped_before_they_run() {
+    let embedder = Arc::new(Embedder::load(&model_dir(), &Engine::Native).unwrap());
+    let seen = Arc::new(Seen::default());
+    // 8 long inputs a batch: the 64 keep the model busy for several batches.
+    let batcher = Batcher::start(
+        Arc::clone(&embedder),
+        Limits {
+            max_batch_tokens: 2048,
+            max_batch_requests: 16,
+        },
+        Some(Arc::clone(&seen) as Arc<dyn BatchObserver>),
+    );
+    let submit = |text: &str| {
+        let ids = embedder.tokenize(text, true).unwrap().ids;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        batcher
+            .submit(Job {
+                ids,
+                normalize: true,
+                reply,
+                queued: Instant::now(),
+            })
+            .unwrap();
+        rx
+    };
+    let long: Vec<_> = (0..64)
+        .map(|i| {
+            submit(&format!(
+                "{i} {}",
+                "a long input that fills the model ".repeat(60)
+            ))
+        })
+        .collect();
+    let gone: Vec<_> = (0..10)
+        .map(|i| submit(&format!("a caller that goes away {i}")))
+        .collect();
+    drop(gone);
+
+    for rx in long {
+        assert_eq!(rx.blocking_recv().unwrap().unwrap().len(), 384);
+    }
+    let started = Instant::now();
+    while seen.dropped.load(Ordering::Relaxed) < 10 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let batches = seen.batches.lock().unwrap().clone();
+    assert_eq!(
+        seen.dropped.load(Ordering::Relaxed),
+        10,
+        "the 10 inputs whose caller went away must be reported dropped; batches: {batches:?}"
+    );
+    assert_eq!(
+        batches.iter().map(|b| b.0).sum::<usize>(),
+        64,
+        "only the 64 inputs still awaited may run: {batches:?}"
+    );
 }

@@ -1,15 +1,20 @@
 //! `openmodel-server serve` against real clients: the unmodified
 //! `tritonclient[grpc]` from PyPI (scripts/client-venv.sh), digest refusal at
-//! start, and graceful shutdown on SIGTERM.
+//! start, graceful shutdown on SIGTERM, and clients that give up (their
+//! inputs are dropped before they cost model time).
 
 mod common;
 
+use common::server::*;
 use common::*;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use openmodel_proto::inference::infer_parameter::ParameterChoice;
 
 fn client_python() -> PathBuf {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/venv-client/bin/python");
@@ -20,29 +25,16 @@ fn client_python() -> PathBuf {
     py
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn digest() -> String {
-    openmodel_server::manifest::Manifest::of_folder(&model_dir())
-        .unwrap()
-        .digest
-}
-
 #[test]
 fn tritonclient_gets_correct_embeddings_and_the_digest() {
-    let (mut server, port, metrics_port) = start_server(&["--expect-digest", &digest()]);
+    let mut server = Server::start(&["--expect-digest", &digest()]);
+    let port = server.port;
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
     let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tritonclient_check.py");
     let out = Command::new(client_python())
         .arg(check)
-        .args([&format!("127.0.0.1:{port}"), "minilm"])
+        .args([&format!("127.0.0.1:{port}"), MODEL])
         .arg(fixture)
         .arg(digest())
         .output()
@@ -57,7 +49,7 @@ fn tritonclient_gets_correct_embeddings_and_the_digest() {
         health(port),
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
-    let metrics = scrape(metrics_port);
+    let metrics = server.scrape();
     for needle in [
         "openmodel_requests_total{outcome=\"success\"}",
         "openmodel_requests_total{outcome=\"invalid_argument\"}",
@@ -70,11 +62,11 @@ fn tritonclient_gets_correct_embeddings_and_the_digest() {
         );
     }
     // Graceful shutdown: SIGTERM, then a clean exit.
-    let pid = server.id().to_string();
+    let pid = server.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let started = Instant::now();
     let status = loop {
-        if let Some(s) = server.try_wait().unwrap() {
+        if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -92,34 +84,6 @@ fn tritonclient_gets_correct_embeddings_and_the_digest() {
         status.success(),
         "server exited with {status} after SIGTERM"
     );
-}
-
-/// Starts `serve` on free ports with extra flags; returns the child, the
-/// gRPC port and the metrics port.
-fn start_server(extra: &[&str]) -> (std::process::Child, u16, u16) {
-    let (port, metrics) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
-        .args(["serve", "--model-name", "minilm"])
-        .args(["--grpc-listen", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-        .args(extra)
-        .arg("--model-dir")
-        .arg(model_dir())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    (child, port, metrics)
-}
-
-/// GET /metrics.
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// grpc.health.v1 status of the whole server ("").
@@ -147,15 +111,14 @@ fn health(port: u16) -> i32 {
 
 #[test]
 fn overload_answers_resource_exhausted() {
-    let (mut server, port, _) = start_server(&["--max-concurrent-requests", "2"]);
+    let server = Server::start(&["--max-concurrent-requests", "2"]);
     let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/overload_check.py");
     let out = Command::new(client_python())
         .arg(check)
-        .args([&format!("127.0.0.1:{port}"), "minilm"])
+        .args([&format!("127.0.0.1:{}", server.port), MODEL])
         .output()
         .unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     assert!(
         out.status.success(),
         "overload check failed:\n{}\n{}",
@@ -186,4 +149,95 @@ fn a_digest_mismatch_refuses_to_start() {
         err.contains(&wrong) && err.contains(&digest()) && err.contains("refusing to serve"),
         "{err}"
     );
+}
+
+/// Deadlines of the successive bursts of requests that give up: the first
+/// is the realistic one; longer ones make sure the texts reach the queue
+/// before their client goes, even on a machine slowed down by other work.
+const GIVE_UP_AFTER_MS: [u64; 5] = [5, 20, 50, 100, 200];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_whose_client_gave_up_are_dropped_before_inference() {
+    // Small batches (8 texts of 256 tokens) so the queue turns over quickly.
+    let mut server = Server::start(&["--max-batch-tokens", "2048"]);
+    let client = server.ready_client().await;
+
+    // Keep the model busy: three clients sending 8 long texts each, again
+    // and again, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|c| {
+            let mut client = client.clone();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let texts: Vec<Vec<u8>> = (0..8)
+                    .map(|i| {
+                        format!("{c} {i} {}", "embedding servers batch texts ".repeat(80))
+                            .into_bytes()
+                    })
+                    .collect();
+                let texts: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+                while !stop.load(Ordering::Relaxed) {
+                    let mut req = infer_request(text_input(&texts));
+                    req.parameters
+                        .insert("truncate".into(), param(ParameterChoice::BoolParam(true)));
+                    client
+                        .model_infer(req)
+                        .await
+                        .expect("a request keeping the model busy failed");
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut outcomes = Vec::new();
+    let mut dropped = 0.0;
+    for ms in GIVE_UP_AFTER_MS {
+        let deadline = Duration::from_millis(ms);
+        let burst: Vec<_> = (0..16)
+            .map(|i| {
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    let text = format!("a client that gives up after {ms} ms ({i})");
+                    let mut req = tonic::Request::new(infer_request(text_input(&[
+                        text.as_bytes(),
+                        b"and its second text",
+                    ])));
+                    // The deadline travels as grpc-timeout, which the server
+                    // enforces; the client stops waiting at the same time.
+                    req.set_timeout(deadline);
+                    match tokio::time::timeout(deadline, client.model_infer(req)).await {
+                        Err(_) => "client stopped waiting".to_owned(),
+                        Ok(Ok(_)) => "answered in time".to_owned(),
+                        Ok(Err(status)) => format!("{:?}", status.code()),
+                    }
+                })
+            })
+            .collect();
+        for request in burst {
+            outcomes.push(format!("{ms} ms: {}", request.await.unwrap()));
+        }
+        // The batcher notices when it next looks at its queue, after the
+        // batch in progress.
+        let until = Instant::now() + Duration::from_secs(30);
+        while dropped == 0.0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            dropped = server.metric("openmodel_dropped_inputs_total");
+        }
+        if dropped > 0.0 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(
+        dropped > 0.0,
+        "openmodel_dropped_inputs_total stayed 0 after bursts of 16 requests giving up after \
+         {GIVE_UP_AFTER_MS:?} ms while the model was busy: inputs whose client went away were \
+         not dropped. Outcomes: {outcomes:?}"
+    );
+    eprintln!("{dropped} inputs dropped; outcomes of the requests that gave up: {outcomes:?}");
 }

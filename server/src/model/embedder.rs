@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::model::encoder::{self, Encoder};
+use crate::model::encoder::{self, Encoder, Engine};
 use crate::model::folder::ModelSpec;
 use crate::model::pooling::normalize;
 use crate::{Error, Result};
@@ -27,13 +26,11 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     truncating: Tokenizer,
     encoder: Box<dyn Encoder>,
-    device: Device,
-    pad_id: u32,
 }
 
 impl Embedder {
-    /// Loads the model folder `dir` onto `device`.
-    pub fn load(dir: &Path, device: &Device) -> Result<Embedder> {
+    /// Loads the model folder `dir` for `engine`.
+    pub fn load(dir: &Path, engine: &Engine) -> Result<Embedder> {
         let spec = ModelSpec::read(dir)?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| Error::BadModel(format!("tokenizer.json: {e}")))?;
@@ -50,15 +47,12 @@ impl Embedder {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| Error::BadModel(format!("tokenizer.json: {e}")))?;
-        let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
-        let encoder = encoder::load(&spec, device)?;
+        let encoder = encoder::load(&spec, engine)?;
         Ok(Embedder {
             spec,
             tokenizer,
             truncating,
             encoder,
-            device: device.clone(),
-            pad_id,
         })
     }
 
@@ -102,28 +96,25 @@ impl Embedder {
         })
     }
 
-    /// Embeds already tokenized inputs as one padded batch.
+    /// Embeds already tokenized inputs as one batch (each input at least
+    /// one token).
     pub fn embed_tokens(&self, batch: &[&[u32]], normalize_output: bool) -> Result<Vec<Vec<f32>>> {
-        let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
-        if batch.is_empty() || longest == 0 {
+        if let Some(i) = batch.iter().position(|ids| ids.is_empty()) {
+            return Err(Error::BadInput(format!("input {i} has no tokens")));
+        }
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut ids = Vec::with_capacity(batch.len() * longest);
-        let mut mask = Vec::with_capacity(batch.len() * longest);
-        for row in batch {
-            ids.extend_from_slice(row);
-            ids.extend(std::iter::repeat_n(self.pad_id, longest - row.len()));
-            mask.extend(std::iter::repeat_n(1u32, row.len()));
-            mask.extend(std::iter::repeat_n(0u32, longest - row.len()));
-        }
-        let ids = Tensor::from_vec(ids, (batch.len(), longest), &self.device)?;
-        let mask = Tensor::from_vec(mask, (batch.len(), longest), &self.device)?;
-        let states = self.encoder.forward(&ids, &mask)?;
-        let mut pooled = self.spec.pooling.apply(&states, &mask)?;
+        let states = self.encoder.forward(batch)?;
+        let lengths: Vec<usize> = batch.iter().map(|ids| ids.len()).collect();
+        let mut pooled = self
+            .spec
+            .pooling
+            .apply(&states, &lengths, self.encoder.hidden_size());
         if normalize_output {
-            pooled = normalize(&pooled)?;
+            pooled.iter_mut().for_each(|row| normalize(row));
         }
-        Ok(pooled.to_vec2::<f32>()?)
+        Ok(pooled)
     }
 
     /// Embeds texts; `normalize` overrides the folder's Normalize module.

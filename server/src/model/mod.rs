@@ -11,4 +11,5 @@
 pub mod embedder;
 pub mod encoder;
 pub mod folder;
+pub mod native_bert;
 pub mod pooling;

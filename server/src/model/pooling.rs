@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use candle_core::{D, DType, Tensor};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -93,90 +92,99 @@ impl Pooling {
                 .count()
     }
 
-    /// Pools `states` `[batch, tokens, hidden]` with `mask` `[batch, tokens]`
-    /// (1 for real tokens, 0 for padding) into `[batch, output_dimension]`.
-    pub fn apply(&self, states: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?; // [b, t, 1]
-        let mut parts = Vec::new();
-        if self.cls {
-            parts.push(states.narrow(1, 0, 1)?.squeeze(1)?);
-        }
-        if self.max {
-            // Padding must never win the max: push it far down.
-            let penalty = ((mask.ones_like()? - &mask)? * -1e9f64)?;
-            parts.push(states.broadcast_add(&penalty)?.max(1)?);
-        }
-        if self.mean || self.mean_sqrt_len {
-            let sum = states.broadcast_mul(&mask)?.sum(1)?; // [b, h]
-            let count = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]
-            if self.mean {
-                parts.push(sum.broadcast_div(&count)?);
+    /// Pools the token states of each input: `states` holds the inputs one
+    /// after another (`[Σ lengths, hidden]`, row-major), `lengths` their
+    /// token counts (each ≥ 1). One `output_dimension`-wide row per input.
+    pub fn apply(&self, states: &[f32], lengths: &[usize], hidden: usize) -> Vec<Vec<f32>> {
+        let mut out = Vec::with_capacity(lengths.len());
+        let mut start = 0;
+        for len in lengths {
+            let rows = &states[start * hidden..][..len * hidden];
+            start += len;
+            let mut pooled = Vec::with_capacity(self.output_dimension(hidden));
+            if self.cls {
+                pooled.extend_from_slice(&rows[..hidden]);
             }
-            if self.mean_sqrt_len {
-                parts.push(sum.broadcast_div(&count.sqrt()?)?);
+            if self.max {
+                let mut max = vec![f32::NEG_INFINITY; hidden];
+                for row in rows.chunks_exact(hidden) {
+                    for (m, v) in max.iter_mut().zip(row) {
+                        *m = m.max(*v);
+                    }
+                }
+                pooled.extend(max);
             }
+            if self.mean || self.mean_sqrt_len {
+                let mut sum = vec![0f32; hidden];
+                for row in rows.chunks_exact(hidden) {
+                    for (s, v) in sum.iter_mut().zip(row) {
+                        *s += v;
+                    }
+                }
+                let count = (*len).max(1) as f32;
+                if self.mean {
+                    pooled.extend(sum.iter().map(|s| s / count));
+                }
+                if self.mean_sqrt_len {
+                    pooled.extend(sum.iter().map(|s| s / count.sqrt()));
+                }
+            }
+            out.push(pooled);
         }
-        Ok(Tensor::cat(&parts, 1)?)
+        out
     }
 }
 
 /// Smallest norm divided by, as torch's `F.normalize`.
-pub const NORM_EPSILON: f64 = 1e-12;
+pub const NORM_EPSILON: f32 = 1e-12;
 
-/// L2-normalizes each row of `[batch, dim]` (as torch's `F.normalize`).
-pub fn normalize(x: &Tensor) -> Result<Tensor> {
+/// L2-normalizes `x` in place (as torch's `F.normalize`).
+pub fn normalize(x: &mut [f32]) {
     let norm = x
-        .sqr()?
-        .sum_keepdim(1)?
-        .sqrt()?
-        .clamp(NORM_EPSILON, f64::MAX)?;
-    Ok(x.broadcast_div(&norm)?)
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(NORM_EPSILON);
+    for v in x.iter_mut() {
+        *v /= norm;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-
-    fn t(data: &[f32], shape: &[usize]) -> Tensor {
-        Tensor::from_slice(data, shape, &Device::Cpu).unwrap()
-    }
 
     #[test]
-    fn poolings_ignore_padding() {
-        // One input of 2 real tokens + 1 padding token, hidden 2.
-        let states = t(&[1.0, 2.0, 3.0, 4.0, 100.0, -100.0], &[1, 3, 2]);
-        let mask = t(&[1.0, 1.0, 0.0], &[1, 3]);
+    fn poolings_see_only_their_own_tokens() {
+        // Two inputs (2 tokens, then 1 token), hidden 2.
+        let states = [1.0, 2.0, 3.0, 4.0, 100.0, -100.0];
         let all = Pooling {
             cls: true,
             max: true,
             mean: true,
             mean_sqrt_len: true,
         };
-        let out: Vec<f32> = all
-            .apply(&states, &mask)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let out = all.apply(&states, &[2, 1], 2);
         let s2 = 2f32.sqrt();
-        let expected = [1.0, 2.0, 3.0, 4.0, 2.0, 3.0, 4.0 / s2, 6.0 / s2];
-        for (a, b) in out.iter().zip(expected) {
+        let first = [1.0, 2.0, 3.0, 4.0, 2.0, 3.0, 4.0 / s2, 6.0 / s2];
+        for (a, b) in out[0].iter().zip(first) {
             assert!((a - b).abs() < 1e-5, "{out:?}");
         }
+        assert_eq!(
+            out[1],
+            vec![100.0, -100.0, 100.0, -100.0, 100.0, -100.0, 100.0, -100.0]
+        );
         assert_eq!(all.output_dimension(2), 8);
     }
 
     #[test]
-    fn normalize_gives_unit_rows() {
-        let x = t(&[3.0, 4.0, 0.0, 0.0], &[2, 2]);
-        let out: Vec<f32> = normalize(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(out, vec![0.6, 0.8, 0.0, 0.0]);
+    fn normalize_gives_unit_rows_and_keeps_zero() {
+        let mut x = [3.0, 4.0];
+        normalize(&mut x);
+        assert_eq!(x, [0.6, 0.8]);
+        let mut zero = [0.0, 0.0];
+        normalize(&mut zero);
+        assert_eq!(zero, [0.0, 0.0]);
     }
 }

@@ -1,7 +1,10 @@
-//! Helpers shared by the server's integration tests: the real model and the
-//! sentence-transformers reference fixture.
+//! Helpers shared by the server's integration tests: the real model, the
+//! sentence-transformers reference fixture, and the real server binary
+//! ([`server`]).
 
 #![allow(dead_code)]
+
+pub mod server;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,280 @@
+//! Forward-pass benchmark of the encoders on the real all-MiniLM-L6-v2
+//! weights: the native kernels beside candle-transformers, then where the
+//! native forward pass spends its time (each kernel timed alone at the
+//! model's shapes), in GFLOP/s and as a fraction of the FP32 peak.
+//!
+//! `cargo bench -p openmodel-server --bench encoder [-- --peak-gflops G]`
+//! (model from `OPENMODEL_MODEL_DIR`, default `.cache/models/all-MiniLM-L6-v2`;
+//! run `scripts/fetch-model.sh` first).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use openmodel_server::kernels::elementwise::{
+    gelu_in_place, layer_norm_in_place, softmax_in_place,
+};
+use openmodel_server::kernels::gemm::{Epilogue, MatRef, PackedB, matmul, matmul_parallel};
+use openmodel_server::kernels::isa::Isa;
+use openmodel_server::model::embedder::Embedder;
+use openmodel_server::model::encoder::Engine;
+
+/// Timings of a repeated closure.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// Median wall time of one run.
+    wall: Duration,
+    /// Mean CPU time (all threads) of one run: unlike wall time, it does not
+    /// grow when other processes share the cores.
+    cpu: Duration,
+}
+
+/// CPU time used by this process so far (user + system, from /proc).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Runs `f` until `budget` has passed (at least 3 times, after one warm-up).
+fn time(budget: Duration, mut f: impl FnMut()) -> Timing {
+    f();
+    let (start, cpu_start) = (Instant::now(), cpu_time());
+    let mut samples = Vec::new();
+    while samples.len() < 3 || start.elapsed() < budget {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed());
+    }
+    let cpu = (cpu_time() - cpu_start) / samples.len() as u32;
+    samples.sort();
+    Timing {
+        wall: samples[samples.len() / 2],
+        cpu,
+    }
+}
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("OPENMODEL_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2")
+        })
+}
+
+/// Token ids of `count` inputs of `len` tokens ([CLS] … [SEP]).
+fn batch(count: usize, len: usize) -> Vec<Vec<u32>> {
+    (0..count)
+        .map(|i| {
+            let mut ids = vec![101u32];
+            ids.extend((0..len - 2).map(|j| 1000 + ((i * 131 + j * 17) % 20000) as u32));
+            ids.push(102);
+            ids
+        })
+        .collect()
+}
+
+/// Matrix-multiplication FLOPs of one token through MiniLM-L6 (h 384, ffn
+/// 1536, 6 layers) in a sequence of `len` tokens.
+fn flops_per_token(len: usize) -> f64 {
+    let (h, f, layers) = (384.0, 1536.0, 6.0);
+    let dense = 2.0 * (3.0 * h * h + h * h + 2.0 * h * f);
+    let attention = 2.0 * 2.0 * len as f64 * h;
+    layers * (dense + attention)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let peak: Option<f64> = args
+        .iter()
+        .position(|a| a == "--peak-gflops")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
+    let threads = rayon::current_num_threads();
+    let dir = model_dir();
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} has no model: run scripts/fetch-model.sh (or set OPENMODEL_MODEL_DIR)",
+        dir.display()
+    );
+    println!(
+        "encoder forward pass, all-MiniLM-L6-v2, {threads} threads, kernels: {}",
+        Isa::detect().name()
+    );
+    println!(
+        "{:<14} {:>16} {:>16} {:>10}",
+        "shape", "native", "candle", "ratio"
+    );
+    let native = Embedder::load(&dir, &Engine::Native).expect("native engine");
+    let candle =
+        Embedder::load(&dir, &Engine::Candle(candle_core::Device::Cpu)).expect("candle engine");
+    let mut gflops_32x128 = 0.0;
+    for (count, len) in [(1, 16), (1, 128), (32, 16), (32, 128)] {
+        let ids = batch(count, len);
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let budget = Duration::from_secs(3);
+        let t_native = time(budget, || drop(native.embed_tokens(&refs, true).unwrap())).wall;
+        let t_candle = time(budget, || drop(candle.embed_tokens(&refs, true).unwrap())).wall;
+        let tokens = (count * len) as f64;
+        let show = |t: Duration| {
+            format!(
+                "{:.2} ms {:>6.0} tok/s",
+                t.as_secs_f64() * 1e3,
+                tokens / t.as_secs_f64()
+            )
+        };
+        println!(
+            "{:<14} {:>16} {:>16} {:>9.2}x",
+            format!("{count} x {len}"),
+            show(t_native),
+            show(t_candle),
+            t_candle.as_secs_f64() / t_native.as_secs_f64()
+        );
+        if (count, len) == (32, 128) {
+            gflops_32x128 = tokens * flops_per_token(len) / t_native.as_secs_f64() / 1e9;
+        }
+    }
+    println!(
+        "native at 32 x 128: {gflops_32x128:.1} GFLOP/s (matrix multiplications only counted)"
+    );
+    if let Some(peak) = peak {
+        println!(
+            "= {:.0}% of the FP32 peak of {peak} GFLOP/s",
+            100.0 * gflops_32x128 / peak
+        );
+    }
+    profile(32, 128);
+}
+
+/// Each kernel of one layer alone at the shapes of a `count × len` batch,
+/// times the layer count: where the forward pass goes.
+fn profile(count: usize, len: usize) {
+    let (h, f, heads, layers) = (384usize, 1536usize, 12usize, 6.0);
+    let d = h / heads;
+    let m = count * len;
+    let isa = Isa::detect();
+    let input = |rows: usize, cols: usize| -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+            .collect()
+    };
+    let weight = |n: usize, k: usize| PackedB::from_transposed(MatRef::dense(&input(n, k), n, k));
+    let budget = Duration::from_secs(2);
+    let mut rows: Vec<(&str, Timing, f64)> = Vec::new();
+    for (name, k, n, gelu) in [
+        ("qkv", h, 3 * h, false),
+        ("attention out", h, h, false),
+        ("ffn in + gelu", h, f, true),
+        ("ffn in, no gelu", h, f, false),
+        ("ffn out", f, h, false),
+    ] {
+        let (a, w, bias) = (input(m, k), weight(n, k), vec![0.1f32; n]);
+        let residual = input(m, n);
+        let mut c = vec![0f32; m * n];
+        let t = time(budget, || {
+            let epi = match (gelu, n == h) {
+                (true, _) => Epilogue::BiasGelu(&bias),
+                (false, true) => Epilogue::BiasResidual(&bias, MatRef::dense(&residual, m, n)),
+                _ => Epilogue::Bias(&bias),
+            };
+            matmul_parallel(MatRef::dense(&a, m, k), &w, &mut c, n, epi);
+        });
+        rows.push((name, t, 2.0 * (m * k * n) as f64));
+    }
+    let qkv = input(m, 3 * h);
+    let t = time(budget, || {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().for_each(|s| {
+            let (mut keys, mut values, mut scores) = (
+                PackedB::default(),
+                PackedB::default(),
+                vec![0f32; len * len],
+            );
+            let mut out = vec![0f32; len * h];
+            let rows = &qkv[s * len * 3 * h..][..len * 3 * h];
+            let part = |o: usize| MatRef {
+                data: &rows[o..],
+                rows: len,
+                cols: d,
+                ld: 3 * h,
+            };
+            for head in 0..heads {
+                keys.pack_transposed(part(h + head * d));
+                values.pack(part(2 * h + head * d));
+                matmul(part(head * d), &keys, &mut scores, len, Epilogue::Store);
+                for row in scores.chunks_exact_mut(len) {
+                    softmax_in_place(isa, row, 0.17);
+                }
+                matmul(
+                    MatRef::dense(&scores, len, len),
+                    &values,
+                    &mut out[head * d..],
+                    h,
+                    Epilogue::Store,
+                );
+            }
+        })
+    });
+    rows.push((
+        "attention",
+        t,
+        (count * heads * 2 * 2 * len * len * d) as f64,
+    ));
+    let mut big = input(m, f);
+    let t = time(budget, || {
+        use rayon::prelude::*;
+        big.par_chunks_mut(64 * f)
+            .for_each(|r| gelu_in_place(isa, r));
+    });
+    rows.push(("gelu alone", t, 0.0));
+    let mut x = input(m, h);
+    let (g, b) = (vec![1.0f32; h], vec![0.0f32; h]);
+    let t = time(budget, || {
+        use rayon::prelude::*;
+        x.par_chunks_mut(64 * h)
+            .for_each(|r| layer_norm_in_place(isa, r, &g, &b, 1e-12));
+    });
+    rows.push((
+        "2 x layer norm",
+        Timing {
+            wall: t.wall * 2,
+            cpu: t.cpu * 2,
+        },
+        0.0,
+    ));
+    let total: Duration = rows.iter().map(|r| r.1.wall).sum();
+    println!(
+        "\nprofile of one {count} x {len} forward pass ({layers} layers, each kernel timed alone;"
+    );
+    println!("GFLOP per CPU-second is the rate per busy core, immune to other load):");
+    println!(
+        "{:<16} {:>10} {:>7} {:>10} {:>12}",
+        "kernel", "ms", "share", "GFLOP/s", "GFLOP/CPU-s"
+    );
+    for (name, t, flops) in &rows {
+        let rate = |d: Duration| {
+            if *flops > 0.0 {
+                format!("{:.1}", flops / d.as_secs_f64() / 1e9)
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "{:<16} {:>10.2} {:>6.1}% {:>10} {:>12}",
+            name,
+            t.wall.as_secs_f64() * 1e3 * layers,
+            100.0 * t.wall.as_secs_f64() / total.as_secs_f64(),
+            rate(t.wall),
+            rate(t.cpu)
+        );
+    }
+    println!("{:<16} {:>10.2}", "sum", total.as_secs_f64() * 1e3 * layers);
+}

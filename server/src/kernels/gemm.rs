@@ -1,0 +1,699 @@
+//! Single-precision matrix multiplication for the encoder: `C = A·B` followed
+//! by a fused epilogue (bias, GELU, residual).
+//!
+//! The shape of the work decides the design. B is almost always a weight
+//! matrix, constant for the life of the server, so it is packed once at load
+//! into column panels of [`NR`] floats, k-major: the micro-kernel then reads
+//! B strictly sequentially. A (the activations) is packed per call into
+//! row blocks of [`MR`] rows, also k-major, so one pointer walks it. The
+//! micro-kernel keeps an `MR × NR` tile of C in registers (24 AVX-512
+//! registers) and does `MR · NR` FMAs per step of k. The epilogue runs on
+//! the finished tile while it is hot in L1.
+//!
+//! On x86-64 CPUs with AVX-512 the micro-kernel uses it; elsewhere a portable
+//! kernel (compiled for AVX2+FMA when the CPU has them) gives the same
+//! results up to rounding.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::elementwise::gelu_in_place;
+use super::isa::Isa;
+
+/// Width of a packed B panel (two AVX-512 registers of f32).
+pub const NR: usize = 32;
+/// Rows of A per micro-kernel call.
+const MR: usize = 12;
+/// Rows per call for the last rows of A, so that few rows are wasted.
+const MR_TAIL: usize = 4;
+/// Rows of A packed and swept across all panels at a time (fits L2 for k up
+/// to a few thousand).
+const MC: usize = MR * 8;
+/// Depth of one micro-kernel call: a `KC × NR` chunk of a B panel (24 KiB)
+/// and the `MC / MR` tiles stay in L1 between calls.
+const KC: usize = 192;
+
+/// A row-major matrix view: element `(i, j)` is `data[i * ld + j]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Distance between the starts of two rows.
+    pub ld: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A densely stored `rows × cols` matrix.
+    pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> MatRef<'a> {
+        MatRef {
+            data,
+            rows,
+            cols,
+            ld: cols,
+        }
+    }
+
+    fn assert_fits(&self) {
+        assert!(self.ld >= self.cols, "row stride shorter than a row");
+        if self.rows > 0 {
+            assert!(
+                (self.rows - 1) * self.ld + self.cols <= self.data.len(),
+                "matrix view outside its slice"
+            );
+        }
+    }
+}
+
+/// The B operand, packed into panels of [`NR`] columns, each stored k-major
+/// (`k` rows of `NR` floats, zero-padded past the last column).
+#[derive(Clone, Debug, Default)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    /// Packs `w` read as `[n, k]`, i.e. B = wᵀ: a linear layer's weight
+    /// (`out_features × in_features`), or attention keys.
+    pub fn from_transposed(w: MatRef<'_>) -> PackedB {
+        let mut packed = PackedB::default();
+        packed.pack_transposed(w);
+        packed
+    }
+
+    /// Re-packs this buffer (keeping its allocation) from `w` read as `[n, k]`.
+    pub fn pack_transposed(&mut self, w: MatRef<'_>) {
+        w.assert_fits();
+        let (n, k) = (w.rows, w.cols);
+        self.reset(k, n);
+        for (p, panel) in self.data.chunks_exact_mut(k * NR).enumerate() {
+            for c in 0..NR.min(n - p * NR) {
+                let row = &w.data[(p * NR + c) * w.ld..][..k];
+                for (kk, v) in row.iter().enumerate() {
+                    panel[kk * NR + c] = *v;
+                }
+            }
+        }
+    }
+
+    /// Re-packs this buffer (keeping its allocation) from `b` read as `[k, n]`.
+    pub fn pack(&mut self, b: MatRef<'_>) {
+        b.assert_fits();
+        let (k, n) = (b.rows, b.cols);
+        self.reset(k, n);
+        for (p, panel) in self.data.chunks_exact_mut(k * NR).enumerate() {
+            let width = NR.min(n - p * NR);
+            for kk in 0..k {
+                panel[kk * NR..][..width].copy_from_slice(&b.data[kk * b.ld + p * NR..][..width]);
+            }
+        }
+    }
+
+    fn reset(&mut self, k: usize, n: usize) {
+        self.k = k;
+        self.n = n;
+        self.data.clear();
+        self.data.resize(n.div_ceil(NR) * k * NR, 0.0);
+    }
+
+    /// Inner dimension.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Number of columns of B (and of the product).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.data[p * self.k * NR..][..self.k * NR]
+    }
+}
+
+/// What happens to each element of `A·B` before it is stored in C.
+#[derive(Clone, Copy, Debug)]
+pub enum Epilogue<'a> {
+    /// Store as is.
+    Store,
+    /// Add `bias[j]`.
+    Bias(&'a [f32]),
+    /// Add `bias[j]`, then apply exact (erf) GELU.
+    BiasGelu(&'a [f32]),
+    /// Add `bias[j]` and `residual(i, j)`.
+    BiasResidual(&'a [f32], MatRef<'a>),
+}
+
+impl Epilogue<'_> {
+    fn check(&self, rows: usize, n: usize) {
+        match self {
+            Epilogue::Store => {}
+            Epilogue::Bias(b) | Epilogue::BiasGelu(b) => assert_eq!(b.len(), n, "bias length"),
+            Epilogue::BiasResidual(b, r) => {
+                assert_eq!(b.len(), n, "bias length");
+                assert!(r.rows == rows && r.cols == n, "residual shape");
+                r.assert_fits();
+            }
+        }
+    }
+
+    /// Finishes a tile (row `t` of `tile` is row `rows.start + t` of the
+    /// product, `NR` apart, of which `cols` are real): the element-wise
+    /// parts per row, GELU over the whole tile at once (padding columns
+    /// included; they are dropped afterwards).
+    fn apply(&self, isa: Isa, rows: Range<usize>, cols: Range<usize>, tile: &mut [f32; MR * NR]) {
+        let width = cols.len();
+        for (t, i) in rows.clone().enumerate() {
+            let out = &mut tile[t * NR..][..width];
+            match self {
+                Epilogue::Store => {}
+                Epilogue::Bias(b) | Epilogue::BiasGelu(b) => add(out, &b[cols.clone()]),
+                Epilogue::BiasResidual(b, r) => {
+                    add(out, &b[cols.clone()]);
+                    add(out, &r.data[i * r.ld + cols.start..][..width]);
+                }
+            }
+        }
+        if let Epilogue::BiasGelu(_) = self {
+            gelu_in_place(isa, &mut tile[..rows.len() * NR]);
+        }
+    }
+}
+
+fn add(out: &mut [f32], x: &[f32]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o += v;
+    }
+}
+
+/// The output C: `rows × n`, row stride `ld`, as a raw pointer so that tasks
+/// can write disjoint tiles of it in parallel.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    ld: usize,
+}
+
+// SAFETY: tasks only write disjoint tiles (distinct rows or distinct column
+// panels), and the borrow of C outlives every task (rayon joins them).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// `C = epilogue(A·B)` on the calling thread. `c` holds `a.rows` rows of
+/// `b.n()` values, `ldc` apart.
+pub fn matmul(a: MatRef<'_>, b: &PackedB, c: &mut [f32], ldc: usize, epilogue: Epilogue<'_>) {
+    matmul_with(Isa::detect(), a, b, c, ldc, epilogue)
+}
+
+fn matmul_with(
+    isa: Isa,
+    a: MatRef<'_>,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue<'_>,
+) {
+    let out = check_shapes(a, b, c, ldc, &epilogue);
+    let mut scratch = Vec::new();
+    // SAFETY: `check_shapes` proved that every tile lies inside `c`.
+    unsafe {
+        matmul_block(
+            isa,
+            a,
+            b,
+            out,
+            &epilogue,
+            0..a.rows,
+            0..b.panels(),
+            &mut scratch,
+        )
+    };
+}
+
+/// As [`matmul`], spread over the rayon pool: blocks of rows when there are
+/// enough rows, otherwise ranges of column panels (so that a short input
+/// still uses every core, each reading part of the weights).
+pub fn matmul_parallel(
+    a: MatRef<'_>,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue<'_>,
+) {
+    let isa = Isa::detect();
+    let out = check_shapes(a, b, c, ldc, &epilogue);
+    let threads = rayon::current_num_threads().max(1);
+    let row_blocks = a.rows.div_ceil(MC);
+    let panels = b.panels();
+    if threads == 1 || a.rows * b.n() < 4096 {
+        let mut scratch = Vec::new();
+        // SAFETY: as in `matmul`.
+        unsafe {
+            matmul_block(
+                isa,
+                a,
+                b,
+                out,
+                &epilogue,
+                0..a.rows,
+                0..panels,
+                &mut scratch,
+            )
+        };
+    } else if row_blocks >= 2 * threads {
+        (0..row_blocks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch, blk| {
+                let rows = blk * MC..((blk + 1) * MC).min(a.rows);
+                // SAFETY: each task writes its own rows.
+                unsafe { matmul_block(isa, a, b, out, &epilogue, rows, 0..panels, scratch) };
+            });
+    } else {
+        let tasks = threads.min(panels);
+        (0..tasks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch, t| {
+                let cols = t * panels / tasks..(t + 1) * panels / tasks;
+                // SAFETY: each task writes its own column panels.
+                unsafe { matmul_block(isa, a, b, out, &epilogue, 0..a.rows, cols, scratch) };
+            });
+    }
+}
+
+fn check_shapes(
+    a: MatRef<'_>,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) -> Out {
+    a.assert_fits();
+    assert_eq!(a.cols, b.k(), "inner dimensions differ");
+    assert!(ldc >= b.n(), "output row stride shorter than a row");
+    if a.rows > 0 {
+        assert!((a.rows - 1) * ldc + b.n() <= c.len(), "output too small");
+    }
+    epilogue.check(a.rows, b.n());
+    Out {
+        ptr: c.as_mut_ptr(),
+        ld: ldc,
+    }
+}
+
+/// Computes rows `rows` × panels `panels` of C.
+///
+/// # Safety
+/// `out` must be valid for every element of those rows and panels' columns
+/// (below `b.n()`), and no other thread may touch them meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_block(
+    isa: Isa,
+    a: MatRef<'_>,
+    b: &PackedB,
+    out: Out,
+    epilogue: &Epilogue<'_>,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    scratch: &mut Vec<f32>,
+) {
+    let k = a.cols;
+    let mut tiles: Vec<[f32; MR * NR]> = Vec::new();
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + MC).min(rows.end);
+        let blocks = row_blocks(start..end);
+        scratch.clear();
+        let height_of = |r: &Range<usize>| if r.len() == MR { MR } else { MR_TAIL };
+        scratch.resize(blocks.iter().map(height_of).sum::<usize>() * k, 0.0);
+        let mut offset = 0;
+        let packed: Vec<(Range<usize>, usize, usize)> = blocks
+            .into_iter()
+            .map(|r| {
+                let height = height_of(&r);
+                pack_a(
+                    a,
+                    r.start,
+                    r.len(),
+                    height,
+                    &mut scratch[offset..][..height * k],
+                );
+                let entry = (r, offset, height);
+                offset += height * k;
+                entry
+            })
+            .collect();
+        tiles.resize(packed.len(), [0f32; MR * NR]);
+        for p in panels.clone() {
+            let bp = b.panel(p);
+            let cols = p * NR..((p + 1) * NR).min(b.n());
+            // k in chunks of KC: the chunk of the B panel stays in L1 while
+            // every row block of this MC block streams past it.
+            for kc in (0..k).step_by(KC) {
+                let depth = KC.min(k - kc);
+                for ((_, off, height), tile) in packed.iter().zip(tiles.iter_mut()) {
+                    let ap = &scratch[*off + kc * height..][..depth * height];
+                    micro_kernel(isa, *height, depth, ap, &bp[kc * NR..], tile, kc > 0);
+                }
+            }
+            for ((r, _, _), tile) in packed.iter().zip(tiles.iter_mut()) {
+                epilogue.apply(isa, r.clone(), cols.clone(), tile);
+                for (t, i) in r.clone().enumerate() {
+                    // SAFETY: row i, columns `cols` belong to this task (caller's contract).
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.ptr.add(i * out.ld + cols.start),
+                            cols.len(),
+                        )
+                    };
+                    let finished = &tile[t * NR..][..NR];
+                    if let Ok(full) = <&mut [f32; NR]>::try_from(&mut *dst) {
+                        // A constant length: inlined vector moves, not a memcpy call.
+                        full.copy_from_slice(finished);
+                    } else {
+                        dst.copy_from_slice(&finished[..cols.len()]);
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+}
+
+/// Splits rows into micro-kernel blocks: full [`MR`] blocks, then
+/// [`MR_TAIL`] blocks (the last one possibly partial).
+fn row_blocks(rows: Range<usize>) -> Vec<Range<usize>> {
+    let mut blocks = Vec::new();
+    let mut i = rows.start;
+    while rows.end - i >= MR {
+        blocks.push(i..i + MR);
+        i += MR;
+    }
+    while i < rows.end {
+        let h = MR_TAIL.min(rows.end - i);
+        blocks.push(i..i + h);
+        i += h;
+    }
+    blocks
+}
+
+/// Packs `count` rows of `a` from `row` into `dst`, k-major with `height`
+/// floats per k (the block height the kernel uses: [`MR`] or [`MR_TAIL`]).
+/// Rows past `count` are zero.
+fn pack_a(a: MatRef<'_>, row: usize, count: usize, height: usize, dst: &mut [f32]) {
+    let k = a.cols;
+    let rows: Vec<&[f32]> = (0..count)
+        .map(|r| &a.data[(row + r) * a.ld..][..k])
+        .collect();
+    // Sequential writes, one read stream per row.
+    for (kk, column) in dst.chunks_exact_mut(height).take(k).enumerate() {
+        for (r, v) in column.iter_mut().enumerate() {
+            *v = rows.get(r).map_or(0.0, |src| src[kk]);
+        }
+    }
+}
+
+/// `tile[r][c] (+)= Σ_k a[k][r] · b[k][c]` for a `height × NR` tile: added
+/// to the tile's contents when `accumulate`, else replacing them.
+fn micro_kernel(
+    isa: Isa,
+    height: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    tile: &mut [f32; MR * NR],
+    accumulate: bool,
+) {
+    let full = height == MR;
+    let h = if full { MR } else { MR_TAIL };
+    assert!(a.len() >= k * h && b.len() >= k * NR);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512F (detected), and the asserts above
+        // bound every read; the tile holds MR × NR floats.
+        unsafe {
+            let (a, b, t) = (a.as_ptr(), b.as_ptr(), tile.as_mut_ptr());
+            if full {
+                avx512::kernel::<MR>(k, a, b, t, accumulate);
+            } else {
+                avx512::kernel::<MR_TAIL>(k, a, b, t, accumulate);
+            }
+        }
+        return;
+    }
+    if full {
+        portable::kernel::<MR>(isa, k, a, b, tile, accumulate);
+    } else {
+        portable::kernel::<MR_TAIL>(isa, k, a, b, tile, accumulate);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::NR;
+
+    /// # Safety
+    /// AVX-512F must be available; `a` must hold `k · R` floats, `b` `k · NR`
+    /// and `tile` `R · NR`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel<const R: usize>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        tile: *mut f32,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        if accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: the tile holds R × NR floats.
+                unsafe {
+                    row[0] = _mm512_loadu_ps(tile.add(r * NR));
+                    row[1] = _mm512_loadu_ps(tile.add(r * NR + 16));
+                }
+            }
+        }
+        let (mut a, mut b) = (a, b);
+        for _ in 0..k {
+            // SAFETY: within the bounds the caller guarantees.
+            unsafe {
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_loadu_ps(b.add(16));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.add(r));
+                    row[0] = _mm512_fmadd_ps(x, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(x, b1, row[1]);
+                }
+                a = a.add(R);
+                b = b.add(NR);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: the tile holds R × NR floats.
+            unsafe {
+                _mm512_storeu_ps(tile.add(r * NR), row[0]);
+                _mm512_storeu_ps(tile.add(r * NR + 16), row[1]);
+            }
+        }
+    }
+}
+
+mod portable {
+    use super::super::isa::Isa;
+    use super::{MR, NR};
+
+    #[inline(always)]
+    fn body<const R: usize>(
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        tile: &mut [f32; MR * NR],
+        accumulate: bool,
+    ) {
+        let mut acc = [[0f32; NR]; R];
+        if accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                row.copy_from_slice(&tile[r * NR..][..NR]);
+            }
+        }
+        for (ak, bk) in a.chunks_exact(R).zip(b.chunks_exact(NR)).take(k) {
+            for (row, x) in acc.iter_mut().zip(ak) {
+                for (c, y) in row.iter_mut().zip(bk) {
+                    *c = x.mul_add(*y, *c);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            tile[r * NR..][..NR].copy_from_slice(row);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn body_avx2<const R: usize>(
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        tile: &mut [f32; MR * NR],
+        accumulate: bool,
+    ) {
+        body::<R>(k, a, b, tile, accumulate)
+    }
+
+    /// The micro-kernel in plain Rust, vectorized by the compiler.
+    pub fn kernel<const R: usize>(
+        isa: Isa,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        tile: &mut [f32; MR * NR],
+        accumulate: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if isa != Isa::Generic {
+            // SAFETY: AVX2 and FMA were detected (every ISA above Generic has them).
+            unsafe { body_avx2::<R>(k, a, b, tile, accumulate) };
+            return;
+        }
+        let _ = isa;
+        body::<R>(k, a, b, tile, accumulate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive(a: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|kk| a[i * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32
+                    / 1000.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    fn check(m: usize, k: usize, n: usize, parallel: bool) {
+        for isa in Isa::all_supported() {
+            check_with(isa, m, k, n, parallel && isa == Isa::detect());
+        }
+    }
+
+    fn check_with(isa: Isa, m: usize, k: usize, n: usize, parallel: bool) {
+        let a = values(m * k, 1);
+        let w = values(n * k, 7);
+        let bias = values(n, 3);
+        let packed = PackedB::from_transposed(MatRef::dense(&w, n, k));
+        let mut c = vec![f32::NAN; m * n];
+        let epi = Epilogue::Bias(&bias);
+        if parallel {
+            matmul_parallel(MatRef::dense(&a, m, k), &packed, &mut c, n, epi);
+        } else {
+            matmul_with(isa, MatRef::dense(&a, m, k), &packed, &mut c, n, epi);
+        }
+        let want = naive(&a, m, k, &w, n);
+        for i in 0..m {
+            for j in 0..n {
+                let (got, want) = (c[i * n + j], want[i * n + j] + bias[j]);
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{isa:?} ({i},{j}) of {m}x{k}x{n}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn encoder_shapes() {
+        check(200, 384, 1152, true);
+        check(16, 1536, 384, true);
+        check(5, 32, 7, false);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_shape_matches_naive(m in 1usize..40, k in 1usize..70, n in 1usize..100, par in any::<bool>()) {
+            check(m, k, n, par);
+        }
+    }
+
+    #[test]
+    fn packing_from_k_major_equals_transposed() {
+        let (k, n) = (9, 40);
+        let b = values(k * n, 5);
+        let mut bt = vec![0f32; n * k];
+        for kk in 0..k {
+            for j in 0..n {
+                bt[j * k + kk] = b[kk * n + j];
+            }
+        }
+        let mut packed = PackedB::default();
+        packed.pack(MatRef::dense(&b, k, n));
+        assert_eq!(
+            packed.data,
+            PackedB::from_transposed(MatRef::dense(&bt, n, k)).data
+        );
+    }
+
+    #[test]
+    fn residual_and_gelu_epilogues() {
+        let (m, k, n) = (3, 4, 5);
+        let a = values(m * k, 1);
+        let w = values(n * k, 2);
+        let bias = values(n, 3);
+        let res = values(m * n, 4);
+        let packed = PackedB::from_transposed(MatRef::dense(&w, n, k));
+        let base = naive(&a, m, k, &w, n);
+        let mut c = vec![0f32; m * n];
+        matmul(
+            MatRef::dense(&a, m, k),
+            &packed,
+            &mut c,
+            n,
+            Epilogue::BiasResidual(&bias, MatRef::dense(&res, m, n)),
+        );
+        for i in 0..m * n {
+            assert!((c[i] - (base[i] + bias[i % n] + res[i])).abs() < 1e-5);
+        }
+        matmul(
+            MatRef::dense(&a, m, k),
+            &packed,
+            &mut c,
+            n,
+            Epilogue::BiasGelu(&bias),
+        );
+        for i in 0..m * n {
+            let x = (base[i] + bias[i % n]) as f64;
+            let want = 0.5
+                * x
+                * (1.0 + super::super::elementwise::tests::erf64(x / std::f64::consts::SQRT_2));
+            assert!((c[i] as f64 - want).abs() < 1e-5, "{} vs {want}", c[i]);
+        }
+    }
+}
