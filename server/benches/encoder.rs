@@ -10,10 +10,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use openmodel_server::kernels::elementwise::{
-    gelu_in_place, layer_norm_in_place, softmax_in_place,
-};
-use openmodel_server::kernels::gemm::{Epilogue, MatRef, PackedB, matmul, matmul_parallel};
+use openmodel_server::kernels::attention::attention;
+use openmodel_server::kernels::elementwise::{gelu_in_place, layer_norm_in_place};
+use openmodel_server::kernels::gemm::{Epilogue, MatRef, PackedB, matmul_parallel};
 use openmodel_server::kernels::isa::Isa;
 use openmodel_server::model::embedder::Embedder;
 use openmodel_server::model::encoder::Engine;
@@ -190,38 +189,10 @@ fn profile(count: usize, len: usize) {
         rows.push((name, t, 2.0 * (m * k * n) as f64));
     }
     let qkv = input(m, 3 * h);
+    let mut context = vec![0f32; m * h];
+    let lengths = vec![len; count];
     let t = time(budget, || {
-        use rayon::prelude::*;
-        (0..count).into_par_iter().for_each(|s| {
-            let (mut keys, mut values, mut scores) = (
-                PackedB::default(),
-                PackedB::default(),
-                vec![0f32; len * len],
-            );
-            let mut out = vec![0f32; len * h];
-            let rows = &qkv[s * len * 3 * h..][..len * 3 * h];
-            let part = |o: usize| MatRef {
-                data: &rows[o..],
-                rows: len,
-                cols: d,
-                ld: 3 * h,
-            };
-            for head in 0..heads {
-                keys.pack_transposed(part(h + head * d));
-                values.pack(part(2 * h + head * d));
-                matmul(part(head * d), &keys, &mut scores, len, Epilogue::Store);
-                for row in scores.chunks_exact_mut(len) {
-                    softmax_in_place(isa, row, 0.17);
-                }
-                matmul(
-                    MatRef::dense(&scores, len, len),
-                    &values,
-                    &mut out[head * d..],
-                    h,
-                    Epilogue::Store,
-                );
-            }
-        })
+        attention(isa, &qkv, &lengths, heads, &mut context)
     });
     rows.push((
         "attention",

@@ -211,7 +211,7 @@ impl GrpcInferenceService for InferenceService {
         let mut resp = Response::new(ModelMetadataResponse {
             name: self.state.model_name.clone(),
             versions: vec!["1".into()],
-            platform: "openmodel_candle".into(),
+            platform: "openmodel".into(),
             inputs: vec![TensorMetadata {
                 name: INPUT.into(),
                 datatype: "BYTES".into(),

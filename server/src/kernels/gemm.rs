@@ -209,10 +209,36 @@ struct Out {
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+/// Buffers a matrix multiplication needs besides its operands (the packed
+/// rows of A, the output tiles), kept between calls so that many small
+/// products (attention) do not allocate.
+#[derive(Default)]
+pub struct Scratch {
+    packed_a: Vec<f32>,
+    blocks: Vec<RowBlock>,
+    tiles: Vec<[f32; MR * NR]>,
+}
+
+/// Rows of A handled by one micro-kernel call, and where they are packed.
+#[derive(Clone)]
+struct RowBlock {
+    rows: Range<usize>,
+    /// [`MR`] or [`MR_TAIL`]: the kernel's height (≥ `rows.len()`).
+    height: usize,
+    offset: usize,
+}
+
 /// `C = epilogue(A·B)` on the calling thread. `c` holds `a.rows` rows of
 /// `b.n()` values, `ldc` apart.
-pub fn matmul(a: MatRef<'_>, b: &PackedB, c: &mut [f32], ldc: usize, epilogue: Epilogue<'_>) {
-    matmul_with(Isa::detect(), a, b, c, ldc, epilogue)
+pub fn matmul(
+    a: MatRef<'_>,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue<'_>,
+    scratch: &mut Scratch,
+) {
+    matmul_with(Isa::detect(), a, b, c, ldc, epilogue, scratch)
 }
 
 fn matmul_with(
@@ -222,22 +248,15 @@ fn matmul_with(
     c: &mut [f32],
     ldc: usize,
     epilogue: Epilogue<'_>,
+    scratch: &mut Scratch,
 ) {
     let out = check_shapes(a, b, c, ldc, &epilogue);
-    let mut scratch = Vec::new();
-    // SAFETY: `check_shapes` proved that every tile lies inside `c`.
-    unsafe {
-        matmul_block(
-            isa,
-            a,
-            b,
-            out,
-            &epilogue,
-            0..a.rows,
-            0..b.panels(),
-            &mut scratch,
-        )
+    let whole = Task {
+        rows: 0..a.rows,
+        panels: 0..b.panels(),
     };
+    // SAFETY: `check_shapes` proved that every tile lies inside `c`.
+    unsafe { matmul_block(isa, a, b, out, &epilogue, whole, scratch) };
 }
 
 /// As [`matmul`], spread over the rayon pool: blocks of rows when there are
@@ -255,39 +274,39 @@ pub fn matmul_parallel(
     let threads = rayon::current_num_threads().max(1);
     let row_blocks = a.rows.div_ceil(MC);
     let panels = b.panels();
-    if threads == 1 || a.rows * b.n() < 4096 {
-        let mut scratch = Vec::new();
-        // SAFETY: as in `matmul`.
-        unsafe {
-            matmul_block(
-                isa,
-                a,
-                b,
-                out,
-                &epilogue,
-                0..a.rows,
-                0..panels,
-                &mut scratch,
-            )
-        };
+    let tasks: Vec<Task> = if threads == 1 || a.rows * b.n() < 4096 {
+        vec![Task {
+            rows: 0..a.rows,
+            panels: 0..panels,
+        }]
     } else if row_blocks >= 2 * threads {
         (0..row_blocks)
-            .into_par_iter()
-            .for_each_init(Vec::new, |scratch, blk| {
-                let rows = blk * MC..((blk + 1) * MC).min(a.rows);
-                // SAFETY: each task writes its own rows.
-                unsafe { matmul_block(isa, a, b, out, &epilogue, rows, 0..panels, scratch) };
-            });
+            .map(|blk| Task {
+                rows: blk * MC..((blk + 1) * MC).min(a.rows),
+                panels: 0..panels,
+            })
+            .collect()
     } else {
-        let tasks = threads.min(panels);
-        (0..tasks)
-            .into_par_iter()
-            .for_each_init(Vec::new, |scratch, t| {
-                let cols = t * panels / tasks..(t + 1) * panels / tasks;
-                // SAFETY: each task writes its own column panels.
-                unsafe { matmul_block(isa, a, b, out, &epilogue, 0..a.rows, cols, scratch) };
-            });
-    }
+        let count = threads.min(panels);
+        (0..count)
+            .map(|t| Task {
+                rows: 0..a.rows,
+                panels: t * panels / count..(t + 1) * panels / count,
+            })
+            .collect()
+    };
+    tasks
+        .into_par_iter()
+        .for_each_init(Scratch::default, |scratch, task| {
+            // SAFETY: the tasks cover disjoint rows or disjoint panels.
+            unsafe { matmul_block(isa, a, b, out, &epilogue, task, scratch) };
+        });
+}
+
+/// A part of C one thread computes.
+struct Task {
+    rows: Range<usize>,
+    panels: Range<usize>,
 }
 
 fn check_shapes(
@@ -310,64 +329,55 @@ fn check_shapes(
     }
 }
 
-/// Computes rows `rows` × panels `panels` of C.
+/// Computes the rows and panels of `task` in C.
 ///
 /// # Safety
 /// `out` must be valid for every element of those rows and panels' columns
 /// (below `b.n()`), and no other thread may touch them meanwhile.
-#[allow(clippy::too_many_arguments)]
 unsafe fn matmul_block(
     isa: Isa,
     a: MatRef<'_>,
     b: &PackedB,
     out: Out,
     epilogue: &Epilogue<'_>,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    scratch: &mut Vec<f32>,
+    task: Task,
+    scratch: &mut Scratch,
 ) {
     let k = a.cols;
-    let mut tiles: Vec<[f32; MR * NR]> = Vec::new();
-    let mut start = rows.start;
-    while start < rows.end {
-        let end = (start + MC).min(rows.end);
-        let blocks = row_blocks(start..end);
-        scratch.clear();
-        let height_of = |r: &Range<usize>| if r.len() == MR { MR } else { MR_TAIL };
-        scratch.resize(blocks.iter().map(height_of).sum::<usize>() * k, 0.0);
-        let mut offset = 0;
-        let packed: Vec<(Range<usize>, usize, usize)> = blocks
-            .into_iter()
-            .map(|r| {
-                let height = height_of(&r);
-                pack_a(
-                    a,
-                    r.start,
-                    r.len(),
-                    height,
-                    &mut scratch[offset..][..height * k],
-                );
-                let entry = (r, offset, height);
-                offset += height * k;
-                entry
-            })
-            .collect();
-        tiles.resize(packed.len(), [0f32; MR * NR]);
-        for p in panels.clone() {
+    let Scratch {
+        packed_a,
+        blocks,
+        tiles,
+    } = scratch;
+    let mut start = task.rows.start;
+    while start < task.rows.end {
+        let end = (start + MC).min(task.rows.end);
+        row_blocks(start..end, blocks);
+        let needed = blocks.iter().map(|blk| blk.height * k).sum::<usize>();
+        if packed_a.len() < needed {
+            // Only grows; pack_a overwrites every element it is given.
+            packed_a.resize(needed, 0.0);
+        }
+        for blk in blocks.iter() {
+            let dst = &mut packed_a[blk.offset * k..][..blk.height * k];
+            pack_a(a, blk.rows.start, blk.rows.len(), blk.height, dst);
+        }
+        tiles.resize(blocks.len(), [0f32; MR * NR]);
+        for p in task.panels.clone() {
             let bp = b.panel(p);
             let cols = p * NR..((p + 1) * NR).min(b.n());
             // k in chunks of KC: the chunk of the B panel stays in L1 while
             // every row block of this MC block streams past it.
             for kc in (0..k).step_by(KC) {
                 let depth = KC.min(k - kc);
-                for ((_, off, height), tile) in packed.iter().zip(tiles.iter_mut()) {
-                    let ap = &scratch[*off + kc * height..][..depth * height];
-                    micro_kernel(isa, *height, depth, ap, &bp[kc * NR..], tile, kc > 0);
+                for (blk, tile) in blocks.iter().zip(tiles.iter_mut()) {
+                    let ap = &packed_a[blk.offset * k + kc * blk.height..][..depth * blk.height];
+                    micro_kernel(isa, blk.height, depth, ap, &bp[kc * NR..], tile, kc > 0);
                 }
             }
-            for ((r, _, _), tile) in packed.iter().zip(tiles.iter_mut()) {
-                epilogue.apply(isa, r.clone(), cols.clone(), tile);
-                for (t, i) in r.clone().enumerate() {
+            for (blk, tile) in blocks.iter().zip(tiles.iter_mut()) {
+                epilogue.apply(isa, blk.rows.clone(), cols.clone(), tile);
+                for (t, i) in blk.rows.clone().enumerate() {
                     // SAFETY: row i, columns `cols` belong to this task (caller's contract).
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(
@@ -390,20 +400,22 @@ unsafe fn matmul_block(
 }
 
 /// Splits rows into micro-kernel blocks: full [`MR`] blocks, then
-/// [`MR_TAIL`] blocks (the last one possibly partial).
-fn row_blocks(rows: Range<usize>) -> Vec<Range<usize>> {
-    let mut blocks = Vec::new();
-    let mut i = rows.start;
-    while rows.end - i >= MR {
-        blocks.push(i..i + MR);
-        i += MR;
-    }
+/// [`MR_TAIL`] blocks (the last one possibly partial), packed one after
+/// another (`offset` counts packed rows).
+fn row_blocks(rows: Range<usize>, blocks: &mut Vec<RowBlock>) {
+    blocks.clear();
+    let (mut i, mut offset) = (rows.start, 0);
     while i < rows.end {
-        let h = MR_TAIL.min(rows.end - i);
-        blocks.push(i..i + h);
-        i += h;
+        let height = if rows.end - i >= MR { MR } else { MR_TAIL };
+        let count = height.min(rows.end - i);
+        blocks.push(RowBlock {
+            rows: i..i + count,
+            height,
+            offset,
+        });
+        i += count;
+        offset += height;
     }
-    blocks
 }
 
 /// Packs `count` rows of `a` from `row` into `dst`, k-major with `height`
@@ -411,13 +423,14 @@ fn row_blocks(rows: Range<usize>) -> Vec<Range<usize>> {
 /// Rows past `count` are zero.
 fn pack_a(a: MatRef<'_>, row: usize, count: usize, height: usize, dst: &mut [f32]) {
     let k = a.cols;
-    let rows: Vec<&[f32]> = (0..count)
-        .map(|r| &a.data[(row + r) * a.ld..][..k])
-        .collect();
+    let mut rows: [&[f32]; MR] = [&[]; MR];
+    for (r, src) in rows.iter_mut().enumerate().take(count) {
+        *src = &a.data[(row + r) * a.ld..][..k];
+    }
     // Sequential writes, one read stream per row.
     for (kk, column) in dst.chunks_exact_mut(height).take(k).enumerate() {
         for (r, v) in column.iter_mut().enumerate() {
-            *v = rows.get(r).map_or(0.0, |src| src[kk]);
+            *v = if r < count { rows[r][kk] } else { 0.0 };
         }
     }
 }
@@ -614,7 +627,15 @@ mod tests {
         if parallel {
             matmul_parallel(MatRef::dense(&a, m, k), &packed, &mut c, n, epi);
         } else {
-            matmul_with(isa, MatRef::dense(&a, m, k), &packed, &mut c, n, epi);
+            matmul_with(
+                isa,
+                MatRef::dense(&a, m, k),
+                &packed,
+                &mut c,
+                n,
+                epi,
+                &mut Scratch::default(),
+            );
         }
         let want = naive(&a, m, k, &w, n);
         for i in 0..m {
@@ -677,6 +698,7 @@ mod tests {
             &mut c,
             n,
             Epilogue::BiasResidual(&bias, MatRef::dense(&res, m, n)),
+            &mut Scratch::default(),
         );
         for i in 0..m * n {
             assert!((c[i] - (base[i] + bias[i % n] + res[i])).abs() < 1e-5);
@@ -687,6 +709,7 @@ mod tests {
             &mut c,
             n,
             Epilogue::BiasGelu(&bias),
+            &mut Scratch::default(),
         );
         for i in 0..m * n {
             let x = (base[i] + bias[i % n]) as f64;

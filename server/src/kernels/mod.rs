@@ -6,7 +6,9 @@
 //! - [`isa`]: which vector instructions the CPU has.
 //! - [`gemm`]: `C = A·B` with packed weights and fused epilogues.
 //! - [`elementwise`]: GELU, softmax and LayerNorm in one pass each.
+//! - [`attention`]: multi-head self-attention over unpadded inputs.
 
+pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 pub mod isa;

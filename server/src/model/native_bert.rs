@@ -12,8 +12,9 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use crate::kernels::elementwise::{layer_norm_in_place, softmax_in_place};
-use crate::kernels::gemm::{Epilogue, MatRef, PackedB, matmul, matmul_parallel};
+use crate::kernels::attention::attention;
+use crate::kernels::elementwise::layer_norm_in_place;
+use crate::kernels::gemm::{Epilogue, MatRef, PackedB, matmul_parallel};
 use crate::kernels::isa::Isa;
 use crate::model::encoder::Encoder;
 use crate::model::folder::ModelSpec;
@@ -285,55 +286,6 @@ impl NativeBert {
         Ok(x)
     }
 
-    /// Self-attention of every input: `qkv` is `[Σ tokens, 3·hidden]`, the
-    /// result `[Σ tokens, hidden]` with the heads side by side.
-    fn attention(&self, isa: Isa, qkv: &[f32], lengths: &[usize], context: &mut [f32]) {
-        let h = self.config.hidden_size;
-        let heads = self.config.num_attention_heads;
-        let d = h / heads;
-        let scale = 1.0 / (d as f32).sqrt();
-        // One task per input: its rows of `context` are its own.
-        let mut tasks = Vec::with_capacity(lengths.len());
-        let (mut rest, mut start) = (context, 0);
-        for len in lengths {
-            let (mine, tail) = rest.split_at_mut(len * h);
-            tasks.push((start, *len, mine));
-            rest = tail;
-            start += len;
-        }
-        tasks.into_par_iter().for_each_init(
-            || (PackedB::default(), PackedB::default(), Vec::new()),
-            |(keys, values, scores), (start, len, out)| {
-                if len == 0 {
-                    return;
-                }
-                let rows = &qkv[start * 3 * h..][..len * 3 * h];
-                let part = |offset: usize| MatRef {
-                    data: &rows[offset..],
-                    rows: len,
-                    cols: d,
-                    ld: 3 * h,
-                };
-                scores.resize(len * len, 0.0);
-                for head in 0..heads {
-                    keys.pack_transposed(part(h + head * d));
-                    values.pack(part(2 * h + head * d));
-                    matmul(part(head * d), keys, scores, len, Epilogue::Store);
-                    for row in scores.chunks_exact_mut(len) {
-                        softmax_in_place(isa, row, scale);
-                    }
-                    matmul(
-                        MatRef::dense(scores, len, len),
-                        values,
-                        &mut out[head * d..],
-                        h,
-                        Epilogue::Store,
-                    );
-                }
-            },
-        );
-    }
-
     /// One transformer layer, `x` (`[Σ tokens, hidden]`) in place; the
     /// intermediate results go to `buffers`, reused from layer to layer.
     fn layer(
@@ -363,7 +315,7 @@ impl NativeBert {
             hidden,
         } = buffers;
         dense(x, &layer.qkv, qkv, Epilogue::Bias(&layer.qkv.bias));
-        self.attention(isa, qkv, lengths, context);
+        attention(isa, qkv, lengths, self.config.num_attention_heads, context);
         let residual = MatRef::dense(x, total, h);
         dense(
             context,
