@@ -32,5 +32,8 @@ for name, toks in (("short", ts), ("long", tl)):
         peer = f"{p[name + '_b32']:.0f} sent/s ({p[name + '_b32'] * toks:.0f} tok/s)" if c == 32 else ""
         label = f"{name} (~{toks:.0f} tokens), concurrency {c}" + (" / batch 32" if c == 32 else "")
         print(f"{label:44} {v:8.0f} sent/s ({v * toks:6.0f} tok/s) {peer:>24}")
+    v = o[f"{name}_r32"]
+    label = f"{name}, requests of 32 texts, one at a time"
+    print(f"{label:44} {v:8.0f} sent/s ({v * toks:6.0f} tok/s)")
 print(f"{'single short request p50 / p99':44} {o['p50_ms']:8.2f} / {o['p99_ms']:.2f} ms      {p['p50_ms']:.2f} / {p['p99_ms']:.2f} ms")
 PY

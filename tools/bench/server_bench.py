@@ -66,6 +66,14 @@ def client(url, model):
             for t in threads:
                 t.join()
             out[f"{name}_c{conc}"] = len(texts) / (time.perf_counter() - start)
+    # The peer's shape exactly: one request carrying 32 texts at a time.
+    for name, texts in (("short", SHORT), ("long", LONG)):
+        inp = grpcclient.InferInput("text", [32], "BYTES")
+        start = time.perf_counter()
+        for i in range(0, len(texts), 32):
+            inp.set_data_from_numpy(np.array([t.encode() for t in texts[i:i + 32]], dtype=np.object_))
+            probe.infer(model, [inp])
+        out[f"{name}_r32"] = len(texts) / (time.perf_counter() - start)
     lat = []
     for t in SHORT[:300]:
         s = time.perf_counter()

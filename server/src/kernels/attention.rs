@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::elementwise::softmax_in_place;
-use super::gemm::{Epilogue, MatRef, PackedB, Scratch, matmul};
+use super::gemm::{Epilogue, MatRef, PackedB, Scratch, matmul_rows_in_place};
 use super::isa::Isa;
 
 /// Per-thread buffers, kept across inputs and heads.
@@ -54,7 +54,7 @@ pub fn attention(isa: Isa, qkv: &[f32], lengths: &[usize], heads: usize, context
                 buf.keys.pack_transposed(part(h + head * d));
                 buf.values.pack(part(2 * h + head * d));
                 let (scores, gemm) = (&mut buf.scores, &mut buf.gemm);
-                matmul(
+                matmul_rows_in_place(
                     part(head * d),
                     &buf.keys,
                     scores,
@@ -67,7 +67,7 @@ pub fn attention(isa: Isa, qkv: &[f32], lengths: &[usize], heads: usize, context
                 }
                 let probabilities = MatRef::dense(scores, len, len);
                 let out = &mut out[head * d..];
-                matmul(probabilities, &buf.values, out, h, Epilogue::Store, gemm);
+                matmul_rows_in_place(probabilities, &buf.values, out, h, Epilogue::Store, gemm);
             }
         });
 }

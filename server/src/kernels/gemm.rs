@@ -238,9 +238,49 @@ pub fn matmul(
     epilogue: Epilogue<'_>,
     scratch: &mut Scratch,
 ) {
-    matmul_with(Isa::detect(), a, b, c, ldc, epilogue, scratch)
+    matmul_with(
+        Isa::detect(),
+        a,
+        b,
+        c,
+        ldc,
+        epilogue,
+        scratch,
+        Layout::Packed,
+    )
 }
 
+/// As [`matmul`], reading A in place instead of packing it first: better
+/// when A meets few panels of B and packing would cost as much as the
+/// arithmetic (attention: scores times values, queries times keys). Packs
+/// anyway on CPUs without AVX-512.
+pub fn matmul_rows_in_place(
+    a: MatRef<'_>,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue<'_>,
+    scratch: &mut Scratch,
+) {
+    let isa = Isa::detect();
+    let layout = if isa == Isa::Avx512 {
+        Layout::InPlace
+    } else {
+        Layout::Packed
+    };
+    matmul_with(isa, a, b, c, ldc, epilogue, scratch, layout)
+}
+
+/// How the micro-kernel reads A.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Copied into k-major blocks first.
+    Packed,
+    /// Straight from its rows (AVX-512 only).
+    InPlace,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn matmul_with(
     isa: Isa,
     a: MatRef<'_>,
@@ -249,6 +289,7 @@ fn matmul_with(
     ldc: usize,
     epilogue: Epilogue<'_>,
     scratch: &mut Scratch,
+    layout: Layout,
 ) {
     let out = check_shapes(a, b, c, ldc, &epilogue);
     let whole = Task {
@@ -256,7 +297,7 @@ fn matmul_with(
         panels: 0..b.panels(),
     };
     // SAFETY: `check_shapes` proved that every tile lies inside `c`.
-    unsafe { matmul_block(isa, a, b, out, &epilogue, whole, scratch) };
+    unsafe { matmul_block(isa, a, b, out, &epilogue, whole, scratch, layout) };
 }
 
 /// As [`matmul`], spread over the rayon pool: blocks of rows when there are
@@ -299,7 +340,7 @@ pub fn matmul_parallel(
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, task| {
             // SAFETY: the tasks cover disjoint rows or disjoint panels.
-            unsafe { matmul_block(isa, a, b, out, &epilogue, task, scratch) };
+            unsafe { matmul_block(isa, a, b, out, &epilogue, task, scratch, Layout::Packed) };
         });
 }
 
@@ -334,6 +375,7 @@ fn check_shapes(
 /// # Safety
 /// `out` must be valid for every element of those rows and panels' columns
 /// (below `b.n()`), and no other thread may touch them meanwhile.
+#[allow(clippy::too_many_arguments)]
 unsafe fn matmul_block(
     isa: Isa,
     a: MatRef<'_>,
@@ -342,6 +384,7 @@ unsafe fn matmul_block(
     epilogue: &Epilogue<'_>,
     task: Task,
     scratch: &mut Scratch,
+    layout: Layout,
 ) {
     let k = a.cols;
     let Scratch {
@@ -353,14 +396,16 @@ unsafe fn matmul_block(
     while start < task.rows.end {
         let end = (start + MC).min(task.rows.end);
         row_blocks(start..end, blocks);
-        let needed = blocks.iter().map(|blk| blk.height * k).sum::<usize>();
-        if packed_a.len() < needed {
-            // Only grows; pack_a overwrites every element it is given.
-            packed_a.resize(needed, 0.0);
-        }
-        for blk in blocks.iter() {
-            let dst = &mut packed_a[blk.offset * k..][..blk.height * k];
-            pack_a(a, blk.rows.start, blk.rows.len(), blk.height, dst);
+        if layout == Layout::Packed {
+            let needed = blocks.iter().map(|blk| blk.height * k).sum::<usize>();
+            if packed_a.len() < needed {
+                // Only grows; pack_a overwrites every element it is given.
+                packed_a.resize(needed, 0.0);
+            }
+            for blk in blocks.iter() {
+                let dst = &mut packed_a[blk.offset * k..][..blk.height * k];
+                pack_a(a, blk.rows.start, blk.rows.len(), blk.height, dst);
+            }
         }
         tiles.resize(blocks.len(), [0f32; MR * NR]);
         for p in task.panels.clone() {
@@ -371,8 +416,14 @@ unsafe fn matmul_block(
             for kc in (0..k).step_by(KC) {
                 let depth = KC.min(k - kc);
                 for (blk, tile) in blocks.iter().zip(tiles.iter_mut()) {
-                    let ap = &packed_a[blk.offset * k + kc * blk.height..][..depth * blk.height];
-                    micro_kernel(isa, blk.height, depth, ap, &bp[kc * NR..], tile, kc > 0);
+                    let bk = &bp[kc * NR..];
+                    if layout == Layout::InPlace {
+                        kernel_in_place(isa, a, blk, kc, depth, bk, tile, kc > 0);
+                    } else {
+                        let ap =
+                            &packed_a[blk.offset * k + kc * blk.height..][..depth * blk.height];
+                        micro_kernel(isa, blk.height, depth, ap, bk, tile, kc > 0);
+                    }
                 }
             }
             for (blk, tile) in blocks.iter().zip(tiles.iter_mut()) {
@@ -470,6 +521,40 @@ fn micro_kernel(
     }
 }
 
+/// The micro-kernel on `depth` columns of A from `kc`, read in place from the
+/// rows of `blk` (rows past the last real one repeat it; their results are
+/// never stored).
+#[allow(clippy::too_many_arguments)]
+fn kernel_in_place(
+    isa: Isa,
+    a: MatRef<'_>,
+    blk: &RowBlock,
+    kc: usize,
+    depth: usize,
+    b: &[f32],
+    tile: &mut [f32; MR * NR],
+    accumulate: bool,
+) {
+    assert!(isa == Isa::Avx512 && kc + depth <= a.cols && b.len() >= depth * NR);
+    let row = |r: usize| {
+        let i = blk.rows.start + r.min(blk.rows.len() - 1);
+        a.data[i * a.ld + kc..][..depth].as_ptr()
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F is there (asserted: only chosen when detected); each
+    // row pointer has `depth` floats (sliced above), B was checked, the tile
+    // holds MR × NR floats.
+    unsafe {
+        if blk.height == MR {
+            let rows = std::array::from_fn::<_, MR, _>(row);
+            avx512::kernel_rows::<MR>(depth, rows, b.as_ptr(), tile.as_mut_ptr(), accumulate);
+        } else {
+            let rows = std::array::from_fn::<_, MR_TAIL, _>(row);
+            avx512::kernel_rows::<MR_TAIL>(depth, rows, b.as_ptr(), tile.as_mut_ptr(), accumulate);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -487,16 +572,8 @@ mod avx512 {
         tile: *mut f32,
         accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        if accumulate {
-            for (r, row) in acc.iter_mut().enumerate() {
-                // SAFETY: the tile holds R × NR floats.
-                unsafe {
-                    row[0] = _mm512_loadu_ps(tile.add(r * NR));
-                    row[1] = _mm512_loadu_ps(tile.add(r * NR + 16));
-                }
-            }
-        }
+        // SAFETY: as the caller guarantees.
+        let mut acc = unsafe { load::<R>(tile, accumulate) };
         let (mut a, mut b) = (a, b);
         for _ in 0..k {
             // SAFETY: within the bounds the caller guarantees.
@@ -512,6 +589,62 @@ mod avx512 {
                 b = b.add(NR);
             }
         }
+        store(&acc, tile);
+    }
+
+    /// As [`kernel`], with A read in place: row `r` at `rows[r]`, its k
+    /// elements contiguous.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; every `rows[r]` must hold `k` floats,
+    /// `b` `k · NR` and `tile` `R · NR`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_rows<const R: usize>(
+        k: usize,
+        rows: [*const f32; R],
+        b: *const f32,
+        tile: *mut f32,
+        accumulate: bool,
+    ) {
+        // SAFETY: as the caller guarantees.
+        let mut acc = unsafe { load::<R>(tile, accumulate) };
+        let mut b = b;
+        for kk in 0..k {
+            // SAFETY: within the bounds the caller guarantees.
+            unsafe {
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_loadu_ps(b.add(16));
+                for (row, src) in acc.iter_mut().zip(rows) {
+                    let x = _mm512_set1_ps(*src.add(kk));
+                    row[0] = _mm512_fmadd_ps(x, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(x, b1, row[1]);
+                }
+                b = b.add(NR);
+            }
+        }
+        store(&acc, tile);
+    }
+
+    /// The tile's contents when `accumulate`, else zeros.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load<const R: usize>(tile: *const f32, accumulate: bool) -> [[__m512; 2]; R] {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        if accumulate {
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: the tile holds R × NR floats.
+                unsafe {
+                    row[0] = _mm512_loadu_ps(tile.add(r * NR));
+                    row[1] = _mm512_loadu_ps(tile.add(r * NR + 16));
+                }
+            }
+        }
+        acc
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: *mut f32) {
         for (r, row) in acc.iter().enumerate() {
             // SAFETY: the tile holds R × NR floats.
             unsafe {
@@ -613,11 +746,21 @@ mod tests {
 
     fn check(m: usize, k: usize, n: usize, parallel: bool) {
         for isa in Isa::all_supported() {
-            check_with(isa, m, k, n, parallel && isa == Isa::detect());
+            check_with(
+                isa,
+                Layout::Packed,
+                m,
+                k,
+                n,
+                parallel && isa == Isa::detect(),
+            );
+            if isa == Isa::Avx512 {
+                check_with(isa, Layout::InPlace, m, k, n, false);
+            }
         }
     }
 
-    fn check_with(isa: Isa, m: usize, k: usize, n: usize, parallel: bool) {
+    fn check_with(isa: Isa, layout: Layout, m: usize, k: usize, n: usize, parallel: bool) {
         let a = values(m * k, 1);
         let w = values(n * k, 7);
         let bias = values(n, 3);
@@ -635,6 +778,7 @@ mod tests {
                 n,
                 epi,
                 &mut Scratch::default(),
+                layout,
             );
         }
         let want = naive(&a, m, k, &w, n);

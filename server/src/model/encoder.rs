@@ -151,3 +151,25 @@ pub fn load(spec: &ModelSpec, engine: &Engine) -> Result<Box<dyn Encoder>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_or_say_what_to_pass() {
+        assert!(matches!(Engine::parse("cpu"), Ok(Engine::Native)));
+        assert!(matches!(
+            Engine::parse("candle-cpu"),
+            Ok(Engine::Candle(Device::Cpu))
+        ));
+        let err = Engine::parse("tpu").err().unwrap().to_string();
+        assert!(err.contains("cpu, cuda, cuda:N or candle-cpu"), "{err}");
+        let err = Engine::parse("cuda:x").err().unwrap().to_string();
+        assert!(err.contains("ordinal must be a number"), "{err}");
+        if !candle_core::utils::cuda_is_available() {
+            let err = Engine::parse("cuda").err().unwrap().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+}
