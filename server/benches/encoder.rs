@@ -4,6 +4,8 @@
 //! model's shapes), in GFLOP/s and as a fraction of the FP32 peak.
 //!
 //! `cargo bench -p openmodel-server --bench encoder [-- --peak-gflops G]`
+//! (the peak defaults to the nominal one: cores × lanes × 2 FMA units × 2 ×
+//! base clock)
 //! (model from `OPENMODEL_MODEL_DIR`, default `.cache/models/all-MiniLM-L6-v2`;
 //! run `scripts/fetch-model.sh` first).
 
@@ -61,6 +63,30 @@ fn time(budget: Duration, mut f: impl FnMut()) -> Timing {
     }
 }
 
+/// f32 lanes per vector register of the kernels in use.
+fn lanes() -> usize {
+    match Isa::detect() {
+        Isa::Avx512 => 16,
+        Isa::Avx2 => 8,
+        Isa::Generic => 4,
+    }
+}
+
+/// Nominal FP32 peak in GFLOP/s of `cores` cores: lanes × 2 FMA units × 2
+/// FLOP per FMA × the base clock from /proc/cpuinfo (turbo can exceed it).
+fn nominal_peak(cores: usize) -> f64 {
+    let mhz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(f64::NAN);
+    cores as f64 * lanes() as f64 * 2.0 * 2.0 * mhz / 1000.0
+}
+
 fn model_dir() -> PathBuf {
     std::env::var_os("OPENMODEL_MODEL_DIR")
         .map(PathBuf::from)
@@ -92,12 +118,13 @@ fn flops_per_token(len: usize) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let peak: Option<f64> = args
+    let threads = rayon::current_num_threads();
+    let peak: f64 = args
         .iter()
         .position(|a| a == "--peak-gflops")
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok());
-    let threads = rayon::current_num_threads();
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| nominal_peak(threads));
     let dir = model_dir();
     assert!(
         dir.join("model.safetensors").exists(),
@@ -144,12 +171,11 @@ fn main() {
     println!(
         "native at 32 x 128: {gflops_32x128:.1} GFLOP/s (matrix multiplications only counted)"
     );
-    if let Some(peak) = peak {
-        println!(
-            "= {:.0}% of the FP32 peak of {peak} GFLOP/s",
-            100.0 * gflops_32x128 / peak
-        );
-    }
+    println!(
+        "= {:.0}% of the nominal FP32 peak of {peak:.1} GFLOP/s ({threads} cores x {} lanes x 2 FMA units x 2 FLOP x base clock; override with --peak-gflops)",
+        100.0 * gflops_32x128 / peak,
+        lanes()
+    );
     profile(32, 128);
 }
 
