@@ -31,6 +31,25 @@ impl BatchObserver for Seen {
     fn queue_size(&self, _waiting: usize) {}
 }
 
+/// Tokenizes `text` and queues it (normalized); the receiver gets its embedding.
+fn submit(
+    batcher: &Batcher,
+    embedder: &Embedder,
+    text: &str,
+) -> tokio::sync::oneshot::Receiver<openmodel_server::Result<Vec<f32>>> {
+    let ids = embedder.tokenize(text, true).unwrap().ids;
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    batcher
+        .submit(Job {
+            ids,
+            normalize: true,
+            reply,
+            queued: Instant::now(),
+        })
+        .unwrap();
+    rx
+}
+
 #[test]
 fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
     let dir = model_dir();
@@ -61,17 +80,7 @@ fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
         .collect();
     let mut receivers = Vec::new();
     for (text, want) in &cases {
-        let ids = embedder.tokenize(text, true).unwrap().ids;
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        batcher
-            .submit(Job {
-                ids,
-                normalize: true,
-                reply,
-                queued: Instant::now(),
-            })
-            .unwrap();
-        receivers.push((rx, want.clone()));
+        receivers.push((submit(&batcher, &embedder, text), want.clone()));
     }
     for (rx, want) in receivers {
         let got = rx.blocking_recv().unwrap().unwrap();
@@ -106,19 +115,7 @@ fn inputs_whose_caller_went_away_are_dropped_before_they_run() {
         },
         Some(Arc::clone(&seen) as Arc<dyn BatchObserver>),
     );
-    let submit = |text: &str| {
-        let ids = embedder.tokenize(text, true).unwrap().ids;
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        batcher
-            .submit(Job {
-                ids,
-                normalize: true,
-                reply,
-                queued: Instant::now(),
-            })
-            .unwrap();
-        rx
-    };
+    let submit = |text: &str| submit(&batcher, &embedder, text);
     let long: Vec<_> = (0..64)
         .map(|i| {
             submit(&format!(

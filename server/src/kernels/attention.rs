@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::elementwise::softmax_in_place;
-use super::gemm::{Epilogue, MatRef, PackedB, Scratch, matmul_rows_in_place};
+use super::gemm::{Epilogue, Layout, MatRef, PackedB, Scratch, matmul};
 use super::isa::Isa;
 
 /// Per-thread buffers, kept across inputs and heads.
@@ -54,20 +54,29 @@ pub fn attention(isa: Isa, qkv: &[f32], lengths: &[usize], heads: usize, context
                 buf.keys.pack_transposed(part(h + head * d));
                 buf.values.pack(part(2 * h + head * d));
                 let (scores, gemm) = (&mut buf.scores, &mut buf.gemm);
-                matmul_rows_in_place(
+                matmul(
                     part(head * d),
                     &buf.keys,
                     scores,
                     len,
                     Epilogue::Store,
                     gemm,
+                    Layout::InPlace,
                 );
                 for row in scores.chunks_exact_mut(len) {
                     softmax_in_place(isa, row, scale);
                 }
                 let probabilities = MatRef::dense(scores, len, len);
                 let out = &mut out[head * d..];
-                matmul_rows_in_place(probabilities, &buf.values, out, h, Epilogue::Store, gemm);
+                matmul(
+                    probabilities,
+                    &buf.values,
+                    out,
+                    h,
+                    Epilogue::Store,
+                    gemm,
+                    Layout::InPlace,
+                );
             }
         });
 }

@@ -229,7 +229,7 @@ struct RowBlock {
 }
 
 /// `C = epilogue(A·B)` on the calling thread. `c` holds `a.rows` rows of
-/// `b.n()` values, `ldc` apart.
+/// `b.n()` values, `ldc` apart; `layout` says how A is read.
 pub fn matmul(
     a: MatRef<'_>,
     b: &PackedB,
@@ -237,34 +237,11 @@ pub fn matmul(
     ldc: usize,
     epilogue: Epilogue<'_>,
     scratch: &mut Scratch,
-) {
-    matmul_with(
-        Isa::detect(),
-        a,
-        b,
-        c,
-        ldc,
-        epilogue,
-        scratch,
-        Layout::Packed,
-    )
-}
-
-/// As [`matmul`], reading A in place instead of packing it first: better
-/// when A meets few panels of B and packing would cost as much as the
-/// arithmetic (attention: scores times values, queries times keys). Packs
-/// anyway on CPUs without AVX-512.
-pub fn matmul_rows_in_place(
-    a: MatRef<'_>,
-    b: &PackedB,
-    c: &mut [f32],
-    ldc: usize,
-    epilogue: Epilogue<'_>,
-    scratch: &mut Scratch,
+    layout: Layout,
 ) {
     let isa = Isa::detect();
     let layout = if isa == Isa::Avx512 {
-        Layout::InPlace
+        layout
     } else {
         Layout::Packed
     };
@@ -272,11 +249,14 @@ pub fn matmul_rows_in_place(
 }
 
 /// How the micro-kernel reads A.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// Copied into k-major blocks first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Copied into k-major blocks first: the best for large products, where
+    /// each block meets many panels of B.
     Packed,
-    /// Straight from its rows (AVX-512 only).
+    /// Straight from its rows: better when A meets few panels of B and
+    /// packing would cost as much as the arithmetic (attention). AVX-512
+    /// only; other CPUs pack anyway.
     InPlace,
 }
 
@@ -843,6 +823,7 @@ mod tests {
             n,
             Epilogue::BiasResidual(&bias, MatRef::dense(&res, m, n)),
             &mut Scratch::default(),
+            Layout::Packed,
         );
         for i in 0..m * n {
             assert!((c[i] - (base[i] + bias[i % n] + res[i])).abs() < 1e-5);
@@ -854,6 +835,7 @@ mod tests {
             n,
             Epilogue::BiasGelu(&bias),
             &mut Scratch::default(),
+            Layout::Packed,
         );
         for i in 0..m * n {
             let x = (base[i] + bias[i % n]) as f64;
