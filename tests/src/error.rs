@@ -78,6 +78,12 @@ pub enum Error {
         /// The serializer's error.
         source: serde_saphyr::SerializeError,
     },
+    /// The ledger under test refused a read or a key.
+    #[error("ledger: {0}")]
+    Ledger(#[from] openmodel_ledger::Error),
+    /// The operator under test failed.
+    #[error("operator: {0}")]
+    Operator(#[from] openmodel_operator::Error),
 }
 
 impl Error {

@@ -16,11 +16,15 @@
 //! # }
 //! ```
 //!
+//! [`operator`] runs the OpenModel operator in-process for a test and plays
+//! the parts of the cluster this level lacks (kubelet, Deployment controller).
+//!
 //! `docs/testing.md` describes the harness and how to build the binaries.
 
 mod certs;
 mod controlplane;
 mod error;
+pub mod operator;
 mod process;
 mod resources;
 

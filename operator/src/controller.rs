@@ -1,0 +1,367 @@
+//! The reconcile loop: for each `OpenModel`, put its spec into effect,
+//! record what happened in the ledger, and report it in its status.
+//!
+//! One reconcile, top to bottom (`apply`):
+//! 1. record a new generation: `spec.changed` (JSON Patch against the spec
+//!    the ledger last recorded) and `dataset.referenced`;
+//! 2. server-side apply the Service, the Deployment and (replicas > 1) the
+//!    PodDisruptionBudget, with field manager [`FIELD_MANAGER`], forced: what
+//!    the spec no longer says disappears from the objects;
+//! 3. read the Deployment's and the pods' status ([`observe`]);
+//! 4. record `weights.verified` for a digest a current pod verified, and
+//!    `model.deployed` once the status says Ready;
+//! 5. apply the status ([`status::derive`]) and publish an Event for every
+//!    condition that changed.
+//!
+//! Deletion runs through the finalizer [`FINALIZER`]: `model.retired` is
+//! recorded before the object may go.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::Error;
+use crate::crd::{LedgerStatus, OpenModel, OpenModelStatus};
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::observe::observe;
+use crate::records;
+use crate::resources::{self, MODEL_LABEL, TEMPLATE_HASH_ANNOTATION};
+use crate::status::{self, Blocker, READY, StatusInput};
+
+/// The field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "openmodel-operator";
+
+/// The finalizer that records `model.retired` before a model goes.
+pub const FINALIZER: &str = "serving.openmodel.dev/retire";
+
+/// How often a model is looked at again without any change: often while it
+/// is not Ready (pods change without touching the Deployment), rarely once
+/// it is.
+const RECHECK_NOT_READY: Duration = Duration::from_secs(15);
+const RECHECK_READY: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The ledger.
+    pub journal: Journal,
+    /// Publishes Events on the models.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// A context whose Events name `instance` as the reporting instance.
+    pub fn new(client: Client, journal: Journal, metrics: Arc<Metrics>, instance: &str) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance.into()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            journal,
+            metrics,
+        }
+    }
+}
+
+/// Runs the controller over the models of `namespace` (all when `None`)
+/// until `shutdown` completes; reconciles in flight then finish.
+pub async fn run(
+    context: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let owned =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=openmodel-operator");
+    Controller::new(
+        api::<OpenModel>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<Deployment>(&client, namespace), owned.clone())
+    .owns(api::<Service>(&client, namespace), owned)
+    .watches(
+        api::<Pod>(&client, namespace),
+        watcher::Config::default().labels(MODEL_LABEL),
+        |pod| {
+            let model = pod.labels().get(MODEL_LABEL)?.clone();
+            Some(ObjectRef::new(&model).within(&pod.namespace()?))
+        },
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "controller event");
+        }
+    })
+    .await;
+}
+
+/// Reconciles one model, through the finalizer.
+async fn reconcile(model: Arc<OpenModel>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = model.namespace().unwrap_or_default();
+    let api: Api<OpenModel> = Api::namespaced(context.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, model, |event| async {
+        match event {
+            finalizer::Event::Apply(model) => apply(&model, &context).await,
+            finalizer::Event::Cleanup(model) => retire(&model, &context).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    context.metrics.reconciled(started.elapsed());
+    result
+}
+
+/// Retries a failed reconcile after a pause, and counts the failure.
+fn error_policy(model: Arc<OpenModel>, error: &Error, context: Arc<Context>) -> Action {
+    tracing::warn!(model = %ObjectRef::from_obj(&*model), error = %error, "reconcile failed");
+    context.metrics.failed(error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The reconcile proper (see the module documentation).
+async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
+    let journal = &context.journal;
+    // The newest entry about the model: it only moves forward.
+    let mut newest: Option<LedgerStatus> = model.status.as_ref().and_then(|s| s.ledger);
+    let mut keep_newest = |recorded: LedgerStatus| {
+        if newest.is_none_or(|n| recorded.index > n.index) {
+            newest = Some(recorded);
+        }
+        recorded
+    };
+
+    // 1. A new generation goes into the ledger first.
+    let observed = model.status.as_ref().and_then(|s| s.observed_generation);
+    if observed != model.metadata.generation {
+        let recorded = journal.recorded_spec(model).await?;
+        for entry in records::spec_entries(model, recorded.as_ref(), journal.cluster()) {
+            keep_newest(journal.record(entry).await?);
+        }
+    }
+
+    // 2. The owned objects.
+    let desired = resources::deployment(model);
+    let blocker = match model.spec.model.digest {
+        None => Some(Blocker::DigestMissing),
+        Some(_) => apply_owned(model, &desired, context).await?,
+    };
+
+    // 3. What the cluster says.
+    let namespace = model.namespace().unwrap_or_default();
+    let deployment = Api::<Deployment>::namespaced(context.client.clone(), &namespace)
+        .get_opt(&model.name_any())
+        .await?;
+    let pods = Api::<Pod>::namespaced(context.client.clone(), &namespace)
+        .list(&ListParams::default().labels(&resources::selector_string(model)))
+        .await?
+        .items;
+    let template_hash = desired
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
+    let expected = model.spec.model.digest.clone().unwrap_or_default();
+    let observation = observe(deployment.as_ref(), &pods, &template_hash, &expected);
+
+    // 4. Runtime events into the ledger.
+    let weights_entry = match &observation.verified {
+        Some(verified) => Some(
+            keep_newest(
+                journal
+                    .record(records::weights_verified(
+                        model,
+                        verified,
+                        journal.cluster(),
+                    ))
+                    .await?,
+            )
+            .index,
+        ),
+        None => None,
+    };
+    let now = Timestamp::now().to_string();
+    let mut status = status::derive(&StatusInput {
+        model,
+        observation: &observation,
+        blocker: blocker.as_ref(),
+        now: &now,
+    });
+    if status.is_true(READY)
+        && let Some(verified) = &observation.verified
+    {
+        let entry =
+            records::model_deployed(model, &verified.digest, weights_entry, journal.cluster());
+        keep_newest(journal.record(entry).await?);
+    }
+    status.ledger = newest;
+
+    // 5. Status and Events.
+    write_status(model, &status, context).await?;
+    let key = format!("{namespace}/{}", model.name_any());
+    context.metrics.set_conditions(&key, Some(&status));
+    Ok(Action::requeue(if status.is_true(READY) {
+        RECHECK_READY
+    } else {
+        RECHECK_NOT_READY
+    }))
+}
+
+/// Applies the Service, Deployment and PodDisruptionBudget (or deletes a
+/// budget no longer wanted). An object the API server refuses as invalid
+/// becomes a [`Blocker`] to report; other failures are errors to retry.
+async fn apply_owned(
+    model: &OpenModel,
+    deployment: &Deployment,
+    context: &Context,
+) -> Result<Option<Blocker>, Error> {
+    let namespace = model.namespace().unwrap_or_default();
+    let name = model.name_any();
+    let client = &context.client;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let service = resources::service(model);
+    let applied = async {
+        Api::<Service>::namespaced(client.clone(), &namespace)
+            .patch(&name, &params, &Patch::Apply(&service))
+            .await?;
+        Api::<Deployment>::namespaced(client.clone(), &namespace)
+            .patch(&name, &params, &Patch::Apply(deployment))
+            .await?;
+        let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace);
+        match resources::pod_disruption_budget(model) {
+            Some(budget) => {
+                budgets
+                    .patch(&name, &params, &Patch::Apply(&budget))
+                    .await?;
+            }
+            None => {
+                if let Err(e) = budgets.delete(&name, &DeleteParams::default()).await
+                    && !is_status(&e, 404)
+                {
+                    return Err(e);
+                }
+            }
+        }
+        Ok::<_, kube::Error>(())
+    };
+    match applied.await {
+        Ok(()) => Ok(None),
+        Err(e) if is_status(&e, 422) || is_status(&e, 400) => {
+            Ok(Some(Blocker::ApplyFailed(e.to_string())))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True for an API error with this HTTP status.
+fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
+/// Applies `status` to the status subresource and publishes an Event per
+/// changed condition.
+async fn write_status(
+    model: &OpenModel,
+    status: &OpenModelStatus,
+    context: &Context,
+) -> Result<(), Error> {
+    let api: Api<OpenModel> = Api::namespaced(
+        context.client.clone(),
+        &model.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": OpenModel::api_version(&()),
+        "kind": OpenModel::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &model.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    let reference = model.object_ref(&());
+    for transition in status::transitions(model.status.as_ref(), status) {
+        let event = Event {
+            type_: if transition.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: transition.reason.clone(),
+            note: Some(
+                format!(
+                    "{} is {}: {}",
+                    transition.type_, transition.status, transition.message
+                )
+                .chars()
+                .take(1000)
+                .collect(),
+            ),
+            action: transition.type_.clone(),
+            secondary: None,
+        };
+        if let Err(e) = context.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "publishing an event failed");
+        }
+    }
+    Ok(())
+}
+
+/// Records `model.retired` (with the digest it served last) so the
+/// finalizer can let the model go.
+async fn retire(model: &OpenModel, context: &Context) -> Result<Action, Error> {
+    let journal = &context.journal;
+    let last_digest = model
+        .status
+        .as_ref()
+        .and_then(|s| s.served_digest.as_deref());
+    journal
+        .record(records::model_retired(
+            model,
+            last_digest,
+            journal.cluster(),
+        ))
+        .await?;
+    let key = format!(
+        "{}/{}",
+        model.namespace().unwrap_or_default(),
+        model.name_any()
+    );
+    context.metrics.set_conditions(&key, None);
+    Ok(Action::await_change())
+}

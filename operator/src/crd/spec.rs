@@ -1,0 +1,270 @@
+//! The desired state of an `OpenModel`: what to serve, where it came from,
+//! how to run it. Written by people (`kubectl apply`), read by the builders
+//! and the ledger records.
+//!
+//! Every rule the API server enforces is declared here, next to its field,
+//! as a CEL rule (`x-kubernetes-validations`) with a message that says what
+//! to write instead; `crds/openmodel.yaml` is generated from these types.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::OpenModelStatus;
+
+/// An embedding model served over the Open Inference Protocol, with its
+/// provenance; every change and every digest that goes live is recorded in
+/// the audit ledger.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "serving.openmodel.dev",
+    version = "v1alpha1",
+    kind = "OpenModel",
+    namespaced,
+    shortname = "om",
+    category = "openmodel",
+    status = "OpenModelStatus",
+    derive = "PartialEq",
+    doc = "A model served by OpenModel: weights pinned by digest, provenance recorded in the audit ledger.",
+    scale(
+        spec_replicas_path = ".spec.runtime.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Task", "type": "string", "jsonPath": ".spec.model.task"}"#,
+    printcolumn = r#"{"name": "Digest", "type": "string", "jsonPath": ".status.servedDigest"}"#,
+    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new(
+    "has(self.model.digest) || (has(self.policy) && has(self.policy.requireDigest) && !self.policy.requireDigest)"
+).message("spec.model.digest is required (policy.requireDigest is true): set it to the output of `openmodel-server digest DIR`"))]
+#[serde(rename_all = "camelCase")]
+pub struct OpenModelSpec {
+    /// The weights to serve.
+    pub model: ModelSpec,
+    /// Where the model came from: license, owner, datasets, training recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// How the server pods run.
+    pub runtime: Runtime,
+    /// Batching and admission limits of the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<Serving>,
+    /// What the operator insists on before serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+}
+
+/// The weights: where to fetch them and the digest they must have.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "!self.source.startsWith('hf://') || (self.source.contains('@') != has(self.revision))"
+).message("an hf:// source needs exactly one revision: hf://<org>/<repo>@<commit>, or hf://<org>/<repo> with spec.model.revision"))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// `hf://<org>/<repo>[@<revision>]`, `https://…/` or `http://…/` (a folder
+    /// listed by `.openmodel-manifest.json`), or `file:///<absolute path>`.
+    #[x_kube(validation = Rule::new(
+        "self.matches('^(hf://[^/@]+/[^/@]+(@[^/@]+)?|https?://[^/]+.*|file:///.*)$')"
+    ).message("source must be hf://<org>/<repo>@<revision>, https://<host>/<folder>/, http://<host>/<folder>/ or file:///<absolute path>"))]
+    #[schemars(length(max = 2048))]
+    pub source: String,
+    /// What the model computes.
+    pub task: Task,
+    /// The manifest digest the weights must have: `sha256:<64 hex>`, as
+    /// printed by `openmodel-server digest DIR`. Pods refuse other weights.
+    #[x_kube(validation = Rule::new("self.matches('^sha256:[0-9a-f]{64}$')")
+        .message("digest must be sha256: followed by 64 lowercase hex digits (openmodel-server digest DIR prints it)"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    pub digest: Option<String>,
+    /// The revision of an `hf://` source given without `@<revision>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub revision: Option<String>,
+}
+
+/// What a model computes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Sentence embeddings (the BERT family, e.g. all-MiniLM-L6-v2).
+    Embedding,
+}
+
+/// Where a model came from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    /// The weights' license (SPDX identifier, e.g. `apache-2.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub license: Option<String>,
+    /// Who answers for the model (a team or an address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub owner: Option<String>,
+    /// Datasets the model was trained, tuned or evaluated on; each is
+    /// recorded in the ledger as `dataset.referenced`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))")
+        .message("dataset names must be unique"))]
+    pub datasets: Vec<DatasetRef>,
+    /// How the model was trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+}
+
+/// A dataset a model declares.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetRef {
+    /// A short name, unique within the model.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Where the dataset lives, pinned if possible
+    /// (`hf://datasets/<org>/<name>@<commit>`, `https://…`, `s3://…`, `gs://…`, `file:///…`).
+    #[x_kube(validation = Rule::new("self.matches('^(hf|https?|s3|gs|file)://.+$')")
+        .message("dataset uri must start with hf://, https://, http://, s3://, gs:// or file://"))]
+    #[schemars(length(max = 2048))]
+    pub uri: String,
+    /// The dataset's content digest, `sha256:<64 hex>`, when known.
+    #[x_kube(validation = Rule::new("self.matches('^sha256:[0-9a-f]{64}$')")
+        .message("dataset digest must be sha256: followed by 64 lowercase hex digits"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    pub digest: Option<String>,
+    /// The dataset's license.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub license: Option<String>,
+    /// What the dataset was used for.
+    pub role: DatasetRole,
+}
+
+/// What a dataset was used for.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetRole {
+    /// Pre-training or training.
+    Training,
+    /// Fine-tuning.
+    FineTuning,
+    /// Evaluation or testing.
+    Evaluation,
+    /// Anything else (calibration, distillation, …).
+    Other,
+}
+
+impl DatasetRole {
+    /// The name used in the resource and the ledger, e.g. `fine-tuning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetRole::Training => "training",
+            DatasetRole::FineTuning => "fine-tuning",
+            DatasetRole::Evaluation => "evaluation",
+            DatasetRole::Other => "other",
+        }
+    }
+}
+
+/// How a model was trained.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Training {
+    /// The training recipe, pinned (`https://…/train.py@<commit>`).
+    #[x_kube(validation = Rule::new("self.matches('^(hf|https?|s3|gs|file)://.+$')")
+        .message("training recipe must be a URI (hf://, https://, http://, s3://, gs:// or file://)"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub recipe: Option<String>,
+}
+
+/// How the server pods run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Runtime {
+    /// The `openmodel-server` image (`<registry>/openmodel-server:<version>`).
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    /// Server pods (0 stops serving but keeps the model).
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 0").message("replicas must be 0 or more"))]
+    pub replicas: i32,
+    /// CPU, memory and GPUs of each server pod.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Nodes the pods may run on, by label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate (GPU nodes' `nvidia.com/gpu` taint is
+    /// tolerated automatically when `resources.gpu` > 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Scheduling constraints of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Extra environment of the fetch and serve containers (e.g.
+    /// `HF_ENDPOINT`, a token from a Secret).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// Resources of each server pod; requests equal limits.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// CPU (e.g. `2`, `1500m`); also sets the server's thread count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory (e.g. `4Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// NVIDIA GPUs (`nvidia.com/gpu`); with GPUs, rollouts replace pods one
+    /// at a time without surging (`maxSurge: 0`).
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0").message("gpu must be 0 or more"))]
+    pub gpu: i32,
+}
+
+/// Batching and admission limits, passed to `openmodel-server serve`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Serving {
+    /// Most tokens in one batch, padding included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_batch_tokens: Option<u32>,
+    /// Most texts in one batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_batch_requests: Option<u32>,
+    /// Requests in flight beyond this are refused with RESOURCE_EXHAUSTED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrent_requests: Option<u32>,
+}
+
+/// What the operator insists on.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    /// Refuse (at admission) a model without `spec.model.digest`. Default true.
+    #[serde(default = "yes")]
+    pub require_digest: bool,
+}
+
+fn yes() -> bool {
+    true
+}

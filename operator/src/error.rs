@@ -1,0 +1,71 @@
+//! The one error type of the operator library. Each variant maps to a
+//! metric label ([`Error::metric_label`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CRD could not be written as YAML.
+    #[error("writing the CRD as YAML: {0}")]
+    CrdYaml(serde_saphyr::SerializeError),
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The ledger refused an append or a read.
+    #[error("ledger: {0}")]
+    Ledger(#[from] openmodel_ledger::Error),
+    /// The ledger's key file could not be read.
+    #[error(
+        "reading the ledger key {}: {source} (write one with `openmodel ledger init --key-file …`)",
+        path.display()
+    )]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The recorded `spec.changed` patches of a model do not apply in order:
+    /// the ledger's history of that model is inconsistent.
+    #[error("replaying the recorded spec history: {0}")]
+    Replay(String),
+    /// Adding or removing the finalizer, or the reconcile inside it, failed.
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A blocking ledger task panicked or was cancelled.
+    #[error("ledger task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The HTTP endpoint could not listen or serve.
+    #[error("HTTP endpoint {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// This instance stopped leading (it could not renew its Lease).
+    #[error("lost the leader Lease; exiting so that a new instance can take over")]
+    LeadershipLost,
+}
+
+impl Error {
+    /// A short label for the `reconcile_errors` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::CrdYaml(_) => "crd",
+            Error::Kube(_) => "kube",
+            Error::Ledger(_) | Error::Join(_) => "ledger",
+            Error::KeyFile { .. } => "key",
+            Error::Replay(_) => "replay",
+            Error::Finalizer(inner) => match &**inner {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+            Error::Listen { .. } => "http",
+            Error::LeadershipLost => "leadership",
+        }
+    }
+}

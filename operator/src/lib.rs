@@ -1,0 +1,35 @@
+//! OpenModel's control plane: the `OpenModel` custom resource and the
+//! operator that serves it, recording what goes live in the audit ledger.
+//!
+//! Pure parts, testable without a cluster:
+//! - [`crd`]: the resource's types and the generated CRD manifest.
+//! - [`resources`]: the Deployment, Service and PodDisruptionBudget of a model.
+//! - [`observe`]: what a Deployment and its pods say (rollout, verified
+//!   digest, problems).
+//! - [`status`]: the status and its conditions, and which changes deserve an Event.
+//! - [`records`]: the ledger entries and their dedupe keys.
+//! - [`leader`]: the leader-election decision.
+//!
+//! The edges:
+//! - [`journal`]: the ledger file.
+//! - [`controller`]: the reconcile loop against the API server.
+//! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`mod@run`]: all of it, behind leader election ([`run()`]).
+//!
+//! `docs/operator.md` explains how it reconciles; `docs/crd.md` every field.
+
+pub mod controller;
+pub mod crd;
+mod error;
+pub mod http;
+pub mod journal;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod records;
+pub mod resources;
+pub mod run;
+pub mod status;
+
+pub use error::Error;
+pub use run::{Config, run};

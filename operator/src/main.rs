@@ -1,0 +1,158 @@
+//! `openmodel-operator`: runs the OpenModel operator, or prints its CRD.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use openmodel_operator::journal::JournalConfig;
+use openmodel_operator::leader::LeaseConfig;
+use openmodel_operator::{Config, crd};
+
+/// The OpenModel operator: serves `OpenModel` resources from Deployments of
+/// `openmodel-server` pods and records every spec change, dataset, verified
+/// digest, rollout and retirement in the audit ledger.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the operator (leader election first; only the leader reconciles
+    /// and writes the ledger). SIGTERM or Ctrl-C finish the reconciles in
+    /// flight, commit the ledger and release the Lease.
+    Run(Box<RunArgs>),
+    /// Print the OpenModel CustomResourceDefinition as YAML (the source of
+    /// crds/openmodel.yaml).
+    Crd,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The ledger file (SQLite).
+    #[arg(long, env = "OPENMODEL_LEDGER")]
+    ledger: PathBuf,
+    /// The ledger's private key file (PRIVATE+KEY+…), as written by
+    /// `openmodel ledger init`.
+    #[arg(long, env = "OPENMODEL_LEDGER_KEY_FILE")]
+    ledger_key_file: PathBuf,
+    /// Create the ledger when the file does not exist (origin: the key's name).
+    #[arg(long, env = "OPENMODEL_CREATE_LEDGER")]
+    create_ledger: bool,
+    /// The cluster name recorded in every ledger entry.
+    #[arg(long, env = "OPENMODEL_CLUSTER", default_value = "kubernetes")]
+    cluster: String,
+    /// Only reconcile OpenModels in this namespace (default: all).
+    #[arg(long, env = "OPENMODEL_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// The namespace of the leader Lease.
+    #[arg(
+        long,
+        env = "OPENMODEL_LEASE_NAMESPACE",
+        default_value = "openmodel-system"
+    )]
+    lease_namespace: String,
+    /// The name of the leader Lease.
+    #[arg(
+        long,
+        env = "OPENMODEL_LEASE_NAME",
+        default_value = "openmodel-operator"
+    )]
+    lease_name: String,
+    /// This instance's identity in the Lease (default: the host name, which
+    /// is the pod name in a cluster).
+    #[arg(long, env = "OPENMODEL_IDENTITY")]
+    identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "OPENMODEL_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
+    /// Seconds the leader keeps trying to renew before it stops leading.
+    #[arg(long, env = "OPENMODEL_RENEW_DEADLINE", default_value_t = 10)]
+    renew_deadline: u64,
+    /// Seconds between leader-election attempts.
+    #[arg(long, env = "OPENMODEL_RETRY_PERIOD", default_value_t = 2)]
+    retry_period: u64,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "OPENMODEL_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    http_listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "OPENMODEL_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let identity = match args.identity {
+        Some(identity) => identity,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name for --identity")?
+            .trim()
+            .to_string(),
+    };
+    let config = Config {
+        namespace: args.watch_namespace,
+        journal: JournalConfig {
+            path: args.ledger,
+            key_file: args.ledger_key_file,
+            cluster: args.cluster,
+            create: args.create_ledger,
+        },
+        lease: LeaseConfig {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            identity,
+            duration: Duration::from_secs(args.lease_duration),
+            renew_deadline: Duration::from_secs(args.renew_deadline),
+            retry_period: Duration::from_secs(args.retry_period),
+        },
+        http_listen: Some(args.http_listen),
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+    openmodel_operator::run(client, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => run(*args).await,
+        Command::Crd => {
+            print!("{}", crd::manifest()?);
+            Ok(())
+        }
+    }
+}

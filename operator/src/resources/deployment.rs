@@ -1,0 +1,520 @@
+//! The Deployment of server pods.
+//!
+//! Each pod runs `openmodel-server fetch` as an init container, which
+//! downloads the weights into an `emptyDir` at `/model`, refuses them unless
+//! their manifest digest is the expected one, and writes the verified digest
+//! (or why it failed) to its termination log, where the operator reads it.
+//! Then `openmodel-server serve` loads `/model`, checks the digest again and
+//! reports ready over the standard gRPC health protocol once warmed up.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, GRPCAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use super::quantity::whole_cpus;
+use super::{GRPC_PORT, METRICS_PORT, labels, owned_metadata, selector_labels};
+use crate::crd::{OpenModel, OpenModelSpec};
+
+/// The init container that fetches and verifies the weights.
+pub const FETCH_CONTAINER: &str = "fetch";
+
+/// The container that serves the model.
+pub const SERVER_CONTAINER: &str = "server";
+
+/// The pod-template annotation holding [`template_hash`]: the operator tells
+/// the pods of the current template from older ones by it.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "serving.openmodel.dev/template-hash";
+
+/// Where the weights live inside the pod.
+const MODEL_DIR: &str = "/model";
+
+/// The user the containers run as (no root, no shell needed).
+const NON_ROOT_UID: i64 = 65532;
+
+/// The NVIDIA device plugin's resource and taint.
+const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// Seconds between startup probes, and how many may fail: ten minutes for
+/// the server to compute the digest, load and warm up the model before the
+/// liveness probe takes over.
+const STARTUP_PERIOD_SECONDS: i32 = 10;
+const STARTUP_FAILURE_THRESHOLD: i32 = 60;
+
+/// How long a rollout may make no progress before the Deployment reports
+/// `ProgressDeadlineExceeded` (fetching large weights takes a while).
+const PROGRESS_DEADLINE_SECONDS: i32 = 1200;
+
+/// The Deployment serving `model`, named after it.
+pub fn deployment(model: &OpenModel) -> Deployment {
+    let spec = &model.spec;
+    let mut template = pod_template(model);
+    let hash = template_hash(&template);
+    template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TEMPLATE_HASH_ANNOTATION.into(), hash);
+    Deployment {
+        metadata: owned_metadata(model),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.runtime.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(model)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(strategy(spec)),
+            progress_deadline_seconds: Some(PROGRESS_DEADLINE_SECONDS),
+            template,
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// A short hash of a pod template (before the hash annotation is added):
+/// equal templates, equal hashes.
+pub fn template_hash(template: &PodTemplateSpec) -> String {
+    let bytes = serde_json::to_vec(template).expect("a pod template serializes to JSON");
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// Rolling updates that never exceed the replica count when pods need GPUs
+/// (there is rarely a spare one to surge onto), and never drop below it
+/// otherwise.
+fn strategy(spec: &OpenModelSpec) -> DeploymentStrategy {
+    let (max_surge, max_unavailable) = if spec.runtime.resources.gpu > 0 {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(max_surge)),
+            max_unavailable: Some(IntOrString::Int(max_unavailable)),
+        }),
+    }
+}
+
+fn pod_template(model: &OpenModel) -> PodTemplateSpec {
+    let runtime = &model.spec.runtime;
+    let mut tolerations = runtime.tolerations.clone();
+    if runtime.resources.gpu > 0 {
+        tolerations.push(Toleration {
+            key: Some(GPU_RESOURCE.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Toleration::default()
+        });
+    }
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(model)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            init_containers: Some(vec![fetch_container(model)]),
+            containers: vec![server_container(model)],
+            volumes: Some(vec![empty_dir("model"), empty_dir("tmp")]),
+            automount_service_account_token: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(NON_ROOT_UID),
+                run_as_group: Some(NON_ROOT_UID),
+                fs_group: Some(NON_ROOT_UID),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            node_selector: (!runtime.node_selector.is_empty())
+                .then(|| runtime.node_selector.clone()),
+            tolerations: (!tolerations.is_empty()).then_some(tolerations),
+            affinity: runtime.affinity.clone(),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// `openmodel-server fetch`: download, verify, report the digest.
+fn fetch_container(model: &OpenModel) -> Container {
+    let args = [
+        "fetch".to_string(),
+        "--source".into(),
+        fetch_source(&model.spec),
+        "--dest".into(),
+        MODEL_DIR.into(),
+        "--expect-digest".into(),
+        model.spec.model.digest.clone().unwrap_or_default(),
+        "--termination-log".into(),
+        "/dev/termination-log".into(),
+    ];
+    Container {
+        name: FETCH_CONTAINER.into(),
+        args: Some(args.into()),
+        volume_mounts: Some(vec![
+            mount("model", MODEL_DIR, false),
+            mount("tmp", "/tmp", false),
+        ]),
+        resources: Some(resources(&model.spec, false)),
+        ..base_container(model)
+    }
+}
+
+/// `openmodel-server serve` on the fetched folder.
+fn server_container(model: &OpenModel) -> Container {
+    let spec = &model.spec;
+    let mut args = vec![
+        "serve".to_string(),
+        "--model-dir".into(),
+        MODEL_DIR.into(),
+        "--expect-digest".into(),
+        spec.model.digest.clone().unwrap_or_default(),
+        "--model-name".into(),
+        model.name_any(),
+        "--grpc-listen".into(),
+        format!("0.0.0.0:{GRPC_PORT}"),
+        "--metrics-listen".into(),
+        format!("0.0.0.0:{METRICS_PORT}"),
+    ];
+    if let Some(serving) = &spec.serving {
+        for (flag, value) in [
+            ("--max-batch-tokens", serving.max_batch_tokens),
+            ("--max-batch-requests", serving.max_batch_requests),
+            ("--max-concurrent-requests", serving.max_concurrent_requests),
+        ] {
+            if let Some(value) = value {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+    }
+    if spec.runtime.resources.gpu > 0 {
+        args.extend(["--device".to_string(), "cuda".into()]);
+    }
+    let mut container = Container {
+        name: SERVER_CONTAINER.into(),
+        args: Some(args),
+        ports: Some(vec![port("grpc", GRPC_PORT), port("metrics", METRICS_PORT)]),
+        volume_mounts: Some(vec![
+            mount("model", MODEL_DIR, true),
+            mount("tmp", "/tmp", false),
+        ]),
+        resources: Some(resources(spec, true)),
+        startup_probe: Some(Probe {
+            period_seconds: Some(STARTUP_PERIOD_SECONDS),
+            failure_threshold: Some(STARTUP_FAILURE_THRESHOLD),
+            ..grpc_probe()
+        }),
+        readiness_probe: Some(Probe {
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..grpc_probe()
+        }),
+        liveness_probe: Some(Probe {
+            period_seconds: Some(10),
+            failure_threshold: Some(6),
+            ..grpc_probe()
+        }),
+        ..base_container(model)
+    };
+    if let Some(threads) = spec.runtime.resources.cpu.as_ref().and_then(whole_cpus) {
+        container.env.get_or_insert_with(Vec::new).insert(
+            0,
+            EnvVar {
+                name: "OPENMODEL_THREADS".into(),
+                value: Some(threads.to_string()),
+                ..EnvVar::default()
+            },
+        );
+    }
+    container
+}
+
+/// What both containers share: image, command, the user's environment and a
+/// locked-down security context.
+fn base_container(model: &OpenModel) -> Container {
+    let runtime = &model.spec.runtime;
+    Container {
+        image: Some(runtime.image.clone()),
+        command: Some(vec!["openmodel-server".into()]),
+        env: (!runtime.env.is_empty()).then(|| runtime.env.clone()),
+        termination_message_policy: Some("File".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// The source `fetch` gets: an `hf://` source given without `@revision`
+/// takes `spec.model.revision`.
+fn fetch_source(spec: &OpenModelSpec) -> String {
+    let source = &spec.model.source;
+    match &spec.model.revision {
+        Some(revision) if source.starts_with("hf://") && !source.contains('@') => {
+            format!("{source}@{revision}")
+        }
+        _ => source.clone(),
+    }
+}
+
+/// Requests equal limits (guaranteed QoS); GPUs only for the server.
+fn resources(spec: &OpenModelSpec, with_gpu: bool) -> ResourceRequirements {
+    let wanted = &spec.runtime.resources;
+    let mut amounts = BTreeMap::new();
+    if let Some(cpu) = &wanted.cpu {
+        amounts.insert("cpu".to_string(), cpu.clone());
+    }
+    if let Some(memory) = &wanted.memory {
+        amounts.insert("memory".to_string(), memory.clone());
+    }
+    let mut limits = amounts.clone();
+    if with_gpu && wanted.gpu > 0 {
+        limits.insert(GPU_RESOURCE.into(), Quantity(wanted.gpu.to_string()));
+    }
+    ResourceRequirements {
+        requests: (!amounts.is_empty()).then_some(amounts),
+        limits: (!limits.is_empty()).then_some(limits),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// A native gRPC health probe on the server's port (the server answers
+/// NOT_SERVING until the model is loaded and warmed up).
+fn grpc_probe() -> Probe {
+    Probe {
+        grpc: Some(GRPCAction {
+            port: GRPC_PORT,
+            service: None,
+        }),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures::{DIGEST, model};
+
+    fn pod_spec(deployment: &Deployment) -> &PodSpec {
+        deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+    }
+
+    fn arg_after<'a>(container: &'a Container, flag: &str) -> Option<&'a str> {
+        let args = container.args.as_ref()?;
+        let at = args.iter().position(|a| a == flag)?;
+        args.get(at + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn fetch_then_serve_with_the_expected_digest() {
+        let d = deployment(&model());
+        let pod = pod_spec(&d);
+        let fetch = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(fetch.name, FETCH_CONTAINER);
+        assert_eq!(fetch.args.as_ref().unwrap()[0], "fetch");
+        assert_eq!(arg_after(fetch, "--dest"), Some("/model"));
+        assert_eq!(arg_after(fetch, "--expect-digest"), Some(DIGEST));
+        assert_eq!(
+            arg_after(fetch, "--termination-log"),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(
+            arg_after(fetch, "--source"),
+            Some("hf://sentence-transformers/all-MiniLM-L6-v2@c9745ed")
+        );
+        let server = &pod.containers[0];
+        assert_eq!(server.name, SERVER_CONTAINER);
+        assert_eq!(server.args.as_ref().unwrap()[0], "serve");
+        assert_eq!(arg_after(server, "--model-dir"), Some("/model"));
+        assert_eq!(arg_after(server, "--expect-digest"), Some(DIGEST));
+        assert_eq!(
+            server.volume_mounts.as_ref().unwrap()[0].read_only,
+            Some(true)
+        );
+        for probe in [
+            &server.readiness_probe,
+            &server.liveness_probe,
+            &server.startup_probe,
+        ] {
+            assert_eq!(probe.as_ref().unwrap().grpc.as_ref().unwrap().port, 8001);
+        }
+        let startup = server.startup_probe.as_ref().unwrap();
+        let budget = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
+        assert!(budget >= 600, "startup budget {budget}s");
+    }
+
+    #[test]
+    fn containers_are_locked_down() {
+        let d = deployment(&model());
+        let pod = pod_spec(&d);
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        for c in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.as_ref().unwrap())
+        {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+            assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn gpus_get_limits_tolerations_and_no_surge() {
+        let mut m = model();
+        m.spec.runtime.resources.gpu = 1;
+        m.spec.runtime.resources.cpu = Some(Quantity("2500m".into()));
+        let d = deployment(&m);
+        let pod = pod_spec(&d);
+        let server = &pod.containers[0];
+        let limits = server.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits["nvidia.com/gpu"], Quantity("1".into()));
+        let fetch = &pod.init_containers.as_ref().unwrap()[0];
+        let fetch_limits = fetch.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert!(!fetch_limits.contains_key("nvidia.com/gpu"));
+        let env = server.env.as_ref().unwrap();
+        assert_eq!(env[0].name, "OPENMODEL_THREADS");
+        assert_eq!(env[0].value.as_deref(), Some("2"));
+        assert!(pod.tolerations.as_ref().unwrap()[0].key.as_deref() == Some("nvidia.com/gpu"));
+        let rolling = d.spec.as_ref().unwrap().strategy.as_ref().unwrap();
+        let rolling = rolling.rolling_update.as_ref().unwrap();
+        assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)));
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(arg_after(server, "--device"), Some("cuda"));
+    }
+
+    #[test]
+    fn cpu_models_surge_and_get_no_gpu() {
+        let d = deployment(&model());
+        let pod = pod_spec(&d);
+        assert!(
+            pod.containers[0]
+                .resources
+                .as_ref()
+                .unwrap()
+                .limits
+                .is_none()
+        );
+        assert!(pod.tolerations.is_none());
+        let rolling = d.spec.as_ref().unwrap().strategy.as_ref().unwrap();
+        assert_eq!(
+            rolling.rolling_update.as_ref().unwrap().max_surge,
+            Some(IntOrString::Int(1))
+        );
+    }
+
+    #[test]
+    fn an_hf_revision_completes_the_source() {
+        let mut m = model();
+        m.spec.model.source = "hf://org/repo".into();
+        m.spec.model.revision = Some("abc123".into());
+        let d = deployment(&m);
+        let fetch = &pod_spec(&d).init_containers.as_ref().unwrap()[0];
+        assert_eq!(arg_after(fetch, "--source"), Some("hf://org/repo@abc123"));
+    }
+
+    #[test]
+    fn owned_by_the_model_and_selected_by_its_label() {
+        let d = deployment(&model());
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "OpenModel");
+        assert_eq!(owner.uid, "uid-1");
+        assert_eq!(owner.controller, Some(true));
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let selector = spec.selector.match_labels.as_ref().unwrap();
+        let template_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        for (k, v) in selector {
+            assert_eq!(template_labels.get(k), Some(v));
+        }
+    }
+
+    #[test]
+    fn the_template_hash_follows_the_pod_template() {
+        let hash = |m: &OpenModel| {
+            deployment(m)
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[TEMPLATE_HASH_ANNOTATION]
+                .clone()
+        };
+        let base = model();
+        let mut scaled = model();
+        scaled.spec.runtime.replicas = 5;
+        let mut new_digest = model();
+        new_digest.spec.model.digest = Some(format!("sha256:{}", "2".repeat(64)));
+        assert_eq!(hash(&base), hash(&scaled));
+        assert_ne!(hash(&base), hash(&new_digest));
+    }
+}

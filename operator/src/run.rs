@@ -1,0 +1,121 @@
+//! The whole operator: HTTP endpoints, leader election, and — while this
+//! instance leads — the ledger and the controller.
+//!
+//! The ledger is opened only after the Lease is won and dropped (all queued
+//! appends committed) when leading stops, so there is one writer at a time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::Future;
+use futures::future::FutureExt;
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::controller::{self, Context};
+use crate::http::{self, Health};
+use crate::journal::{Journal, JournalConfig};
+use crate::leader::{Elector, LeaseConfig};
+use crate::metrics::Metrics;
+
+/// Everything the operator is configured with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Only reconcile models in this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// The ledger.
+    pub journal: JournalConfig,
+    /// The leader Lease.
+    pub lease: LeaseConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (none when `None`).
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// Runs the operator until `shutdown` completes (then finishes the
+/// reconciles in flight, commits the ledger and releases the Lease), or
+/// until it loses the Lease ([`Error::LeadershipLost`]).
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn(shutdown.then(move |()| async move {
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    }));
+
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = config.http_listen.map(|listen| {
+        let health = Health {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
+        tokio::spawn(http::serve(listen, health, stopped()))
+    });
+
+    let mut elector = Elector::new(client.clone(), config.lease.clone());
+    let reachable = |ok: bool| ready.store(ok, Ordering::Relaxed);
+    let leading = tokio::select! {
+        () = elector.acquire(reachable) => true,
+        () = stopped() => false,
+    };
+    let result = if leading {
+        lead(client, &config, metrics, &mut elector, stopped()).await
+    } else {
+        Ok(())
+    };
+    if let Some(server) = server {
+        server.abort();
+    }
+    result
+}
+
+/// Leads: opens the ledger, runs the controller, keeps the Lease.
+async fn lead(
+    client: Client,
+    config: &Config,
+    metrics: Arc<Metrics>,
+    elector: &mut Elector,
+    stopped: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    tracing::info!(identity = %config.lease.identity, "leading");
+    let journal = Journal::open(&config.journal).await?;
+    tracing::info!(ledger = %journal.path().display(), "ledger open");
+    let context = Arc::new(Context::new(
+        client,
+        journal,
+        metrics,
+        &config.lease.identity,
+    ));
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let lost = async move {
+        let _ = lost_rx.wait_for(|lost| *lost).await;
+    };
+    let stop = futures::future::select(Box::pin(stopped), Box::pin(lost)).map(|_| ());
+    let controller = controller::run(context, config.namespace.as_deref(), stop);
+    tokio::pin!(controller);
+    let lost = tokio::select! {
+        () = &mut controller => false,
+        () = elector.hold() => true,
+    };
+    if lost {
+        // Stop reconciling (and writing) before anyone else may take over.
+        let _ = lost_tx.send(true);
+        controller.await;
+        return Err(Error::LeadershipLost);
+    }
+    if let Err(e) = elector.release().await {
+        tracing::warn!(error = %e, "releasing the Lease failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,643 @@
+//! The operator against the real kube-apiserver: server-side apply of the
+//! owned objects, the status it derives from pods and the Deployment (the
+//! test plays the kubelet and the Deployment controller), the ledger entries
+//! it writes (checked with the ledger's own verifier), the finalizer, and
+//! leader election between two operator processes.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use openmodel_operator::crd::{OpenModel, Policy};
+use openmodel_tests::ControlPlane;
+use openmodel_tests::operator::{
+    Operator, create_pod, data, example, finish_fetch, kinds, ledger_entries, namespace,
+    rollout_status, wait_for, wait_for_ledger,
+};
+use serde_json::json;
+
+const DIGEST: &str = "sha256:8a36265b0b7aa0d00dce7ed1f5db75f01433046b4518e00f63248b2d0c866cb2";
+
+async fn control_plane() -> &'static ControlPlane {
+    ControlPlane::shared()
+        .await
+        .unwrap_or_else(|err| panic!("starting the control plane: {err}"))
+}
+
+fn models(client: &Client, namespace: &str) -> Api<OpenModel> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+/// Changes the model's spec with a merge patch.
+async fn patch_spec(client: &Client, namespace: &str, spec: serde_json::Value) -> Result<()> {
+    models(client, namespace)
+        .patch(
+            "minilm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await?;
+    Ok(())
+}
+
+fn condition(model: &OpenModel, type_: &str) -> Option<(String, String)> {
+    let c = model.status.as_ref()?.condition(type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+fn has_condition(type_: &'static str, status: &'static str) -> impl Fn(&OpenModel) -> bool {
+    move |m| condition(m, type_).is_some_and(|(s, _)| s == status)
+}
+
+/// The Deployment has been changed `generation - 1` times since created.
+fn generation_applied(generation: i64) -> impl Fn(&Deployment) -> bool {
+    move |d| d.metadata.generation.unwrap_or(0) >= generation
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_update_roll_through_server_side_apply_and_the_ledger() -> Result<()> {
+    let client = control_plane().await.client()?;
+    let ns = namespace(&client, "apply_and_update").await?;
+    let mut operator = Operator::start(&client, &ns).await?;
+    models(&client, &ns)
+        .create(&PostParams::default(), &example(&ns)?)
+        .await?;
+
+    // Created: Deployment, Service, budget (2 replicas), finalizer, status.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment = wait_for(&deployments, "minilm", "the Deployment", |_| true).await?;
+    let owner = &deployment.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("OpenModel", Some(true))
+    );
+    let managers: Vec<_> = deployment
+        .managed_fields()
+        .iter()
+        .filter_map(|f| f.manager.clone())
+        .collect();
+    assert_eq!(managers, ["openmodel-operator"]);
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let fetch = &pod.init_containers.as_ref().unwrap()[0];
+    let args = fetch.args.as_ref().unwrap();
+    assert!(
+        args.windows(2).any(|w| w == ["--expect-digest", DIGEST]),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--termination-log", "/dev/termination-log"])
+    );
+    let server = &pod.containers[0];
+    assert_eq!(
+        server
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .grpc
+            .as_ref()
+            .unwrap()
+            .port,
+        8001
+    );
+    let env = server.env.as_ref().unwrap();
+    assert_eq!(
+        (env[0].name.as_str(), env[0].value.as_deref()),
+        ("OPENMODEL_THREADS", Some("2"))
+    );
+    let service = Api::<Service>::namespaced(client.clone(), &ns)
+        .get("minilm")
+        .await?;
+    let ports: Vec<_> = service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [8001, 9090]);
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    assert!(budgets.get_opt("minilm").await?.is_some());
+    let model = wait_for(&models(&client, &ns), "minilm", "the first status", |m| {
+        m.status.as_ref().and_then(|s| s.observed_generation) == Some(1)
+    })
+    .await?;
+    assert_eq!(model.finalizers(), ["serving.openmodel.dev/retire"]);
+    let status = model.status.as_ref().unwrap();
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some(format!("minilm.{ns}.svc:8001").as_str())
+    );
+    assert_eq!(condition(&model, "Ready").unwrap().0, "False");
+    assert_eq!(
+        condition(&model, "Progressing").unwrap(),
+        ("True".into(), "RollingOut".into())
+    );
+
+    let ledger = operator.ledger_path();
+    let entries = wait_for_ledger(
+        &ledger,
+        &ns,
+        "minilm",
+        &["spec.changed", "dataset.referenced", "dataset.referenced"],
+    )
+    .await?;
+    let created = data(&entries[0]);
+    assert_eq!(created["operation"], "CREATE");
+    assert_eq!(created["patch"][0]["path"], "/spec");
+    assert_eq!(
+        created["patch"][0]["value"],
+        serde_json::to_value(&model.spec)?
+    );
+    assert_eq!(data(&entries[1])["name"], "ms_marco");
+    assert_eq!(status.ledger.unwrap().index, entries[2].index);
+
+    // An update: one replica (the budget goes) and a node selector.
+    patch_spec(
+        &client,
+        &ns,
+        json!({"runtime": {"replicas": 1, "nodeSelector": {"pool": "cpu"}}}),
+    )
+    .await?;
+    let deployment = wait_for(&deployments, "minilm", "the update", generation_applied(2)).await?;
+    let spec = deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    let selector = spec.template.spec.as_ref().unwrap().node_selector.clone();
+    assert_eq!(
+        selector,
+        Some(BTreeMap::from([("pool".to_string(), "cpu".to_string())]))
+    );
+    let entries = wait_for_ledger(
+        &ledger,
+        &ns,
+        "minilm",
+        &[
+            "spec.changed",
+            "dataset.referenced",
+            "dataset.referenced",
+            "spec.changed",
+        ],
+    )
+    .await?;
+    let update = data(&entries[3]);
+    assert_eq!(update["operation"], "UPDATE");
+    assert_eq!(
+        update["patch"],
+        json!([
+            {"op": "add", "path": "/spec/runtime/nodeSelector", "value": {"pool": "cpu"}},
+            {"op": "replace", "path": "/spec/runtime/replicas", "value": 1}
+        ])
+    );
+    assert_eq!(
+        entries[3].entry.object.as_ref().unwrap().generation,
+        Some(2)
+    );
+    wait_for(
+        &models(&client, &ns),
+        "minilm",
+        "generation 2 observed",
+        |m| m.status.as_ref().and_then(|s| s.observed_generation) == Some(2),
+    )
+    .await?;
+    ensure!(
+        budgets.get_opt("minilm").await?.is_none(),
+        "the budget outlived replicas: 1"
+    );
+
+    // Removing a field removes it from the Deployment too.
+    patch_spec(&client, &ns, json!({"runtime": {"nodeSelector": null}})).await?;
+    let deployment = wait_for(&deployments, "minilm", "the removal", generation_applied(3)).await?;
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.node_selector, None);
+    let entries = wait_for_ledger(
+        &ledger,
+        &ns,
+        "minilm",
+        &[
+            "spec.changed",
+            "dataset.referenced",
+            "dataset.referenced",
+            "spec.changed",
+            "spec.changed",
+        ],
+    )
+    .await?;
+    assert_eq!(
+        data(&entries[4])["patch"],
+        json!([{"op": "remove", "path": "/spec/runtime/nodeSelector"}])
+    );
+
+    operator.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Result<()> {
+    let client = control_plane().await.client()?;
+    let ns = namespace(&client, "verified_rollout").await?;
+    let mut operator = Operator::start(&client, &ns).await?;
+    let mut model = example(&ns)?;
+    model.spec.provenance = None;
+    model.spec.runtime.replicas = 1;
+    models(&client, &ns)
+        .create(&PostParams::default(), &model)
+        .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment = wait_for(&deployments, "minilm", "the Deployment", |_| true).await?;
+
+    // The kubelet: the fetch step verified the digest; the rollout is not done.
+    let pod = create_pod(&client, &deployment, "minilm-7d9f-a").await?;
+    finish_fetch(&client, &pod, 0, DIGEST).await?;
+    let model = wait_for(
+        &models(&client, &ns),
+        "minilm",
+        "WeightsVerified",
+        has_condition("WeightsVerified", "True"),
+    )
+    .await?;
+    assert_eq!(condition(&model, "Ready").unwrap().0, "False");
+    let ledger = operator.ledger_path();
+    let entries = wait_for_ledger(
+        &ledger,
+        &ns,
+        "minilm",
+        &["spec.changed", "weights.verified"],
+    )
+    .await?;
+    assert_eq!(data(&entries[1])["digest"], DIGEST);
+    assert_eq!(data(&entries[1])["pod"], "minilm-7d9f-a");
+    let weights_index = entries[1].index;
+
+    // The Deployment controller: the rollout completed.
+    rollout_status(&client, &deployment, 1, 1).await?;
+    let model = wait_for(
+        &models(&client, &ns),
+        "minilm",
+        "Ready",
+        has_condition("Ready", "True"),
+    )
+    .await?;
+    let status = model.status.as_ref().unwrap();
+    assert_eq!(status.served_digest.as_deref(), Some(DIGEST));
+    assert_eq!(condition(&model, "Degraded").unwrap().0, "False");
+    let entries = wait_for_ledger(
+        &ledger,
+        &ns,
+        "minilm",
+        &["spec.changed", "weights.verified", "model.deployed"],
+    )
+    .await?;
+    let deployed = data(&entries[2]);
+    assert_eq!(deployed["digest"], DIGEST);
+    assert_eq!(deployed["replicas"], 1);
+    assert_eq!(deployed["weightsEntry"], weights_index);
+
+    // Events for the transitions.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<_> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["DigestVerified", "Serving"] {
+        ensure!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} event in {reasons:?}"
+        );
+    }
+
+    // A restarted operator reconciles again (it puts back a deleted
+    // Service) but records nothing twice.
+    operator.restart().await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    services.delete("minilm", &DeleteParams::default()).await?;
+    wait_for(&services, "minilm", "the Service put back", |_| true).await?;
+    let after = ledger_entries(&ledger, &ns, Some("minilm"))?;
+    assert_eq!(
+        kinds(&after),
+        ["spec.changed", "weights.verified", "model.deployed"]
+    );
+
+    // Delete: model.retired through the finalizer, then the object is gone.
+    models(&client, &ns)
+        .delete("minilm", &DeleteParams::default())
+        .await?;
+    let started = Instant::now();
+    while models(&client, &ns).get_opt("minilm").await?.is_some() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the model was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let entries = wait_for_ledger(
+        &ledger,
+        &ns,
+        "minilm",
+        &[
+            "spec.changed",
+            "weights.verified",
+            "model.deployed",
+            "model.retired",
+        ],
+    )
+    .await?;
+    assert_eq!(data(&entries[3])["lastDigest"], DIGEST);
+
+    // A clean shutdown hands the Lease back.
+    operator.stop().await?;
+    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get("openmodel-operator")
+        .await?;
+    assert_eq!(holder(&lease), None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_digest_degrades_and_is_never_deployed() -> Result<()> {
+    let client = control_plane().await.client()?;
+    let ns = namespace(&client, "wrong_digest").await?;
+    let mut operator = Operator::start(&client, &ns).await?;
+    let mut model = example(&ns)?;
+    model.spec.provenance = None;
+    model.spec.runtime.replicas = 1;
+    models(&client, &ns)
+        .create(&PostParams::default(), &model)
+        .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment = wait_for(&deployments, "minilm", "the Deployment", |_| true).await?;
+
+    let pod = create_pod(&client, &deployment, "minilm-7d9f-b").await?;
+    let got = format!("sha256:{}", "0".repeat(64));
+    let message = format!(
+        "fetch failed: digest mismatch: expected {DIGEST}, got {got}; first differing file: model.safetensors"
+    );
+    finish_fetch(&client, &pod, 1, &message).await?;
+    // Even a Deployment that reports completion does not make it Ready.
+    rollout_status(&client, &deployment, 1, 1).await?;
+    let model = wait_for(
+        &models(&client, &ns),
+        "minilm",
+        "Degraded",
+        has_condition("Degraded", "True"),
+    )
+    .await?;
+    assert_eq!(condition(&model, "Degraded").unwrap().1, "DigestMismatch");
+    assert_eq!(
+        condition(&model, "WeightsVerified").unwrap(),
+        ("False".into(), "DigestMismatch".into())
+    );
+    assert_eq!(condition(&model, "Ready").unwrap().0, "False");
+    let degraded = model
+        .status
+        .as_ref()
+        .unwrap()
+        .condition("Degraded")
+        .unwrap();
+    assert!(degraded.message.contains(&got), "{}", degraded.message);
+    assert_eq!(model.status.as_ref().unwrap().served_digest, None);
+
+    let warnings: Vec<_> = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.reason)
+        .collect();
+    ensure!(
+        warnings.iter().any(|r| r == "DigestMismatch"),
+        "warnings: {warnings:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let entries = ledger_entries(&operator.ledger_path(), &ns, Some("minilm"))?;
+    assert_eq!(kinds(&entries), ["spec.changed"]);
+    operator.stop().await?;
+    Ok(())
+}
+
+/// Set in the copies of this test binary that run an operator for
+/// [`a_standby_takes_over_when_the_leader_is_killed`]: `<kubeconfig>
+/// <namespace> <folder> <identity>`.
+const CHILD_ENV: &str = "OPENMODEL_TESTS_OPERATOR_CHILD";
+const LEADER_TEST: &str = "a_standby_takes_over_when_the_leader_is_killed";
+
+/// Runs an operator process: this test binary again, as a child.
+fn spawn_operator(
+    control_plane: &ControlPlane,
+    ns: &str,
+    dir: &std::path::Path,
+    identity: &str,
+) -> Result<OperatorProcess> {
+    let spec = format!(
+        "{} {ns} {} {identity}",
+        control_plane.kubeconfig().display(),
+        dir.display()
+    );
+    Command::new(std::env::current_exe()?)
+        .args([LEADER_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, spec)
+        .spawn()
+        .map(OperatorProcess)
+        .context("running the test binary again as an operator")
+}
+
+/// The child's part: run the operator until killed.
+async fn run_child(spec: &str) -> Result<()> {
+    let [kubeconfig, ns, dir, identity] = spec.split(' ').collect::<Vec<_>>()[..] else {
+        anyhow::bail!(
+            "{CHILD_ENV}={spec:?}: expected <kubeconfig> <namespace> <folder> <identity>"
+        );
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let client = Client::try_from(config)?;
+    let config = openmodel_tests::operator::config(ns, std::path::Path::new(dir), identity)?;
+    openmodel_operator::run(client, config, parent_gone()).await?;
+    Ok(())
+}
+
+/// Completes when the test process that started this child is gone, so a
+/// child never outlives its test.
+async fn parent_gone() {
+    let parent = std::os::unix::process::parent_id();
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An operator process, killed (SIGKILL) when dropped.
+struct OperatorProcess(Child);
+
+impl OperatorProcess {
+    fn kill(&mut self) -> Result<()> {
+        self.0.kill()?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn holder(lease: &Lease) -> Option<&str> {
+    lease.spec.as_ref()?.holder_identity.as_deref()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_leader_is_killed() -> Result<()> {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return run_child(&spec).await;
+    }
+    let control_plane = control_plane().await;
+    let client = control_plane.client()?;
+    let ns = namespace(&client, "leader_election").await?;
+    let dir = tempfile::tempdir()?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+
+    let mut first = spawn_operator(control_plane, &ns, dir.path(), "first")?;
+    wait_for(&leases, "openmodel-operator", "the first leader", |l| {
+        holder(l) == Some("first")
+    })
+    .await?;
+    let mut second = spawn_operator(control_plane, &ns, dir.path(), "second")?;
+    models(&client, &ns)
+        .create(&PostParams::default(), &example(&ns)?)
+        .await?;
+    let ledger = dir.path().join("ledger.sqlite");
+    let before = ["spec.changed", "dataset.referenced", "dataset.referenced"];
+    wait_for_ledger(&ledger, &ns, "minilm", &before).await?;
+    let lease = leases.get("openmodel-operator").await?;
+    assert_eq!(holder(&lease), Some("first"), "the standby must not lead");
+
+    // Kill the leader; the standby takes over within the lease duration
+    // (3 s) plus its retry period.
+    first.kill()?;
+    let killed = Instant::now();
+    wait_for(&leases, "openmodel-operator", "the take-over", |l| {
+        holder(l) == Some("second")
+    })
+    .await?;
+    let took = killed.elapsed();
+    ensure!(
+        took <= Duration::from_secs(5),
+        "the take-over took {took:?}"
+    );
+
+    // The new leader reconciles and records the next generation, once.
+    patch_spec(&client, &ns, json!({"runtime": {"replicas": 3}})).await?;
+    let mut after = before.to_vec();
+    after.push("spec.changed");
+    let entries = wait_for_ledger(&ledger, &ns, "minilm", &after).await?;
+    assert_eq!(
+        data(&entries[3])["patch"],
+        json!([{"op": "replace", "path": "/spec/runtime/replicas", "value": 3}])
+    );
+    let keys: std::collections::HashSet<_> =
+        entries.iter().map(|e| e.entry.dedupe_key.clone()).collect();
+    assert_eq!(keys.len(), entries.len(), "duplicate dedupe keys");
+    second.kill()?;
+    ledger_entries(&ledger, &ns, None)?;
+    Ok(())
+}
+
+/// The body of an HTTP/1.0 GET on loopback, with its status line.
+fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_endpoints_answer() -> Result<()> {
+    let client = control_plane().await.client()?;
+    let ns = namespace(&client, "endpoints").await?;
+    let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut operator = Operator::start_with_http(&client, &ns, Some(addr)).await?;
+    models(&client, &ns)
+        .create(&PostParams::default(), &example(&ns)?)
+        .await?;
+    wait_for(&models(&client, &ns), "minilm", "a status", |m| {
+        m.status.is_some()
+    })
+    .await?;
+    let started = Instant::now();
+    let metrics = loop {
+        let metrics = tokio::task::spawn_blocking(move || http_get(addr, "/metrics")).await??;
+        if metrics.contains("openmodel_operator_models{condition=\"Ready\",status=\"False\"} 1")
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    for needle in [
+        "openmodel_operator_reconciles_total",
+        "openmodel_operator_reconcile_duration_seconds_bucket",
+        "openmodel_operator_models{condition=\"Ready\",status=\"False\"} 1",
+    ] {
+        ensure!(metrics.contains(needle), "no {needle} in {metrics}");
+    }
+    for path in ["/healthz", "/readyz"] {
+        let answer = tokio::task::spawn_blocking(move || http_get(addr, path)).await??;
+        ensure!(
+            answer.starts_with("HTTP/1.0 200") && answer.ends_with("ok"),
+            "{path}: {answer}"
+        );
+    }
+    operator.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_without_a_digest_is_held_back_with_the_reason() -> Result<()> {
+    let client = control_plane().await.client()?;
+    let ns = namespace(&client, "no_digest").await?;
+    let mut operator = Operator::start(&client, &ns).await?;
+    let mut model = example(&ns)?;
+    model.spec.model.digest = None;
+    model.spec.policy = Some(Policy {
+        require_digest: false,
+    });
+    models(&client, &ns)
+        .create(&PostParams::default(), &model)
+        .await?;
+    let model = wait_for(
+        &models(&client, &ns),
+        "minilm",
+        "Degraded",
+        has_condition("Degraded", "True"),
+    )
+    .await?;
+    assert_eq!(condition(&model, "Degraded").unwrap().1, "DigestMissing");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(deployments.get_opt("minilm").await?.is_none());
+    operator.stop().await?;
+    Ok(())
+}
