@@ -249,11 +249,19 @@ async fn apply_and_update_roll_through_server_side_apply_and_the_ledger() -> Res
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Result<()> {
+/// An operator in a fresh namespace, with the example model (one replica,
+/// no provenance) created and its Deployment applied.
+struct OneReplica {
+    client: Client,
+    ns: String,
+    operator: Operator,
+    deployment: Deployment,
+}
+
+async fn one_replica_deployed(test: &str) -> Result<OneReplica> {
     let client = control_plane().await.client()?;
-    let ns = namespace(&client, "verified_rollout").await?;
-    let mut operator = Operator::start(&client, &ns).await?;
+    let ns = namespace(&client, test).await?;
+    let operator = Operator::start(&client, &ns).await?;
     let mut model = example(&ns)?;
     model.spec.provenance = None;
     model.spec.runtime.replicas = 1;
@@ -262,6 +270,22 @@ async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Re
         .await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let deployment = wait_for(&deployments, "minilm", "the Deployment", |_| true).await?;
+    Ok(OneReplica {
+        client,
+        ns,
+        operator,
+        deployment,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Result<()> {
+    let OneReplica {
+        client,
+        ns,
+        mut operator,
+        deployment,
+    } = one_replica_deployed("verified_rollout").await?;
 
     // The kubelet: the fetch step verified the digest; the rollout is not done.
     let pod = create_pod(&client, &deployment, "minilm-7d9f-a").await?;
@@ -375,17 +399,12 @@ async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_digest_degrades_and_is_never_deployed() -> Result<()> {
-    let client = control_plane().await.client()?;
-    let ns = namespace(&client, "wrong_digest").await?;
-    let mut operator = Operator::start(&client, &ns).await?;
-    let mut model = example(&ns)?;
-    model.spec.provenance = None;
-    model.spec.runtime.replicas = 1;
-    models(&client, &ns)
-        .create(&PostParams::default(), &model)
-        .await?;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let deployment = wait_for(&deployments, "minilm", "the Deployment", |_| true).await?;
+    let OneReplica {
+        client,
+        ns,
+        mut operator,
+        deployment,
+    } = one_replica_deployed("wrong_digest").await?;
 
     let pod = create_pod(&client, &deployment, "minilm-7d9f-b").await?;
     let got = format!("sha256:{}", "0".repeat(64));
