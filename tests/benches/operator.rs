@@ -1,0 +1,197 @@
+//! Operator benchmark against the local control plane (real etcd and
+//! kube-apiserver from `scripts/build-control-plane.sh`): latency from the
+//! create of an OpenModel to its Deployment existing (p50/p99), the time for
+//! N models to converge (every Deployment created), and the peak RSS of this
+//! process: the operator runs in it, beside the load generator and the
+//! watch, so it is an upper bound for the operator alone.
+//!
+//! `cargo bench -p openmodel-tests --bench operator [-- --models N]`
+//! (50 models applied one at a time first, for the unloaded latency, then N
+//! in a burst)
+//! (default 1,000; goals from the issue: p99 ≤ 100 ms, 1,000 models ≤ 60 s,
+//! RSS ≤ 100 MiB).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt as _;
+use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use openmodel_operator::crd::OpenModel;
+use openmodel_tests::ControlPlane;
+use openmodel_tests::operator::{Operator, example, namespace};
+
+/// Creates in flight at once in the burst.
+const CONCURRENCY: usize = 16;
+/// Models applied one at a time, each waited for, before the burst.
+const SINGLE: usize = 50;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Peak resident set of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let count: usize = match args.iter().position(|a| a == "--models") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--models needs a number")?
+            .parse()?,
+        None => 1000,
+    };
+    let plane = ControlPlane::start().await?;
+    let client = plane.client()?;
+    let ns = namespace(&client, "bench").await?;
+    let mut operator = Operator::start(&client, &ns).await?;
+
+    // When each Deployment first appears.
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mut events = deployments
+        .watch(&WatchParams::default(), "0")
+        .await?
+        .boxed();
+    let watch_seen = Arc::clone(&seen);
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(event)) = events.try_next().await {
+            if let WatchEvent::Added(d) = event {
+                watch_seen
+                    .lock()
+                    .unwrap()
+                    .entry(d.name_any())
+                    .or_insert_with(Instant::now);
+            }
+        }
+    });
+
+    let models: Api<OpenModel> = Api::namespaced(client.clone(), &ns);
+    let template = example(&ns)?;
+
+    // One at a time: the latency of a single apply on an idle operator
+    // (the first, unmeasured, waits for the operator to win its Lease).
+    let mut single = Vec::new();
+    for i in 0..=SINGLE {
+        let mut model = template.clone();
+        let name = format!("single{i:03}");
+        model.metadata.name = Some(name.clone());
+        let at = Instant::now();
+        models.create(&PostParams::default(), &model).await?;
+        let deadline = at + Duration::from_secs(60);
+        loop {
+            if let Some(t) = seen.lock().unwrap().get(&name) {
+                if i > 0 {
+                    single.push(t.saturating_duration_since(at));
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("no Deployment for {name} after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    single.sort();
+
+    // A burst: `count` creates, CONCURRENCY in flight.
+    let start = Instant::now();
+    let created: Vec<(String, Instant)> = futures::stream::iter(0..count)
+        .map(|i| {
+            let (models, mut model) = (models.clone(), template.clone());
+            let name = format!("m{i:05}");
+            model.metadata.name = Some(name.clone());
+            async move {
+                let at = Instant::now();
+                models.create(&PostParams::default(), &model).await?;
+                Ok::<_, kube::Error>((name, at))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let all_created = start.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen.lock().unwrap().len() < count + SINGLE + 1 {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {count} Deployments after 10 minutes",
+                seen.lock().unwrap().len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.lock().unwrap().clone();
+    let converged = seen
+        .values()
+        .max()
+        .map(|t| t.saturating_duration_since(start))
+        .unwrap_or_default();
+    let mut latencies: Vec<Duration> = created
+        .iter()
+        .map(|(name, at)| seen[name].saturating_duration_since(*at))
+        .collect();
+    latencies.sort();
+    let rss = peak_rss_mib();
+    watcher.abort();
+    operator.stop().await?;
+
+    println!(
+        "operator against the local control plane: {SINGLE} OpenModels one at a time, then {count} in a burst ({CONCURRENCY} creates in flight)"
+    );
+    println!("{:<48} {:>14} {:>16}", "", "measured", "goal");
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let row = |what: &str, value: String, goal: &str| println!("{what:<48} {value:>14} {goal:>16}");
+    row(
+        "one at a time: create → Deployment p50",
+        ms(percentile(&single, 0.5)),
+        "",
+    );
+    row(
+        "one at a time: create → Deployment p99",
+        ms(percentile(&single, 0.99)),
+        "≤ 100 ms",
+    );
+    row(
+        "burst: create → Deployment p50",
+        ms(percentile(&latencies, 0.5)),
+        "",
+    );
+    row(
+        "burst: create → Deployment p99",
+        ms(percentile(&latencies, 0.99)),
+        "",
+    );
+    row(
+        "burst: all creates accepted",
+        format!("{:.1} s", all_created.as_secs_f64()),
+        "",
+    );
+    row(
+        "burst: all Deployments created (converged)",
+        format!("{:.1} s", converged.as_secs_f64()),
+        "≤ 60 s at 1,000",
+    );
+    row(
+        "peak RSS, operator + load generator",
+        format!("{rss:.0} MiB"),
+        "≤ 100 MiB",
+    );
+    Ok(())
+}
