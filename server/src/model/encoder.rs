@@ -6,6 +6,8 @@
 //! path with the `cuda` feature, and an independent implementation the tests
 //! compare the native one with).
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as CandleBertConfig};
@@ -113,16 +115,17 @@ impl Encoder for CandleBert {
     }
 }
 
-/// Loads the weights of every safetensors file (read into memory, not
-/// memory-mapped, so a file changed on disk cannot change a running model).
-fn var_builder(spec: &ModelSpec, device: &Device) -> Result<VarBuilder<'static>> {
-    let mut tensors = std::collections::HashMap::new();
+/// Every tensor of the folder's safetensors files, on `device` (read into
+/// memory, not memory-mapped, so a file changed on disk cannot change a
+/// running model).
+pub(crate) fn load_tensors(spec: &ModelSpec, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let mut tensors = HashMap::new();
     for path in &spec.weights {
         let loaded = candle_core::safetensors::load(path, device)
             .map_err(|e| Error::BadModel(format!("{}: {e}", path.display())))?;
         tensors.extend(loaded);
     }
-    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
+    Ok(tensors)
 }
 
 /// The encoder for the folder's architecture on `engine`.
@@ -141,8 +144,11 @@ pub fn load(spec: &ModelSpec, engine: &Engine) -> Result<Box<dyn Encoder>> {
             let config: CandleBertConfig = serde_json::from_str(&text).map_err(|e| {
                 Error::BadModel(format!("config.json is not a BERT configuration: {e}"))
             })?;
-            let model = BertModel::load(var_builder(spec, device)?, &config)
-                .map_err(|e| Error::BadModel(format!("loading BERT weights: {e}")))?;
+            let model = BertModel::load(
+                VarBuilder::from_tensors(load_tensors(spec, device)?, DType::F32, device),
+                &config,
+            )
+            .map_err(|e| Error::BadModel(format!("loading BERT weights: {e}")))?;
             Ok(Box::new(CandleBert {
                 model,
                 device: device.clone(),

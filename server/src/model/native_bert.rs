@@ -16,7 +16,7 @@ use crate::kernels::attention::attention;
 use crate::kernels::elementwise::layer_norm_in_place;
 use crate::kernels::gemm::{Epilogue, MatRef, PackedB, matmul_parallel};
 use crate::kernels::isa::Isa;
-use crate::model::encoder::Encoder;
+use crate::model::encoder::{Encoder, load_tensors};
 use crate::model::folder::ModelSpec;
 use crate::{Error, Result};
 
@@ -117,12 +117,7 @@ struct Weights {
 
 impl Weights {
     fn load(spec: &ModelSpec) -> Result<Weights> {
-        let mut tensors = HashMap::new();
-        for path in &spec.weights {
-            let loaded = candle_core::safetensors::load(path, &Device::Cpu)
-                .map_err(|e| Error::BadModel(format!("{}: {e}", path.display())))?;
-            tensors.extend(loaded);
-        }
+        let tensors = load_tensors(spec, &Device::Cpu)?;
         // Checkpoints saved from BertFor… classes prefix every name.
         let prefix = ["", "bert.", "model."]
             .into_iter()
