@@ -276,8 +276,7 @@ impl NativeBert {
                 );
             }
         }
-        let norm = &self.embedding_norm;
-        layer_norm_in_place(isa, &mut x, &norm.gamma, &norm.beta, self.eps);
+        self.norm_rows(isa, &mut x, &self.embedding_norm);
         Ok(x)
     }
 
