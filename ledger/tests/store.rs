@@ -29,6 +29,21 @@ fn appends_are_durable_and_survive_reopen() {
     assert!(r2.time >= r.time);
 }
 
+/// Blocking appends (and `Ledger::create`, which appends the key entry) work
+/// on a thread that runs an async runtime; tokio's own blocking receive
+/// would panic there.
+#[tokio::test(flavor = "current_thread")]
+async fn blocking_appends_work_inside_an_async_runtime() {
+    let t = TestLedger::new();
+    let blocking = t.ledger.append(weights("search", "minilm", 1)).unwrap();
+    let not_blocking = t
+        .ledger
+        .append_async(weights("search", "minilm", 2))
+        .await
+        .unwrap();
+    assert_eq!((blocking.index, not_blocking.index), (1, 2));
+}
+
 #[test]
 fn concurrent_appenders_get_distinct_gap_free_indexes() {
     let t = TestLedger::new();

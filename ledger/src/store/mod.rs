@@ -99,7 +99,10 @@ impl StoredEntry {
 pub struct PendingAppend(oneshot::Receiver<Result<Receipt>>);
 
 impl PendingAppend {
-    /// Blocks until the entry is committed (do not call inside an async runtime).
+    /// Blocks until the entry is committed. Not inside an async runtime:
+    /// tokio refuses to block its threads here (use
+    /// [`PendingAppend::wait_async`], or [`Ledger::append`], which may block
+    /// anywhere).
     pub fn wait(self) -> Result<Receipt> {
         self.0
             .blocking_recv()
@@ -299,6 +302,13 @@ impl Ledger {
 
     /// Queues an append and returns at once; the entry is validated first.
     pub fn submit(&self, entry: Entry) -> Result<PendingAppend> {
+        let (reply, rx) = oneshot::channel();
+        self.enqueue(entry, writer::ReplyTo::Async(reply))?;
+        Ok(PendingAppend(rx))
+    }
+
+    /// Validates `entry` and hands it to the writer, which answers `reply`.
+    fn enqueue(&self, entry: Entry, reply: writer::ReplyTo) -> Result<()> {
         entry.validate()?;
         if entry.time.is_some() {
             return Err(Error::InvalidEntry(
@@ -314,19 +324,23 @@ impl Ledger {
                 Error::Unusable("opened read-only; open with the signing key to append".into())
             })?;
         let template = entry.canonical_template()?;
-        let (reply, rx) = oneshot::channel();
         tx.send(writer::Request {
             entry,
             template,
             reply,
         })
-        .map_err(|_| Error::WriterStopped("its thread has exited".into()))?;
-        Ok(PendingAppend(rx))
+        .map_err(|_| Error::WriterStopped("its thread has exited".into()))
     }
 
-    /// Appends an entry and returns once it is durable.
+    /// Appends an entry and returns once it is durable. It blocks the
+    /// calling thread, which may be one that runs an async runtime (as
+    /// [`Ledger::create`] does); async code should prefer
+    /// [`Ledger::append_async`].
     pub fn append(&self, entry: Entry) -> Result<Receipt> {
-        self.submit(entry)?.wait()
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.enqueue(entry, writer::ReplyTo::Blocking(reply))?;
+        rx.recv()
+            .map_err(|_| Error::WriterStopped("it exited before answering".into()))?
     }
 
     /// Appends from async code.

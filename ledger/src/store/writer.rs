@@ -43,8 +43,32 @@ pub struct Receipt {
     pub existing: bool,
 }
 
+/// Where the answer to one append goes: a thread blocked in
+/// [`crate::Ledger::append`] (a std channel, so it may block anywhere, even
+/// on a thread that runs an async runtime) or a future awaiting it.
+pub enum ReplyTo {
+    /// A blocking appender.
+    Blocking(std::sync::mpsc::SyncSender<Result<Receipt>>),
+    /// An async appender (or one that waits with [`crate::store::PendingAppend`]).
+    Async(oneshot::Sender<Result<Receipt>>),
+}
+
+impl ReplyTo {
+    /// Answers the appender; one that stopped waiting is not an error.
+    fn send(self, result: Result<Receipt>) {
+        match self {
+            ReplyTo::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+            ReplyTo::Async(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
 /// An answer to one appender.
-type Reply = (oneshot::Sender<Result<Receipt>>, Result<Receipt>);
+type Reply = (ReplyTo, Result<Receipt>);
 
 /// One append waiting for the writer.
 pub struct Request {
@@ -52,7 +76,7 @@ pub struct Request {
     /// The entry's canonical bytes, made by the appender; the writer only
     /// fills in the time.
     pub(crate) template: LeafTemplate,
-    pub(crate) reply: oneshot::Sender<Result<Receipt>>,
+    pub(crate) reply: ReplyTo,
 }
 
 /// State owned by the writer thread.
@@ -128,7 +152,7 @@ impl Writer {
             }
             last_batch = batch.len();
             for (reply, result) in self.commit(batch) {
-                let _ = reply.send(result);
+                reply.send(result);
             }
         }
     }
