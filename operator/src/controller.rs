@@ -4,7 +4,7 @@
 //! One reconcile, top to bottom (`apply`):
 //! 1. record a new generation: `spec.changed` (JSON Patch against the spec
 //!    the ledger last recorded) and `dataset.referenced`;
-//! 2. server-side apply the Service, the Deployment and (replicas > 1) the
+//! 2. server-side apply the Deployment, the Service and (replicas > 1) the
 //!    PodDisruptionBudget, with field manager [`FIELD_MANAGER`], forced: what
 //!    the spec no longer says disappears from the objects;
 //! 3. read the Deployment's and the pods' status ([`observe`]);
@@ -16,7 +16,9 @@
 //! Deletion runs through the finalizer [`FINALIZER`]: `model.retired` is
 //! recorded before the object may go.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Future, StreamExt};
@@ -25,11 +27,12 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::utils::{PredicateConfig, WatchStreamExt as _};
+use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -48,10 +51,11 @@ pub const FIELD_MANAGER: &str = "openmodel-operator";
 /// The finalizer that records `model.retired` before a model goes.
 pub const FINALIZER: &str = "serving.openmodel.dev/retire";
 
-/// How often a model is looked at again without any change: often while it
-/// is not Ready (pods change without touching the Deployment), rarely once
-/// it is.
-const RECHECK_NOT_READY: Duration = Duration::from_secs(15);
+/// How often a model is looked at again without any change (the watches
+/// of the model, its Deployment, Service and pods trigger a reconcile on
+/// every change; this is the safety net): every minute while it is not
+/// Ready, every five once it is.
+const RECHECK_NOT_READY: Duration = Duration::from_secs(60);
 const RECHECK_READY: Duration = Duration::from_secs(300);
 
 /// What every reconcile shares.
@@ -64,6 +68,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// Models (`namespace/name`) known to have no PodDisruptionBudget, so
+    /// reconciles do not ask the API server to delete one again.
+    without_budget: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -78,15 +85,38 @@ impl Context {
             client,
             journal,
             metrics,
+            without_budget: Mutex::default(),
         }
+    }
+
+    /// Whether the model `key` is known to have no PodDisruptionBudget.
+    fn is_without_budget(&self, key: &str) -> bool {
+        self.budgets().contains(key)
+    }
+
+    /// Notes whether the model `key` is known to have no budget.
+    fn set_without_budget(&self, key: &str, without: bool) {
+        if without {
+            self.budgets().insert(key.to_string());
+        } else {
+            self.budgets().remove(key);
+        }
+    }
+
+    fn budgets(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.without_budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Runs the controller over the models of `namespace` (all when `None`)
-/// until `shutdown` completes; reconciles in flight then finish.
+/// Runs the controller over the models of `namespace` (all when `None`),
+/// at most `concurrency` reconciles at once (0: no limit), until `shutdown`
+/// completes; reconciles in flight then finish.
 pub async fn run(
     context: Arc<Context>,
     namespace: Option<&str>,
+    concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
@@ -102,28 +132,46 @@ pub async fn run(
     }
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=openmodel-operator");
-    Controller::new(
+    // The models, cached; only a new generation (which deletion also makes)
+    // or a changed finalizer list starts a reconcile: the operator's own
+    // status writes do not.
+    let (reader, writer) = reflector::store();
+    let models = watcher(
         api::<OpenModel>(&client, namespace),
         watcher::Config::default(),
     )
-    .owns(api::<Deployment>(&client, namespace), owned.clone())
-    .owns(api::<Service>(&client, namespace), owned)
-    .watches(
-        api::<Pod>(&client, namespace),
-        watcher::Config::default().labels(MODEL_LABEL),
-        |pod| {
-            let model = pod.labels().get(MODEL_LABEL)?.clone();
-            Some(ObjectRef::new(&model).within(&pod.namespace()?))
-        },
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "controller event");
-        }
-    })
-    .await;
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(spec_or_finalizers, PredicateConfig::default());
+    Controller::for_stream(models, reader)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .owns(api::<Deployment>(&client, namespace), owned.clone())
+        .owns(api::<Service>(&client, namespace), owned)
+        .watches(
+            api::<Pod>(&client, namespace),
+            watcher::Config::default().labels(MODEL_LABEL),
+            |pod| {
+                let model = pod.labels().get(MODEL_LABEL)?.clone();
+                Some(ObjectRef::new(&model).within(&pod.namespace()?))
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+/// What of a model is worth a reconcile when it changes: its generation (the
+/// spec, and the deletion mark) and its finalizers.
+fn spec_or_finalizers(model: &OpenModel) -> Option<u64> {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (model.metadata.generation, model.finalizers()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Reconciles one model, through the finalizer.
@@ -131,7 +179,11 @@ async fn reconcile(model: Arc<OpenModel>, context: Arc<Context>) -> Result<Actio
     let started = Instant::now();
     let namespace = model.namespace().unwrap_or_default();
     let api: Api<OpenModel> = Api::namespaced(context.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, model, |event| async {
+    // A new model gets the finalizer first; it is then put into effect at
+    // once, not a watch round trip later.
+    let adding = model.metadata.deletion_timestamp.is_none()
+        && !model.finalizers().iter().any(|f| f == FINALIZER);
+    let result = finalizer(&api, FINALIZER, model.clone(), |event| async {
         match event {
             finalizer::Event::Apply(model) => apply(&model, &context).await,
             finalizer::Event::Cleanup(model) => retire(&model, &context).await,
@@ -139,6 +191,10 @@ async fn reconcile(model: Arc<OpenModel>, context: Arc<Context>) -> Result<Actio
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = match result {
+        Ok(_) if adding => apply(&model, &context).await,
+        other => other,
+    };
     context.metrics.reconciled(started.elapsed());
     result
 }
@@ -166,23 +222,35 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     let observed = model.status.as_ref().and_then(|s| s.observed_generation);
     if observed != model.metadata.generation {
         let recorded = journal.recorded_spec(model).await?;
-        for entry in records::spec_entries(model, recorded.as_ref(), journal.cluster()) {
-            keep_newest(journal.record(entry).await?);
+        // Submitted together, in order: the ledger commits them at once.
+        let entries = records::spec_entries(model, recorded.as_ref(), journal.cluster());
+        let appended =
+            futures::future::try_join_all(entries.into_iter().map(|e| journal.record(e))).await?;
+        for recorded in appended {
+            keep_newest(recorded);
         }
     }
 
-    // 2. The owned objects.
+    // 2. The owned objects; applying the Deployment answers with its status.
     let desired = resources::deployment(model);
-    let blocker = match model.spec.model.digest {
-        None => Some(Blocker::DigestMissing),
-        Some(_) => apply_owned(model, &desired, context).await?,
+    let namespace = model.namespace().unwrap_or_default();
+    let (blocker, deployment) = match model.spec.model.digest {
+        None => (Some(Blocker::DigestMissing), None),
+        Some(_) => match apply_owned(model, &desired, context).await? {
+            Applied::Deployment(deployment) => (None, Some(*deployment)),
+            Applied::Refused(blocker) => (Some(blocker), None),
+        },
     };
 
     // 3. What the cluster says.
-    let namespace = model.namespace().unwrap_or_default();
-    let deployment = Api::<Deployment>::namespaced(context.client.clone(), &namespace)
-        .get_opt(&model.name_any())
-        .await?;
+    let deployment = match deployment {
+        Some(deployment) => Some(deployment),
+        None => {
+            Api::<Deployment>::namespaced(context.client.clone(), &namespace)
+                .get_opt(&model.name_any())
+                .await?
+        }
+    };
     let pods = Api::<Pod>::namespaced(context.client.clone(), &namespace)
         .list(&ListParams::default().labels(&resources::selector_string(model)))
         .await?
@@ -241,6 +309,14 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     }))
 }
 
+/// What applying the owned objects came to.
+enum Applied {
+    /// All applied; the Deployment as the API server answered it.
+    Deployment(Box<Deployment>),
+    /// The API server refused an object as invalid.
+    Refused(Blocker),
+}
+
 /// Applies the Service, Deployment and PodDisruptionBudget (or deletes a
 /// budget no longer wanted). An object the API server refuses as invalid
 /// becomes a [`Blocker`] to report; other failures are errors to retry.
@@ -248,40 +324,45 @@ async fn apply_owned(
     model: &OpenModel,
     deployment: &Deployment,
     context: &Context,
-) -> Result<Option<Blocker>, Error> {
+) -> Result<Applied, Error> {
     let namespace = model.namespace().unwrap_or_default();
     let name = model.name_any();
+    let key = format!("{namespace}/{name}");
     let client = &context.client;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let service = resources::service(model);
     let applied = async {
+        let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
+            .patch(&name, &params, &Patch::Apply(deployment))
+            .await?;
         Api::<Service>::namespaced(client.clone(), &namespace)
             .patch(&name, &params, &Patch::Apply(&service))
-            .await?;
-        Api::<Deployment>::namespaced(client.clone(), &namespace)
-            .patch(&name, &params, &Patch::Apply(deployment))
             .await?;
         let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace);
         match resources::pod_disruption_budget(model) {
             Some(budget) => {
+                context.set_without_budget(&key, false);
                 budgets
                     .patch(&name, &params, &Patch::Apply(&budget))
                     .await?;
             }
-            None => {
+            // Only ask to delete a budget that may exist.
+            None if !context.is_without_budget(&key) => {
                 if let Err(e) = budgets.delete(&name, &DeleteParams::default()).await
                     && !is_status(&e, 404)
                 {
                     return Err(e);
                 }
+                context.set_without_budget(&key, true);
             }
+            None => {}
         }
-        Ok::<_, kube::Error>(())
+        Ok::<_, kube::Error>(deployment)
     };
     match applied.await {
-        Ok(()) => Ok(None),
+        Ok(deployment) => Ok(Applied::Deployment(Box::new(deployment))),
         Err(e) if is_status(&e, 422) || is_status(&e, 400) => {
-            Ok(Some(Blocker::ApplyFailed(e.to_string())))
+            Ok(Applied::Refused(Blocker::ApplyFailed(e.to_string())))
         }
         Err(e) => Err(e.into()),
     }
@@ -292,13 +373,17 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
-/// Applies `status` to the status subresource and publishes an Event per
-/// changed condition.
+/// Applies `status` to the status subresource (unless it is what the model
+/// already says) and publishes an Event per changed condition.
 async fn write_status(
     model: &OpenModel,
     status: &OpenModelStatus,
     context: &Context,
 ) -> Result<(), Error> {
+    if model.status.as_ref() == Some(status) {
+        // Nothing changed: no write, and no transition to publish.
+        return Ok(());
+    }
     let api: Api<OpenModel> = Api::namespaced(
         context.client.clone(),
         &model.namespace().unwrap_or_default(),
@@ -363,5 +448,6 @@ async fn retire(model: &OpenModel, context: &Context) -> Result<Action, Error> {
         model.name_any()
     );
     context.metrics.set_conditions(&key, None);
+    context.set_without_budget(&key, false);
     Ok(Action::await_change())
 }

@@ -27,6 +27,12 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The ledger file does not exist and creating it was not asked for.
+    #[error(
+        "the ledger {} does not exist; pass --create-ledger to start a new one, or restore the file",
+        .0.display()
+    )]
+    LedgerMissing(PathBuf),
     /// The recorded `spec.changed` patches of a model do not apply in order:
     /// the ledger's history of that model is inconsistent.
     #[error("replaying the recorded spec history: {0}")]
@@ -57,7 +63,7 @@ impl Error {
             Error::CrdYaml(_) => "crd",
             Error::Kube(_) => "kube",
             Error::Ledger(_) | Error::Join(_) => "ledger",
-            Error::KeyFile { .. } => "key",
+            Error::KeyFile { .. } | Error::LedgerMissing(_) => "key",
             Error::Replay(_) => "replay",
             Error::Finalizer(inner) => match &**inner {
                 kube::runtime::finalizer::Error::ApplyFailed(e)

@@ -46,14 +46,27 @@ pub struct Journal {
     recorded: Arc<Mutex<HashMap<String, LedgerStatus>>>,
 }
 
+impl JournalConfig {
+    /// Reads the signing key; also run at start-up, so a bad key file or a
+    /// missing ledger is reported at once rather than after winning the
+    /// Lease.
+    pub fn signer(&self) -> Result<Signer, Error> {
+        let key = std::fs::read_to_string(&self.key_file).map_err(|source| Error::KeyFile {
+            path: self.key_file.clone(),
+            source,
+        })?;
+        let signer = key.trim().parse()?;
+        if !self.create && !self.path.exists() {
+            return Err(Error::LedgerMissing(self.path.clone()));
+        }
+        Ok(signer)
+    }
+}
+
 impl Journal {
     /// Opens (or, when allowed, creates) the ledger.
     pub async fn open(config: &JournalConfig) -> Result<Journal, Error> {
-        let key = std::fs::read_to_string(&config.key_file).map_err(|source| Error::KeyFile {
-            path: config.key_file.clone(),
-            source,
-        })?;
-        let signer: Signer = key.trim().parse()?;
+        let signer = config.signer()?;
         let (path, cluster, create) = (config.path.clone(), config.cluster.clone(), config.create);
         // Creating appends the key entry and waits for it: not on the runtime.
         let ledger = blocking(move || {

@@ -79,6 +79,10 @@ struct RunArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "OPENMODEL_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     http_listen: SocketAddr,
+    /// Most models reconciled at once (0: no limit). Bounds the load a burst
+    /// of changes puts on the API server, the ledger and this process.
+    #[arg(long, env = "OPENMODEL_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
     /// Log format.
     #[arg(long, env = "OPENMODEL_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
@@ -138,12 +142,24 @@ async fn run(args: RunArgs) -> Result<()> {
             retry_period: Duration::from_secs(args.retry_period),
         },
         http_listen: Some(args.http_listen),
+        concurrency: args.concurrency,
     };
+    // Before connecting: a bad key file or a missing ledger is the first
+    // thing to report.
+    config.journal.signer()?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
-    openmodel_operator::run(client, config, shutdown_signal()).await?;
-    Ok(())
+    match openmodel_operator::run(client, config, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "stopped on an error");
+            Err(e.into())
+        }
+    }
 }
 
 #[tokio::main]

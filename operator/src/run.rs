@@ -31,6 +31,9 @@ pub struct Config {
     pub lease: LeaseConfig,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (none when `None`).
     pub http_listen: Option<SocketAddr>,
+    /// Most models reconciled at once (0: no limit). A bound keeps the API
+    /// server, the ledger and the operator's memory even under a burst.
+    pub concurrency: u16,
 }
 
 /// Runs the operator until `shutdown` completes (then finishes the
@@ -41,6 +44,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // A bad key file or a missing ledger is reported now, not after the
+    // Lease is won.
+    config.journal.signer()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -102,7 +108,12 @@ async fn lead(
         let _ = lost_rx.wait_for(|lost| *lost).await;
     };
     let stop = futures::future::select(Box::pin(stopped), Box::pin(lost)).map(|_| ());
-    let controller = controller::run(context, config.namespace.as_deref(), stop);
+    let controller = controller::run(
+        context,
+        config.namespace.as_deref(),
+        config.concurrency,
+        stop,
+    );
     tokio::pin!(controller);
     let lost = tokio::select! {
         () = &mut controller => false,

@@ -25,6 +25,7 @@ mod certs;
 mod controlplane;
 mod error;
 pub mod operator;
+pub mod operator_process;
 mod process;
 mod resources;
 

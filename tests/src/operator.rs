@@ -4,11 +4,12 @@
 //! part (there are no nodes at this level: pods are created from the
 //! Deployment's template and their status is written by the test).
 
-use std::net::SocketAddr;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{Error, create_namespace, install_crds};
+use crate::{ControlPlane, Error, create_namespace, install_crds};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -44,6 +45,51 @@ pub fn example(namespace: &str) -> Result<OpenModel> {
     })?;
     model.metadata.namespace = Some(namespace.into());
     Ok(model)
+}
+
+/// The control plane shared by the tests of one test binary; panics with
+/// the harness's message (how to build the binaries) when it cannot start.
+pub async fn control_plane() -> &'static ControlPlane {
+    ControlPlane::shared()
+        .await
+        .unwrap_or_else(|err| panic!("starting the control plane: {err}"))
+}
+
+/// The OpenModels of `namespace`.
+pub fn models(client: &Client, namespace: &str) -> Api<OpenModel> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+/// Changes the spec of the example model (`minilm`) with a merge patch.
+pub async fn patch_spec(client: &Client, namespace: &str, spec: Value) -> Result<()> {
+    models(client, namespace)
+        .patch(
+            "minilm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The response (status line, headers, body) to an HTTP/1.0 GET of `path`
+/// on `addr`; the operator's `/metrics`, `/healthz` and `/readyz`.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let what = || format!("GET http://{addr}{path}");
+    let mut stream = TcpStream::connect(addr).map_err(Error::io(what()))?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .map_err(Error::io(what()))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(Error::io(what()))?;
+    Ok(response)
+}
+
+/// Who holds a leader Lease, if anyone.
+pub fn lease_holder(lease: &k8s_openapi::api::coordination::v1::Lease) -> Option<&str> {
+    lease.spec.as_ref()?.holder_identity.as_deref()
 }
 
 /// How long a test waits for the operator to react.
@@ -101,6 +147,7 @@ pub fn config(namespace: &str, dir: &Path, identity: &str) -> Result<openmodel_o
             retry_period: Duration::from_millis(500),
         },
         http_listen: None,
+        concurrency: 16,
     })
 }
 

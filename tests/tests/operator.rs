@@ -1,54 +1,32 @@
 //! The operator against the real kube-apiserver: server-side apply of the
 //! owned objects, the status it derives from pods and the Deployment (the
 //! test plays the kubelet and the Deployment controller), the ledger entries
-//! it writes (checked with the ledger's own verifier), the finalizer, and
-//! leader election between two operator processes.
+//! it writes (checked with the ledger's own verifier) and the finalizer,
+//! with the operator in-process. The binary itself (JSON logs, SIGTERM,
+//! leader election between two processes) is tested in
+//! `operator/tests/binary.rs`.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use openmodel_operator::crd::{OpenModel, Policy};
-use openmodel_tests::ControlPlane;
 use openmodel_tests::operator::{
-    Operator, create_pod, data, example, finish_fetch, kinds, ledger_entries, namespace,
-    rollout_status, wait_for, wait_for_ledger,
+    Operator, control_plane, create_pod, data, example, finish_fetch, http_get, kinds,
+    lease_holder, ledger_entries, models, namespace, patch_spec, rollout_status, wait_for,
+    wait_for_ledger,
 };
 use serde_json::json;
 
 const DIGEST: &str = "sha256:8a36265b0b7aa0d00dce7ed1f5db75f01433046b4518e00f63248b2d0c866cb2";
-
-async fn control_plane() -> &'static ControlPlane {
-    ControlPlane::shared()
-        .await
-        .unwrap_or_else(|err| panic!("starting the control plane: {err}"))
-}
-
-fn models(client: &Client, namespace: &str) -> Api<OpenModel> {
-    Api::namespaced(client.clone(), namespace)
-}
-
-/// Changes the model's spec with a merge patch.
-async fn patch_spec(client: &Client, namespace: &str, spec: serde_json::Value) -> Result<()> {
-    models(client, namespace)
-        .patch(
-            "minilm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": spec })),
-        )
-        .await?;
-    Ok(())
-}
 
 fn condition(model: &OpenModel, type_: &str) -> Option<(String, String)> {
     let c = model.status.as_ref()?.condition(type_)?;
@@ -393,7 +371,7 @@ async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Re
     let lease = Api::<Lease>::namespaced(client.clone(), &ns)
         .get("openmodel-operator")
         .await?;
-    assert_eq!(holder(&lease), None);
+    assert_eq!(lease_holder(&lease), None);
     Ok(())
 }
 
@@ -453,143 +431,6 @@ async fn a_wrong_digest_degrades_and_is_never_deployed() -> Result<()> {
     assert_eq!(kinds(&entries), ["spec.changed"]);
     operator.stop().await?;
     Ok(())
-}
-
-/// Set in the copies of this test binary that run an operator for
-/// [`a_standby_takes_over_when_the_leader_is_killed`]: `<kubeconfig>
-/// <namespace> <folder> <identity>`.
-const CHILD_ENV: &str = "OPENMODEL_TESTS_OPERATOR_CHILD";
-const LEADER_TEST: &str = "a_standby_takes_over_when_the_leader_is_killed";
-
-/// Runs an operator process: this test binary again, as a child.
-fn spawn_operator(
-    control_plane: &ControlPlane,
-    ns: &str,
-    dir: &std::path::Path,
-    identity: &str,
-) -> Result<OperatorProcess> {
-    let spec = format!(
-        "{} {ns} {} {identity}",
-        control_plane.kubeconfig().display(),
-        dir.display()
-    );
-    Command::new(std::env::current_exe()?)
-        .args([LEADER_TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, spec)
-        .spawn()
-        .map(OperatorProcess)
-        .context("running the test binary again as an operator")
-}
-
-/// The child's part: run the operator until killed.
-async fn run_child(spec: &str) -> Result<()> {
-    let [kubeconfig, ns, dir, identity] = spec.split(' ').collect::<Vec<_>>()[..] else {
-        anyhow::bail!(
-            "{CHILD_ENV}={spec:?}: expected <kubeconfig> <namespace> <folder> <identity>"
-        );
-    };
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = Client::try_from(config)?;
-    let config = openmodel_tests::operator::config(ns, std::path::Path::new(dir), identity)?;
-    openmodel_operator::run(client, config, parent_gone()).await?;
-    Ok(())
-}
-
-/// Completes when the test process that started this child is gone, so a
-/// child never outlives its test.
-async fn parent_gone() {
-    let parent = std::os::unix::process::parent_id();
-    while std::os::unix::process::parent_id() == parent {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// An operator process, killed (SIGKILL) when dropped.
-struct OperatorProcess(Child);
-
-impl OperatorProcess {
-    fn kill(&mut self) -> Result<()> {
-        self.0.kill()?;
-        self.0.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.kill();
-    }
-}
-
-fn holder(lease: &Lease) -> Option<&str> {
-    lease.spec.as_ref()?.holder_identity.as_deref()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_takes_over_when_the_leader_is_killed() -> Result<()> {
-    if let Ok(spec) = std::env::var(CHILD_ENV) {
-        return run_child(&spec).await;
-    }
-    let control_plane = control_plane().await;
-    let client = control_plane.client()?;
-    let ns = namespace(&client, "leader_election").await?;
-    let dir = tempfile::tempdir()?;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-
-    let mut first = spawn_operator(control_plane, &ns, dir.path(), "first")?;
-    wait_for(&leases, "openmodel-operator", "the first leader", |l| {
-        holder(l) == Some("first")
-    })
-    .await?;
-    let mut second = spawn_operator(control_plane, &ns, dir.path(), "second")?;
-    models(&client, &ns)
-        .create(&PostParams::default(), &example(&ns)?)
-        .await?;
-    let ledger = dir.path().join("ledger.sqlite");
-    let before = ["spec.changed", "dataset.referenced", "dataset.referenced"];
-    wait_for_ledger(&ledger, &ns, "minilm", &before).await?;
-    let lease = leases.get("openmodel-operator").await?;
-    assert_eq!(holder(&lease), Some("first"), "the standby must not lead");
-
-    // Kill the leader; the standby takes over within the lease duration
-    // (3 s) plus its retry period.
-    first.kill()?;
-    let killed = Instant::now();
-    wait_for(&leases, "openmodel-operator", "the take-over", |l| {
-        holder(l) == Some("second")
-    })
-    .await?;
-    let took = killed.elapsed();
-    ensure!(
-        took <= Duration::from_secs(5),
-        "the take-over took {took:?}"
-    );
-
-    // The new leader reconciles and records the next generation, once.
-    patch_spec(&client, &ns, json!({"runtime": {"replicas": 3}})).await?;
-    let mut after = before.to_vec();
-    after.push("spec.changed");
-    let entries = wait_for_ledger(&ledger, &ns, "minilm", &after).await?;
-    assert_eq!(
-        data(&entries[3])["patch"],
-        json!([{"op": "replace", "path": "/spec/runtime/replicas", "value": 3}])
-    );
-    let keys: std::collections::HashSet<_> =
-        entries.iter().map(|e| e.entry.dedupe_key.clone()).collect();
-    assert_eq!(keys.len(), entries.len(), "duplicate dedupe keys");
-    second.kill()?;
-    ledger_entries(&ledger, &ns, None)?;
-    Ok(())
-}
-
-/// The body of an HTTP/1.0 GET on loopback, with its status line.
-fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
