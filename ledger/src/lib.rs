@@ -17,6 +17,11 @@
 //! - [`store`]: the SQLite log with group commit ([`Ledger`]).
 //! - [`query`]: filtered, paginated queries with a completeness statement.
 //! - [`export`], [`verify`]: bundles for auditors and their offline check.
+//!
+//! The service (feature `service`, on by default):
+//! - [`service`]: `openmodel-ledger serve`, the one writer of a ledger file,
+//!   serving it over gRPC (`AuditService`) and as tiles over HTTPS, with
+//!   Kubernetes authorization; [`service::client`] is its client.
 
 pub mod checkpoint;
 pub mod entry;
@@ -26,6 +31,8 @@ pub mod hash;
 pub mod note;
 pub mod proof_file;
 pub mod query;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod store;
 pub mod tiles;
 pub mod tree;

@@ -12,6 +12,9 @@
 //!
 //! `N` is written in groups of three digits, every group but the last
 //! prefixed with `x`: 1234067 → `x001/x234/067`.
+//!
+//! [`TileResource`] names one such file and parses its path back (the
+//! ledger service serves them over HTTP, `Ledger::tile` reads them).
 
 use crate::tree::Node;
 use crate::{Error, Result};
@@ -51,6 +54,107 @@ impl Tile {
     pub fn entries_path(self) -> String {
         format!("tile/entries/{}", index_path(self.index, self.width))
     }
+}
+
+/// One resource of the layout below `checkpoint`: a hash tile or an entry
+/// bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileResource {
+    /// `tile/<L>/<N>[.p/<W>]`.
+    Hashes(Tile),
+    /// `tile/entries/<N>[.p/<W>]` (the tile's level is 0).
+    Entries(Tile),
+}
+
+/// Highest tile level a path may name (C2SP tlog-tiles: 0 to 63).
+const MAX_TILE_LEVEL: u8 = 63;
+
+impl TileResource {
+    /// Its path, relative to the log's prefix.
+    pub fn path(self) -> String {
+        match self {
+            TileResource::Hashes(tile) => tile.path(),
+            TileResource::Entries(tile) => tile.entries_path(),
+        }
+    }
+
+    /// Parses a path relative to the log's prefix (`tile/0/x001/234.p/7`,
+    /// `tile/entries/005`). Only the one spelling [`TileResource::path`]
+    /// writes is accepted: no leading zeros in `L` or `W`, no all-zero
+    /// leading `x` groups in `N`, `W` only for partial tiles (1..=255).
+    pub fn parse(path: &str) -> Result<TileResource> {
+        let bad = |why: &str| {
+            Error::InvalidTilePath(format!(
+                "{path:?}: {why}; tile paths are tile/<L>/<N>[.p/<W>] and tile/entries/<N>[.p/<W>] \
+                 (c2sp.org/tlog-tiles)"
+            ))
+        };
+        let rest = path
+            .strip_prefix("tile/")
+            .ok_or_else(|| bad("does not start with tile/"))?;
+        let (first, rest) = rest.split_once('/').ok_or_else(|| bad("no tile index"))?;
+        let level = match first {
+            "entries" => None,
+            l => Some(
+                parse_canonical(l)
+                    .and_then(|l| u8::try_from(l).ok())
+                    .filter(|&l| l <= MAX_TILE_LEVEL)
+                    .ok_or_else(|| bad("the level must be a decimal 0 to 63"))?,
+            ),
+        };
+        let (index_part, width) = match rest.rsplit_once(".p/") {
+            Some((index, w)) => {
+                let width = parse_canonical(w)
+                    .filter(|w| (1..TILE_WIDTH).contains(w))
+                    .ok_or_else(|| bad("a partial width must be a decimal 1 to 255"))?;
+                (index, width)
+            }
+            None => (rest, TILE_WIDTH),
+        };
+        let index = parse_index(index_part).ok_or_else(|| {
+            bad("the index must be 3-digit groups, all but the last prefixed with x, without leading zero groups")
+        })?;
+        Ok(match level {
+            None => TileResource::Entries(Tile {
+                level: 0,
+                index,
+                width,
+            }),
+            Some(level) => TileResource::Hashes(Tile {
+                level,
+                index,
+                width,
+            }),
+        })
+    }
+}
+
+/// A decimal without sign or leading zeros.
+fn parse_canonical(s: &str) -> Option<u64> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
+/// The inverse of [`index_path`] without the width: `x001/x234/067` → 1234067.
+fn parse_index(s: &str) -> Option<u64> {
+    let groups: Vec<&str> = s.split('/').collect();
+    let (last, leading) = groups.split_last()?;
+    // A leading group of zeros would be a second spelling of a smaller index.
+    if leading.first().is_some_and(|g| *g == "x000") {
+        return None;
+    }
+    let digits = |g: &str| -> Option<u64> {
+        (g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| g.parse().ok())
+            .flatten()
+    };
+    let mut index = 0u64;
+    for group in leading {
+        let value = digits(group.strip_prefix('x')?)?;
+        index = index.checked_mul(1000)?.checked_add(value)?;
+    }
+    index.checked_mul(1000)?.checked_add(digits(last)?)
 }
 
 /// Where a stored node's hash appears in the hash tiles, if it does: tile
@@ -199,12 +303,108 @@ mod tests {
         assert_eq!(tiles_for_size(65536).len(), 256 + 1 + 1);
     }
 
+    #[test]
+    fn paths_parse_back() {
+        let hashes = |level, index, width| {
+            TileResource::Hashes(Tile {
+                level,
+                index,
+                width,
+            })
+        };
+        let entries = |index, width| {
+            TileResource::Entries(Tile {
+                level: 0,
+                index,
+                width,
+            })
+        };
+        for (path, resource) in [
+            ("tile/0/000", hashes(0, 0, 256)),
+            ("tile/0/x001/x234/067", hashes(0, 1234067, 256)),
+            ("tile/1/005.p/3", hashes(1, 5, 3)),
+            ("tile/63/999.p/255", hashes(63, 999, 255)),
+            ("tile/entries/x001/000", entries(1000, 256)),
+            ("tile/entries/000.p/1", entries(0, 1)),
+            (
+                "tile/0/x018/x446/x744/x073/x709/x551/615",
+                hashes(0, u64::MAX, 256),
+            ),
+        ] {
+            assert_eq!(TileResource::parse(path).unwrap(), resource, "{path}");
+            assert_eq!(resource.path(), path);
+        }
+        for bad in [
+            "",
+            "checkpoint",
+            "tile/",
+            "tile/0",
+            "tile/0/",
+            "tile/00/000",
+            "tile/64/000",
+            "tile/-1/000",
+            "tile/0/0",
+            "tile/0/0000",
+            "tile/0/x000/001",
+            "tile/0/x001",
+            "tile/0/001/002",
+            "tile/0/x1/002",
+            "tile/0/000.p/0",
+            "tile/0/000.p/256",
+            "tile/0/000.p/05",
+            "tile/0/000.p/",
+            "tile/0/000.p",
+            "tile/entries/",
+            "tile/entries/x000/000",
+            "tile/0/x018/x446/x744/x073/x709/x551/616",
+            "tile/0/x999/x999/x999/x999/x999/x999/x999/999",
+            "tile/0/+01",
+            "tile/0/١٢٣",
+        ] {
+            assert!(TileResource::parse(bad).is_err(), "{bad:?}");
+        }
+        let err = TileResource::parse("tile/0/x000/001")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tlog-tiles"), "{err}");
+    }
+
     proptest! {
         #[test]
         fn bundles_round_trip(entries in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
             let data = encode_bundle(entries.iter().map(Vec::as_slice)).unwrap();
             let back = decode_bundle(&data, entries.len() as u64).unwrap();
             prop_assert_eq!(back, entries.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn every_tile_path_parses_back(
+            level in 0u8..=63,
+            index in any::<u64>(),
+            width in 1u64..=256,
+            entries in any::<bool>(),
+        ) {
+            let resource = if entries {
+                TileResource::Entries(Tile { level: 0, index, width })
+            } else {
+                TileResource::Hashes(Tile { level, index, width })
+            };
+            prop_assert_eq!(TileResource::parse(&resource.path()).unwrap(), resource);
+        }
+
+        #[test]
+        fn parsed_paths_are_canonical(
+            path in "tile/(entries|[0-9]{1,3}|x)(/x?[0-9]{1,4}){1,8}(\\.p/[0-9]{1,4})?(/)?",
+        ) {
+            // Whatever parses is in the one spelling `path()` writes.
+            if let Ok(resource) = TileResource::parse(&path) {
+                prop_assert_eq!(resource.path(), path);
+            }
+        }
+
+        #[test]
+        fn parse_never_panics(path in "\\PC{0,80}") {
+            let _ = TileResource::parse(&path);
         }
 
         #[test]

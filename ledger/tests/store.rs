@@ -10,6 +10,7 @@ use std::sync::Arc;
 use common::*;
 use openmodel_ledger::query::Query;
 use openmodel_ledger::store::OpenCheck;
+use openmodel_ledger::tiles::{TileResource, bundles_for_size, tiles_for_size};
 use openmodel_ledger::tree::verify_consistency;
 use openmodel_ledger::verify::verify_bundle;
 use openmodel_ledger::{Error, Ledger};
@@ -269,6 +270,108 @@ fn exports_verify_offline_and_prove_consistency() {
         t.ledger.export(&dir).is_err(),
         "export refuses a non-empty folder"
     );
+}
+
+#[test]
+fn single_tiles_read_from_the_file_match_the_export() {
+    let t = TestLedger::new();
+    for i in 0..700 {
+        t.ledger
+            .append(weights("ns", &format!("m{}", i % 5), i))
+            .unwrap();
+    }
+    let dir = t.dir.path().join("bundle");
+    t.ledger.export(&dir).unwrap();
+    let size = t.ledger.checkpoint().unwrap().checkpoint.size;
+    let resources = tiles_for_size(size)
+        .into_iter()
+        .map(TileResource::Hashes)
+        .chain(
+            bundles_for_size(size)
+                .into_iter()
+                .map(TileResource::Entries),
+        );
+    for resource in resources {
+        let path = resource.path();
+        assert_eq!(TileResource::parse(&path).unwrap(), resource);
+        let exported = std::fs::read(dir.join(&path)).unwrap();
+        assert_eq!(t.ledger.tile(resource).unwrap(), exported, "{path}");
+    }
+    // A narrower prefix of the rightmost tile is served too (it is the
+    // partial tile of an earlier size); anything beyond the tree is not.
+    let prefix = t
+        .ledger
+        .tile(TileResource::parse("tile/0/002.p/10").unwrap())
+        .unwrap();
+    let full = std::fs::read(dir.join("tile/0/002.p/189")).unwrap();
+    assert_eq!(prefix, full[..320]);
+    for beyond in [
+        "tile/0/002.p/190",
+        "tile/0/002",
+        "tile/0/003.p/1",
+        "tile/1/000",
+        "tile/2/000.p/1",
+        "tile/63/000.p/1",
+        "tile/entries/003.p/1",
+        "tile/0/x018/x446/x744/x073/x709/x551/615",
+    ] {
+        let err = t
+            .ledger
+            .tile(TileResource::parse(beyond).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{beyond}: {err}");
+    }
+}
+
+#[test]
+fn proofs_at_signed_sizes_and_consistency_to_them() {
+    let t = TestLedger::new();
+    for i in 0..20 {
+        t.ledger.append(weights("ns", "m", i)).unwrap();
+    }
+    let verifier = t.signer.verifier();
+    let at_10 = t.ledger.checkpoint_at(10).unwrap().unwrap();
+    let proof = t.ledger.prove_at(3, Some(10)).unwrap();
+    assert_eq!(proof.checkpoint, at_10.note);
+    proof.verify(&verifier, None).unwrap();
+    assert_eq!(
+        t.ledger.prove_at(3, None).unwrap(),
+        t.ledger.prove(3).unwrap()
+    );
+    assert!(matches!(
+        t.ledger.prove_at(10, Some(10)).unwrap_err(),
+        Error::IndexOutOfRange {
+            index: 10,
+            size: 10
+        }
+    ));
+    assert!(matches!(
+        t.ledger.prove_at(3, Some(500)).unwrap_err(),
+        Error::NotFound(_)
+    ));
+
+    let (hashes, latest) = t.ledger.prove_consistency(10, None).unwrap();
+    assert_eq!(latest, t.ledger.checkpoint().unwrap());
+    verify_consistency(
+        10,
+        latest.checkpoint.size,
+        &at_10.checkpoint.root.0,
+        &latest.checkpoint.root.0,
+        &hashes,
+    )
+    .unwrap();
+    let (hashes, at_15) = t.ledger.prove_consistency(10, Some(15)).unwrap();
+    assert_eq!(at_15.checkpoint.size, 15);
+    verify_consistency(
+        10,
+        15,
+        &at_10.checkpoint.root.0,
+        &at_15.checkpoint.root.0,
+        &hashes,
+    )
+    .unwrap();
+    assert!(t.ledger.prove_consistency(0, None).is_err());
+    assert!(t.ledger.prove_consistency(16, Some(15)).is_err());
 }
 
 #[test]

@@ -6,13 +6,16 @@
 //!   names and field numbers as Triton's `grpc_service.proto`, so that
 //!   unmodified `tritonclient[grpc]` and KServe v2 clients work against an
 //!   OpenModel server.
+//! - [`audit`]: the audit ledger service, `openmodel.audit.v1alpha1.AuditService`:
+//!   append, list, watch and prove entries of the tamper-evident ledger
+//!   (served by `openmodel-ledger serve`, see docs/ledger-service.md).
 //!
-//! The definitions are OpenModel's own files, `proto/inference/*.proto`,
-//! written from the published protocol; `build.rs` compiles them with
-//! protox (no system `protoc`) and generates prost messages and a tonic
-//! client and server. `tests/triton_compat.rs` checks them field by field
-//! against the descriptors embedded in the `tritonclient` wheel (see
-//! docs/proto.md).
+//! The definitions are OpenModel's own files, `proto/inference/*.proto`
+//! (written from the published protocol) and `proto/audit/**/*.proto`;
+//! `build.rs` compiles them with protox (no system `protoc`) and generates
+//! prost messages and a tonic client and server. `tests/triton_compat.rs`
+//! checks the inference protocol field by field against the descriptors
+//! embedded in the `tritonclient` wheel (see docs/proto.md).
 
 #![warn(missing_docs)]
 
@@ -33,6 +36,24 @@ pub mod inference {
     /// `register_encoded_file_descriptor_set`).
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptor.bin"));
+}
+
+/// The audit ledger service: package `openmodel.audit.v1alpha1`, from
+/// `proto/audit/openmodel/audit/v1alpha1/audit.proto` (every message and
+/// field is documented there).
+///
+/// [`audit::audit_service_server::AuditService`] is the trait the ledger
+/// service implements, [`audit::audit_service_client::AuditServiceClient`]
+/// the client. Entries travel as their leaf bytes ([`audit::LoggedEntry`]),
+/// so clients can hash and verify them.
+pub mod audit {
+    include!(concat!(env!("OUT_DIR"), "/openmodel.audit.v1alpha1.rs"));
+
+    /// The encoded `google.protobuf.FileDescriptorSet` of package
+    /// `openmodel.audit.v1alpha1` (with source info), for gRPC server
+    /// reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/audit_descriptor.bin"));
 }
 
 #[cfg(test)]
@@ -152,5 +173,100 @@ mod tests {
             fds.file[1].source_code_info.is_some(),
             "comments travel to reflection clients"
         );
+    }
+
+    #[test]
+    fn audit_descriptor_set_describes_the_service_with_its_comments() {
+        use super::audit::{FILE_DESCRIPTOR_SET, audit_service_server::SERVICE_NAME};
+
+        let fds = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let [file] = fds.file.as_slice() else {
+            panic!("one file expected, got {:?}", fds.file.len());
+        };
+        assert_eq!(file.name(), "openmodel/audit/v1alpha1/audit.proto");
+        let service = &file.service[0];
+        assert_eq!(
+            format!("{}.{}", file.package(), service.name()),
+            SERVICE_NAME
+        );
+        let methods: Vec<_> = service.method.iter().map(|m| m.name()).collect();
+        assert_eq!(
+            methods,
+            [
+                "Append",
+                "ListEntries",
+                "GetEntry",
+                "GetCheckpoint",
+                "GetInclusionProof",
+                "GetConsistencyProof",
+                "WatchEntries"
+            ]
+        );
+        let streaming: Vec<_> = service
+            .method
+            .iter()
+            .filter(|m| m.server_streaming())
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(streaming, ["WatchEntries"]);
+        // Every message, field and RPC carries a comment (reflection clients
+        // show them). Paths: 4 = message_type, 2 = field, 6 = service, 2 = method.
+        let info = file.source_code_info.as_ref().unwrap();
+        let documented: std::collections::HashSet<&[i32]> = info
+            .location
+            .iter()
+            .filter(|l| {
+                l.leading_comments
+                    .as_deref()
+                    .is_some_and(|c| !c.trim().is_empty())
+            })
+            .map(|l| l.path.as_slice())
+            .collect();
+        let mut declared = vec![(vec![6, 0], service.name().to_owned())];
+        for (i, method) in service.method.iter().enumerate() {
+            declared.push((vec![6, 0, 2, i as i32], method.name().to_owned()));
+        }
+        for (m, message) in file.message_type.iter().enumerate() {
+            declared.push((vec![4, m as i32], message.name().to_owned()));
+            for (f, field) in message.field.iter().enumerate() {
+                declared.push((
+                    vec![4, m as i32, 2, f as i32],
+                    format!("{}.{}", message.name(), field.name()),
+                ));
+            }
+        }
+        for (path, name) in declared {
+            assert!(
+                documented.contains(path.as_slice()),
+                "{name} has no comment"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_travel_as_leaf_bytes() {
+        use super::audit::{ListEntriesResponse, LoggedEntry};
+
+        let leaf = br#"{"kind":"ledger.key","v":1}"#.to_vec();
+        let response = ListEntriesResponse {
+            entries: vec![LoggedEntry {
+                index: 7,
+                leaf: leaf.clone(),
+            }],
+            checkpoint: "origin\n8\nroot\n".into(),
+            scanned_start: 0,
+            scanned_end: 8,
+            next: None,
+        };
+        let decoded = ListEntriesResponse::decode(response.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.entries[0].leaf, leaf, "bytes unchanged");
+        assert_eq!(decoded, response);
+        // `next` is proto3 optional: absent and zero differ.
+        let with_next = ListEntriesResponse {
+            next: Some(0),
+            ..response
+        };
+        let decoded = ListEntriesResponse::decode(with_next.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.next, Some(0));
     }
 }

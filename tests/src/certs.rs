@@ -35,22 +35,57 @@ pub(crate) struct Pki {
     pub(crate) service_account_pub_pem: String,
 }
 
+/// A new certificate authority: its certificate (PEM) and the issuer that
+/// signs with it.
+fn new_ca() -> Result<(String, Issuer<'static, KeyPair>), rcgen::Error> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "openmodel-test-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_pem = ca_params.self_signed(&ca_key)?.pem();
+    Ok((ca_pem, Issuer::new(ca_params, ca_key)))
+}
+
+/// A throwaway certificate authority and a serving certificate it signed,
+/// for a TLS server under test (clients trust `ca_pem`).
+pub struct ServingCertificate {
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// The serving certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM (PKCS#8).
+    pub key_pem: String,
+}
+
+/// Generates a CA and a serving certificate for `sans` (host names or IP
+/// addresses, e.g. `127.0.0.1` and `localhost`), ECDSA P-256.
+pub fn serving_certificate(sans: &[&str]) -> Result<ServingCertificate, rcgen::Error> {
+    let (ca_pem, ca) = new_ca()?;
+    let serving = leaf(
+        &ca,
+        sans,
+        sans.first().copied().unwrap_or("server"),
+        None,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    Ok(ServingCertificate {
+        ca_pem,
+        cert_pem: serving.cert_pem,
+        key_pem: serving.key_pem,
+    })
+}
+
 impl Pki {
     /// Generates a fresh PKI.
     pub(crate) fn generate() -> Result<Pki, rcgen::Error> {
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "openmodel-test-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_pem = ca_params.self_signed(&ca_key)?.pem();
-        let ca = Issuer::new(ca_params, ca_key);
+        let (ca_pem, ca) = new_ca()?;
 
         // `CertificateParams::new` turns "127.0.0.1" into an IP address SAN.
         let apiserver = leaf(
@@ -130,6 +165,15 @@ mod tests {
             pki.service_account_pub_pem
                 .starts_with("-----BEGIN PUBLIC KEY-----")
         );
+    }
+
+    #[test]
+    fn serving_certificates_are_signed_by_their_own_ca() {
+        let a = serving_certificate(&["127.0.0.1", "localhost"]).unwrap();
+        let b = serving_certificate(&["127.0.0.1"]).unwrap();
+        assert_ne!(a.ca_pem, b.ca_pem);
+        assert!(a.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        KeyPair::from_pem(&a.key_pem).unwrap();
     }
 
     #[test]

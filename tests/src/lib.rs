@@ -16,6 +16,11 @@
 //! # }
 //! ```
 //!
+//! [`LedgerService`] runs the ledger service (`openmodel-ledger serve`)
+//! in-process, with TLS from a throwaway CA ([`serving_certificate`]) and
+//! authorization by the control plane; [`service_account_token`] and
+//! [`wait_for_permission`] give tests other identities.
+//!
 //! [`operator`] runs the OpenModel operator in-process for a test and plays
 //! the parts of the cluster this level lacks (kubelet, Deployment controller).
 //!
@@ -24,12 +29,17 @@
 mod certs;
 mod controlplane;
 mod error;
+mod identities;
+mod ledger_service;
 pub mod operator;
 pub mod operator_process;
 mod process;
 mod resources;
 
+pub use certs::{ServingCertificate, serving_certificate};
 pub use controlplane::{BIN_ENV, ControlPlane, bin_dir, remove_stale_data_dirs};
 pub use error::Error;
+pub use identities::{service_account_token, service_account_user, wait_for_permission};
+pub use ledger_service::{LEDGER_ORIGIN, LedgerService};
 pub use process::is_running;
 pub use resources::{TEST_LABEL, create_namespace, install_crds};

@@ -11,6 +11,7 @@
 //! refuses the open and names the first bad index.
 
 mod nodes;
+mod publish;
 mod schema;
 mod writer;
 
@@ -385,14 +386,34 @@ impl Ledger {
 
     /// The stored checkpoint of exactly `size` entries, if one was signed.
     pub fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>> {
-        self.read(|c| {
-            let note: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
-                "SELECT note FROM checkpoints WHERE size = ?1",
-                [size as i64],
-                |r| r.get(0),
-            ))?;
-            note.map(|n| SignedCheckpoint::open(&n, &self.verifier))
-                .transpose()
+        self.read(|c| self.checkpoint_at_in(c, size))
+    }
+
+    fn checkpoint_at_in(&self, conn: &Connection, size: u64) -> Result<Option<SignedCheckpoint>> {
+        let note: Option<String> = rusqlite::OptionalExtension::optional(conn.query_row(
+            "SELECT note FROM checkpoints WHERE size = ?1",
+            [size as i64],
+            |r| r.get(0),
+        ))?;
+        note.map(|n| SignedCheckpoint::open(&n, &self.verifier))
+            .transpose()
+    }
+
+    /// The latest checkpoint (`size` `None`) or the signed checkpoint of
+    /// exactly `size` entries, as `conn` sees them.
+    fn signed_checkpoint_in(
+        &self,
+        conn: &Connection,
+        size: Option<u64>,
+    ) -> Result<SignedCheckpoint> {
+        let Some(size) = size else {
+            return self.checkpoint_in(conn);
+        };
+        self.checkpoint_at_in(conn, size)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no checkpoint of tree size {size} was signed; ask for the latest one, or for the \
+                 size of a checkpoint this log gave you"
+            ))
         })
     }
 
@@ -407,8 +428,15 @@ impl Ledger {
 
     /// A self-contained tlog-proof for entry `index` under the latest checkpoint.
     pub fn prove(&self, index: u64) -> Result<TlogProof> {
+        self.prove_at(index, None)
+    }
+
+    /// A self-contained tlog-proof for entry `index` under the latest
+    /// checkpoint (`tree_size` `None`) or under the signed checkpoint of
+    /// exactly `tree_size` entries.
+    pub fn prove_at(&self, index: u64, tree_size: Option<u64>) -> Result<TlogProof> {
         self.read(|c| {
-            let cp = self.checkpoint_in(c)?;
+            let cp = self.signed_checkpoint_in(c, tree_size)?;
             let size = cp.checkpoint.size;
             let leaf = leaf(c, index)?.ok_or(Error::IndexOutOfRange { index, size })?;
             let path = tree::inclusion_proof(index, size, &SqlHashes(c))?;
@@ -432,6 +460,21 @@ impl Ledger {
                 });
             }
             tree::consistency_proof(old_size, new_size, &SqlHashes(c))
+        })
+    }
+
+    /// A consistency proof from the tree of `old_size` entries to the latest
+    /// checkpoint (`new_size` `None`) or to the signed checkpoint of exactly
+    /// `new_size` entries, with that checkpoint.
+    pub fn prove_consistency(
+        &self,
+        old_size: u64,
+        new_size: Option<u64>,
+    ) -> Result<(Vec<Hash>, SignedCheckpoint)> {
+        self.read(|c| {
+            let cp = self.signed_checkpoint_in(c, new_size)?;
+            let proof = tree::consistency_proof(old_size, cp.checkpoint.size, &SqlHashes(c))?;
+            Ok((proof, cp))
         })
     }
 

@@ -1,0 +1,550 @@
+//! Who may do what, the Kubernetes way.
+//!
+//! Callers send `authorization: Bearer <token>`. The Kubernetes API server
+//! says whose token it is (a TokenReview) and whether that user may `get`
+//! the virtual subresource `openmodels/audit` of API group
+//! `serving.openmodel.dev` in a namespace, or cluster-wide (a
+//! SubjectAccessReview). RBAC grants it like any other permission:
+//!
+//! ```yaml
+//! rules:
+//!   - apiGroups: [serving.openmodel.dev]
+//!     resources: [openmodels/audit]
+//!     verbs: [get]
+//! ```
+//!
+//! [`Access`] is that question asked of an authority; [`KubeAccess`] asks
+//! the API server. [`Gate`] turns answers into decisions for what an
+//! operation [`Need`]s, remembers them for a few seconds (so a page of
+//! requests costs the API server one review, and a revoked permission or
+//! token stops working within [`ALLOWED_TTL`]), and words the refusals:
+//! [`Error::Unauthenticated`] without a token the API server accepts,
+//! [`Error::PermissionDenied`] without the permission, naming the
+//! permission to ask for.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// The API group of the permission.
+pub const AUDIT_API_GROUP: &str = "serving.openmodel.dev";
+/// The resource of the permission.
+pub const AUDIT_RESOURCE: &str = "openmodels";
+/// The (virtual) subresource of the permission.
+pub const AUDIT_SUBRESOURCE: &str = "audit";
+/// The verb of the permission.
+pub const AUDIT_VERB: &str = "get";
+
+/// How long a granted permission or accepted token is remembered.
+pub const ALLOWED_TTL: Duration = Duration::from_secs(10);
+/// How long a refusal is remembered (short: a new RoleBinding should work
+/// soon; long enough that a stream of bad requests is not a stream of
+/// reviews).
+pub const DENIED_TTL: Duration = Duration::from_secs(2);
+
+/// Most remembered answers per kind; beyond it, expired ones are dropped
+/// (and if none has expired, all are).
+const CACHE_CAPACITY: usize = 10_000;
+
+/// A caller, as the Kubernetes API server authenticated them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct User {
+    /// User name, e.g. `system:serviceaccount:search:auditor`.
+    pub username: String,
+    /// User UID, when the authenticator knows one.
+    pub uid: Option<String>,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Extra attributes (passed on to authorization as they came).
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// Where a read applies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One namespace.
+    Namespace(String),
+    /// Every namespace: queries not filtered by namespace, and entries about
+    /// no namespaced object.
+    Cluster,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Namespace(ns) => write!(f, "in namespace {ns:?}"),
+            Scope::Cluster => f.write_str("cluster-wide"),
+        }
+    }
+}
+
+/// The authority that knows tokens and permissions.
+pub trait Access: Send + Sync + 'static {
+    /// Whose token this is; `None` when the authority does not accept it.
+    fn authenticate(&self, token: &str) -> impl Future<Output = Result<Option<User>>> + Send;
+
+    /// Whether `user` may `get openmodels/audit` (group
+    /// `serving.openmodel.dev`) in `scope`.
+    fn may_read(&self, user: &User, scope: &Scope) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// [`Access`] answered by the Kubernetes API server. The client's own
+/// identity needs `create` on `tokenreviews` (authentication.k8s.io) and
+/// `subjectaccessreviews` (authorization.k8s.io), as the built-in ClusterRole
+/// `system:auth-delegator` grants.
+#[derive(Clone)]
+pub struct KubeAccess {
+    client: kube::Client,
+}
+
+impl KubeAccess {
+    /// Asks the API server `client` talks to.
+    pub fn new(client: kube::Client) -> KubeAccess {
+        KubeAccess { client }
+    }
+}
+
+fn unavailable(review: &str, e: kube::Error) -> Error {
+    Error::AuthorizationUnavailable(format!(
+        "creating a {review}: {e} (the service's own identity needs `create` on {review}s, e.g. \
+         the ClusterRole system:auth-delegator)"
+    ))
+}
+
+impl Access for KubeAccess {
+    async fn authenticate(&self, token: &str) -> Result<Option<User>> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_owned(),
+                audiences: None,
+            },
+            ..TokenReview::default()
+        };
+        let reviewed = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| unavailable("TokenReview", e))?;
+        let status = reviewed.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            tracing::debug!(error = ?status.error, "token not accepted");
+            return Ok(None);
+        }
+        let info = status.user.unwrap_or_default();
+        let Some(username) = info.username.filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        Ok(Some(User {
+            username,
+            uid: info.uid.filter(|u| !u.is_empty()),
+            groups: info.groups.unwrap_or_default(),
+            extra: info.extra.unwrap_or_default(),
+        }))
+    }
+
+    async fn may_read(&self, user: &User, scope: &Scope) -> Result<bool> {
+        let namespace = match scope {
+            Scope::Namespace(ns) => Some(ns.clone()),
+            Scope::Cluster => None,
+        };
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.username.clone()),
+                uid: user.uid.clone(),
+                groups: Some(user.groups.clone()),
+                extra: Some(user.extra.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(AUDIT_API_GROUP.into()),
+                    resource: Some(AUDIT_RESOURCE.into()),
+                    subresource: Some(AUDIT_SUBRESOURCE.into()),
+                    verb: Some(AUDIT_VERB.into()),
+                    namespace,
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let reviewed = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| unavailable("SubjectAccessReview", e))?;
+        Ok(reviewed
+            .status
+            .is_some_and(|s| s.allowed && s.denied != Some(true)))
+    }
+}
+
+/// What an operation needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Any user the API server authenticates (checkpoints and consistency
+    /// proofs: hashes only).
+    Authenticated,
+    /// `get openmodels/audit` in a scope (entries).
+    Read(Scope),
+    /// A user named by `--append-user`.
+    Append,
+}
+
+/// The token in an `authorization` header value: `Bearer <token>` (the
+/// scheme in any case, as RFC 9110 allows).
+pub fn bearer_token(header: Option<&[u8]>) -> Result<&str> {
+    let header = header.ok_or_else(|| {
+        Error::Unauthenticated(
+            "no bearer token: send the header `authorization: Bearer <token>` with a token the \
+             Kubernetes API server accepts (e.g. from `kubectl create token <service account>`)"
+                .into(),
+        )
+    })?;
+    let malformed = || {
+        Error::Unauthenticated(
+            "the authorization header is not `Bearer <token>` (one visible-ASCII token)".into(),
+        )
+    };
+    let header = std::str::from_utf8(header).map_err(|_| malformed())?;
+    let (scheme, token) = header.split_once(' ').ok_or_else(malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || token.is_empty()
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(malformed());
+    }
+    Ok(token)
+}
+
+/// Answers remembered for a while.
+struct TtlCache<K, V> {
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
+    fn new() -> Self {
+        TtlCache {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(value, _)| value.clone())
+    }
+
+    fn insert(&self, key: K, value: V, ttl: Duration) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if entries.len() >= CACHE_CAPACITY {
+            entries.retain(|_, (_, expires)| *expires > now);
+            if entries.len() >= CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (value, now + ttl));
+    }
+}
+
+/// Decisions for the service: authentication, then authorization of what
+/// an operation needs, with answers remembered for a few seconds.
+pub struct Gate<A> {
+    access: A,
+    append_users: BTreeSet<String>,
+    /// By SHA-256 of the token: the tokens themselves are not kept.
+    users: TtlCache<[u8; 32], Option<User>>,
+    decisions: TtlCache<(User, Scope), bool>,
+}
+
+impl<A: Access> Gate<A> {
+    /// Decides with `access`; `append_users` may append.
+    pub fn new(access: A, append_users: impl IntoIterator<Item = String>) -> Gate<A> {
+        Gate {
+            access,
+            append_users: append_users.into_iter().collect(),
+            users: TtlCache::new(),
+            decisions: TtlCache::new(),
+        }
+    }
+
+    /// The user of an `authorization` header value.
+    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<User> {
+        let token = bearer_token(header)?;
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let user = match self.users.get(&key) {
+            Some(user) => user,
+            None => {
+                let user = self.access.authenticate(token).await?;
+                let ttl = if user.is_some() {
+                    ALLOWED_TTL
+                } else {
+                    DENIED_TTL
+                };
+                self.users.insert(key, user.clone(), ttl);
+                user
+            }
+        };
+        user.ok_or_else(|| {
+            Error::Unauthenticated(
+                "the Kubernetes API server did not accept the bearer token (expired, revoked, or \
+                 meant for another cluster): get a new one, e.g. with `kubectl create token`"
+                    .into(),
+            )
+        })
+    }
+
+    /// Whether `user` has what `need` asks for; the refusal names the
+    /// permission to ask for.
+    pub async fn authorize(&self, user: &User, need: &Need) -> Result<()> {
+        let scope = match need {
+            Need::Authenticated => return Ok(()),
+            Need::Append if self.append_users.contains(&user.username) => return Ok(()),
+            Need::Append => {
+                let allowed: Vec<&str> = self.append_users.iter().map(String::as_str).collect();
+                return Err(Error::PermissionDenied(format!(
+                    "user {:?} may not append to the ledger: only {allowed:?} may (the service's \
+                     --append-user flags)",
+                    user.username
+                )));
+            }
+            Need::Read(scope) => scope,
+        };
+        let key = (user.clone(), scope.clone());
+        let allowed = match self.decisions.get(&key) {
+            Some(allowed) => allowed,
+            None => {
+                let allowed = self.access.may_read(user, scope).await?;
+                let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
+                self.decisions.insert(key, allowed, ttl);
+                allowed
+            }
+        };
+        if allowed {
+            return Ok(());
+        }
+        let hint = match scope {
+            Scope::Namespace(_) => "a Role with that rule and a RoleBinding in that namespace",
+            Scope::Cluster => {
+                "a ClusterRole with that rule and a ClusterRoleBinding; entries about no single \
+                 namespace and queries not filtered by namespace need it (filter by a namespace \
+                 to read just that one)"
+            }
+        };
+        Err(Error::PermissionDenied(format!(
+            "user {:?} may not read audit entries {scope}: that needs `{AUDIT_VERB}` on \
+             `{AUDIT_RESOURCE}/{AUDIT_SUBRESOURCE}` (API group {AUDIT_API_GROUP}) {scope}, e.g. {hint}",
+            user.username
+        )))
+    }
+
+    /// [`Gate::authenticate`], then [`Gate::authorize`].
+    pub async fn check(&self, header: Option<&[u8]>, need: &Need) -> Result<User> {
+        let user = self.authenticate(header).await?;
+        self.authorize(&user, need).await?;
+        Ok(user)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! An [`Access`] from a table, counting the questions it was asked.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Tokens are user names prefixed with `token-`; `grants` lists who may
+    /// read where.
+    #[derive(Default)]
+    pub(crate) struct FakeAccess {
+        pub(crate) grants: Vec<(String, Scope)>,
+        pub(crate) down: bool,
+        pub(crate) asked: AtomicUsize,
+    }
+
+    impl FakeAccess {
+        pub(crate) fn granting(grants: &[(&str, Scope)]) -> FakeAccess {
+            FakeAccess {
+                grants: grants
+                    .iter()
+                    .map(|(u, s)| (u.to_string(), s.clone()))
+                    .collect(),
+                ..FakeAccess::default()
+            }
+        }
+
+        fn ask(&self) -> Result<()> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            if self.down {
+                return Err(Error::AuthorizationUnavailable("the fake is down".into()));
+            }
+            Ok(())
+        }
+    }
+
+    impl Access for FakeAccess {
+        async fn authenticate(&self, token: &str) -> Result<Option<User>> {
+            self.ask()?;
+            Ok(token.strip_prefix("token-").map(|name| User {
+                username: name.into(),
+                ..User::default()
+            }))
+        }
+
+        async fn may_read(&self, user: &User, scope: &Scope) -> Result<bool> {
+            self.ask()?;
+            Ok(self
+                .grants
+                .iter()
+                .any(|(u, s)| *u == user.username && (s == scope || *s == Scope::Cluster)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::fake::FakeAccess;
+    use super::*;
+
+    fn ns(name: &str) -> Scope {
+        Scope::Namespace(name.into())
+    }
+
+    fn gate(access: FakeAccess) -> Gate<FakeAccess> {
+        Gate::new(access, ["operator".to_string()])
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_strictly() {
+        assert_eq!(bearer_token(Some(b"Bearer abc.def")).unwrap(), "abc.def");
+        assert_eq!(bearer_token(Some(b"bearer abc")).unwrap(), "abc");
+        assert!(
+            matches!(bearer_token(None), Err(Error::Unauthenticated(m)) if m.contains("no bearer token"))
+        );
+        for bad in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Basic dXNlcjpwdw==",
+            b"Bearer a b",
+            b"Bearer \xff\xfe",
+            b"abc",
+        ] {
+            let err = bearer_token(Some(bad)).unwrap_err();
+            assert!(matches!(err, Error::Unauthenticated(_)), "{bad:?}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn decisions_map_to_unauthenticated_and_permission_denied() {
+        let gate = gate(FakeAccess::granting(&[
+            ("alice", ns("a")),
+            ("root", Scope::Cluster),
+        ]));
+        let alice = Some(&b"Bearer token-alice"[..]);
+
+        // No token, a malformed one, one the API server refuses.
+        for header in [None, Some(&b"Bearer"[..]), Some(&b"Bearer nobody"[..])] {
+            let err = gate.check(header, &Need::Authenticated).await.unwrap_err();
+            assert!(
+                matches!(err, Error::Unauthenticated(_)),
+                "{header:?}: {err}"
+            );
+        }
+
+        let user = gate.check(alice, &Need::Authenticated).await.unwrap();
+        assert_eq!(user.username, "alice");
+        gate.check(alice, &Need::Read(ns("a"))).await.unwrap();
+        let err = gate.check(alice, &Need::Read(ns("b"))).await.unwrap_err();
+        let Error::PermissionDenied(message) = err else {
+            panic!("{err}")
+        };
+        assert!(
+            message.contains("\"alice\"") && message.contains("namespace \"b\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("openmodels/audit") && message.contains("RoleBinding"),
+            "{message}"
+        );
+        let err = gate
+            .check(alice, &Need::Read(Scope::Cluster))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::PermissionDenied(m) if m.contains("ClusterRoleBinding")),
+            "{err}"
+        );
+
+        let root = Some(&b"Bearer token-root"[..]);
+        gate.check(root, &Need::Read(Scope::Cluster)).await.unwrap();
+        gate.check(root, &Need::Read(ns("b"))).await.unwrap();
+
+        // Appending is for the --append-user identities only, whatever they may read.
+        let err = gate.check(root, &Need::Append).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::PermissionDenied(m) if m.contains("--append-user")),
+            "{err}"
+        );
+        gate.check(Some(b"Bearer token-operator"), &Need::Append)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn answers_are_remembered_and_failures_are_not() {
+        let gate = gate(FakeAccess::granting(&[("alice", ns("a"))]));
+        let alice = Some(&b"Bearer token-alice"[..]);
+        for _ in 0..5 {
+            gate.check(alice, &Need::Read(ns("a"))).await.unwrap();
+            gate.check(alice, &Need::Read(ns("b"))).await.unwrap_err();
+        }
+        // One TokenReview and two SubjectAccessReviews.
+        assert_eq!(gate.access.asked.load(Ordering::SeqCst), 3);
+
+        let down = gate_down();
+        for _ in 0..3 {
+            let err = down.check(alice, &Need::Authenticated).await.unwrap_err();
+            assert!(matches!(err, Error::AuthorizationUnavailable(_)), "{err}");
+        }
+        assert_eq!(
+            down.access.asked.load(Ordering::SeqCst),
+            3,
+            "errors are asked again"
+        );
+    }
+
+    fn gate_down() -> Gate<FakeAccess> {
+        gate(FakeAccess {
+            down: true,
+            ..FakeAccess::default()
+        })
+    }
+
+    #[test]
+    fn the_cache_expires_and_stays_bounded() {
+        let cache = TtlCache::new();
+        cache.insert(1, "a", Duration::ZERO);
+        assert_eq!(cache.get(&1), None, "expired");
+        cache.insert(2, "b", Duration::from_secs(60));
+        assert_eq!(cache.get(&2), Some("b"));
+        for i in 0..CACHE_CAPACITY as u64 + 10 {
+            cache.insert(i + 100, "x", Duration::from_secs(60));
+        }
+        assert!(cache.entries.lock().unwrap().len() <= CACHE_CAPACITY);
+    }
+}

@@ -1,0 +1,154 @@
+//! The ledger service (`openmodel_ledger::service`) in-process for a test:
+//! a real SQLite ledger in a temporary folder, TLS from a throwaway CA, and
+//! authorization by the test's kube-apiserver (TokenReview and
+//! SubjectAccessReview through the given client).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use openmodel_ledger::Ledger;
+use openmodel_ledger::entry::Entry;
+use openmodel_ledger::note::{Signer, Verifier};
+use openmodel_ledger::service::client::{AuditClient, Credentials, connect};
+use openmodel_ledger::service::{Config, KubeAccess, Server};
+use openmodel_ledger::store::OpenCheck;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::certs::serving_certificate;
+
+/// The origin (and key name) of test ledgers.
+pub const LEDGER_ORIGIN: &str = "ledger.test/openmodel";
+
+/// A ledger service running in this test's Tokio runtime; stopped when
+/// dropped (or with [`LedgerService::stop`], which waits).
+pub struct LedgerService {
+    dir: TempDir,
+    verifier: Verifier,
+    ca_pem: String,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<openmodel_ledger::Result<()>>>,
+}
+
+impl LedgerService {
+    /// Creates a ledger holding `entries` (after its `ledger.key` entry, one
+    /// commit each, so every size has a signed checkpoint), then serves it on
+    /// loopback ports, authorizing with `client`'s API server and letting
+    /// `append_users` append.
+    pub async fn start(
+        client: kube::Client,
+        entries: Vec<Entry>,
+        append_users: Vec<String>,
+    ) -> Result<LedgerService, Error> {
+        let dir = tempfile::tempdir().map_err(Error::io("creating the ledger's folder"))?;
+        let write = |name: &str, contents: &str| -> Result<PathBuf, Error> {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents)
+                .map_err(Error::io(format!("writing {}", path.display())))?;
+            Ok(path)
+        };
+        let signer = Signer::generate(LEDGER_ORIGIN)?;
+        let verifier = signer.verifier();
+        let key_file = write("ledger.key", &format!("{signer}\n"))?;
+        let tls = serving_certificate(&["127.0.0.1", "localhost"])?;
+        let tls_cert = write("tls.crt", &tls.cert_pem)?;
+        let tls_key = write("tls.key", &tls.key_pem)?;
+        let ledger_path = dir.path().join("ledger.sqlite");
+        let seed_path = ledger_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let ledger = Ledger::create(&seed_path, signer, "test-cluster")?;
+            entries
+                .into_iter()
+                .try_for_each(|entry| ledger.append(entry).map(drop))
+        })
+        .await
+        .map_err(|e| Error::io("seeding the ledger")(std::io::Error::other(e)))??;
+
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let config = Config {
+            ledger: ledger_path,
+            key_file,
+            create: false,
+            cluster: "test-cluster".into(),
+            grpc_listen: loopback,
+            http_listen: loopback,
+            tls_cert,
+            tls_key,
+            append_users,
+        };
+        let server = Server::bind(config, KubeAccess::new(client)).await?;
+        let (grpc, http) = (server.grpc_addr(), server.http_addr());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Ok(LedgerService {
+            dir,
+            verifier,
+            ca_pem: tls.ca_pem,
+            grpc,
+            http,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The gRPC endpoint, `https://127.0.0.1:<port>`.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("https://{}", self.grpc)
+    }
+
+    /// The HTTPS URL of a tiles path (`checkpoint`, `tile/0/000`).
+    pub fn tiles_url(&self, path: &str) -> String {
+        format!("https://{}/{path}", self.http)
+    }
+
+    /// The CA certificate (PEM) that signed the service's certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The log's public key.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// A gRPC client trusting the CA and sending `credentials`.
+    pub async fn client(&self, credentials: Credentials) -> Result<AuditClient, Error> {
+        Ok(connect(&self.grpc_endpoint(), self.ca_pem.as_bytes(), credentials).await?)
+    }
+
+    /// The ledger file opened read-only beside the service (fully verified).
+    pub fn read_ledger(&self) -> Result<Ledger, Error> {
+        Ok(Ledger::open_read_only(
+            &self.dir.path().join("ledger.sqlite"),
+            OpenCheck::Full,
+        )?)
+    }
+
+    /// Stops the service and waits until it has closed the ledger.
+    pub async fn stop(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::io("stopping the ledger service")(std::io::Error::other(e)))?
+                .map_err(Error::from),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LedgerService {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
