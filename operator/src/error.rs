@@ -51,6 +51,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The admission webhook could not be set up.
+    #[error("admission webhook: {0}")]
+    Webhook(String),
     /// This instance stopped leading (it could not renew its Lease).
     #[error("lost the leader Lease; exiting so that a new instance can take over")]
     LeadershipLost,
@@ -71,6 +74,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::Listen { .. } => "http",
+            Error::Webhook(_) => "webhook",
             Error::LeadershipLost => "leadership",
         }
     }

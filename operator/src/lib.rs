@@ -13,6 +13,8 @@
 //! The edges:
 //! - [`journal`]: the ledger file.
 //! - [`controller`]: the reconcile loop against the API server.
+//! - [`webhook`]: the validating admission webhook that records who changed
+//!   what before the change is admitted.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`mod@run`]: all of it, behind leader election ([`run()`]).
 //!
@@ -30,6 +32,7 @@ pub mod records;
 pub mod resources;
 pub mod run;
 pub mod status;
+pub mod webhook;
 
 pub use error::Error;
 pub use run::{Config, run};

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use openmodel_operator::journal::JournalConfig;
 use openmodel_operator::leader::LeaseConfig;
+use openmodel_operator::webhook::{CertificateSource, WebhookConfig};
 use openmodel_operator::{Config, crd};
 
 /// The OpenModel operator: serves `OpenModel` resources from Deployments of
@@ -83,6 +84,31 @@ struct RunArgs {
     /// of changes puts on the API server, the ledger and this process.
     #[arg(long, env = "OPENMODEL_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Serve the validating admission webhook on this address (HTTPS),
+    /// while this instance leads: every OpenModel change is recorded with the
+    /// requesting user before it is admitted. Off when not set.
+    #[arg(long, env = "OPENMODEL_WEBHOOK_LISTEN")]
+    webhook_listen: Option<SocketAddr>,
+    /// Take the webhook's certificate from tls.crt and tls.key in this folder
+    /// (e.g. a cert-manager Secret) instead of the operator's own.
+    #[arg(long, env = "OPENMODEL_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<PathBuf>,
+    /// The Secret (in --lease-namespace) where the operator keeps the
+    /// webhook's CA and certificate, made when missing.
+    #[arg(
+        long,
+        env = "OPENMODEL_WEBHOOK_SECRET",
+        default_value = "openmodel-webhook-tls"
+    )]
+    webhook_secret: String,
+    /// Host names (or addresses) the operator's webhook certificate is for;
+    /// default: openmodel-webhook.<lease namespace>.svc.
+    #[arg(long, env = "OPENMODEL_WEBHOOK_HOSTS", value_delimiter = ',')]
+    webhook_host: Vec<String>,
+    /// The ValidatingWebhookConfiguration whose caBundle the operator fills
+    /// with its CA (leave unset when cert-manager injects it).
+    #[arg(long, env = "OPENMODEL_WEBHOOK_CONFIGURATION")]
+    webhook_configuration: Option<String>,
     /// Log format.
     #[arg(long, env = "OPENMODEL_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
@@ -125,6 +151,22 @@ async fn run(args: RunArgs) -> Result<()> {
             .trim()
             .to_string(),
     };
+    let webhook = args.webhook_listen.map(|listen| WebhookConfig {
+        listen,
+        certificate: match args.webhook_cert_dir {
+            Some(dir) => CertificateSource::Dir(dir),
+            None => CertificateSource::Secret {
+                hosts: if args.webhook_host.is_empty() {
+                    vec![format!("openmodel-webhook.{}.svc", args.lease_namespace)]
+                } else {
+                    args.webhook_host
+                },
+                namespace: args.lease_namespace.clone(),
+                name: args.webhook_secret,
+            },
+        },
+        configuration: args.webhook_configuration,
+    });
     let config = Config {
         namespace: args.watch_namespace,
         journal: JournalConfig {
@@ -143,6 +185,7 @@ async fn run(args: RunArgs) -> Result<()> {
         },
         http_listen: Some(args.http_listen),
         concurrency: args.concurrency,
+        webhook,
     };
     // Before connecting: a bad key file or a missing ledger is the first
     // thing to report.

@@ -189,7 +189,12 @@ pub fn replay<'a>(
         let EntryBody::SpecChanged(change) = &entry.body else {
             continue;
         };
-        if object.uid.as_deref() != Some(uid) || object.generation.unwrap_or(0) >= generation {
+        // The controller's entries say what was stored; the webhook's say
+        // what was asked for (a request may still have failed).
+        if entry.source != Source::Controller
+            || object.uid.as_deref() != Some(uid)
+            || object.generation.unwrap_or(0) >= generation
+        {
             continue;
         }
         let operations: json_patch::Patch =

@@ -19,6 +19,7 @@ use crate::http::{self, Health};
 use crate::journal::{Journal, JournalConfig};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::webhook::{Webhook, WebhookConfig};
 
 /// Everything the operator is configured with.
 #[derive(Clone, Debug)]
@@ -34,6 +35,9 @@ pub struct Config {
     /// Most models reconciled at once (0: no limit). A bound keeps the API
     /// server, the ledger and the operator's memory even under a burst.
     pub concurrency: u16,
+    /// The admission webhook, served while this instance leads (it writes
+    /// the ledger); none when `None`.
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// Runs the operator until `shutdown` completes (then finishes the
@@ -97,6 +101,14 @@ async fn lead(
     tracing::info!(identity = %config.lease.identity, "leading");
     let journal = Journal::open(&config.journal).await?;
     tracing::info!(ledger = %journal.path().display(), "ledger open");
+    let (webhook_stop, webhook_stopping) = watch::channel(false);
+    let webhook = match &config.webhook {
+        Some(webhook) => {
+            let webhook = Webhook::start(&client, journal.clone(), webhook).await?;
+            Some(tokio::spawn(webhook.serve(webhook_stopping)))
+        }
+        None => None,
+    };
     let context = Arc::new(Context::new(
         client,
         journal,
@@ -119,6 +131,11 @@ async fn lead(
         () = &mut controller => false,
         () = elector.hold() => true,
     };
+    // The webhook writes the ledger too: it stops with the controller.
+    let _ = webhook_stop.send(true);
+    if let Some(webhook) = webhook {
+        let _ = webhook.await;
+    }
     if lost {
         // Stop reconciling (and writing) before anyone else may take over.
         let _ = lost_tx.send(true);

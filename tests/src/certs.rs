@@ -33,6 +33,8 @@ pub(crate) struct Pki {
     pub(crate) service_account_key_pem: String,
     /// Its public key (SubjectPublicKeyInfo PEM), for verifying them.
     pub(crate) service_account_pub_pem: String,
+    /// The CA itself, to sign more client certificates (test users).
+    pub(crate) ca: Issuer<'static, KeyPair>,
 }
 
 /// A new certificate authority: its certificate (PEM) and the issuer that
@@ -72,7 +74,7 @@ pub fn serving_certificate(sans: &[&str]) -> Result<ServingCertificate, rcgen::E
         &ca,
         sans,
         sans.first().copied().unwrap_or("server"),
-        None,
+        &[],
         ExtendedKeyUsagePurpose::ServerAuth,
     )?;
     Ok(ServingCertificate {
@@ -92,14 +94,14 @@ impl Pki {
             &ca,
             &["127.0.0.1", "localhost"],
             "kube-apiserver",
-            None,
+            &[],
             ExtendedKeyUsagePurpose::ServerAuth,
         )?;
         let admin = leaf(
             &ca,
             &[],
             ADMIN_USER,
-            Some(ADMIN_GROUP),
+            &[ADMIN_GROUP],
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
 
@@ -110,8 +112,18 @@ impl Pki {
             admin,
             service_account_key_pem: service_account.serialize_pem(),
             service_account_pub_pem: service_account.public_key_pem(),
+            ca,
         })
     }
+}
+
+/// A client certificate for `user` in `groups`, signed by `ca`.
+pub(crate) fn client_certificate(
+    ca: &Issuer<'_, KeyPair>,
+    user: &str,
+    groups: &[&str],
+) -> Result<CertifiedKey, rcgen::Error> {
+    leaf(ca, &[], user, groups, ExtendedKeyUsagePurpose::ClientAuth)
 }
 
 /// A certificate signed by `ca`. Kubernetes reads the user name from the
@@ -120,7 +132,7 @@ fn leaf(
     ca: &Issuer<'_, KeyPair>,
     sans: &[&str],
     common_name: &str,
-    organization: Option<&str>,
+    organizations: &[&str],
     usage: ExtendedKeyUsagePurpose,
 ) -> Result<CertifiedKey, rcgen::Error> {
     let key = KeyPair::generate()?;
@@ -129,10 +141,10 @@ fn leaf(
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
-    if let Some(organization) = organization {
+    for organization in organizations {
         params
             .distinguished_name
-            .push(DnType::OrganizationName, organization);
+            .push(DnType::OrganizationName, *organization);
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use tokio::sync::OnceCell;
 
 use crate::Error;
-use crate::certs::{CertifiedKey, Pki};
+use crate::certs::{CertifiedKey, Pki, client_certificate};
 use crate::process;
 
 /// The environment variable that names the folder holding `etcd`,
@@ -81,6 +81,11 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     config: Config,
     state: Mutex<State>,
+    /// The CA the apiserver trusts for client certificates, and its port,
+    /// for kubeconfigs of other users.
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_pem: String,
+    apiserver_port: u16,
 }
 
 /// What has to be undone when the control plane stops.
@@ -176,6 +181,9 @@ impl ControlPlane {
                 etcd: None,
                 data_dir: Some(temp),
             }),
+            ca: pki.ca,
+            ca_pem: pki.ca_pem,
+            apiserver_port: ports.apiserver,
         };
         control_plane.spawn(Component::Etcd, etcd_args(&control_plane.data_dir, &ports))?;
         control_plane
@@ -224,6 +232,23 @@ impl ControlPlane {
     /// embedded); `kubectl --kubeconfig <it>` talks to it.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// A kubeconfig (written into the data folder) for `user` in `groups`,
+    /// authenticated by a client certificate the apiserver's CA signed: a
+    /// person other than the administrator, for RBAC and for who-did-what.
+    pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf, Error> {
+        let certificate = client_certificate(&self.ca, user, groups)?;
+        let path = self.data_dir.join(format!("kubeconfig-{user}.yaml"));
+        let text =
+            kubeconfig_yaml(self.apiserver_port, &self.ca_pem, &certificate).map_err(|source| {
+                Error::WriteKubeconfig {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        fs::write(&path, text).map_err(Error::io(format!("writing {}", path.display())))?;
+        Ok(path)
     }
 
     /// A `kubectl` command from the harness's binaries, already pointed at
@@ -486,11 +511,12 @@ fn apiserver_args(files: &PkiFiles, ports: &Ports) -> Vec<String> {
     ]
 }
 
-/// The kubeconfig for the admin user, certificates embedded.
+/// A kubeconfig for the user of `client` (the admin, or a test user),
+/// certificates embedded.
 fn kubeconfig_yaml(
     port: u16,
     ca_pem: &str,
-    admin: &CertifiedKey,
+    client: &CertifiedKey,
 ) -> Result<String, serde_saphyr::SerializeError> {
     // Plain scalars: the certificates are single long base64 lines, which
     // would otherwise become folded block scalars.
@@ -510,8 +536,8 @@ fn kubeconfig_yaml(
             "users": [{
                 "name": KUBECONFIG_NAME,
                 "user": {
-                    "client-certificate-data": BASE64.encode(&admin.cert_pem),
-                    "client-key-data": BASE64.encode(&admin.key_pem),
+                    "client-certificate-data": BASE64.encode(&client.cert_pem),
+                    "client-key-data": BASE64.encode(&client.key_pem),
                 },
             }],
             "contexts": [{

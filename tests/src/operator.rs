@@ -22,6 +22,7 @@ use openmodel_ledger::store::{OpenCheck, StoredEntry};
 use openmodel_operator::crd::OpenModel;
 use openmodel_operator::journal::JournalConfig;
 use openmodel_operator::leader::LeaseConfig;
+use openmodel_operator::webhook::WebhookConfig;
 use serde_json::{Value, json};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -148,6 +149,7 @@ pub fn config(namespace: &str, dir: &Path, identity: &str) -> Result<openmodel_o
         },
         http_listen: None,
         concurrency: 16,
+        webhook: None,
     })
 }
 
@@ -158,6 +160,7 @@ pub struct Operator {
     client: Client,
     namespace: String,
     http_listen: Option<SocketAddr>,
+    webhook: Option<WebhookConfig>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), openmodel_operator::Error>>>,
 }
@@ -175,12 +178,32 @@ impl Operator {
         namespace: &str,
         http_listen: Option<SocketAddr>,
     ) -> Result<Operator> {
+        Self::start_with(client, namespace, http_listen, None)
+    }
+
+    /// Starts an operator for `namespace` on a new ledger that also serves
+    /// the admission webhook.
+    pub async fn start_with_webhook(
+        client: &Client,
+        namespace: &str,
+        webhook: WebhookConfig,
+    ) -> Result<Operator> {
+        Self::start_with(client, namespace, None, Some(webhook))
+    }
+
+    fn start_with(
+        client: &Client,
+        namespace: &str,
+        http_listen: Option<SocketAddr>,
+        webhook: Option<WebhookConfig>,
+    ) -> Result<Operator> {
         let dir = tempfile::tempdir().map_err(Error::io("creating the operator's folder"))?;
         let mut operator = Operator {
             dir,
             client: client.clone(),
             namespace: namespace.into(),
             http_listen,
+            webhook,
             shutdown: None,
             task: None,
         };
@@ -198,6 +221,7 @@ impl Operator {
     fn launch(&mut self) -> Result<()> {
         let mut config = config(&self.namespace, self.dir.path(), "in-process")?;
         config.http_listen = self.http_listen;
+        config.webhook = self.webhook.clone();
         let (shutdown, stopped) = oneshot::channel();
         self.task = Some(tokio::spawn(openmodel_operator::run(
             self.client.clone(),

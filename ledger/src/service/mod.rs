@@ -35,6 +35,7 @@ mod config;
 mod filter;
 mod follow;
 mod grpc;
+pub mod https;
 mod tiles_http;
 mod tls;
 
@@ -212,7 +213,7 @@ impl<A: Access> Server<A> {
                 let mut stopping = shared.stopping.clone();
                 async move { until_stopped(&mut stopping).await }
             });
-        let http = tiles_http::serve_https(
+        let http = https::serve(
             http,
             tls.http(),
             tiles_http::router(shared.clone()),

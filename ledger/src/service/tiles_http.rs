@@ -13,7 +13,6 @@
 //! prefix of a wider one, so it is as immutable).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -21,23 +20,13 @@ use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENT
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tonic::Code;
 
 use crate::service::authz::Need;
-use crate::service::tls::HANDSHAKE_TIMEOUT;
-use crate::service::{Access, Scope, Shared, code, until_stopped};
+use crate::service::{Access, Scope, Shared, code};
 use crate::tiles::TileResource;
 use crate::{Error, Result};
 
-/// Longest requests in flight may take to finish when the service stops.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A year: tiles never change.
 const IMMUTABLE_PUBLIC: &str = "public, max-age=31536000, immutable";
 const IMMUTABLE_PRIVATE: &str = "private, max-age=31536000, immutable";
@@ -133,58 +122,6 @@ async fn read_tile<A: Access>(
     };
     let bytes = shared.read(move |l| l.tile(resource)).await?;
     Ok((bytes, cache))
-}
-
-/// Serves `app` over TLS on `listener` until `stopping` turns true, then
-/// lets requests in flight finish (at most [`DRAIN_TIMEOUT`]). Each
-/// connection's handshake runs in its own task, so a slow client holds up
-/// no one.
-pub(crate) async fn serve_https(
-    listener: TcpListener,
-    tls: TlsAcceptor,
-    app: Router,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    let http = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    // Out of file descriptors and the like: pause, go on.
-                    tracing::warn!(%error, "accepting an HTTPS connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = until_stopped(&mut stopping) => break,
-        };
-        let (tls, http, service, watcher) = (
-            tls.clone(),
-            http.clone(),
-            TowerToHyperService::new(app.clone()),
-            graceful.watcher(),
-        );
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            let connection = http.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%error, "HTTPS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("HTTPS requests still running after {DRAIN_TIMEOUT:?}; closing them");
-    }
 }
 
 #[cfg(test)]

@@ -38,38 +38,12 @@ impl TlsFiles {
     pub(crate) fn read(cert: &Path, key: &Path) -> Result<TlsFiles> {
         let cert_pem = read_file(cert, "TLS certificate (--tls-cert)")?;
         let key_pem = read_file(key, "TLS private key (--tls-key)")?;
-        let chain = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Config(format!("{}: not PEM certificates: {e}", cert.display())))?;
-        if chain.is_empty() {
-            return Err(Error::Config(format!(
-                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                cert.display()
-            )));
-        }
-        let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            Error::Config(format!(
-                "{}: no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
-                key.display()
-            ))
-        })?;
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS: {e}")))?
-            .with_no_client_auth()
-            .with_single_cert(chain, private_key)
-            .map_err(|e| {
-                Error::Config(format!(
-                    "{} and {} do not make a serving identity: {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let http = acceptor(&cert_pem, &key_pem)
+            .map_err(|e| Error::Config(format!("{} and {}: {e}", cert.display(), key.display())))?;
         Ok(TlsFiles {
             cert_pem,
             key_pem,
-            http: TlsAcceptor::from(Arc::new(config)),
+            http,
         })
     }
 
@@ -84,6 +58,29 @@ impl TlsFiles {
     pub(crate) fn http(&self) -> TlsAcceptor {
         self.http.clone()
     }
+}
+
+/// A TLS acceptor (HTTP/2 and HTTP/1.1 by ALPN) for a PEM certificate
+/// chain and its PEM private key, checked to parse and to match.
+pub fn acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("not PEM certificates: {e}")))?;
+    if chain.is_empty() {
+        return Err(Error::Config(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let private_key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| Error::Config(format!("no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|e| Error::Config(format!("do not make a serving identity: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 #[cfg(test)]
