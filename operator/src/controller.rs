@@ -40,9 +40,9 @@ use crate::Error;
 use crate::crd::{LedgerStatus, OpenModel, OpenModelStatus};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::observe::observe;
+use crate::observe::{observe, pods_to_annotate};
 use crate::records;
-use crate::resources::{self, MODEL_LABEL, TEMPLATE_HASH_ANNOTATION};
+use crate::resources::{self, MODEL_LABEL, TEMPLATE_HASH_ANNOTATION, WEIGHTS_ENTRY_ANNOTATION};
 use crate::status::{self, Blocker, READY, StatusInput};
 
 /// The field manager of everything the operator applies.
@@ -282,6 +282,17 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
         ),
         None => None,
     };
+    if let (Some(index), Some(verified)) = (weights_entry, &observation.verified) {
+        annotate_pods(
+            &namespace,
+            &pods,
+            &template_hash,
+            &verified.digest,
+            index,
+            context,
+        )
+        .await?;
+    }
     let now = Timestamp::now().to_string();
     let mut status = status::derive(&StatusInput {
         model,
@@ -307,6 +318,34 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     } else {
         RECHECK_NOT_READY
     }))
+}
+
+/// Tells the serving pods the ledger index of their weights'
+/// `weights.verified` entry ([`WEIGHTS_ENTRY_ANNOTATION`]); the server reads
+/// it from its downward-API file and returns it to clients.
+async fn annotate_pods(
+    namespace: &str,
+    pods: &[Pod],
+    template_hash: &str,
+    digest: &str,
+    index: u64,
+    context: &Context,
+) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
+    let patch = json!({"metadata": {"annotations": {WEIGHTS_ENTRY_ANNOTATION: index.to_string()}}});
+    for name in pods_to_annotate(pods, template_hash, digest, index) {
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            // A pod that went away meanwhile needs no annotation.
+            Err(e) if is_status(&e, 404) => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What applying the owned objects came to.

@@ -12,7 +12,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::ResourceExt;
 
-use crate::resources::{FETCH_CONTAINER, SERVER_CONTAINER, TEMPLATE_HASH_ANNOTATION};
+use crate::resources::{
+    FETCH_CONTAINER, SERVER_CONTAINER, TEMPLATE_HASH_ANNOTATION, WEIGHTS_ENTRY_ANNOTATION,
+};
 
 /// How a rollout of the current Deployment stands, judged as
 /// `kubectl rollout status` does.
@@ -153,6 +155,33 @@ pub fn observe(
         replicas: status.replicas.unwrap_or(0),
         ready_replicas: status.ready_replicas.unwrap_or(0),
     }
+}
+
+/// The pods of the current template that verified `digest` and do not yet
+/// carry `index` (the ledger index of its `weights.verified` entry) in their
+/// [`WEIGHTS_ENTRY_ANNOTATION`], by name.
+pub fn pods_to_annotate(
+    pods: &[Pod],
+    template_hash: &str,
+    digest: &str,
+    index: u64,
+) -> Vec<String> {
+    let index = index.to_string();
+    let mut names: Vec<String> = pods
+        .iter()
+        .filter(|pod| {
+            let annotations = pod.annotations();
+            annotations
+                .get(TEMPLATE_HASH_ANNOTATION)
+                .map(String::as_str)
+                == Some(template_hash)
+                && verified_digest(pod) == Some(digest)
+                && annotations.get(WEIGHTS_ENTRY_ANNOTATION) != Some(&index)
+        })
+        .map(|pod| pod.name_any())
+        .collect();
+    names.sort();
+    names
 }
 
 /// The rollout state, by `kubectl rollout status`'s rules.
@@ -426,6 +455,24 @@ pub(crate) mod tests {
                 ..DeploymentStatus::default()
             }),
         }
+    }
+
+    #[test]
+    fn only_current_verified_pods_without_the_index_are_annotated() {
+        let verified = || terminated(0, DIGEST);
+        let mut annotated = pod("c", HASH, verified());
+        annotated
+            .annotations_mut()
+            .insert(WEIGHTS_ENTRY_ANNOTATION.into(), "7".into());
+        let pods = [
+            pod("b", HASH, verified()),
+            pod("a", HASH, verified()),
+            annotated,
+            pod("old", "other-template", verified()),
+            pod("failed", HASH, terminated(1, "digest mismatch")),
+        ];
+        assert_eq!(pods_to_annotate(&pods, HASH, DIGEST, 7), ["a", "b"]);
+        assert_eq!(pods_to_annotate(&pods, HASH, DIGEST, 8), ["a", "b", "c"]);
     }
 
     #[test]

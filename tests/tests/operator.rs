@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use openmodel_operator::crd::{OpenModel, Policy};
+use openmodel_operator::resources::WEIGHTS_ENTRY_ANNOTATION;
 use openmodel_tests::operator::{
     Operator, control_plane, create_pod, data, example, finish_fetch, http_get, kinds,
     lease_holder, ledger_entries, models, namespace, patch_spec, rollout_status, wait_for,
@@ -287,6 +288,15 @@ async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Re
     assert_eq!(data(&entries[1])["digest"], DIGEST);
     assert_eq!(data(&entries[1])["pod"], "minilm-7d9f-a");
     let weights_index = entries[1].index;
+    // The pod is told the entry's index, for the server to return to clients.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        &pods,
+        "minilm-7d9f-a",
+        "the weights-entry annotation",
+        |p| p.annotations().get(WEIGHTS_ENTRY_ANNOTATION) == Some(&weights_index.to_string()),
+    )
+    .await?;
 
     // The Deployment controller: the rollout completed.
     rollout_status(&client, &deployment, 1, 1).await?;

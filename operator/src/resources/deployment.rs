@@ -13,9 +13,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, GRPCAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Toleration, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
+    EmptyDirVolumeSource, EnvVar, GRPCAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Toleration,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -36,6 +37,16 @@ pub const SERVER_CONTAINER: &str = "server";
 /// The pod-template annotation holding [`template_hash`]: the operator tells
 /// the pods of the current template from older ones by it.
 pub const TEMPLATE_HASH_ANNOTATION: &str = "serving.openmodel.dev/template-hash";
+
+/// The pod annotation holding the ledger index of the `weights.verified`
+/// entry of the weights the pod serves; the operator sets it, the kubelet
+/// writes it into the pod's downward-API file, and the server returns it
+/// to clients next to the digest.
+pub const WEIGHTS_ENTRY_ANNOTATION: &str = "serving.openmodel.dev/weights-entry";
+
+/// Where the pod's annotations appear inside the server container (a
+/// downward-API volume; the kubelet keeps the file current).
+const PODINFO_DIR: &str = "/etc/openmodel/podinfo";
 
 /// Where the weights live inside the pod.
 const MODEL_DIR: &str = "/model";
@@ -128,7 +139,7 @@ fn pod_template(model: &OpenModel) -> PodTemplateSpec {
         spec: Some(PodSpec {
             init_containers: Some(vec![fetch_container(model)]),
             containers: vec![server_container(model)],
-            volumes: Some(vec![empty_dir("model"), empty_dir("tmp")]),
+            volumes: Some(vec![empty_dir("model"), empty_dir("tmp"), podinfo()]),
             automount_service_account_token: Some(false),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
@@ -190,6 +201,8 @@ fn server_container(model: &OpenModel) -> Container {
         format!("0.0.0.0:{GRPC_PORT}"),
         "--metrics-listen".into(),
         format!("0.0.0.0:{METRICS_PORT}"),
+        "--pod-annotations".into(),
+        format!("{PODINFO_DIR}/annotations"),
     ];
     if let Some(serving) = &spec.serving {
         for (flag, value) in [
@@ -212,6 +225,7 @@ fn server_container(model: &OpenModel) -> Container {
         volume_mounts: Some(vec![
             mount("model", MODEL_DIR, true),
             mount("tmp", "/tmp", false),
+            mount("podinfo", PODINFO_DIR, true),
         ]),
         resources: Some(resources(spec, true)),
         startup_probe: Some(Probe {
@@ -328,6 +342,25 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
         mount_path: path.into(),
         read_only: read_only.then_some(true),
         ..VolumeMount::default()
+    }
+}
+
+/// The pod's annotations as a file, `annotations` (downward API).
+fn podinfo() -> Volume {
+    Volume {
+        name: "podinfo".into(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: "annotations".into(),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.annotations".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..DownwardAPIVolumeFile::default()
+            }]),
+            ..DownwardAPIVolumeSource::default()
+        }),
+        ..Volume::default()
     }
 }
 

@@ -18,7 +18,8 @@ use kube::{Resource, ResourceExt};
 use crate::crd::OpenModel;
 
 pub use deployment::{
-    FETCH_CONTAINER, SERVER_CONTAINER, TEMPLATE_HASH_ANNOTATION, deployment, template_hash,
+    FETCH_CONTAINER, SERVER_CONTAINER, TEMPLATE_HASH_ANNOTATION, WEIGHTS_ENTRY_ANNOTATION,
+    deployment, template_hash,
 };
 pub use pdb::pod_disruption_budget;
 pub use service::service;
