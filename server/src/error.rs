@@ -35,6 +35,12 @@ pub enum Error {
     /// The model folder cannot be served as it is.
     #[error("model: {0}")]
     BadModel(String),
+    /// A pod annotations file (downward API) or a value in it is malformed.
+    #[error("{0}")]
+    BadAnnotations(String),
+    /// A ledger index that is not a whole number from 0 to 2^63 - 1.
+    #[error("{0}")]
+    BadLedgerIndex(String),
     /// An input the model cannot take.
     #[error("{0}")]
     BadInput(String),

@@ -9,8 +9,11 @@
 //! back in `raw_output_contents` (little-endian f32), as tritonclient reads
 //! them. Every response carries the served weights' manifest digest: the
 //! parameter `model_digest` on ModelInfer, the gRPC header `model-digest` on
-//! ModelMetadata (whose message has no parameters). RPCs this server does
-//! not implement answer UNIMPLEMENTED.
+//! ModelMetadata (whose message has no parameters). Beside it, once known,
+//! the audit-ledger index of their `weights.verified` entry (see
+//! [`crate::provenance`]): parameter `ledger_index` (int64), header
+//! `ledger-index`; both are absent while it is unknown. RPCs this server
+//! does not implement answer UNIMPLEMENTED.
 //!
 //! As in Triton, an unknown model name, or a model version that is a whole
 //! number other than `1`, is NOT_FOUND; a version that is not a whole number
@@ -40,11 +43,22 @@ use crate::Error;
 use crate::batching::{Batcher, Job};
 use crate::metrics::Metrics;
 use crate::model::embedder::Embedder;
+use crate::provenance::LedgerIndex;
 
 /// Name of the input tensor.
 pub const INPUT: &str = "text";
 /// Name of the output tensor.
 pub const OUTPUT: &str = "embedding";
+/// ModelInfer response parameter: the manifest digest of the served weights.
+pub const DIGEST_PARAMETER: &str = "model_digest";
+/// ModelMetadata response header: the manifest digest of the served weights.
+pub const DIGEST_HEADER: &str = "model-digest";
+/// ModelInfer response parameter (int64): the ledger index of the
+/// `weights.verified` entry of the served weights.
+pub const LEDGER_INDEX_PARAMETER: &str = "ledger_index";
+/// ModelMetadata response header: the ledger index of the
+/// `weights.verified` entry of the served weights.
+pub const LEDGER_INDEX_HEADER: &str = "ledger-index";
 
 /// What the service serves once the model is loaded.
 pub struct Loaded {
@@ -60,6 +74,8 @@ pub struct State {
     pub model_name: String,
     /// Manifest digest of the served folder.
     pub digest: String,
+    /// Ledger index of the `weights.verified` entry of these weights.
+    pub ledger_index: Arc<LedgerIndex>,
     /// Set once the model is loaded and warmed up.
     pub loaded: OnceLock<Loaded>,
     /// Limits requests in flight.
@@ -224,7 +240,11 @@ impl GrpcInferenceService for InferenceService {
             }],
         });
         if let Ok(v) = self.state.digest.parse() {
-            resp.metadata_mut().insert("model-digest", v);
+            resp.metadata_mut().insert(DIGEST_HEADER, v);
+        }
+        if let Some(index) = self.state.ledger_index.get() {
+            resp.metadata_mut()
+                .insert(LEDGER_INDEX_HEADER, index.into());
         }
         Ok(resp)
     }
@@ -376,12 +396,26 @@ impl InferenceService {
                 raw.extend_from_slice(&x.to_le_bytes());
             }
         }
-        let parameters = HashMap::from([(
-            "model_digest".to_owned(),
+        let mut parameters = HashMap::from([(
+            DIGEST_PARAMETER.to_owned(),
             InferParameter {
                 parameter_choice: Some(ParameterChoice::StringParam(self.state.digest.clone())),
             },
         )]);
+        // Every stored index fits an int64 (provenance::MAX_INDEX).
+        if let Some(index) = self
+            .state
+            .ledger_index
+            .get()
+            .and_then(|i| i64::try_from(i).ok())
+        {
+            parameters.insert(
+                LEDGER_INDEX_PARAMETER.to_owned(),
+                InferParameter {
+                    parameter_choice: Some(ParameterChoice::Int64Param(index)),
+                },
+            );
+        }
         Ok(ModelInferResponse {
             model_name: self.state.model_name.clone(),
             model_version: "1".into(),

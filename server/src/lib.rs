@@ -16,6 +16,9 @@
 //!   softmax and LayerNorm for the native CPU encoder.
 //! - [`grpc`]: the Open Inference Protocol service over them.
 //! - [`metrics`]: Prometheus metrics on their own port.
+//! - [`provenance`]: the audit-ledger index of the `weights.verified` entry
+//!   for the served weights, from a flag or a pod annotation that
+//!   [`podinfo`] reads from the downward API.
 
 pub mod batching;
 pub mod cpu;
@@ -26,5 +29,7 @@ pub mod kernels;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+pub mod podinfo;
+pub mod provenance;
 
 pub use error::{Error, Result};

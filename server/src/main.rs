@@ -79,6 +79,28 @@ enum Command {
         /// comparison).
         #[arg(long, env = "OPENMODEL_DEVICE", default_value = "cpu")]
         device: String,
+        /// Index of the `weights.verified` entry of these weights in the
+        /// audit ledger, returned with every response (ModelInfer parameter
+        /// `ledger_index`, ModelMetadata header `ledger-index`) so a client
+        /// can fetch the entry and its proof with `openmodel audit show
+        /// INDEX --server …`. Without it (and without the annotation below)
+        /// responses carry no index.
+        #[arg(
+            long,
+            env = "OPENMODEL_LEDGER_INDEX",
+            value_name = "INDEX",
+            value_parser = parse_ledger_index
+        )]
+        ledger_index: Option<u64>,
+        /// The pod's annotations as a Kubernetes downward-API volume writes
+        /// them (`fieldRef: metadata.annotations`, e.g.
+        /// /etc/openmodel/podinfo/annotations). Reread every 2 s: once the
+        /// operator annotates the pod with
+        /// `serving.openmodel.dev/weights-entry: "INDEX"`, that index is
+        /// served instead of --ledger-index, without a restart. An unreadable
+        /// file or value is reported and ignored.
+        #[arg(long, env = "OPENMODEL_POD_ANNOTATIONS", value_name = "FILE")]
+        pod_annotations: Option<PathBuf>,
     },
     /// Print the manifest digest of a model folder.
     Digest {
@@ -122,6 +144,11 @@ enum Command {
     },
 }
 
+/// clap's parser for --ledger-index: the same rules as the pod annotation.
+fn parse_ledger_index(text: &str) -> Result<u64, String> {
+    openmodel_server::provenance::parse_index(text).map_err(|e| e.to_string())
+}
+
 fn write_termination_log(path: Option<&Path>, message: &str) {
     if let Some(path) = path {
         // Kubernetes keeps the last 4096 bytes; keep it short and useful.
@@ -148,6 +175,8 @@ fn run(cli: Cli) -> Result<()> {
             max_concurrent_requests,
             threads,
             device,
+            ledger_index,
+            pod_annotations,
         } => serve::run(serve::Config {
             model_dir,
             expect_digest,
@@ -161,6 +190,8 @@ fn run(cli: Cli) -> Result<()> {
             max_concurrent_requests,
             threads,
             engine: openmodel_server::model::encoder::Engine::parse(&device)?,
+            ledger_index,
+            pod_annotations,
         }),
         Command::Digest { dir, output } => {
             let m = Manifest::of_folder(&dir)?;

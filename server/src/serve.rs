@@ -16,6 +16,7 @@ use openmodel_server::manifest::{Expectation, Manifest};
 use openmodel_server::metrics::Metrics;
 use openmodel_server::model::embedder::Embedder;
 use openmodel_server::model::encoder::Engine;
+use openmodel_server::provenance::{self, AnnotationsFile, LedgerIndex, Update};
 use tokio::sync::Semaphore;
 use tonic_health::ServingStatus;
 
@@ -30,6 +31,10 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     pub threads: Option<usize>,
     pub engine: Engine,
+    /// `--ledger-index`: the `weights.verified` entry's index, when known at start.
+    pub ledger_index: Option<u64>,
+    /// `--pod-annotations`: the downward-API file to follow for a newer index.
+    pub pod_annotations: Option<PathBuf>,
 }
 
 /// Largest gRPC message accepted or sent (a batch of long texts, or of embeddings).
@@ -72,6 +77,15 @@ pub fn run(config: Config) -> Result<()> {
         config.engine.describe()
     );
 
+    let ledger_index = Arc::new(LedgerIndex::new(None));
+    match config.pod_annotations {
+        Some(path) => follow_annotations(
+            AnnotationsFile::new(path, config.ledger_index),
+            Arc::clone(&ledger_index),
+        )?,
+        None => serve_index(&ledger_index, config.ledger_index),
+    }
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,6 +94,7 @@ pub fn run(config: Config) -> Result<()> {
         let state = Arc::new(State {
             model_name,
             digest: manifest.digest.clone(),
+            ledger_index,
             loaded: OnceLock::new(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             max_concurrent: config.max_concurrent_requests,
@@ -164,6 +179,47 @@ pub fn run(config: Config) -> Result<()> {
         eprintln!("stopped");
         Ok(())
     })
+}
+
+/// Serves `index` from now on, saying so when it changes.
+fn serve_index(cell: &LedgerIndex, index: Option<u64>) {
+    if cell.get() != index {
+        match index {
+            Some(i) => eprintln!("ledger index of the weights.verified entry: {i}"),
+            None => eprintln!("ledger index of the weights.verified entry: unknown"),
+        }
+    }
+    cell.set(index);
+}
+
+/// Reads the annotations file once now (so the first responses carry what it
+/// says), then every [`provenance::POLL_INTERVAL`] on a thread of its own,
+/// serving the index it gives and reporting each distinct problem once.
+fn follow_annotations(mut file: AnnotationsFile, cell: Arc<LedgerIndex>) -> Result<()> {
+    eprintln!(
+        "following {} for the annotation {}",
+        file.path().display(),
+        provenance::WEIGHTS_ENTRY_ANNOTATION
+    );
+    let apply = move |file: &mut AnnotationsFile| {
+        if let Some(Update { index, problem }) = file.poll() {
+            if let Some(problem) = problem {
+                eprintln!("warning: ignoring the pod annotations: {problem}");
+            }
+            serve_index(&cell, index);
+        }
+    };
+    apply(&mut file);
+    std::thread::Builder::new()
+        .name("pod-annotations".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(provenance::POLL_INTERVAL);
+                apply(&mut file);
+            }
+        })
+        .context("starting the thread that follows --pod-annotations")?;
+    Ok(())
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

@@ -1,5 +1,6 @@
 //! `openmodel-server serve` against real clients: the unmodified
-//! `tritonclient[grpc]` from PyPI (scripts/client-venv.sh), digest refusal at
+//! `tritonclient[grpc]` from PyPI (scripts/client-venv.sh; it also reads the
+//! digest and the ledger index from the response), digest refusal at
 //! start, graceful shutdown on SIGTERM, and clients that give up (their
 //! inputs are dropped before they cost model time).
 
@@ -27,7 +28,7 @@ fn client_python() -> PathBuf {
 
 #[test]
 fn tritonclient_gets_correct_embeddings_and_the_digest() {
-    let mut server = Server::start(&["--expect-digest", &digest()]);
+    let mut server = Server::start(&["--expect-digest", &digest(), "--ledger-index", "7"]);
     let port = server.port;
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
@@ -37,6 +38,7 @@ fn tritonclient_gets_correct_embeddings_and_the_digest() {
         .args([&format!("127.0.0.1:{port}"), MODEL])
         .arg(fixture)
         .arg(digest())
+        .arg("7")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

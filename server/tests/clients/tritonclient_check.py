@@ -1,10 +1,11 @@
 """Drives openmodel-server with the unmodified tritonclient[grpc] client.
 
-Usage: tritonclient_check.py URL MODEL FIXTURE EXPECTED_DIGEST
+Usage: tritonclient_check.py URL MODEL FIXTURE EXPECTED_DIGEST EXPECTED_LEDGER_INDEX
 
 Checks liveness, readiness, server and model metadata, inference with a
 BYTES numpy array (embeddings equal to the sentence-transformers fixture,
-model_digest in the response), the truncate/normalize parameters, and that
+model_digest and the int64 ledger_index in the response, the latter absent
+when EXPECTED_LEDGER_INDEX is "none"), the truncate/normalize parameters, and that
 bad requests get INVALID_ARGUMENT / NOT_FOUND with a useful message.
 Exits non-zero with the first failure.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-url, model, fixture_path, digest = sys.argv[1:5]
+url, model, fixture_path, digest, ledger_index = sys.argv[1:6]
 client = grpcclient.InferenceServerClient(url=url)
 
 deadline = time.time() + 120
@@ -66,6 +67,11 @@ for row, case in zip(emb, cases):
     assert cos >= 0.9999, (case["name"], cos)
 params = result.get_response().parameters
 assert params["model_digest"].string_param == digest, params
+if ledger_index == "none":
+    assert "ledger_index" not in params, params
+else:
+    assert params["ledger_index"].WhichOneof("parameter_choice") == "int64_param", params
+    assert params["ledger_index"].int64_param == int(ledger_index), params
 
 raw = infer([cases[0]["text"]], parameters={"normalize": False}).as_numpy("embedding")[0]
 ref = vec(cases[0]["embedding_unnormalized"])
@@ -91,4 +97,4 @@ expect_error("INVALID_ARGUMENT", "truncate=true", lambda: infer([long_case["text
 expect_error("INVALID_ARGUMENT", "empty text", lambda: infer([""]))
 expect_error("INVALID_ARGUMENT", "must be BYTES", lambda: client.infer(model, [grpcclient.InferInput("text", [1], "FP32").set_data_from_numpy(np.array([1.0], dtype=np.float32))]))
 expect_error("NOT_FOUND", "unknown model", lambda: infer(["hi"], model_name="nope"))
-print(f"tritonclient: {len(cases)} embeddings, worst cosine {worst:.7f}, digest {digest}")
+print(f"tritonclient: {len(cases)} embeddings, worst cosine {worst:.7f}, digest {digest}, ledger index {ledger_index}")

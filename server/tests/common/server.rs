@@ -53,8 +53,14 @@ impl Server {
     /// Starts `serve --model-name minilm` on free ports with extra flags;
     /// returns at once (see [`Server::ready_client`]).
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let (port, metrics_port) = free_ports();
         let child = Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
+            .envs(env.iter().copied())
             .args(["serve", "--model-name", MODEL])
             .args(["--grpc-listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
