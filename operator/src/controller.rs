@@ -222,11 +222,8 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     let observed = model.status.as_ref().and_then(|s| s.observed_generation);
     if observed != model.metadata.generation {
         let recorded = journal.recorded_spec(model).await?;
-        // Submitted together, in order: the ledger commits them at once.
         let entries = records::spec_entries(model, recorded.as_ref(), journal.cluster());
-        let appended =
-            futures::future::try_join_all(entries.into_iter().map(|e| journal.record(e))).await?;
-        for recorded in appended {
+        for recorded in journal.record_all(entries).await? {
             keep_newest(recorded);
         }
     }

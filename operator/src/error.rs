@@ -51,6 +51,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The ledger service refused or failed a request.
+    #[error("ledger service: {0}")]
+    LedgerService(String),
     /// The admission webhook could not be set up.
     #[error("admission webhook: {0}")]
     Webhook(String),
@@ -65,7 +68,7 @@ impl Error {
         match self {
             Error::CrdYaml(_) => "crd",
             Error::Kube(_) => "kube",
-            Error::Ledger(_) | Error::Join(_) => "ledger",
+            Error::Ledger(_) | Error::Join(_) | Error::LedgerService(_) => "ledger",
             Error::KeyFile { .. } | Error::LedgerMissing(_) => "key",
             Error::Replay(_) => "replay",
             Error::Finalizer(inner) => match &**inner {

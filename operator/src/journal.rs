@@ -1,45 +1,85 @@
-//! The operator's side of the audit ledger: an `openmodel-ledger` file
-//! opened for appending with the log's signing key, the entries of
-//! [`crate::records`] appended to it, and the recorded spec history read
-//! back from it.
-//!
-//! Only the leader opens the file (see [`crate::leader`]): the ledger has one
-//! writer at a time.
+//! The operator's side of the audit ledger: the entries of
+//! [`crate::records`] appended, and the recorded spec history read back.
+//! The ledger is either
+//! - a file this process opens for appending with the log's signing key
+//!   (local runs; only the leader opens it, see [`crate::leader`], so the
+//!   ledger has one writer at a time), or
+//! - the ledger service (`openmodel-ledger serve`), which owns the file:
+//!   appends go through its `AuditService`, authenticated with this pod's
+//!   service-account token, and are retried while it is unavailable (a
+//!   restart); retries are safe because every entry carries a dedupe key.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use openmodel_ledger::Ledger;
 use openmodel_ledger::entry::Entry;
 use openmodel_ledger::note::Signer;
 use openmodel_ledger::query::{MAX_LIMIT, Query};
+use openmodel_ledger::service::client::{
+    AuditClient, Credentials, append_request, connect, stored_entry,
+};
 use openmodel_ledger::store::OpenCheck;
+use openmodel_proto::audit::{EntryFilter, GetCheckpointRequest, ListEntriesRequest};
 use serde_json::Value;
+use tonic::Code;
 
 use crate::Error;
 use crate::crd::{LedgerStatus, OpenModel};
 use crate::records::replay;
 
-/// Where the ledger is and how to open it.
+/// Where the ledger is, and which cluster name entries carry.
 #[derive(Clone, Debug)]
 pub struct JournalConfig {
-    /// The SQLite ledger file.
-    pub path: PathBuf,
-    /// The file holding the log's private key (`PRIVATE+KEY+…`, as written by
-    /// `openmodel ledger init`).
-    pub key_file: PathBuf,
+    /// The ledger.
+    pub ledger: LedgerLocation,
     /// The cluster name written into every entry.
     pub cluster: String,
-    /// Create the ledger (origin: the key's name) when the file is missing.
-    pub create: bool,
+}
+
+/// The ledger the operator writes.
+#[derive(Clone, Debug)]
+pub enum LedgerLocation {
+    /// A SQLite ledger file this process appends to.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The file holding the log's private key (`PRIVATE+KEY+…`, as
+        /// written by `openmodel ledger init`).
+        key_file: PathBuf,
+        /// Create the ledger (origin: the key's name) when the file is missing.
+        create: bool,
+    },
+    /// The ledger service.
+    Service {
+        /// Its gRPC address, `https://host:port`.
+        endpoint: String,
+        /// The CA certificates (PEM) its serving certificate is checked against.
+        ca_file: PathBuf,
+        /// The bearer token to send (re-read as it rotates): the operator's
+        /// service-account token, which the service lets append.
+        token_file: PathBuf,
+    },
+}
+
+/// How long an append waits for an unavailable ledger service to come back
+/// before the reconcile fails (and is retried later).
+const SERVICE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The open ledger.
+#[derive(Clone)]
+enum Store {
+    File(Arc<Ledger>),
+    Service(AuditClient),
 }
 
 /// An open ledger, shared by every reconcile.
 #[derive(Clone)]
 pub struct Journal {
-    ledger: Arc<Ledger>,
+    store: Store,
     cluster: String,
     /// Where each dedupe key this process appended (or found) lives, so a
     /// repeated reconcile does not even ask the ledger again.
@@ -47,52 +87,106 @@ pub struct Journal {
 }
 
 impl JournalConfig {
-    /// Reads the signing key; also run at start-up, so a bad key file or a
-    /// missing ledger is reported at once rather than after winning the
-    /// Lease.
-    pub fn signer(&self) -> Result<Signer, Error> {
-        let key = std::fs::read_to_string(&self.key_file).map_err(|source| Error::KeyFile {
-            path: self.key_file.clone(),
-            source,
-        })?;
-        let signer = key.trim().parse()?;
-        if !self.create && !self.path.exists() {
-            return Err(Error::LedgerMissing(self.path.clone()));
+    /// Checks what can be checked before connecting: the key file and the
+    /// ledger file, or the CA and token files. Run at start-up, so a bad
+    /// file is reported at once rather than after winning the Lease.
+    pub fn check(&self) -> Result<(), Error> {
+        match &self.ledger {
+            LedgerLocation::File {
+                path,
+                key_file,
+                create,
+            } => {
+                read_signer(key_file)?;
+                if !create && !path.exists() {
+                    return Err(Error::LedgerMissing(path.clone()));
+                }
+            }
+            LedgerLocation::Service {
+                ca_file,
+                token_file,
+                ..
+            } => {
+                for (file, flag) in [
+                    (ca_file, "--ledger-ca-file"),
+                    (token_file, "--ledger-token-file"),
+                ] {
+                    std::fs::metadata(file).map_err(|e| {
+                        Error::LedgerService(format!("{} ({flag}): {e}", file.display()))
+                    })?;
+                }
+            }
         }
-        Ok(signer)
+        Ok(())
     }
 }
 
+/// The signing key in `key_file`.
+fn read_signer(key_file: &std::path::Path) -> Result<Signer, Error> {
+    let key = std::fs::read_to_string(key_file).map_err(|source| Error::KeyFile {
+        path: key_file.to_path_buf(),
+        source,
+    })?;
+    Ok(key.trim().parse()?)
+}
+
 impl Journal {
-    /// Opens (or, when allowed, creates) the ledger.
+    /// Opens (or, when allowed, creates) the ledger file, or connects to
+    /// the ledger service.
     pub async fn open(config: &JournalConfig) -> Result<Journal, Error> {
-        let signer = config.signer()?;
-        let (path, cluster, create) = (config.path.clone(), config.cluster.clone(), config.create);
-        // Creating appends the key entry and waits for it: not on the runtime.
-        let ledger = blocking(move || {
-            if create && !path.exists() {
-                tracing::warn!(path = %path.display(), "creating a new ledger");
-                Ledger::create(&path, signer, &cluster)
-            } else {
-                Ledger::open(&path, signer, OpenCheck::Quick)
+        config.check()?;
+        let store = match &config.ledger {
+            LedgerLocation::File {
+                path,
+                key_file,
+                create,
+            } => {
+                let signer = read_signer(key_file)?;
+                let (path, cluster, create) = (path.clone(), config.cluster.clone(), *create);
+                // Creating appends the key entry and waits for it: not on the runtime.
+                let ledger = blocking(move || {
+                    if create && !path.exists() {
+                        tracing::warn!(path = %path.display(), "creating a new ledger");
+                        Ledger::create(&path, signer, &cluster)
+                    } else {
+                        Ledger::open(&path, signer, OpenCheck::Quick)
+                    }
+                })
+                .await?;
+                Store::File(Arc::new(ledger))
             }
-        })
-        .await?;
+            LedgerLocation::Service {
+                endpoint,
+                ca_file,
+                token_file,
+            } => {
+                let ca = std::fs::read(ca_file).map_err(|e| {
+                    Error::LedgerService(format!("{} (--ledger-ca-file): {e}", ca_file.display()))
+                })?;
+                let client = connect(endpoint, &ca, Credentials::token_file(token_file))
+                    .await
+                    .map_err(|e| Error::LedgerService(e.to_string()))?;
+                Store::Service(client)
+            }
+        };
         Ok(Journal {
-            ledger: Arc::new(ledger),
+            store,
             cluster: config.cluster.clone(),
             recorded: Arc::default(),
         })
     }
 
+    /// Where the ledger is, for logs.
+    pub fn describe(&self) -> String {
+        match &self.store {
+            Store::File(ledger) => ledger.path().display().to_string(),
+            Store::Service(_) => "the ledger service".into(),
+        }
+    }
+
     /// The cluster name entries carry.
     pub fn cluster(&self) -> &str {
         &self.cluster
-    }
-
-    /// The ledger file.
-    pub fn path(&self) -> &Path {
-        self.ledger.path()
     }
 
     /// Appends `entry` once: a dedupe key this process already recorded, or
@@ -105,37 +199,45 @@ impl Journal {
             return Ok(known);
         }
         let kind = entry.kind();
-        let recorded = match self.ledger.append_async(entry).await {
-            Ok(receipt) => {
-                if !receipt.existing {
-                    tracing::info!(kind, index = receipt.index, "ledger entry appended");
-                }
-                LedgerStatus {
-                    index: receipt.index,
-                    tree_size: receipt.tree_size,
-                }
+        let recorded = match self.append(entry).await? {
+            Appended::New(recorded) => {
+                tracing::info!(kind, index = recorded.index, "ledger entry appended");
+                recorded
             }
-            Err(openmodel_ledger::Error::DedupeConflict { key, index }) => {
+            Appended::Existing(recorded) => recorded,
+            Appended::Conflict(recorded) => {
                 tracing::warn!(
                     kind,
-                    key,
-                    index,
+                    key = key.as_deref().unwrap_or_default(),
+                    index = recorded.index,
                     "event already recorded with other details"
                 );
-                let ledger = self.ledger.clone();
-                let size = blocking(move || ledger.checkpoint()).await?.checkpoint.size;
-                LedgerStatus {
-                    index,
-                    tree_size: size,
-                }
+                recorded
             }
-            Err(e) => return Err(e.into()),
         };
         if let Some(key) = key {
             let mut known = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
             known.insert(key, recorded);
         }
         Ok(recorded)
+    }
+
+    /// Records `entries` in order. A file ledger gets them all at once (one
+    /// commit); the service gets them one after the other, so that its log
+    /// keeps their order too.
+    pub async fn record_all(&self, entries: Vec<Entry>) -> Result<Vec<LedgerStatus>, Error> {
+        match &self.store {
+            Store::File(_) => {
+                futures::future::try_join_all(entries.into_iter().map(|e| self.record(e))).await
+            }
+            Store::Service(_) => {
+                let mut recorded = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    recorded.push(self.record(entry).await?);
+                }
+                Ok(recorded)
+            }
+        }
     }
 
     /// Where an event with this dedupe key was recorded, if this process
@@ -145,36 +247,175 @@ impl Journal {
         recorded.get(key).copied()
     }
 
+    /// Appends `entry` to whichever ledger this is.
+    async fn append(&self, entry: Entry) -> Result<Appended, Error> {
+        match &self.store {
+            Store::File(ledger) => match ledger.append_async(entry).await {
+                Ok(receipt) => Ok(Appended::from_receipt(
+                    receipt.index,
+                    receipt.tree_size,
+                    receipt.existing,
+                )),
+                Err(openmodel_ledger::Error::DedupeConflict { index, .. }) => {
+                    let ledger = ledger.clone();
+                    let size = blocking(move || ledger.checkpoint()).await?.checkpoint.size;
+                    Ok(Appended::Conflict(LedgerStatus {
+                        index,
+                        tree_size: size,
+                    }))
+                }
+                Err(e) => Err(e.into()),
+            },
+            Store::Service(client) => append_to_service(client.clone(), &entry).await,
+        }
+    }
+
+    /// The `spec.changed` entries about `namespace/name`, in log order.
+    async fn spec_changes(&self, namespace: String, name: String) -> Result<Vec<Entry>, Error> {
+        match &self.store {
+            Store::File(ledger) => {
+                let ledger = ledger.clone();
+                blocking(move || {
+                    let mut query = Query {
+                        object: Some((namespace, Some(name))),
+                        kind: Some("spec.changed".into()),
+                        limit: MAX_LIMIT,
+                        ..Query::default()
+                    };
+                    let mut entries = Vec::new();
+                    loop {
+                        let page = ledger.query(&query)?;
+                        entries.extend(page.entries.into_iter().map(|stored| stored.entry));
+                        match page.next {
+                            Some(next) => query.start = next,
+                            None => return Ok(entries),
+                        }
+                    }
+                })
+                .await
+            }
+            Store::Service(client) => {
+                let mut client = client.clone();
+                let mut request = ListEntriesRequest {
+                    filter: Some(EntryFilter {
+                        namespace,
+                        name,
+                        kind: "spec.changed".into(),
+                        ..EntryFilter::default()
+                    }),
+                    start: 0,
+                    limit: MAX_LIMIT as u32,
+                };
+                let mut entries = Vec::new();
+                loop {
+                    let page = client
+                        .list_entries(request.clone())
+                        .await
+                        .map_err(|s| service_error("listing spec changes", &s))?
+                        .into_inner();
+                    for logged in page.entries {
+                        let stored = stored_entry(logged)
+                            .map_err(|e| Error::LedgerService(e.to_string()))?;
+                        entries.push(stored.entry);
+                    }
+                    match page.next {
+                        Some(next) => request.start = next,
+                        None => return Ok(entries),
+                    }
+                }
+            }
+        }
+    }
+
     /// The `{"spec": …}` document the ledger holds for `model` before its
     /// current generation, rebuilt from its `spec.changed` entries.
     pub async fn recorded_spec(&self, model: &OpenModel) -> Result<Option<Value>, Error> {
-        let ledger = self.ledger.clone();
-        let namespace = model.namespace().unwrap_or_default();
-        let name = model.name_any();
-        let changes = blocking(move || {
-            let mut query = Query {
-                object: Some((namespace, Some(name))),
-                kind: Some("spec.changed".into()),
-                limit: MAX_LIMIT,
-                ..Query::default()
-            };
-            let mut entries = Vec::new();
-            loop {
-                let page = ledger.query(&query)?;
-                entries.extend(page.entries.into_iter().map(|stored| stored.entry));
-                match page.next {
-                    Some(next) => query.start = next,
-                    None => return Ok(entries),
-                }
-            }
-        })
-        .await?;
+        let changes = self
+            .spec_changes(model.namespace().unwrap_or_default(), model.name_any())
+            .await?;
         replay(
             &changes,
             &model.uid().unwrap_or_default(),
             model.metadata.generation.unwrap_or(0),
         )
     }
+}
+
+/// What an append came to.
+enum Appended {
+    /// Appended now.
+    New(LedgerStatus),
+    /// The dedupe key named an entry already logged with these details.
+    Existing(LedgerStatus),
+    /// The dedupe key named an entry logged with other details (say,
+    /// another pod verified the same digest first): the event is recorded.
+    Conflict(LedgerStatus),
+}
+
+impl Appended {
+    fn from_receipt(index: u64, tree_size: u64, existing: bool) -> Appended {
+        let status = LedgerStatus { index, tree_size };
+        if existing {
+            Appended::Existing(status)
+        } else {
+            Appended::New(status)
+        }
+    }
+}
+
+/// Appends through the ledger service, retrying for [`SERVICE_PATIENCE`]
+/// while it is unavailable; a retry of an append that did commit answers
+/// `existing` (same dedupe key), so nothing is logged twice.
+async fn append_to_service(mut client: AuditClient, entry: &Entry) -> Result<Appended, Error> {
+    let request = append_request(entry).map_err(|e| Error::LedgerService(e.to_string()))?;
+    let deadline = Instant::now() + SERVICE_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match client.append(request.clone()).await {
+            Ok(response) => {
+                let r = response.into_inner();
+                return Ok(Appended::from_receipt(r.index, r.tree_size, r.existing));
+            }
+            Err(status) if status.code() == Code::AlreadyExists => {
+                let index = status
+                    .metadata()
+                    .get(openmodel_ledger::service::EXISTING_INDEX_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| service_error("appending", &status))?;
+                let size = client
+                    .get_checkpoint(GetCheckpointRequest {})
+                    .await
+                    .map_err(|s| service_error("reading the checkpoint", &s))?
+                    .into_inner()
+                    .tree_size;
+                return Ok(Appended::Conflict(LedgerStatus {
+                    index,
+                    tree_size: size,
+                }));
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Aborted
+                ) && Instant::now() + pause < deadline =>
+            {
+                tracing::warn!(error = %status.message(), "the ledger service is unavailable; retrying the append");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(status) => return Err(service_error("appending", &status)),
+        }
+    }
+}
+
+/// A ledger-service failure, with what the operator was doing.
+fn service_error(doing: &str, status: &tonic::Status) -> Error {
+    Error::LedgerService(format!(
+        "{doing}: {:?}: {}",
+        status.code(),
+        status.message()
+    ))
 }
 
 /// Runs a blocking ledger read off the async runtime.
@@ -194,17 +435,19 @@ mod tests {
     use crate::resources::fixtures::{DIGEST, model};
 
     /// The journal in `dir`, created with a new key the first time.
-    async fn journal(dir: &Path) -> Journal {
+    async fn journal(dir: &std::path::Path) -> Journal {
         let key_file = dir.join("key");
         if !key_file.exists() {
             let signer = Signer::generate("unit.test/ledger").unwrap();
             std::fs::write(&key_file, format!("{signer}\n")).unwrap();
         }
         Journal::open(&JournalConfig {
-            path: dir.join("ledger.sqlite"),
-            key_file,
+            ledger: LedgerLocation::File {
+                path: dir.join("ledger.sqlite"),
+                key_file,
+                create: true,
+            },
             cluster: "unit".into(),
-            create: true,
         })
         .await
         .unwrap()
@@ -237,7 +480,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(other_pod.index, recorded.index);
-        assert_eq!(second.ledger.checkpoint().unwrap().checkpoint.size, 2);
+        let Store::File(ledger) = &second.store else {
+            unreachable!("a file journal")
+        };
+        assert_eq!(ledger.checkpoint().unwrap().checkpoint.size, 2);
     }
 
     #[tokio::test]

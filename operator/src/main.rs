@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use openmodel_operator::journal::JournalConfig;
+use openmodel_operator::journal::{JournalConfig, LedgerLocation};
 use openmodel_operator::leader::LeaseConfig;
 use openmodel_operator::webhook::{CertificateSource, WebhookConfig};
 use openmodel_operator::{Config, crd};
@@ -33,17 +33,39 @@ enum Command {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("ledger-location").required(true).args(["ledger", "ledger_server"]))]
 struct RunArgs {
-    /// The ledger file (SQLite).
-    #[arg(long, env = "OPENMODEL_LEDGER")]
-    ledger: PathBuf,
+    /// The ledger file (SQLite) this process appends to (local runs); or
+    /// use --ledger-server.
+    #[arg(long, env = "OPENMODEL_LEDGER", requires = "ledger_key_file")]
+    ledger: Option<PathBuf>,
     /// The ledger's private key file (PRIVATE+KEY+…), as written by
-    /// `openmodel ledger init`.
+    /// `openmodel ledger init` (with --ledger).
     #[arg(long, env = "OPENMODEL_LEDGER_KEY_FILE")]
-    ledger_key_file: PathBuf,
-    /// Create the ledger when the file does not exist (origin: the key's name).
+    ledger_key_file: Option<PathBuf>,
+    /// Create the ledger when the file does not exist (origin: the key's
+    /// name; with --ledger).
     #[arg(long, env = "OPENMODEL_CREATE_LEDGER")]
     create_ledger: bool,
+    /// The ledger service (`openmodel-ledger serve`) to append to,
+    /// https://host:port; it owns the ledger file.
+    #[arg(long, env = "OPENMODEL_LEDGER_SERVER", conflicts_with = "ledger")]
+    ledger_server: Option<String>,
+    /// The CA certificates (PEM) of the ledger service's TLS certificate.
+    #[arg(
+        long,
+        env = "OPENMODEL_LEDGER_CA_FILE",
+        default_value = "/etc/openmodel/ledger-ca/ca.crt"
+    )]
+    ledger_ca_file: PathBuf,
+    /// The bearer token for the ledger service, re-read as it rotates: the
+    /// operator's service-account token.
+    #[arg(
+        long,
+        env = "OPENMODEL_LEDGER_TOKEN_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    ledger_token_file: PathBuf,
     /// The cluster name recorded in every ledger entry.
     #[arg(long, env = "OPENMODEL_CLUSTER", default_value = "kubernetes")]
     cluster: String,
@@ -170,10 +192,19 @@ async fn run(args: RunArgs) -> Result<()> {
     let config = Config {
         namespace: args.watch_namespace,
         journal: JournalConfig {
-            path: args.ledger,
-            key_file: args.ledger_key_file,
+            ledger: match (args.ledger, args.ledger_server) {
+                (Some(path), _) => LedgerLocation::File {
+                    path,
+                    key_file: args.ledger_key_file.unwrap_or_default(),
+                    create: args.create_ledger,
+                },
+                (None, endpoint) => LedgerLocation::Service {
+                    endpoint: endpoint.unwrap_or_default(),
+                    ca_file: args.ledger_ca_file,
+                    token_file: args.ledger_token_file,
+                },
+            },
             cluster: args.cluster,
-            create: args.create_ledger,
         },
         lease: LeaseConfig {
             namespace: args.lease_namespace,
@@ -189,7 +220,7 @@ async fn run(args: RunArgs) -> Result<()> {
     };
     // Before connecting: a bad key file or a missing ledger is the first
     // thing to report.
-    config.journal.signer()?;
+    config.journal.check()?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;

@@ -50,7 +50,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     // A bad key file or a missing ledger is reported now, not after the
     // Lease is won.
-    config.journal.signer()?;
+    config.journal.check()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -100,7 +100,7 @@ async fn lead(
 ) -> Result<(), Error> {
     tracing::info!(identity = %config.lease.identity, "leading");
     let journal = Journal::open(&config.journal).await?;
-    tracing::info!(ledger = %journal.path().display(), "ledger open");
+    tracing::info!(ledger = %journal.describe(), "ledger open");
     let (webhook_stop, webhook_stopping) = watch::channel(false);
     let webhook = match &config.webhook {
         Some(webhook) => {

@@ -30,6 +30,8 @@ pub struct LedgerService {
     ca_pem: String,
     grpc: SocketAddr,
     http: SocketAddr,
+    config: Config,
+    kube: kube::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<openmodel_ledger::Result<()>>>,
 }
@@ -44,6 +46,19 @@ impl LedgerService {
         entries: Vec<Entry>,
         append_users: Vec<String>,
     ) -> Result<LedgerService, Error> {
+        let signer = Signer::generate(LEDGER_ORIGIN)?;
+        Self::start_signed(client, signer, entries, append_users).await
+    }
+
+    /// As [`LedgerService::start`], with the log signed by `signer` (whose
+    /// name is the log's origin): two services with one signer serve two
+    /// histories of one log, a fork.
+    pub async fn start_signed(
+        client: kube::Client,
+        signer: Signer,
+        entries: Vec<Entry>,
+        append_users: Vec<String>,
+    ) -> Result<LedgerService, Error> {
         let dir = tempfile::tempdir().map_err(Error::io("creating the ledger's folder"))?;
         let write = |name: &str, contents: &str| -> Result<PathBuf, Error> {
             let path = dir.path().join(name);
@@ -51,7 +66,6 @@ impl LedgerService {
                 .map_err(Error::io(format!("writing {}", path.display())))?;
             Ok(path)
         };
-        let signer = Signer::generate(LEDGER_ORIGIN)?;
         let verifier = signer.verifier();
         let key_file = write("ledger.key", &format!("{signer}\n"))?;
         let tls = serving_certificate(&["127.0.0.1", "localhost"])?;
@@ -80,21 +94,46 @@ impl LedgerService {
             tls_key,
             append_users,
         };
-        let server = Server::bind(config, KubeAccess::new(client)).await?;
-        let (grpc, http) = (server.grpc_addr(), server.http_addr());
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        Ok(LedgerService {
+        let mut service = LedgerService {
             dir,
             verifier,
             ca_pem: tls.ca_pem,
-            grpc,
-            http,
-            stop: Some(stop),
-            task: Some(task),
-        })
+            grpc: loopback,
+            http: loopback,
+            config,
+            kube: client,
+            stop: None,
+            task: None,
+        };
+        service.launch().await?;
+        Ok(service)
+    }
+
+    /// Binds and serves with the configuration (on the ports of the last
+    /// launch, once there was one).
+    async fn launch(&mut self) -> Result<(), Error> {
+        let config = Config {
+            grpc_listen: self.grpc,
+            http_listen: self.http,
+            ..self.config.clone()
+        };
+        let server = Server::bind(config, KubeAccess::new(self.kube.clone())).await?;
+        (self.grpc, self.http) = (server.grpc_addr(), server.http_addr());
+        let (stop, stopped) = oneshot::channel();
+        self.task = Some(tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        })));
+        self.stop = Some(stop);
+        Ok(())
+    }
+
+    /// Stops the service (the ledger closed, every acknowledged append
+    /// committed), keeps it down for `down`, and starts it again on the
+    /// same ledger and ports: a restarted pod.
+    pub async fn restart(&mut self, down: std::time::Duration) -> Result<(), Error> {
+        self.shut_down().await?;
+        tokio::time::sleep(down).await;
+        self.launch().await
     }
 
     /// The gRPC endpoint, `https://127.0.0.1:<port>`.
@@ -132,6 +171,10 @@ impl LedgerService {
 
     /// Stops the service and waits until it has closed the ledger.
     pub async fn stop(mut self) -> Result<(), Error> {
+        self.shut_down().await
+    }
+
+    async fn shut_down(&mut self) -> Result<(), Error> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

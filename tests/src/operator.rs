@@ -20,7 +20,7 @@ use openmodel_ledger::note::Signer;
 use openmodel_ledger::query::{MAX_LIMIT, Query};
 use openmodel_ledger::store::{OpenCheck, StoredEntry};
 use openmodel_operator::crd::OpenModel;
-use openmodel_operator::journal::JournalConfig;
+use openmodel_operator::journal::{JournalConfig, LedgerLocation};
 use openmodel_operator::leader::LeaseConfig;
 use openmodel_operator::webhook::WebhookConfig;
 use serde_json::{Value, json};
@@ -134,10 +134,12 @@ pub fn config(namespace: &str, dir: &Path, identity: &str) -> Result<openmodel_o
     Ok(openmodel_operator::Config {
         namespace: Some(namespace.into()),
         journal: JournalConfig {
-            path: dir.join("ledger.sqlite"),
-            key_file,
+            ledger: LedgerLocation::File {
+                path: dir.join("ledger.sqlite"),
+                key_file,
+                create: true,
+            },
             cluster: "test".into(),
-            create: true,
         },
         lease: LeaseConfig {
             namespace: namespace.into(),
@@ -161,6 +163,7 @@ pub struct Operator {
     namespace: String,
     http_listen: Option<SocketAddr>,
     webhook: Option<WebhookConfig>,
+    ledger: Option<LedgerLocation>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), openmodel_operator::Error>>>,
 }
@@ -178,7 +181,7 @@ impl Operator {
         namespace: &str,
         http_listen: Option<SocketAddr>,
     ) -> Result<Operator> {
-        Self::start_with(client, namespace, http_listen, None)
+        Self::start_with(client, namespace, http_listen, None, None)
     }
 
     /// Starts an operator for `namespace` on a new ledger that also serves
@@ -188,7 +191,17 @@ impl Operator {
         namespace: &str,
         webhook: WebhookConfig,
     ) -> Result<Operator> {
-        Self::start_with(client, namespace, None, Some(webhook))
+        Self::start_with(client, namespace, None, Some(webhook), None)
+    }
+
+    /// Starts an operator for `namespace` that writes to `ledger` (say, the
+    /// ledger service) instead of a file of its own.
+    pub async fn start_with_ledger(
+        client: &Client,
+        namespace: &str,
+        ledger: LedgerLocation,
+    ) -> Result<Operator> {
+        Self::start_with(client, namespace, None, None, Some(ledger))
     }
 
     fn start_with(
@@ -196,6 +209,7 @@ impl Operator {
         namespace: &str,
         http_listen: Option<SocketAddr>,
         webhook: Option<WebhookConfig>,
+        ledger: Option<LedgerLocation>,
     ) -> Result<Operator> {
         let dir = tempfile::tempdir().map_err(Error::io("creating the operator's folder"))?;
         let mut operator = Operator {
@@ -204,6 +218,7 @@ impl Operator {
             namespace: namespace.into(),
             http_listen,
             webhook,
+            ledger,
             shutdown: None,
             task: None,
         };
@@ -222,6 +237,9 @@ impl Operator {
         let mut config = config(&self.namespace, self.dir.path(), "in-process")?;
         config.http_listen = self.http_listen;
         config.webhook = self.webhook.clone();
+        if let Some(ledger) = &self.ledger {
+            config.journal.ledger = ledger.clone();
+        }
         let (shutdown, stopped) = oneshot::channel();
         self.task = Some(tokio::spawn(openmodel_operator::run(
             self.client.clone(),

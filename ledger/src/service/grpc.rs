@@ -17,6 +17,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::entry::Entry;
+use crate::service::EXISTING_INDEX_HEADER;
 use crate::service::authz::Need;
 use crate::service::filter::{entry_scope, logged, query};
 use crate::service::{Access, Shared, code, follow};
@@ -44,14 +45,21 @@ fn authorization<T>(request: &Request<T>) -> Option<&[u8]> {
         .map(|value| value.as_bytes())
 }
 
-/// The gRPC status of an error, with its message.
+/// The gRPC status of an error, with its message; a dedupe conflict also
+/// names the existing entry's index in [`EXISTING_INDEX_HEADER`].
 pub(crate) fn status(error: Error) -> Status {
     let code = code(&error);
     match code {
         Code::Internal | Code::Unavailable => tracing::warn!(%error, "request failed"),
         _ => tracing::debug!(%error, "request refused"),
     }
-    Status::new(code, error.to_string())
+    let mut status = Status::new(code, error.to_string());
+    if let Error::DedupeConflict { index, .. } = error
+        && let Ok(value) = index.to_string().parse()
+    {
+        status.metadata_mut().insert(EXISTING_INDEX_HEADER, value);
+    }
+    status
 }
 
 fn answer<T>(result: Result<T>) -> Result<Response<T>, Status> {

@@ -97,6 +97,10 @@ impl<A> Shared<A> {
     }
 }
 
+/// The gRPC metadata of an `ALREADY_EXISTS` answer to `Append` that holds
+/// the index of the entry already logged under the dedupe key.
+pub const EXISTING_INDEX_HEADER: &str = "openmodel-existing-index";
+
 /// Completes once the service begins to stop (or is gone).
 async fn until_stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;

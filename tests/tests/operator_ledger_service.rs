@@ -1,0 +1,126 @@
+//! The operator writing to the ledger service (`openmodel-ledger serve`)
+//! instead of a file of its own, against the real kube-apiserver: it
+//! appends as its service account (TokenReview), and when the service
+//! restarts while a change is being recorded, the append is retried until
+//! it lands, once: no acknowledged entry lost, none duplicated.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use kube::api::PostParams;
+use openmodel_ledger::store::StoredEntry;
+use openmodel_operator::journal::LedgerLocation;
+use openmodel_tests::audit_access::{Grant, audit_reader};
+use openmodel_tests::operator::{Operator, control_plane, example, models, namespace, patch_spec};
+use openmodel_tests::{LedgerService, service_account_user};
+use serde_json::json;
+
+/// The entries about the example model in the service's ledger (fully
+/// verified on every read).
+fn entries(service: &LedgerService, ns: &str) -> Result<Vec<StoredEntry>> {
+    let ledger = service.read_ledger()?;
+    let mut entries = Vec::new();
+    for index in 0..ledger.checkpoint()?.checkpoint.size {
+        let entry = ledger.entry(index)?;
+        if entry
+            .entry
+            .object
+            .as_ref()
+            .is_some_and(|o| o.namespace == ns && o.name == "minilm")
+        {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// Waits until the service's ledger holds `count` controller entries about
+/// the model.
+async fn wait_for_entries(
+    service: &LedgerService,
+    ns: &str,
+    count: usize,
+) -> Result<Vec<StoredEntry>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = entries(service, ns)?;
+        if found.len() >= count {
+            return Ok(found);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{} entries after 60 s, expected {count}: {:?}",
+            found.len(),
+            found.iter().map(|e| e.entry.kind()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_appends_through_the_service_and_survives_its_restart() -> Result<()> {
+    let control_plane = control_plane().await;
+    let client = control_plane.client()?;
+    let ns = namespace(&client, "via_service").await?;
+    // It appends, and reads the spec history back.
+    let token = audit_reader(&client, &ns, "openmodel-operator", Grant::Namespace(&ns)).await?;
+    let mut service = LedgerService::start(
+        client.clone(),
+        Vec::new(),
+        vec![service_account_user(&ns, "openmodel-operator")],
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let (ca_file, token_file) = (dir.path().join("ca.crt"), dir.path().join("token"));
+    std::fs::write(&ca_file, service.ca_pem())?;
+    std::fs::write(&token_file, &token)?;
+    let mut operator = Operator::start_with_ledger(
+        &client,
+        &ns,
+        LedgerLocation::Service {
+            endpoint: service.grpc_endpoint(),
+            ca_file,
+            token_file,
+        },
+    )
+    .await?;
+
+    models(&client, &ns)
+        .create(&PostParams::default(), &example(&ns)?)
+        .await?;
+    let first = wait_for_entries(&service, &ns, 3).await?;
+    let kinds: Vec<_> = first.iter().map(|e| e.entry.kind()).collect();
+    assert_eq!(
+        kinds,
+        ["spec.changed", "dataset.referenced", "dataset.referenced"]
+    );
+
+    // The service goes away; a change is made while it is down; it comes
+    // back, and the operator's retried append lands once.
+    let restarting = service.restart(Duration::from_secs(3));
+    let changing = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        patch_spec(&client, &ns, json!({"runtime": {"replicas": 3}})).await
+    };
+    let (restarted, changed) = tokio::join!(restarting, changing);
+    restarted?;
+    changed?;
+    let after = wait_for_entries(&service, &ns, 4).await?;
+    ensure!(
+        after.len() == 4,
+        "exactly one new entry: {:?}",
+        after.iter().map(|e| e.entry.kind()).collect::<Vec<_>>()
+    );
+    assert_eq!(after[3].entry.kind(), "spec.changed");
+    let keys: HashSet<_> = after.iter().map(|e| e.entry.dedupe_key.clone()).collect();
+    assert_eq!(keys.len(), after.len(), "no entry twice");
+
+    // A restarted operator records nothing again.
+    operator.restart().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(entries(&service, &ns)?.len(), 4);
+    operator.stop().await?;
+    service.stop().await?;
+    Ok(())
+}
