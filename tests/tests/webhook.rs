@@ -44,6 +44,29 @@ fn succeeded(output: &Output) -> Result<()> {
     Ok(())
 }
 
+/// Runs `kubectl patch` (merge) of the example model in `ns` with `body`,
+/// as the user of `kubeconfig`, with `extra` arguments.
+fn kubectl_patch(
+    control_plane: &ControlPlane,
+    kubeconfig: &Path,
+    ns: &str,
+    body: &str,
+    extra: &[&str],
+) -> Result<Output> {
+    let mut args = vec![
+        "patch",
+        "openmodel",
+        "minilm",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        body,
+    ];
+    args.extend_from_slice(extra);
+    kubectl(control_plane, kubeconfig, &args)
+}
+
 /// The admission entries about the example model, in log order.
 fn admissions(ledger: &Path, ns: &str) -> Result<Vec<StoredEntry>> {
     Ok(ledger_entries(ledger, ns, Some("minilm"))?
@@ -202,20 +225,7 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
 
     // bob scales it.
     let replicas = r#"{"spec":{"runtime":{"replicas":3}}}"#;
-    succeeded(&kubectl(
-        control_plane,
-        &bob,
-        &[
-            "patch",
-            "openmodel",
-            "minilm",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            replicas,
-        ],
-    )?)?;
+    succeeded(&kubectl_patch(control_plane, &bob, &ns, replicas, &[])?)?;
     let entries = wait_for_admissions(&ledger, &ns, 2).await?;
     assert_eq!(
         summary(&entries[1]),
@@ -228,23 +238,12 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
 
     // The administrator acts as carol, by impersonation.
     let owner = r#"{"spec":{"provenance":{"owner":"carol@example.com"}}}"#;
-    succeeded(&kubectl(
+    succeeded(&kubectl_patch(
         control_plane,
         control_plane.kubeconfig(),
-        &[
-            "patch",
-            "openmodel",
-            "minilm",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            owner,
-            "--as",
-            "carol",
-            "--as-group",
-            EDITORS,
-        ],
+        &ns,
+        owner,
+        &["--as", "carol", "--as-group", EDITORS],
     )?)?;
     let entries = wait_for_admissions(&ledger, &ns, 3).await?;
     let (user, operation, _) = summary(&entries[2]);
@@ -262,53 +261,19 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     // A dry run, and a change the API server refuses (CEL: replicas ≥ 0),
     // are not recorded.
     let dry = r#"{"spec":{"runtime":{"replicas":5}}}"#;
-    succeeded(&kubectl(
+    succeeded(&kubectl_patch(
         control_plane,
         &alice,
-        &[
-            "patch",
-            "openmodel",
-            "minilm",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            dry,
-            "--dry-run=server",
-        ],
+        &ns,
+        dry,
+        &["--dry-run=server"],
     )?)?;
     let refused = r#"{"spec":{"runtime":{"replicas":-1}}}"#;
-    let output = kubectl(
-        control_plane,
-        &alice,
-        &[
-            "patch",
-            "openmodel",
-            "minilm",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            refused,
-        ],
-    )?;
+    let output = kubectl_patch(control_plane, &alice, &ns, refused, &[])?;
     ensure!(!output.status.success(), "replicas -1 must be refused");
     // A change made after them shows nothing came in between.
     let two = r#"{"spec":{"runtime":{"replicas":2}}}"#;
-    succeeded(&kubectl(
-        control_plane,
-        &alice,
-        &[
-            "patch",
-            "openmodel",
-            "minilm",
-            "-n",
-            &ns,
-            "--type=merge",
-            "-p",
-            two,
-        ],
-    )?)?;
+    succeeded(&kubectl_patch(control_plane, &alice, &ns, two, &[])?)?;
     let entries = wait_for_admissions(&ledger, &ns, 4).await?;
     assert_eq!(entries.len(), 4, "only real, admitted changes are recorded");
     assert_eq!(
