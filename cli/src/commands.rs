@@ -1,4 +1,5 @@
-//! The commands: each parses its inputs, calls the ledger library and prints.
+//! The commands: each parses its inputs, asks a [`Source`] (a ledger file
+//! or the ledger service) or the ledger library, and prints.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -8,96 +9,86 @@ use std::sync::mpsc;
 use anyhow::{Context, Result, bail};
 use openmodel_ledger::Ledger;
 use openmodel_ledger::entry::{Entry, Timestamp};
-use openmodel_ledger::export::to_csv;
+use openmodel_ledger::export::{BundleWriter, to_csv};
+use openmodel_ledger::inventory::inventory as replay_inventory;
 use openmodel_ledger::note::{Signer, Verifier};
 use openmodel_ledger::proof_file::TlogProof;
 use openmodel_ledger::query::{Query, parse_object};
-use openmodel_ledger::store::{OpenCheck, PendingAppend};
+use openmodel_ledger::store::{OpenCheck, PendingAppend, StoredEntry};
 use openmodel_ledger::verify::verify_bundle;
 
 use crate::ExitCode;
 use crate::cli::{AuditCommand, Cli, Command, Filters, Format, LedgerCommand};
 use crate::output;
+use crate::source::{Choice, Source, choose, parse_verifier};
+use crate::walk::walk;
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let ledger_path = || {
-        cli.ledger
-            .clone()
-            .context("no ledger file: pass --ledger FILE or set OPENMODEL_LEDGER")
+    let key = cli.key.as_deref().map(parse_verifier).transpose()?;
+    // Commands that write go to a file: the service lets only the operator append.
+    let file = || match choose(cli.ledger.as_ref(), &cli.server)? {
+        Choice::File(path) => Ok(path.to_owned()),
+        Choice::Server(_) => bail!(
+            "this command works on a ledger file (--ledger); through the ledger service only the \
+             operator appends"
+        ),
     };
-    match cli.command {
+    let source = || Source::open(cli.ledger.as_ref(), &cli.server, key.clone());
+    let needs_key = || {
+        key.clone().context(
+            "verify needs the log's verifier key: pass --key VKEY (or set OPENMODEL_LEDGER_KEY)",
+        )
+    };
+    match &cli.command {
         Command::Ledger(LedgerCommand::Init {
             origin,
             key_file,
             cluster,
-        }) => init(&ledger_path()?, &origin, &key_file, &cluster),
+        }) => init(&file()?, origin, key_file, cluster),
         Command::Audit(cmd) => match cmd {
             AuditCommand::Record {
                 key_file,
-                file,
+                file: input,
                 jsonl,
-            } => record(&ledger_path()?, &key_file, file.as_deref(), jsonl),
+            } => record(&file()?, key_file, input.as_deref(), *jsonl),
             AuditCommand::Log {
                 filters,
                 output,
                 limit,
                 start,
                 all,
-            } => log(
-                &read_only(&ledger_path()?)?,
-                &filters,
-                output,
-                limit,
-                start,
-                all,
-            ),
-            AuditCommand::Show { index, output } => {
-                show(&read_only(&ledger_path()?)?, index, output)
+            } => log(&mut source()?, filters, *output, *limit, *start, *all),
+            AuditCommand::Show { index, output } => show(&mut source()?, *index, *output),
+            AuditCommand::Proof { index, out } => proof(&mut source()?, *index, out.as_deref()),
+            AuditCommand::Export { dir } => export(&mut source()?, dir),
+            AuditCommand::Inventory { at, model, output } => {
+                inventory(&mut source()?, at.as_deref(), model.as_deref(), *output)
             }
-            AuditCommand::Proof { index, out } => {
-                proof(&read_only(&ledger_path()?)?, index, out.as_deref())
-            }
-            AuditCommand::Export { dir } => export(&read_only(&ledger_path()?)?, &dir),
             AuditCommand::Verify {
                 bundle,
                 proof,
-                key,
                 since_checkpoint,
                 save_checkpoint,
-            } => {
-                let verifier = parse_verifier(&key)?;
-                match (bundle, proof) {
-                    (Some(dir), _) => verify_export(
-                        &dir,
-                        &verifier,
-                        since_checkpoint.as_deref(),
-                        save_checkpoint.as_deref(),
-                    ),
-                    (None, Some(file)) => verify_proof(&file, &verifier),
-                    (None, None) => verify_ledger(&ledger_path()?, &verifier),
-                }
-            }
+            } => match (bundle, proof) {
+                (Some(dir), _) => verify_export(
+                    dir,
+                    &needs_key()?,
+                    since_checkpoint.as_deref(),
+                    save_checkpoint.as_deref(),
+                ),
+                (None, Some(file)) => verify_proof(file, &needs_key()?),
+                (None, None) => match choose(cli.ledger.as_ref(), &cli.server)? {
+                    Choice::File(path) => verify_ledger(path, &needs_key()?),
+                    Choice::Server(_) => verify_log(&mut source()?),
+                },
+            },
         },
     }
 }
 
-fn read_only(path: &Path) -> Result<Ledger> {
-    Ok(Ledger::open_read_only(path, OpenCheck::Quick)?)
-}
-
 fn read_text(path: &Path) -> Result<String> {
     fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// A verifier key given inline or as a file holding it.
-fn parse_verifier(key: &str) -> Result<Verifier> {
-    let text = if Path::new(key).is_file() {
-        read_text(Path::new(key))?
-    } else {
-        key.to_owned()
-    };
-    Ok(text.trim().parse::<Verifier>()?)
 }
 
 fn load_signer(path: &Path) -> Result<Signer> {
@@ -214,7 +205,7 @@ fn to_query(f: &Filters, limit: usize, start: u64) -> Result<Query> {
 }
 
 fn log(
-    ledger: &Ledger,
+    source: &mut Source,
     filters: &Filters,
     format: Format,
     limit: usize,
@@ -224,7 +215,7 @@ fn log(
     let mut query = to_query(filters, limit, start)?;
     let mut pages = Vec::new();
     loop {
-        let page = ledger.query(&query)?;
+        let page = source.query(&query, true)?;
         let next = page.next;
         pages.push(page);
         match next {
@@ -240,7 +231,7 @@ fn log(
     match format {
         Format::Table => {
             print!("{}", output::table(&merged.entries));
-            eprintln!("{}", output::coverage(&merged));
+            eprintln!("{}", output::coverage(&merged, source.proves_entries()));
         }
         Format::Json => println!(
             "{}",
@@ -251,8 +242,10 @@ fn log(
     Ok(ExitCode::Ok)
 }
 
-fn show(ledger: &Ledger, index: u64, format: Format) -> Result<ExitCode> {
-    let e = ledger.entry(index)?;
+fn show(source: &mut Source, index: u64, format: Format) -> Result<ExitCode> {
+    let (proof, checkpoint) = source.prove(index)?;
+    let leaf = proof.extra.context("the proof carries no entry")?;
+    let e = StoredEntry::from_leaf(index, leaf)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&e.to_json())?),
         Format::Csv => print!("{}", to_csv(std::slice::from_ref(&e), true)),
@@ -263,13 +256,19 @@ fn show(ledger: &Ledger, index: u64, format: Format) -> Result<ExitCode> {
             println!("summary:   {}", output::detail(&e.entry));
             let json: serde_json::Value = serde_json::from_slice(&e.leaf)?;
             println!("{}", serde_json::to_string_pretty(&json)?);
+            if source.proves_entries() {
+                eprintln!(
+                    "inclusion proof checked: entry {index} is in the signed tree of size {}",
+                    checkpoint.checkpoint.size
+                );
+            }
         }
     }
     Ok(ExitCode::Ok)
 }
 
-fn proof(ledger: &Ledger, index: u64, out: Option<&Path>) -> Result<ExitCode> {
-    let text = ledger.prove(index)?.encode();
+fn proof(source: &mut Source, index: u64, out: Option<&Path>) -> Result<ExitCode> {
+    let text = source.prove(index)?.0.encode();
     match out {
         Some(path) => {
             write_new(path, &text, false)?;
@@ -280,8 +279,18 @@ fn proof(ledger: &Ledger, index: u64, out: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-fn export(ledger: &Ledger, dir: &Path) -> Result<ExitCode> {
-    let report = ledger.export(dir)?;
+fn export(source: &mut Source, dir: &Path) -> Result<ExitCode> {
+    let checkpoint = source.checkpoint()?;
+    let mut writer = BundleWriter::create(dir, checkpoint.clone())?;
+    walk(source, &checkpoint, None, |entry, nodes| {
+        writer.entry(entry)?;
+        nodes
+            .iter()
+            .try_for_each(|(node, hash)| writer.hash(*node, hash))?;
+        Ok(())
+    })
+    .with_context(|| format!("the export in {} is incomplete; delete it", dir.display()))?;
+    let report = writer.finish()?;
     let cp = &report.checkpoint.checkpoint;
     println!(
         "exported {} entries ({} hash tiles) at checkpoint size {} root {} to {}",
@@ -291,11 +300,74 @@ fn export(ledger: &Ledger, dir: &Path) -> Result<ExitCode> {
         cp.root.to_base64(),
         dir.display()
     );
-    println!(
-        "verify with: openmodel audit verify --bundle {} --key '{}'",
-        dir.display(),
-        ledger.verifier()
+    if let Some(key) = source.verifier() {
+        println!(
+            "verify with: openmodel audit verify --bundle {} --key '{key}'",
+            dir.display()
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn inventory(
+    source: &mut Source,
+    at: Option<&str>,
+    model: Option<&str>,
+    format: Format,
+) -> Result<ExitCode> {
+    let at = at
+        .map(Timestamp::parse)
+        .transpose()?
+        .unwrap_or_else(Timestamp::now);
+    let only = model.map(parse_object).transpose()?;
+    let checkpoint = source.checkpoint()?;
+    let mut entries = Vec::new();
+    walk(source, &checkpoint, Some(at), |entry, _| {
+        entries.push(entry.clone());
+        Ok(())
+    })?;
+    let mut inventory = replay_inventory(&entries, at);
+    if let Some((namespace, name)) = &only {
+        inventory
+            .models
+            .retain(|m| &m.namespace == namespace && name.as_ref().is_none_or(|n| n == &m.name));
+    }
+    for m in &inventory.models {
+        for warning in &m.warnings {
+            eprintln!("warning: {}/{}: {warning}", m.namespace, m.name);
+        }
+    }
+    match format {
+        Format::Table => {
+            print!("{}", output::inventory_table(&inventory));
+            eprintln!("{}", output::inventory_coverage(&inventory, &checkpoint));
+        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&output::inventory_json(&inventory, &checkpoint))?
+        ),
+        Format::Csv => print!("{}", output::inventory_csv(&inventory)),
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Verifies a server's whole log against its signed checkpoint.
+fn verify_log(source: &mut Source) -> Result<ExitCode> {
+    let checkpoint = source.checkpoint()?;
+    let walked = walk(source, &checkpoint, None, |_, _| Ok(()))?;
+    let cp = &checkpoint.checkpoint;
+    let key = source.verifier().map_or_else(
+        || "nobody (--no-verify)".to_owned(),
+        |k| k.name().to_owned(),
     );
+    println!(
+        "VERIFIED: all {walked} entries served by {} recomputed to root {}, signed by {key}",
+        source.describe(),
+        cp.root.to_base64()
+    );
+    if let Some(seen) = source.seen() {
+        println!("CONSISTENT with every checkpoint seen before; {seen}");
+    }
     Ok(ExitCode::Ok)
 }
 

@@ -2,12 +2,21 @@
 //! installed as `kubectl-openmodel`).
 //!
 //! Thin wiring over `openmodel-ledger`: argument parsing in [`cli`], the
-//! commands in [`commands`], rendering in [`output`]. Exit codes are part of
-//! the interface (see [`ExitCode`]).
+//! commands in [`commands`], written once against a [`source::Source`] (a
+//! ledger file, or the ledger service through [`remote`], whose answers are
+//! checked with the key and checkpoints kept by [`trust`]; the bearer token
+//! comes from [`kubeconfig`]); [`walk`] proves a whole log read in order;
+//! rendering in [`output`]. Exit codes are part of the interface (see
+//! [`ExitCode`]).
 
 mod cli;
 mod commands;
+mod kubeconfig;
 mod output;
+mod remote;
+mod source;
+mod trust;
+mod walk;
 
 use clap::{CommandFactory, FromArgMatches};
 use openmodel_ledger::Error as LedgerError;

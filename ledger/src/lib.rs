@@ -17,6 +17,7 @@
 //! - [`store`]: the SQLite log with group commit ([`Ledger`]).
 //! - [`query`]: filtered, paginated queries with a completeness statement.
 //! - [`export`], [`verify`]: bundles for auditors and their offline check.
+//! - [`inventory`]: what was live at a moment, replayed from entries (pure).
 //!
 //! The service (feature `service`, on by default):
 //! - [`service`]: `openmodel-ledger serve`, the one writer of a ledger file,
@@ -28,6 +29,7 @@ pub mod entry;
 mod error;
 pub mod export;
 pub mod hash;
+pub mod inventory;
 pub mod note;
 pub mod proof_file;
 pub mod query;

@@ -26,6 +26,7 @@
 //!
 //! `docs/testing.md` describes the harness and how to build the binaries.
 
+pub mod audit_access;
 mod certs;
 mod controlplane;
 mod error;

@@ -14,13 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReviewSpec};
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, PostParams};
 use openmodel_ledger::checkpoint::SignedCheckpoint;
 use openmodel_ledger::entry::{Entry, EntryBody, ObjectRef, Source, WeightsVerified};
 use openmodel_ledger::hash::leaf_hash;
@@ -28,16 +22,15 @@ use openmodel_ledger::proof_file::TlogProof;
 use openmodel_ledger::service::client::{
     AuditClient, Credentials, append_request, connect, stored_entry,
 };
-use openmodel_ledger::service::{AUDIT_API_GROUP, AUDIT_RESOURCE, AUDIT_SUBRESOURCE};
 use openmodel_ledger::tiles::{TileResource, bundles_for_size, tiles_for_size};
 use openmodel_ledger::tree::{verify_consistency, verify_inclusion};
 use openmodel_proto::audit::{
     AppendRequest, EntryFilter, GetCheckpointRequest, GetConsistencyProofRequest, GetEntryRequest,
     GetInclusionProofRequest, ListEntriesRequest, LoggedEntry, WatchEntriesRequest,
 };
+use openmodel_tests::audit_access::{Grant, audit_reader};
 use openmodel_tests::{
-    ControlPlane, LedgerService, create_namespace, service_account_token, service_account_user,
-    serving_certificate, wait_for_permission,
+    ControlPlane, LedgerService, create_namespace, service_account_user, serving_certificate,
 };
 use tonic::{Code, Status};
 
@@ -69,13 +62,6 @@ fn weights(namespace: &str, name: &str, n: u64) -> Entry {
             source: format!("hf://org/{name}@{n}"),
         }),
     }
-}
-
-/// Where a service account may read audit entries.
-enum Grant<'a> {
-    Nowhere,
-    Namespace(&'a str),
-    Cluster,
 }
 
 /// One test's world: two namespaces, a service on a seeded ledger.
@@ -119,97 +105,7 @@ impl Fixture {
     /// A service account `name` in namespace A with `grant`, and its token;
     /// returns once RBAC says the grant holds.
     async fn identity(&self, name: &str, grant: Grant<'_>) -> Result<String> {
-        let token = service_account_token(&self.admin, &self.a, name).await?;
-        let subject = Subject {
-            kind: "ServiceAccount".into(),
-            name: name.into(),
-            namespace: Some(self.a.clone()),
-            ..Subject::default()
-        };
-        let rules = Some(vec![PolicyRule {
-            api_groups: Some(vec![AUDIT_API_GROUP.into()]),
-            resources: Some(vec![format!("{AUDIT_RESOURCE}/{AUDIT_SUBRESOURCE}")]),
-            verbs: vec!["get".into()],
-            ..PolicyRule::default()
-        }]);
-        let meta = |name: &str| ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        };
-        let role_ref = |kind: &str, name: &str| RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: kind.into(),
-            name: name.into(),
-        };
-        let pp = PostParams::default();
-        let namespace = match grant {
-            Grant::Nowhere => return Ok(token),
-            Grant::Namespace(ns) => {
-                let role = format!("{name}-audit-reader");
-                Api::<Role>::namespaced(self.admin.clone(), ns)
-                    .create(
-                        &pp,
-                        &Role {
-                            metadata: meta(&role),
-                            rules,
-                        },
-                    )
-                    .await?;
-                Api::<RoleBinding>::namespaced(self.admin.clone(), ns)
-                    .create(
-                        &pp,
-                        &RoleBinding {
-                            metadata: meta(&role),
-                            role_ref: role_ref("Role", &role),
-                            subjects: Some(vec![subject]),
-                        },
-                    )
-                    .await?;
-                Some(ns.to_owned())
-            }
-            Grant::Cluster => {
-                // Cluster-scoped: named after this test's namespace.
-                let role = format!("{}-{name}-audit-reader", self.a);
-                Api::<ClusterRole>::all(self.admin.clone())
-                    .create(
-                        &pp,
-                        &ClusterRole {
-                            metadata: meta(&role),
-                            rules,
-                            ..ClusterRole::default()
-                        },
-                    )
-                    .await?;
-                Api::<ClusterRoleBinding>::all(self.admin.clone())
-                    .create(
-                        &pp,
-                        &ClusterRoleBinding {
-                            metadata: meta(&role),
-                            role_ref: role_ref("ClusterRole", &role),
-                            subjects: Some(vec![subject]),
-                        },
-                    )
-                    .await?;
-                None
-            }
-        };
-        wait_for_permission(
-            &self.admin,
-            SubjectAccessReviewSpec {
-                user: Some(service_account_user(&self.a, name)),
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some(AUDIT_API_GROUP.into()),
-                    resource: Some(AUDIT_RESOURCE.into()),
-                    subresource: Some(AUDIT_SUBRESOURCE.into()),
-                    verb: Some("get".into()),
-                    namespace,
-                    ..ResourceAttributes::default()
-                }),
-                ..SubjectAccessReviewSpec::default()
-            },
-        )
-        .await?;
-        Ok(token)
+        Ok(audit_reader(&self.admin, &self.a, name, grant).await?)
     }
 
     async fn client(&self, token: Option<&str>) -> Result<AuditClient> {

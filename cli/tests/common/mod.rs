@@ -75,7 +75,9 @@ impl Workspace {
         c.args(args)
             .current_dir(self.dir.path())
             .env("OPENMODEL_LEDGER", self.ledger())
-            .env_remove("OPENMODEL_LEDGER_KEY_FILE");
+            .env_remove("OPENMODEL_LEDGER_KEY_FILE")
+            .env_remove("OPENMODEL_LEDGER_KEY")
+            .env_remove("OPENMODEL_SERVER");
         c
     }
 
@@ -91,12 +93,11 @@ impl Workspace {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+            // It failed before reading its input; its output says why.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            written => written.unwrap(),
+        }
         Run::from(child.wait_with_output().unwrap())
     }
 
