@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::controller::{self, Context};
 use crate::http::{self, Health};
-use crate::journal::{Journal, JournalConfig};
+use crate::journal::{Journal, JournalConfig, LedgerLocation};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::webhook::{Webhook, WebhookConfig};
@@ -52,6 +52,18 @@ pub async fn run(
     // Lease is won.
     config.journal.check()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // With the ledger service any instance may record admissions, so every
+    // instance serves the webhook, leader or not; with a ledger file only
+    // the leader writes, so only it serves the webhook (see `lead`).
+    let everywhere = match (&config.webhook, &config.journal.ledger) {
+        (Some(webhook), LedgerLocation::Service { .. }) => {
+            let journal = Journal::open(&config.journal).await?;
+            let webhook = Webhook::start(&client, journal, webhook).await?;
+            Some(tokio::spawn(webhook.serve(stop_rx.clone())))
+        }
+        _ => None,
+    };
+    let leader_webhook = everywhere.is_none();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -80,20 +92,35 @@ pub async fn run(
         () = stopped() => false,
     };
     let result = if leading {
-        lead(client, &config, metrics, &mut elector, stopped()).await
+        lead(
+            client,
+            &config,
+            leader_webhook,
+            metrics,
+            &mut elector,
+            stopped(),
+        )
+        .await
     } else {
         Ok(())
     };
     if let Some(server) = server {
         server.abort();
     }
+    if let Some(webhook) = everywhere
+        && result.is_ok()
+    {
+        let _ = webhook.await;
+    }
     result
 }
 
-/// Leads: opens the ledger, runs the controller, keeps the Lease.
+/// Leads: opens the ledger, serves the webhook (`with_webhook`), runs the
+/// controller, keeps the Lease.
 async fn lead(
     client: Client,
     config: &Config,
+    with_webhook: bool,
     metrics: Arc<Metrics>,
     elector: &mut Elector,
     stopped: impl Future<Output = ()> + Send + Sync + 'static,
@@ -102,7 +129,7 @@ async fn lead(
     let journal = Journal::open(&config.journal).await?;
     tracing::info!(ledger = %journal.describe(), "ledger open");
     let (webhook_stop, webhook_stopping) = watch::channel(false);
-    let webhook = match &config.webhook {
+    let webhook = match config.webhook.as_ref().filter(|_| with_webhook) {
         Some(webhook) => {
             let webhook = Webhook::start(&client, journal.clone(), webhook).await?;
             Some(tokio::spawn(webhook.serve(webhook_stopping)))

@@ -204,7 +204,10 @@ impl Operator {
         Self::start_with(client, namespace, None, None, Some(ledger))
     }
 
-    fn start_with(
+    /// Starts an operator for `namespace`, optionally serving `/metrics`
+    /// on `http_listen` and the admission webhook, and writing to `ledger`
+    /// (default: a ledger file of its own).
+    pub fn start_with(
         client: &Client,
         namespace: &str,
         http_listen: Option<SocketAddr>,

@@ -17,11 +17,13 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use openmodel_ledger::entry::{EntryBody, Operation, Source};
 use openmodel_ledger::store::StoredEntry;
+use openmodel_operator::journal::LedgerLocation;
 use openmodel_operator::webhook::{CertificateSource, PATH, WebhookConfig};
-use openmodel_tests::ControlPlane;
+use openmodel_tests::audit_access::{Grant, audit_reader};
 use openmodel_tests::operator::{
     EXAMPLE_PATH, Operator, control_plane, ledger_entries, namespace, wait_for,
 };
+use openmodel_tests::{ControlPlane, LedgerService, service_account_user};
 use serde_json::{Value, json};
 
 /// The group whose members may edit OpenModels in the test namespace.
@@ -317,6 +319,86 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(stderr.contains("failed calling webhook"), "{stderr}");
     assert_eq!(admissions(&ledger, &ns)?.len(), before);
+    webhooks.delete(&configuration, &Default::default()).await?;
+    Ok(())
+}
+
+/// With the ledger service, the webhook records through it (as the
+/// operator's service account), so every instance can serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_ledger_service_admissions_are_recorded_there() -> Result<()> {
+    let control_plane = control_plane().await;
+    let client = control_plane.client()?;
+    let ns = namespace(&client, "webhook_service").await?;
+    allow_editors(&client, &ns).await?;
+    let alice = control_plane.user_kubeconfig("alice", &[EDITORS])?;
+    let token = audit_reader(&client, &ns, "openmodel-operator", Grant::Namespace(&ns)).await?;
+    let service = LedgerService::start(
+        client.clone(),
+        Vec::new(),
+        vec![service_account_user(&ns, "openmodel-operator")],
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let (ca_file, token_file) = (dir.path().join("ca.crt"), dir.path().join("token"));
+    std::fs::write(&ca_file, service.ca_pem())?;
+    std::fs::write(&token_file, &token)?;
+
+    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let configuration = format!("openmodel-{ns}");
+    register(
+        &client,
+        &configuration,
+        &ns,
+        &format!("https://127.0.0.1:{}{PATH}", addr.port()),
+    )
+    .await?;
+    let mut operator = Operator::start_with(
+        &client,
+        &ns,
+        None,
+        Some(WebhookConfig {
+            listen: addr,
+            certificate: CertificateSource::Secret {
+                namespace: ns.clone(),
+                name: "openmodel-webhook-tls".into(),
+                hosts: vec!["127.0.0.1".into()],
+            },
+            configuration: Some(configuration.clone()),
+        }),
+        Some(LedgerLocation::Service {
+            endpoint: service.grpc_endpoint(),
+            ca_file,
+            token_file,
+        }),
+    )?;
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    wait_for(&webhooks, &configuration, "the caBundle", |c| {
+        c.webhooks
+            .iter()
+            .flatten()
+            .all(|w| w.client_config.ca_bundle.is_some())
+    })
+    .await?;
+    succeeded(&kubectl(
+        control_plane,
+        &alice,
+        &["apply", "-n", &ns, "-f", EXAMPLE_PATH],
+    )?)?;
+    // The admission is in the service's ledger by the time kubectl returns.
+    let ledger = service.read_ledger()?;
+    let size = ledger.checkpoint()?.checkpoint.size;
+    let admitted = (0..size)
+        .map(|i| ledger.entry(i))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|e| e.entry.source == Source::Admission)
+        .context("no admission entry in the service's ledger")?;
+    assert_eq!(
+        admitted.entry.actor.as_ref().map(|a| a.username.as_str()),
+        Some("alice")
+    );
+    operator.stop().await?;
     webhooks.delete(&configuration, &Default::default()).await?;
     Ok(())
 }
