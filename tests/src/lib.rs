@@ -24,12 +24,15 @@
 //! [`operator`] runs the OpenModel operator in-process for a test and plays
 //! the parts of the cluster this level lacks (kubelet, Deployment controller).
 //!
+//! [`helm`] finds the helm binary and the chart for the chart tests.
+//!
 //! `docs/testing.md` describes the harness and how to build the binaries.
 
 pub mod audit_access;
 mod certs;
 mod controlplane;
 mod error;
+pub mod helm;
 mod identities;
 mod ledger_service;
 pub mod operator;
