@@ -17,7 +17,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::Error;
+use crate::audit_access::{Grant, audit_reader};
 use crate::certs::serving_certificate;
+use crate::identities::service_account_user;
+use openmodel_operator::journal::LedgerLocation;
 
 /// The origin (and key name) of test ledgers.
 pub const LEDGER_ORIGIN: &str = "ledger.test/openmodel";
@@ -134,6 +137,37 @@ impl LedgerService {
         self.shut_down().await?;
         tokio::time::sleep(down).await;
         self.launch().await
+    }
+
+    /// A service on an empty ledger for the operator of `namespace`: its
+    /// service account `openmodel-operator` may append and read the
+    /// namespace's entries (the spec history). Returns the service and
+    /// where the operator finds it (CA and token files in the service's
+    /// folder).
+    pub async fn for_operator(
+        client: &kube::Client,
+        namespace: &str,
+    ) -> Result<(LedgerService, LedgerLocation), Error> {
+        const ACCOUNT: &str = "openmodel-operator";
+        let token = audit_reader(client, namespace, ACCOUNT, Grant::Namespace(namespace)).await?;
+        let service = LedgerService::start(
+            client.clone(),
+            Vec::new(),
+            vec![service_account_user(namespace, ACCOUNT)],
+        )
+        .await?;
+        let write = |name: &str, contents: &str| -> Result<PathBuf, Error> {
+            let path = service.dir.path().join(name);
+            std::fs::write(&path, contents)
+                .map_err(Error::io(format!("writing {}", path.display())))?;
+            Ok(path)
+        };
+        let location = LedgerLocation::Service {
+            endpoint: service.grpc_endpoint(),
+            ca_file: write("client-ca.crt", &service.ca_pem)?,
+            token_file: write("operator.token", &token)?,
+        };
+        Ok((service, location))
     }
 
     /// The gRPC endpoint, `https://127.0.0.1:<port>`.

@@ -184,16 +184,6 @@ impl Operator {
         Self::start_with(client, namespace, http_listen, None, None)
     }
 
-    /// Starts an operator for `namespace` on a new ledger that also serves
-    /// the admission webhook.
-    pub async fn start_with_webhook(
-        client: &Client,
-        namespace: &str,
-        webhook: WebhookConfig,
-    ) -> Result<Operator> {
-        Self::start_with(client, namespace, None, Some(webhook), None)
-    }
-
     /// Starts an operator for `namespace` that writes to `ledger` (say, the
     /// ledger service) instead of a file of its own.
     pub async fn start_with_ledger(

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use kube::api::PostParams;
 use openmodel_ledger::store::StoredEntry;
-use openmodel_operator::journal::LedgerLocation;
-use openmodel_tests::audit_access::{Grant, audit_reader};
+use openmodel_tests::LedgerService;
 use openmodel_tests::operator::{Operator, control_plane, example, models, namespace, patch_spec};
-use openmodel_tests::{LedgerService, service_account_user};
 use serde_json::json;
 
 /// The entries about the example model in the service's ledger (fully
@@ -63,28 +61,8 @@ async fn the_operator_appends_through_the_service_and_survives_its_restart() -> 
     let control_plane = control_plane().await;
     let client = control_plane.client()?;
     let ns = namespace(&client, "via_service").await?;
-    // It appends, and reads the spec history back.
-    let token = audit_reader(&client, &ns, "openmodel-operator", Grant::Namespace(&ns)).await?;
-    let mut service = LedgerService::start(
-        client.clone(),
-        Vec::new(),
-        vec![service_account_user(&ns, "openmodel-operator")],
-    )
-    .await?;
-    let dir = tempfile::tempdir()?;
-    let (ca_file, token_file) = (dir.path().join("ca.crt"), dir.path().join("token"));
-    std::fs::write(&ca_file, service.ca_pem())?;
-    std::fs::write(&token_file, &token)?;
-    let mut operator = Operator::start_with_ledger(
-        &client,
-        &ns,
-        LedgerLocation::Service {
-            endpoint: service.grpc_endpoint(),
-            ca_file,
-            token_file,
-        },
-    )
-    .await?;
+    let (mut service, location) = LedgerService::for_operator(&client, &ns).await?;
+    let mut operator = Operator::start_with_ledger(&client, &ns, location).await?;
 
     models(&client, &ns)
         .create(&PostParams::default(), &example(&ns)?)

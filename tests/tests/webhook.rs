@@ -19,11 +19,10 @@ use openmodel_ledger::entry::{EntryBody, Operation, Source};
 use openmodel_ledger::store::StoredEntry;
 use openmodel_operator::journal::LedgerLocation;
 use openmodel_operator::webhook::{CertificateSource, PATH, WebhookConfig};
-use openmodel_tests::audit_access::{Grant, audit_reader};
 use openmodel_tests::operator::{
     EXAMPLE_PATH, Operator, control_plane, ledger_entries, namespace, wait_for,
 };
-use openmodel_tests::{ControlPlane, LedgerService, service_account_user};
+use openmodel_tests::{ControlPlane, LedgerService};
 use serde_json::{Value, json};
 
 /// The group whose members may edit OpenModels in the test namespace.
@@ -169,6 +168,45 @@ async fn allow_editors(client: &Client, ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// Registers a webhook configuration for `ns` and starts an operator that
+/// serves it (writing to `ledger`, default a file of its own); returns once
+/// the operator has filled in the configuration's CA. Also returns the
+/// configuration's name, for the test to delete.
+async fn start_operator(
+    client: &Client,
+    ns: &str,
+    ledger: Option<LedgerLocation>,
+) -> Result<(Operator, String)> {
+    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let configuration = format!("openmodel-{ns}");
+    register(
+        client,
+        &configuration,
+        ns,
+        &format!("https://127.0.0.1:{}{PATH}", addr.port()),
+    )
+    .await?;
+    let webhook = WebhookConfig {
+        listen: addr,
+        certificate: CertificateSource::Secret {
+            namespace: ns.into(),
+            name: "openmodel-webhook-tls".into(),
+            hosts: vec!["127.0.0.1".into()],
+        },
+        configuration: Some(configuration.clone()),
+    };
+    let operator = Operator::start_with(client, ns, None, Some(webhook), ledger)?;
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    wait_for(&webhooks, &configuration, "the caBundle", |c| {
+        c.webhooks
+            .iter()
+            .flatten()
+            .all(|w| w.client_config.ca_bundle.is_some())
+    })
+    .await?;
+    Ok((operator, configuration))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> {
     let control_plane = control_plane().await;
@@ -178,38 +216,8 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     let alice = control_plane.user_kubeconfig("alice", &[EDITORS])?;
     let bob = control_plane.user_kubeconfig("bob", &[EDITORS])?;
 
-    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let configuration = format!("openmodel-{ns}");
-    register(
-        &client,
-        &configuration,
-        &ns,
-        &format!("https://127.0.0.1:{}{PATH}", addr.port()),
-    )
-    .await?;
-    let mut operator = Operator::start_with_webhook(
-        &client,
-        &ns,
-        WebhookConfig {
-            listen: addr,
-            certificate: CertificateSource::Secret {
-                namespace: ns.clone(),
-                name: "openmodel-webhook-tls".into(),
-                hosts: vec!["127.0.0.1".into()],
-            },
-            configuration: Some(configuration.clone()),
-        },
-    )
-    .await?;
-    // The operator fills in the CA once it leads.
+    let (mut operator, configuration) = start_operator(&client, &ns, None).await?;
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    wait_for(&webhooks, &configuration, "the caBundle", |c| {
-        c.webhooks
-            .iter()
-            .flatten()
-            .all(|w| w.client_config.ca_bundle.is_some())
-    })
-    .await?;
     let ledger = operator.ledger_path();
 
     // alice creates the model with her own certificate.
@@ -332,54 +340,10 @@ async fn with_the_ledger_service_admissions_are_recorded_there() -> Result<()> {
     let ns = namespace(&client, "webhook_service").await?;
     allow_editors(&client, &ns).await?;
     let alice = control_plane.user_kubeconfig("alice", &[EDITORS])?;
-    let token = audit_reader(&client, &ns, "openmodel-operator", Grant::Namespace(&ns)).await?;
-    let service = LedgerService::start(
-        client.clone(),
-        Vec::new(),
-        vec![service_account_user(&ns, "openmodel-operator")],
-    )
-    .await?;
-    let dir = tempfile::tempdir()?;
-    let (ca_file, token_file) = (dir.path().join("ca.crt"), dir.path().join("token"));
-    std::fs::write(&ca_file, service.ca_pem())?;
-    std::fs::write(&token_file, &token)?;
+    let (service, location) = LedgerService::for_operator(&client, &ns).await?;
 
-    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let configuration = format!("openmodel-{ns}");
-    register(
-        &client,
-        &configuration,
-        &ns,
-        &format!("https://127.0.0.1:{}{PATH}", addr.port()),
-    )
-    .await?;
-    let mut operator = Operator::start_with(
-        &client,
-        &ns,
-        None,
-        Some(WebhookConfig {
-            listen: addr,
-            certificate: CertificateSource::Secret {
-                namespace: ns.clone(),
-                name: "openmodel-webhook-tls".into(),
-                hosts: vec!["127.0.0.1".into()],
-            },
-            configuration: Some(configuration.clone()),
-        }),
-        Some(LedgerLocation::Service {
-            endpoint: service.grpc_endpoint(),
-            ca_file,
-            token_file,
-        }),
-    )?;
+    let (mut operator, configuration) = start_operator(&client, &ns, Some(location)).await?;
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    wait_for(&webhooks, &configuration, "the caBundle", |c| {
-        c.webhooks
-            .iter()
-            .flatten()
-            .all(|w| w.client_config.ca_bundle.is_some())
-    })
-    .await?;
     succeeded(&kubectl(
         control_plane,
         &alice,
