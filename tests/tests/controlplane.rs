@@ -7,13 +7,15 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use openmodel_tests::{ControlPlane, TEST_LABEL, create_namespace, install_crds};
+use kube::{Api, ResourceExt};
+use openmodel_tests::{
+    ControlPlane, TEST_LABEL, create_namespace, install_crds, service_account_token,
+};
 use serde_json::{Value, json};
 
 async fn control_plane() -> &'static ControlPlane {
@@ -233,33 +235,6 @@ async fn an_installed_crd_is_established_and_its_schema_and_cel_rules_are_enforc
         .collect();
     assert_eq!(names, ["fine"]);
     Ok(())
-}
-
-/// A token for a service account, from the TokenRequest API.
-async fn service_account_token(client: &Client, namespace: &str, name: &str) -> Result<String> {
-    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
-    let account = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        ..ServiceAccount::default()
-    };
-    accounts.create(&PostParams::default(), &account).await?;
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let issued: TokenRequest = accounts
-        .create_subresource("token", name, &PostParams::default(), &request)
-        .await?;
-    issued
-        .status
-        .and_then(|status| status.token)
-        .context("the token request returned no token")
 }
 
 #[tokio::test]
