@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Builds the real control plane the integration tests run against: etcd,
-# kube-apiserver and kubectl, from the Go module in tools/k8s/ (Go module
-# proxy only; no container images, no release tarballs). The binaries land in
+# Builds the real Kubernetes the integration tests run against, from the Go
+# module in tools/k8s/ (Go module proxy only; no container images, no release
+# tarballs): etcd, kube-apiserver and kubectl for the control-plane tests, and
+# kube-controller-manager, kube-scheduler, kubelet and kube-proxy for the
+# single-node cluster (scripts/cluster.sh). The binaries land in
 # .cache/k8s/bin/ and Go's module and build caches in .cache/go/, both ignored
 # by git.
 #
-# Idempotent: when the three binaries are present and were built from the
+# Idempotent: when the binaries are present and were built from the
 # same tools/k8s/go.mod and go.sum, this script, the same Go and the same
 # ldflags (recorded in .cache/k8s/bin/.stamp), it does nothing. Any change
-# rebuilds all three.
+# rebuilds them all.
 #
 # Environment:
 #   OPENMODEL_GO_PARALLEL  packages built in parallel (go build -p), default 2
@@ -44,6 +46,9 @@ mod_version() {
   echo "$v"
 }
 k8s_version=$(mod_version k8s.io/kubernetes)
+# The cluster DNS of scripts/cluster.sh; its module has no replace
+# directives, so `go install module@version` builds it.
+coredns_version=v1.14.7
 etcd_version=$(mod_version go.etcd.io/etcd/server/v3)
 k8s_major=$(echo "$k8s_version" | sed -E 's/^v([0-9]+)\.([0-9]+)\..*/\1/')
 k8s_minor=$(echo "$k8s_version" | sed -E 's/^v([0-9]+)\.([0-9]+)\..*/\2/')
@@ -59,20 +64,24 @@ done
 
 wanted_stamp=$(
   {
-    echo "kubernetes $k8s_version etcd $etcd_version"
+    echo "kubernetes $k8s_version etcd $etcd_version coredns $coredns_version"
     go version
     echo "flags -trimpath CGO_ENABLED=$CGO_ENABLED GOFLAGS=$GOFLAGS ldflags $ldflags"
     cat "$mod_dir/go.mod" "$mod_dir/go.sum"
   } | sha256sum | cut -d' ' -f1
 )
 
-if [ -x "$bin_dir/etcd" ] && [ -x "$bin_dir/kube-apiserver" ] && [ -x "$bin_dir/kubectl" ] \
-  && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted_stamp" ]; then
+commands="kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy"
+all_present() {
+  local name
+  for name in etcd coredns $commands; do [ -x "$bin_dir/$name" ] || return 1; done
+}
+if all_present && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted_stamp" ]; then
   echo "build-control-plane: up to date in .cache/k8s/bin (kubernetes $k8s_version, etcd $etcd_version)"
   exit 0
 fi
 
-echo "build-control-plane: building kubernetes $k8s_version (kube-apiserver, kubectl) and etcd $etcd_version"
+echo "build-control-plane: building kubernetes $k8s_version ($commands) and etcd $etcd_version"
 echo "build-control-plane: $(go version); go build -p $parallel; caches in .cache/go"
 mkdir -p "$bin_dir"
 rm -f "$stamp"
@@ -87,12 +96,22 @@ build() { # build <output name> <package> [ldflags]
 }
 
 build etcd go.etcd.io/etcd/server/v3
-build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
-build kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags"
+for name in $commands; do
+  build "$name" "k8s.io/kubernetes/cmd/$name" "$ldflags"
+done
+start=$(date +%s)
+echo "+ GOBIN=.cache/k8s/bin go install -trimpath -ldflags \"-s -w\" github.com/coredns/coredns@$coredns_version"
+GOBIN="$bin_dir" GOFLAGS="-modcacherw -buildvcs=false" go install -p "$parallel" -trimpath -ldflags "-s -w" \
+  "github.com/coredns/coredns@$coredns_version"
+echo "build-control-plane: coredns built in $(($(date +%s) - start)) s"
 
 echo "build-control-plane: built versions:"
 "$bin_dir/etcd" --version | sed 's/^/  /'
 "$bin_dir/kube-apiserver" --version | sed 's/^/  /'
 "$bin_dir/kubectl" version --client | sed 's/^/  /'
+for name in kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  "$bin_dir/$name" --version | sed 's/^/  /'
+done
+"$bin_dir/coredns" -version | head -1 | sed 's/^/  /'
 echo "$wanted_stamp" >"$stamp"
 echo "build-control-plane: done; binaries in .cache/k8s/bin"

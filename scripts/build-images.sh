@@ -133,7 +133,7 @@ for i in "${!binaries[@]}"; do
     # the same inputs give the same layer digest.
     rm -f "$image.tmp"
     "${buildah_cmd[@]}" commit --quiet --format oci --disable-compression=false --timestamp 0 --rm \
-      "$ctr" "oci-archive:$image.tmp:$b:$version" >/dev/null
+      "$ctr" "oci-archive:$image.tmp:docker.io/openmodel/$b:$version" >/dev/null
     trap - EXIT
     # The image also stays in buildah's store otherwise; the archive is the product.
     "${buildah_cmd[@]}" rmi --all --force >/dev/null 2>&1 || true

@@ -82,7 +82,11 @@ impl Image {
         );
         let ref_name = manifests[0]["annotations"]["org.opencontainers.image.ref.name"].as_str();
         ensure!(
-            ref_name == Some(&format!("{name}:{}", env!("CARGO_PKG_VERSION"))),
+            ref_name
+                == Some(&format!(
+                    "docker.io/openmodel/{name}:{}",
+                    env!("CARGO_PKG_VERSION")
+                )),
             "{name}: the image is tagged {ref_name:?}"
         );
         let blob = |descriptor: &Value| -> Result<PathBuf> {
