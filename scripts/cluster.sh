@@ -13,6 +13,9 @@
 #                               removes it too)
 #   scripts/cluster.sh status   what runs, and the nodes
 #   scripts/cluster.sh import   (re)import .cache/images/*.oci.tar
+#   scripts/cluster.sh user NAME [GROUP…]
+#                               a kubeconfig for a person (client certificate
+#                               from the cluster CA); prints its path
 #
 # Then: export KUBECONFIG=$(scripts/cluster.sh kubeconfig)
 #
@@ -185,9 +188,10 @@ make_pki() {
   cert kubelet-serving "system:node:$node" system:nodes "DNS:$node,DNS:localhost,IP:$ip,IP:127.0.0.1" server
 }
 
-# kubeconfig <client cert name>: a kubeconfig for it at <name>.kubeconfig.
+# make_kubeconfig <client cert name> [file]: a kubeconfig for it, at
+# <name>.kubeconfig in the state folder by default.
 make_kubeconfig() {
-  local name=$1 file="$dir/$1.kubeconfig"
+  local name=$1 file=${2:-"$dir/$1.kubeconfig"}
   [ -f "$file" ] && return
   "$bin/kubectl" config set-cluster openmodel --kubeconfig "$file" \
     --server "https://$ip:$apiserver_port" --certificate-authority "$dir/pki/ca.crt" --embed-certs >/dev/null
@@ -576,6 +580,22 @@ down() {
   say "down"
 }
 
+# user <name> [group…]: a person's kubeconfig (client certificate signed by
+# the cluster CA, so the API server, audit log and admission webhook see
+# that user name and those groups); prints its path.
+user() {
+  local name=${1:-} groups
+  [ -n "$name" ] || die "usage: scripts/cluster.sh user NAME [GROUP...]"
+  [ -f "$dir/pki/ca.key" ] || die "no cluster CA yet; run scripts/cluster.sh up first"
+  shift
+  groups=$(IFS=+; echo "$*")
+  groups=${groups//+//O=}
+  mkdir -p "$dir/users"
+  cert "user-$name" "$name" "$groups" ""
+  make_kubeconfig "user-$name" "$dir/users/$name.kubeconfig"
+  echo "$dir/users/$name.kubeconfig"
+}
+
 status() {
   local name state=0
   for name in "${components[@]}"; do
@@ -599,6 +619,10 @@ case "${1:-}" in
   status) status ;;
   import) import_images ;;
   kubeconfig) echo "$kubeconfig" ;;
+  user)
+    shift
+    user "$@"
+    ;;
   -h | --help | help) usage ;;
   *)
     usage >&2

@@ -62,6 +62,17 @@ pub struct ServerArgs {
     #[arg(long, global = true, env = "OPENMODEL_CA_FILE", value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
 
+    /// Check the service's certificate for this name instead of the host in
+    /// --server (e.g. openmodel-ledger.openmodel-system.svc when --server is a
+    /// cluster IP or a port-forward), as `kubectl --tls-server-name`.
+    #[arg(
+        long,
+        global = true,
+        env = "OPENMODEL_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
+
     /// Bearer token for the service (a Kubernetes token, e.g. from `kubectl create
     /// token`). Default: --token-file, else the token of the kubeconfig's current
     /// context's user.

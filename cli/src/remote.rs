@@ -17,7 +17,9 @@ use openmodel_ledger::hash::Hash;
 use openmodel_ledger::note::Verifier;
 use openmodel_ledger::proof_file::TlogProof;
 use openmodel_ledger::query::{Page, Query};
-use openmodel_ledger::service::client::{AuditClient, Credentials, connect, stored_entry};
+use openmodel_ledger::service::client::{
+    AuditClient, Credentials, connect_expecting, stored_entry,
+};
 use openmodel_ledger::store::StoredEntry;
 use openmodel_ledger::tree::verify_inclusion;
 use openmodel_proto::audit::{
@@ -92,7 +94,12 @@ impl Remote {
             .enable_all()
             .build()
             .context("cannot start the network runtime")?;
-        let client = runtime.block_on(connect(server, &ca, credentials))?;
+        let client = runtime.block_on(connect_expecting(
+            server,
+            &ca,
+            credentials,
+            args.tls_server_name.as_deref(),
+        ))?;
         let mut remote = Remote {
             runtime,
             client,

@@ -10,7 +10,7 @@
 //!   restart); retries are safe because every entry carries a dedupe key.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,32 @@ pub enum LedgerLocation {
 /// How long an append waits for an unavailable ledger service to come back
 /// before the reconcile fails (and is retried later).
 const SERVICE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long the operator waits at start-up for the ledger service to accept
+/// connections (installed together, the service often starts later).
+const SERVICE_STARTUP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Connects to the ledger service, retrying every 2 s for
+/// [`SERVICE_STARTUP_PATIENCE`] while it refuses or cannot be reached.
+async fn connect_patiently(
+    endpoint: &str,
+    ca: &[u8],
+    token_file: &Path,
+) -> Result<AuditClient, Error> {
+    let deadline = tokio::time::Instant::now() + SERVICE_STARTUP_PATIENCE;
+    loop {
+        match connect(endpoint, ca, Credentials::token_file(token_file)).await {
+            Ok(client) => return Ok(client),
+            Err(openmodel_ledger::Error::Transport(why))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %why, "waiting for the ledger service");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(Error::LedgerService(e.to_string())),
+        }
+    }
+}
 
 /// The open ledger.
 #[derive(Clone)]
@@ -163,10 +189,7 @@ impl Journal {
                 let ca = std::fs::read(ca_file).map_err(|e| {
                     Error::LedgerService(format!("{} (--ledger-ca-file): {e}", ca_file.display()))
                 })?;
-                let client = connect(endpoint, &ca, Credentials::token_file(token_file))
-                    .await
-                    .map_err(|e| Error::LedgerService(e.to_string()))?;
-                Store::Service(client)
+                Store::Service(connect_patiently(endpoint, &ca, token_file).await?)
             }
         };
         Ok(Journal {

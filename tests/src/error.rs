@@ -89,6 +89,10 @@ pub enum Error {
         /// The serializer's error.
         source: serde_saphyr::SerializeError,
     },
+    /// The single-node cluster (`scripts/cluster.sh`) or what the
+    /// end-to-end test runs on it failed; the message says what to do.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The ledger under test refused a read or a key.
     #[error("ledger: {0}")]
     Ledger(#[from] openmodel_ledger::Error),

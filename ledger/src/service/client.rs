@@ -150,6 +150,19 @@ pub async fn connect(
     ca_pem: &[u8],
     credentials: Credentials,
 ) -> Result<AuditClient> {
+    connect_expecting(endpoint, ca_pem, credentials, None).await
+}
+
+/// [`connect`], checking the service's certificate for `server_name` instead
+/// of the endpoint's host (`kubectl --tls-server-name`): for an endpoint
+/// reached by another name than its certificate's, such as a Service's
+/// cluster IP or a port-forward.
+pub async fn connect_expecting(
+    endpoint: &str,
+    ca_pem: &[u8],
+    credentials: Credentials,
+    server_name: Option<&str>,
+) -> Result<AuditClient> {
     let failed = |e: &dyn std::error::Error| {
         Error::Transport(format!("connecting to {endpoint}: {}", error_chain(e)))
     };
@@ -158,7 +171,10 @@ pub async fn connect(
             "{endpoint:?} is no https:// address: the ledger service speaks TLS only"
         )));
     }
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some(name) = server_name {
+        tls = tls.domain_name(name);
+    }
     let channel = Channel::from_shared(endpoint.to_owned())
         .map_err(|e| Error::Config(format!("{endpoint:?} is no URL: {e}")))?
         .tls_config(tls)
