@@ -13,6 +13,8 @@
 #                               removes it too)
 #   scripts/cluster.sh status   what runs, and the nodes
 #   scripts/cluster.sh import   (re)import .cache/images/*.oci.tar
+#   scripts/cluster.sh tools    install what it needs (Debian packages) and
+#                               build the Kubernetes binaries if missing
 #   scripts/cluster.sh user NAME [GROUP…]
 #                               a kubeconfig for a person (client certificate
 #                               from the cluster CA); prints its path
@@ -618,6 +620,7 @@ case "${1:-}" in
     ;;
   status) status ;;
   import) import_images ;;
+  tools) check_prerequisites ;;
   kubeconfig) echo "$kubeconfig" ;;
   user)
     shift

