@@ -23,7 +23,7 @@ use kube::ResourceExt as _;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use openmodel_operator::crd::OpenModel;
 use openmodel_tests::ControlPlane;
-use openmodel_tests::operator::{example, http_get, namespace};
+use openmodel_tests::operator::{create_burst, example, http_get, namespace};
 use openmodel_tests::operator_process::OperatorProcess;
 
 /// Creates in flight at once in the burst.
@@ -49,16 +49,14 @@ async fn main() -> Result<()> {
     let client = plane.client()?;
     let ns = namespace(&client, "bench").await?;
     let dir = tempfile::tempdir()?;
-    let mut operator = OperatorProcess::start(
+    let mut operator = OperatorProcess::start_leading(
         Path::new(env!("CARGO_BIN_EXE_openmodel-operator")),
         &plane,
         &ns,
         dir.path(),
         "bench",
-    )?;
-    operator
-        .wait_for_log("leading", Duration::from_secs(60))
-        .await?;
+    )
+    .await?;
 
     // When each Deployment first appears.
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -110,20 +108,7 @@ async fn main() -> Result<()> {
 
     // A burst: `count` creates, CONCURRENCY in flight.
     let start = Instant::now();
-    let created: Vec<(String, Instant)> = futures::stream::iter(0..count)
-        .map(|i| {
-            let (models, mut model) = (models.clone(), template.clone());
-            let name = format!("m{i:05}");
-            model.metadata.name = Some(name.clone());
-            async move {
-                let at = Instant::now();
-                models.create(&PostParams::default(), &model).await?;
-                Ok::<_, kube::Error>((name, at))
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
+    let created = create_burst(&models, &template, count, CONCURRENCY).await?;
     let all_created = start.elapsed();
 
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -5,7 +5,7 @@
 //!
 //! One cluster per machine: it owns the node address (10.200.0.1 on `lo`),
 //! kube-proxy's iptables rules and the bridge. [`Cluster::up`] keeps its
-//! state in `target/openmodel-e2e-cluster/`, apart from the demo's; a
+//! state in `target/openmodel-e2e-cluster/`, apart from the demo's; another
 //! cluster already running (the demo's) is an error that says how to stop
 //! it.
 
@@ -51,14 +51,14 @@ impl Cluster {
             kubeconfig: dir.join("admin.kubeconfig"),
             dir,
         };
-        if let Ok(demo) =
-            std::fs::read_to_string(workspace().join(".cache/cluster/pids/kubelet.pid"))
-            && crate::is_running(demo.trim().parse().unwrap_or(0))
-        {
-            return Err(Error::Cluster(
-                "the demo's cluster runs (.cache/cluster); stop it with scripts/cluster.sh down"
-                    .into(),
-            ));
+        let api_server: std::net::SocketAddr = format!("{NODE_IP}:6443")
+            .parse()
+            .map_err(|e| Error::Cluster(format!("{NODE_IP}:6443: {e}")))?;
+        if std::net::TcpStream::connect_timeout(&api_server, Duration::from_millis(500)).is_ok() {
+            return Err(Error::Cluster(format!(
+                "another cluster's API server answers on {NODE_IP}:6443 (the demo's?): stop it \
+                 with scripts/demo.sh down (or scripts/cluster.sh down) in its checkout"
+            )));
         }
         // A cluster left by an interrupted run is stopped first.
         cluster.script(&["down", "--purge"])?;

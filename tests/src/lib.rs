@@ -24,6 +24,9 @@
 //! [`operator`] runs the OpenModel operator in-process for a test and plays
 //! the parts of the cluster this level lacks (kubelet, Deployment controller).
 //!
+//! [`cluster_components`] starts kube-controller-manager, kube-scheduler
+//! and kwok (simulated nodes) around a control plane, for scale benchmarks.
+//!
 //! [`cluster`] runs the real single-node cluster of `scripts/cluster.sh`
 //! (kubelet, containerd, kube-proxy, CoreDNS) for the end-to-end test.
 //!
@@ -34,6 +37,7 @@
 pub mod audit_access;
 mod certs;
 pub mod cluster;
+pub mod cluster_components;
 mod controlplane;
 mod error;
 pub mod helm;

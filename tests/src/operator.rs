@@ -61,6 +61,32 @@ pub fn models(client: &Client, namespace: &str) -> Api<OpenModel> {
     Api::namespaced(client.clone(), namespace)
 }
 
+/// Creates `count` copies of `template` named `m00000`, `m00001`, …, with
+/// `concurrency` creates in flight (a burst, as the benchmarks apply it);
+/// returns each name with the moment its create was sent.
+pub async fn create_burst(
+    models: &Api<OpenModel>,
+    template: &OpenModel,
+    count: usize,
+    concurrency: usize,
+) -> Result<Vec<(String, Instant)>> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    Ok(futures::stream::iter(0..count)
+        .map(|i| {
+            let (models, mut model) = (models.clone(), template.clone());
+            let name = format!("m{i:05}");
+            model.metadata.name = Some(name.clone());
+            async move {
+                let at = Instant::now();
+                models.create(&PostParams::default(), &model).await?;
+                Ok::<_, kube::Error>((name, at))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?)
+}
+
 /// Changes the spec of the example model (`minilm`) with a merge patch.
 pub async fn patch_spec(client: &Client, namespace: &str, spec: Value) -> Result<()> {
     models(client, namespace)

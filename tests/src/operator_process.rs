@@ -105,15 +105,7 @@ impl OperatorProcess {
     /// The peak resident set size so far (`VmHWM`), in MiB; `None` once
     /// the process is gone.
     pub fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        Some(kib / 1024.0)
+        crate::cluster_components::peak_rss_mib(self.pid())
     }
 
     /// The CPU time (user + system) it has used so far; `None` once the
@@ -152,6 +144,22 @@ impl OperatorProcess {
                 })
             })
             .collect()
+    }
+
+    /// [`OperatorProcess::start`], then waits (60 s at most) until it logs
+    /// `leading`: the operator of a benchmark, ready for models.
+    pub async fn start_leading(
+        binary: &Path,
+        control_plane: &ControlPlane,
+        namespace: &str,
+        dir: &Path,
+        identity: &str,
+    ) -> Result<OperatorProcess> {
+        let operator = OperatorProcess::start(binary, control_plane, namespace, dir, identity)?;
+        operator
+            .wait_for_log("leading", Duration::from_secs(60))
+            .await?;
+        Ok(operator)
     }
 
     /// Waits until a logged message (`fields.message` of a JSON line)

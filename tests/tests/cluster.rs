@@ -70,6 +70,16 @@ fn get(cluster: &Cluster, args: &[&str]) -> Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// The decoded value of `key` in Secret `name` of the chart's namespace.
+fn secret_value(cluster: &Cluster, name: &str, key: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let secret = get(cluster, &["secret", name, "-n", SYSTEM])?;
+    let encoded = secret["data"][key]
+        .as_str()
+        .with_context(|| format!("no {key} in Secret {SYSTEM}/{name}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.decode(encoded)?)
+}
+
 /// The condition `kind` of an OpenModel: (status, reason, message).
 fn condition(model: &Value, kind: &str) -> Option<(String, String, String)> {
     model["status"]["conditions"]
@@ -462,18 +472,10 @@ fn a_model_applied_with_kubectl_serves_a_triton_client_and_the_ledger_tells_its_
 
     // The audit trail, from the ledger service, every entry proven.
     let ca = work.path().join("ledger-ca.crt");
-    let ca_b64 = run(cluster.kubectl().args([
-        "get",
-        "secret",
-        "openmodel-ledger-tls",
-        "-n",
-        SYSTEM,
-        "-o",
-        "jsonpath={.data.ca\\.crt}",
-    ]))?;
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo '{ca_b64}' | base64 -d > '{}'", ca.display())))?;
+    std::fs::write(
+        &ca,
+        secret_value(&cluster, "openmodel-ledger-tls", "ca.crt")?,
+    )?;
     let ledger_ip =
         get(&cluster, &["service", "openmodel-ledger", "-n", SYSTEM])?["spec"]["clusterIP"]
             .as_str()
@@ -486,18 +488,11 @@ fn a_model_applied_with_kubectl_serves_a_triton_client_and_the_ledger_tells_its_
     };
     // The log's verifier key, as its operator publishes it to auditors: the
     // public half of the key the chart generated.
-    let key_b64 = run(cluster.kubectl().args([
-        "get",
-        "secret",
+    let key_text = String::from_utf8(secret_value(
+        &cluster,
         "openmodel-ledger-signing-key",
-        "-n",
-        SYSTEM,
-        "-o",
-        "jsonpath={.data.ledger\\.key}",
-    ]))?;
-    let key_text = run(Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo '{key_b64}' | base64 -d")))?;
+        "ledger.key",
+    )?)?;
     let signer: Signer = key_text.trim().parse().context("the chart's signing key")?;
     let auditor = Auditor {
         cli: workspace_binary("openmodel")?,
