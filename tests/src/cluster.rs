@@ -51,10 +51,7 @@ impl Cluster {
             kubeconfig: dir.join("admin.kubeconfig"),
             dir,
         };
-        let api_server: std::net::SocketAddr = format!("{NODE_IP}:6443")
-            .parse()
-            .map_err(|e| Error::Cluster(format!("{NODE_IP}:6443: {e}")))?;
-        if std::net::TcpStream::connect_timeout(&api_server, Duration::from_millis(500)).is_ok() {
+        if cluster.other_cluster_runs()? {
             return Err(Error::Cluster(format!(
                 "another cluster's API server answers on {NODE_IP}:6443 (the demo's?): stop it \
                  with scripts/demo.sh down (or scripts/cluster.sh down) in its checkout"
@@ -64,6 +61,26 @@ impl Cluster {
         cluster.script(&["down", "--purge"])?;
         cluster.script(&["up"])?;
         Ok(cluster)
+    }
+
+    /// Whether a cluster other than this one (a demo's, another checkout's)
+    /// holds the node: the node address is on this machine and an API server
+    /// answers there, while this cluster's own API server is not running.
+    /// (Connecting alone proves nothing: a sandbox's network may accept
+    /// connections to any address it does not have.)
+    fn other_cluster_runs(&self) -> Result<bool, Error> {
+        let address_is_here = TcpListener::bind((NODE_IP, 0)).is_ok();
+        let own = std::fs::read_to_string(self.dir.join("pids/kube-apiserver.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+            .is_some_and(crate::is_running);
+        let api_server: std::net::SocketAddr = format!("{NODE_IP}:6443")
+            .parse()
+            .map_err(|e| Error::Cluster(format!("{NODE_IP}:6443: {e}")))?;
+        Ok(address_is_here
+            && !own
+            && std::net::TcpStream::connect_timeout(&api_server, Duration::from_millis(500))
+                .is_ok())
     }
 
     fn script(&self, args: &[&str]) -> Result<Output, Error> {
