@@ -89,12 +89,15 @@ KUBECONFIG=$(scripts/cluster.sh kubeconfig)
 kubectl get nodes -o wide
 
 step "OpenModel installed with helm (operator ×2, ledger service, webhook)"
+installed_before=$(.cache/helm/bin/helm status openmodel -n "$system" >/dev/null 2>&1 && echo yes || true)
 .cache/helm/bin/helm upgrade --install openmodel charts/openmodel -n "$system" --create-namespace \
   --wait --timeout 5m
-# A rebuilt image has the same tag: restart onto it.
-kubectl -n "$system" rollout restart deployment/openmodel-operator statefulset/openmodel-ledger >/dev/null
-kubectl -n "$system" rollout status deployment/openmodel-operator --timeout 180s
-kubectl -n "$system" rollout status statefulset/openmodel-ledger --timeout 180s
+if [ -n "$installed_before" ]; then
+  # A rebuilt image keeps its tag: restart onto it.
+  kubectl -n "$system" rollout restart deployment/openmodel-operator statefulset/openmodel-ledger >/dev/null
+  kubectl -n "$system" rollout status deployment/openmodel-operator --timeout 180s
+  kubectl -n "$system" rollout status statefulset/openmodel-ledger --timeout 180s
+fi
 
 step "A model store at http://$node_ip:$store_port/ (the weights and their manifest)"
 mkdir -p "$out/store"
