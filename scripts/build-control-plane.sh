@@ -28,14 +28,8 @@ command -v go >/dev/null 2>&1 || {
   exit 1
 }
 
-# Everything Go writes stays inside the repository's ignored cache.
-export GOPATH="$root/.cache/go"
-export GOMODCACHE="$root/.cache/go/mod"
-export GOCACHE="$root/.cache/go/build"
-# The module cache is read-only by default, which makes `rm -rf .cache` fail.
-export GOFLAGS="-modcacherw -buildvcs=false -mod=readonly"
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
+. scripts/go-env.sh
+GOFLAGS+=" -mod=readonly"
 
 # The versions come from go.mod, so that the version the binaries report is
 # always the version they were built from.

@@ -528,10 +528,10 @@ up() {
 # Kills every process of every pod, through the kubelet's cgroups (a pod's
 # processes survive their containerd shim otherwise).
 kill_pods() {
-  local procs
-  for procs in $(find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/pids/kubepods.slice -name cgroup.procs 2>/dev/null); do
-    xargs -r kill -9 <"$procs" 2>/dev/null || true
-  done
+  find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/pids/kubepods.slice -name cgroup.procs 2>/dev/null |
+    while read -r procs; do
+      xargs -r kill -9 <"$procs" 2>/dev/null || true
+    done || true # find fails on the hierarchy that does not exist
   pkill -9 -f "containerd-shim-runc-v2 .*-address $containerd_sock" 2>/dev/null || true
 }
 

@@ -31,13 +31,7 @@ if [ -x "$bin_dir/kwok" ] && [ "$("$bin_dir/kwok" --version 2>/dev/null | awk '{
   exit 0
 fi
 
-export GOPATH="$root/.cache/go"
-export GOMODCACHE="$root/.cache/go/mod"
-export GOCACHE="$root/.cache/go/build"
-# The module cache is read-only by default, which makes `rm -rf .cache` fail.
-export GOFLAGS="-modcacherw -buildvcs=false"
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
+. scripts/go-env.sh
 export GOBIN="$bin_dir"
 mkdir -p "$bin_dir"
 
