@@ -7,7 +7,8 @@
 # images/pause/pause.c and the project's images (.cache/images/*.oci.tar,
 # scripts/build-images.sh) are imported into containerd.
 #
-#   scripts/cluster.sh up       start it (idempotent: does nothing when it runs)
+#   scripts/cluster.sh up       start it (idempotent: when it runs, only
+#                               reimports the images)
 #   scripts/cluster.sh down     stop every process and pod, undo the network
 #                               changes; the state folder is kept (--purge
 #                               removes it too)
@@ -502,6 +503,8 @@ EOF
 up() {
   check_prerequisites
   if running kube-apiserver && running kubelet; then
+    # Images rebuilt since the cluster started replace the imported ones.
+    import_images
     say "already up; KUBECONFIG=$kubeconfig"
     return
   fi

@@ -83,7 +83,6 @@ om() { "$target_dir/openmodel" "$@"; }
 
 step "A single-node Kubernetes cluster on this machine"
 scripts/cluster.sh up
-scripts/cluster.sh import >/dev/null # this run's images, if the cluster was already up
 export KUBECONFIG
 KUBECONFIG=$(scripts/cluster.sh kubeconfig)
 kubectl get nodes -o wide
@@ -105,10 +104,11 @@ stop_store
 if [ ! -f "$out/store/all-MiniLM-L6-v2/model.safetensors" ]; then
   cp -r .cache/models/all-MiniLM-L6-v2 "$out/store/"
 fi
-"$target_dir/openmodel-server" digest "$out/store/all-MiniLM-L6-v2" -o json >"$out/store/all-MiniLM-L6-v2/.openmodel-manifest.json"
+manifest="$out/store/all-MiniLM-L6-v2/.openmodel-manifest.json"
+"$target_dir/openmodel-server" digest "$out/store/all-MiniLM-L6-v2" -o json >"$manifest"
 setsid python3 -m http.server --bind "$node_ip" "$store_port" --directory "$out/store" >"$out/store.log" 2>&1 </dev/null &
 echo $! >"$out/store.pid"
-echo "serving $(ls "$out/store/all-MiniLM-L6-v2" | wc -l) files, digest $("$target_dir/openmodel-server" digest "$out/store/all-MiniLM-L6-v2")"
+python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print("serving %d files, digest %s" % (len(m["files"]), m["digest"]))' "$manifest"
 
 step "People: alice and bob (search-team) may edit namespace $ns; a compliance account reads the log"
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null

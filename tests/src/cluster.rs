@@ -17,16 +17,10 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::Error;
+use crate::{Error, workspace};
 
 /// The node's address (`OPENMODEL_CLUSTER_IP` of `scripts/cluster.sh`).
 pub const NODE_IP: &str = "10.200.0.1";
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
-}
 
 /// A started cluster; stopped (`scripts/cluster.sh down --purge`) on drop,
 /// or, when the test failed, stopped with its state and logs kept.

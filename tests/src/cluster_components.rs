@@ -35,13 +35,7 @@ pub const CLIENT_QPS: u32 = 1000;
 /// The folder that holds `kwok`: `$OPENMODEL_KWOK_BIN`, or `.cache/kwok/bin`
 /// in the workspace (where `scripts/fetch-kwok.sh` installs it).
 pub fn kwok_bin_dir() -> PathBuf {
-    match std::env::var_os(KWOK_BIN_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
-            .join(".cache/kwok/bin"),
-    }
+    crate::tool_dir(KWOK_BIN_ENV, ".cache/kwok/bin")
 }
 
 /// One cluster component running as a child process; killed with its

@@ -47,13 +47,7 @@ static SHARED: OnceCell<ControlPlane> = OnceCell::const_new();
 /// or `.cache/k8s/bin` in the workspace (where
 /// `scripts/build-control-plane.sh` puts them).
 pub fn bin_dir() -> PathBuf {
-    match std::env::var_os(BIN_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
-            .join(".cache/k8s/bin"),
-    }
+    crate::tool_dir(BIN_ENV, ".cache/k8s/bin")
 }
 
 /// Checks that `dir` holds every binary the harness runs.

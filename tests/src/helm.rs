@@ -11,25 +11,15 @@ use crate::Error;
 /// Overrides the folder that holds `helm`.
 pub const HELM_BIN_ENV: &str = "OPENMODEL_HELM_BIN";
 
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
-}
-
 /// The chart's folder, `charts/openmodel` in the workspace.
 pub fn chart_dir() -> PathBuf {
-    workspace().join("charts/openmodel")
+    crate::workspace().join("charts/openmodel")
 }
 
 /// Where `helm` is: `$OPENMODEL_HELM_BIN/helm`, or `.cache/helm/bin/helm` in
 /// the workspace; an error naming `scripts/fetch-helm.sh` when it is missing.
 pub fn helm_path() -> Result<PathBuf, Error> {
-    let dir = match std::env::var_os(HELM_BIN_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => workspace().join(".cache/helm/bin"),
-    };
-    helm_in(&dir)
+    helm_in(&crate::tool_dir(HELM_BIN_ENV, ".cache/helm/bin"))
 }
 
 /// `dir/helm`, or the error saying how to get it.

@@ -55,3 +55,19 @@ pub use identities::{service_account_token, service_account_user, wait_for_permi
 pub use ledger_service::{LEDGER_ORIGIN, LedgerService};
 pub use process::is_running;
 pub use resources::{TEST_LABEL, create_namespace, install_crds};
+
+/// The workspace's root folder (where `scripts/`, `.cache/` and `target/` are).
+pub fn workspace() -> &'static std::path::Path {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().unwrap_or(tests)
+}
+
+/// The folder a tool's binaries are in: the folder named by the variable
+/// `env` when it is set and not empty, else `default` under the workspace
+/// (`.cache/<tool>/bin`, where the project's scripts put it).
+pub(crate) fn tool_dir(env: &str, default: &str) -> std::path::PathBuf {
+    match std::env::var_os(env) {
+        Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir),
+        _ => workspace().join(default),
+    }
+}

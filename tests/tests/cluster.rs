@@ -21,6 +21,7 @@ use openmodel_ledger::entry::{Entry, EntryBody, Operation, Source};
 use openmodel_ledger::note::Signer;
 use openmodel_tests::cluster::{Cluster, HttpFolder, NODE_IP, kubectl, workspace_binary};
 use openmodel_tests::helm::{chart_dir, helm};
+use openmodel_tests::workspace;
 use serde_json::Value;
 
 const NAMESPACE: &str = "search";
@@ -29,10 +30,6 @@ const LEDGER_NAME: &str = "openmodel-ledger.openmodel-system.svc";
 /// The manifest digest of the all-MiniLM-L6-v2 folder `scripts/fetch-model.sh` caches.
 const DIGEST: &str = "sha256:8a36265b0b7aa0d00dce7ed1f5db75f01433046b4518e00f63248b2d0c866cb2";
 const IMAGE: &str = concat!("openmodel/openmodel-server:", env!("CARGO_PKG_VERSION"));
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
 
 /// Runs `command`; its standard output, or an error with both outputs.
 fn run(command: &mut Command) -> Result<String> {
