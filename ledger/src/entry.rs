@@ -160,9 +160,6 @@ pub struct SpecChanged {
     /// RFC 6902 JSON Patch from the old spec to the new one.
     #[serde(serialize_with = "canonical_values")]
     pub patch: Vec<Value>,
-    /// UID of the admission request, when recorded by the webhook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_uid: Option<String>,
 }
 
 /// `dataset.referenced`: a dataset the model declares.
@@ -838,8 +835,7 @@ mod tests {
                 let body = match kind {
                     0 => EntryBody::SpecChanged(SpecChanged {
                         operation: Operation::Update,
-                        patch: vec![serde_json::json!({"op": "add", "path": "/x", "value": {"é": a, "z": nums, "a": float.is_finite().then_some(float), "\u{10000}": 1, "\u{e000}": 2}})],
-                        request_uid: Some(b),
+                        patch: vec![serde_json::json!({"op": "add", "path": "/x", "value": {"é": a, "z": nums, "a": float.is_finite().then_some(float), "\u{10000}": 1, "\u{e000}": 2, "b": b}})],
                     }),
                     1 => EntryBody::DatasetReferenced(DatasetReferenced { name: a, uri: b, digest: None, license: Some("x\u{7f}\u{1}".into()), role: "training".into() }),
                     2 => EntryBody::ModelRetired(ModelRetired { reason: Some(a), last_digest: None }),

@@ -88,11 +88,7 @@ pub fn spec_entries(model: &OpenModel, previous: Option<&Value>, cluster: &str) 
         model,
         cluster,
         Some(generation.to_string()),
-        EntryBody::SpecChanged(SpecChanged {
-            operation,
-            patch,
-            request_uid: None,
-        }),
+        EntryBody::SpecChanged(SpecChanged { operation, patch }),
     )];
     let recorded: Vec<DatasetRef> = previous
         .and_then(|doc| doc.pointer("/spec/provenance/datasets"))

@@ -6,6 +6,7 @@ use kube::ResourceExt;
 use kube::core::admission::{AdmissionRequest, Operation as AdmissionOperation};
 use openmodel_ledger::entry::{Actor, Entry, EntryBody, Operation, Source, SpecChanged};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::crd::OpenModel;
 use crate::records::{object_ref, spec_document};
@@ -40,6 +41,11 @@ pub fn admission_entry(
         _ => return Err("the JSON Patch did not serialize to an array"),
     };
     let user = &request.user_info;
+    let actor = Actor {
+        groups: user.groups.clone().unwrap_or_default(),
+        uid: user.uid.clone().filter(|uid| !uid.is_empty()),
+        username: user.username.clone().unwrap_or_default(),
+    };
     let mut object = object_ref(model);
     // A create is seen before the name is generated, when generateName is
     // used; the request names the object in any case.
@@ -49,28 +55,46 @@ pub fn admission_entry(
     if object.namespace.is_empty() {
         object.namespace = request.namespace.clone().unwrap_or_default();
     }
+    let dedupe_key = change_key(model, request, operation, &actor, &patch);
     Ok(Entry {
         time: None,
         cluster: cluster.to_string(),
         object: Some(object),
-        actor: Some(Actor {
-            groups: user.groups.clone().unwrap_or_default(),
-            uid: user.uid.clone().filter(|uid| !uid.is_empty()),
-            username: user.username.clone().unwrap_or_default(),
-        }),
+        actor: Some(actor),
         source: Source::Admission,
-        // One entry per admission request, however often it is retried.
-        dedupe_key: Some(format!(
-            "{}/spec.changed/admission/{}",
-            model.uid().unwrap_or_default(),
-            request.uid
-        )),
-        body: EntryBody::SpecChanged(SpecChanged {
-            operation,
-            patch,
-            request_uid: Some(request.uid.clone()),
-        }),
+        dedupe_key: Some(dedupe_key),
+        body: EntryBody::SpecChanged(SpecChanged { operation, patch }),
     })
+}
+
+/// The dedupe key of one change: the same for every call the API server
+/// makes for it, different for any other change.
+///
+/// The API server calls the webhook again, with a new request uid, whenever
+/// it retries a write that lost a race (for example with the operator
+/// adding its finalizer), so the request uid cannot be the key. A change is
+/// instead named by what it starts from (the model's uid and the generation
+/// of the spec it changes) and what it is (the operation, who asks, and the
+/// patch): a retry repeats all of these, any other change differs in one.
+fn change_key(
+    model: &OpenModel,
+    request: &AdmissionRequest<OpenModel>,
+    operation: Operation,
+    actor: &Actor,
+    patch: &[Value],
+) -> String {
+    let from = request
+        .old_object
+        .as_ref()
+        .and_then(|old| old.metadata.generation)
+        .unwrap_or(0);
+    let what = json!({"operation": operation, "actor": actor, "patch": patch});
+    let digest = Sha256::digest(what.to_string().as_bytes());
+    format!(
+        "{}/spec.changed/admission/{from}/{}",
+        model.uid().unwrap_or_default(),
+        hex::encode(&digest[..16])
+    )
 }
 
 #[cfg(test)]
@@ -106,6 +130,18 @@ mod tests {
         review.try_into().unwrap()
     }
 
+    /// `request` as the API server sends it again for the same change, or
+    /// as another user would send it.
+    fn resent(
+        mut request: AdmissionRequest<OpenModel>,
+        uid: &str,
+        user: &str,
+    ) -> AdmissionRequest<OpenModel> {
+        request.uid = uid.into();
+        request.user_info.username = Some(user.into());
+        request
+    }
+
     fn changed(entry: &Entry) -> &SpecChanged {
         match &entry.body {
             EntryBody::SpecChanged(c) => c,
@@ -124,12 +160,9 @@ mod tests {
         assert_eq!(actor.groups, ["search-team", "system:authenticated"]);
         let change = changed(&entry);
         assert_eq!(change.operation, Operation::Create);
-        assert_eq!(change.request_uid.as_deref(), Some("7f0c-request"));
         assert_eq!(change.patch[0]["path"], "/spec");
-        assert_eq!(
-            entry.dedupe_key.as_deref(),
-            Some("uid-1/spec.changed/admission/7f0c-request")
-        );
+        let key = entry.dedupe_key.as_deref().unwrap();
+        assert!(key.starts_with("uid-1/spec.changed/admission/0/"), "{key}");
         entry.validate().unwrap();
     }
 
@@ -145,6 +178,37 @@ mod tests {
             json!([{"op": "replace", "path": "/spec/runtime/replicas", "value": 4}])
         );
         assert_eq!(changed(&entry).operation, Operation::Update);
+    }
+
+    #[test]
+    fn a_retried_call_for_the_same_change_gives_the_same_entry() {
+        let mut old = model();
+        old.metadata.generation = Some(3);
+        let mut new = old.clone();
+        new.spec.runtime.replicas = 4;
+        new.finalizers_mut()
+            .push("added.meanwhile/by-the-operator".into());
+        let first = request("UPDATE", Some(&new), Some(&old), false);
+        let entry = admission_entry(&first, "c").unwrap();
+        // The API server's retry: a new request uid, the same change.
+        let retry = admission_entry(&resent(first.clone(), "9a1d-retry", "alice"), "c").unwrap();
+        assert_eq!(retry, entry);
+        let key = entry.dedupe_key.as_deref().unwrap();
+        assert!(key.starts_with("uid-1/spec.changed/admission/3/"), "{key}");
+
+        // Another user making the same change is another entry.
+        let bob = admission_entry(&resent(first, "5e2b-other", "bob"), "c").unwrap();
+        assert_ne!(bob.dedupe_key, entry.dedupe_key);
+        // So is the same change again from a later generation,
+        let mut later = old.clone();
+        later.metadata.generation = Some(5);
+        let again = admission_entry(&request("UPDATE", Some(&new), Some(&later), false), "c");
+        assert_ne!(again.unwrap().dedupe_key, entry.dedupe_key);
+        // and another change from the same generation.
+        let mut other = old.clone();
+        other.spec.runtime.replicas = 5;
+        let other = admission_entry(&request("UPDATE", Some(&other), Some(&old), false), "c");
+        assert_ne!(other.unwrap().dedupe_key, entry.dedupe_key);
     }
 
     #[test]
