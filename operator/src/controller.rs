@@ -6,8 +6,10 @@
 //!    the ledger last recorded) and `dataset.referenced`;
 //! 2. server-side apply the Deployment, the Service and (replicas > 1) the
 //!    PodDisruptionBudget, with field manager [`FIELD_MANAGER`], forced: what
-//!    the spec no longer says disappears from the objects;
-//! 3. read the Deployment's and the pods' status ([`observe`]);
+//!    the spec no longer says disappears from the objects (skipped while
+//!    they are as the last apply left them: [`last_apply`](crate::last_apply));
+//! 3. read the Deployment's and the pods' status ([`observe`]) from the
+//!    watch caches ([`watches`](crate::watches));
 //! 4. record `weights.verified` for a digest a current pod verified, and
 //!    `model.deployed` once the status says Ready;
 //! 5. apply the status ([`status::derive`]) and publish an Event for every
@@ -16,7 +18,7 @@
 //! Deletion runs through the finalizer [`FINALIZER`]: `model.retired` is
 //! recorded before the object may go.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
@@ -39,11 +41,13 @@ use serde_json::json;
 use crate::Error;
 use crate::crd::{LedgerStatus, OpenModel, OpenModelStatus};
 use crate::journal::Journal;
+use crate::last_apply::{LastApply, fingerprint};
 use crate::metrics::Metrics;
 use crate::observe::{observe, pods_to_annotate};
 use crate::records;
 use crate::resources::{self, MODEL_LABEL, TEMPLATE_HASH_ANNOTATION, WEIGHTS_ENTRY_ANNOTATION};
 use crate::status::{self, Blocker, READY, StatusInput};
+use crate::watches::{self, Caches, Writers, api};
 
 /// The field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "openmodel-operator";
@@ -54,7 +58,8 @@ pub const FINALIZER: &str = "serving.openmodel.dev/retire";
 /// How often a model is looked at again without any change (the watches
 /// of the model, its Deployment, Service and pods trigger a reconcile on
 /// every change; this is the safety net): every minute while it is not
-/// Ready, every five once it is.
+/// Ready, every five once it is. A recheck that finds nothing changed reads
+/// only the caches: no request to the API server or the ledger.
 const RECHECK_NOT_READY: Duration = Duration::from_secs(60);
 const RECHECK_READY: Duration = Duration::from_secs(300);
 
@@ -68,25 +73,53 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// The Deployments, Services and pods, as the watches last saw them.
+    caches: Caches,
+    /// What was last applied for each model (`namespace/name`).
+    last_applies: Mutex<HashMap<String, LastApply>>,
     /// Models (`namespace/name`) known to have no PodDisruptionBudget, so
     /// reconciles do not ask the API server to delete one again.
     without_budget: Mutex<HashSet<String>>,
 }
 
 impl Context {
-    /// A context whose Events name `instance` as the reporting instance.
-    pub fn new(client: Client, journal: Journal, metrics: Arc<Metrics>, instance: &str) -> Self {
+    /// A context whose Events name `instance` as the reporting instance,
+    /// and the writers of its caches, for [`run`].
+    pub fn new(
+        client: Client,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+        instance: &str,
+    ) -> (Self, Writers) {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(instance.into()),
         };
-        Context {
+        let (caches, writers) = watches::caches();
+        let context = Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             journal,
             metrics,
+            caches,
+            last_applies: Mutex::default(),
             without_budget: Mutex::default(),
-        }
+        };
+        (context, writers)
+    }
+
+    /// The last apply for the model `key`, if this process made one.
+    fn last_apply(&self, key: &str) -> Option<LastApply> {
+        lock(&self.last_applies).get(key).cloned()
+    }
+
+    /// Notes the last apply for the model `key` (none: forget it).
+    fn set_last_apply(&self, key: &str, apply: Option<LastApply>) {
+        let mut applies = lock(&self.last_applies);
+        match apply {
+            Some(apply) => applies.insert(key.to_string(), apply),
+            None => applies.remove(key),
+        };
     }
 
     /// Whether the model `key` is known to have no PodDisruptionBudget.
@@ -104,34 +137,29 @@ impl Context {
     }
 
     fn budgets(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.without_budget
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.without_budget)
     }
+}
+
+/// Locks `mutex`; a reconcile that panicked holding it left plain data.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the controller over the models of `namespace` (all when `None`),
 /// at most `concurrency` reconciles at once (0: no limit), until `shutdown`
-/// completes; reconciles in flight then finish.
+/// completes; reconciles in flight then finish. `writers` are the context's
+/// ([`Context::new`]).
 pub async fn run(
     context: Arc<Context>,
+    writers: Writers,
     namespace: Option<&str>,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
-    let owned =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=openmodel-operator");
     // The models, cached; only a new generation (which deletion also makes)
     // or a changed finalizer list starts a reconcile: the operator's own
     // status writes do not.
@@ -144,18 +172,16 @@ pub async fn run(
     .reflect(writer)
     .applied_objects()
     .predicate_filter(spec_or_finalizers, PredicateConfig::default());
+    // The owned objects and the pods fill the caches the reconciles read.
+    let watched = writers.watch(&client, namespace);
     Controller::for_stream(models, reader)
         .with_config(controller::Config::default().concurrency(concurrency))
-        .owns(api::<Deployment>(&client, namespace), owned.clone())
-        .owns(api::<Service>(&client, namespace), owned)
-        .watches(
-            api::<Pod>(&client, namespace),
-            watcher::Config::default().labels(MODEL_LABEL),
-            |pod| {
-                let model = pod.labels().get(MODEL_LABEL)?.clone();
-                Some(ObjectRef::new(&model).within(&pod.namespace()?))
-            },
-        )
+        .owns_stream(watched.deployments)
+        .owns_stream(watched.services)
+        .watches_stream(watched.pods, |pod| {
+            let model = pod.labels().get(MODEL_LABEL)?.clone();
+            Some(ObjectRef::new(&model).within(&pod.namespace()?))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -209,6 +235,7 @@ fn error_policy(model: Arc<OpenModel>, error: &Error, context: Arc<Context>) -> 
 /// The reconcile proper (see the module documentation).
 async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     let journal = &context.journal;
+    context.caches.ready().await?;
     // The newest entry about the model: it only moves forward.
     let mut newest: Option<LedgerStatus> = model.status.as_ref().and_then(|s| s.ledger);
     let mut keep_newest = |recorded: LedgerStatus| {
@@ -240,18 +267,9 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     };
 
     // 3. What the cluster says.
-    let deployment = match deployment {
-        Some(deployment) => Some(deployment),
-        None => {
-            Api::<Deployment>::namespaced(context.client.clone(), &namespace)
-                .get_opt(&model.name_any())
-                .await?
-        }
-    };
-    let pods = Api::<Pod>::namespaced(context.client.clone(), &namespace)
-        .list(&ListParams::default().labels(&resources::selector_string(model)))
-        .await?
-        .items;
+    let deployment =
+        deployment.or_else(|| context.caches.deployment(model).map(Arc::unwrap_or_clone));
+    let pods = context.caches.pods(model);
     let template_hash = desired
         .spec
         .as_ref()
@@ -353,9 +371,10 @@ enum Applied {
     Refused(Blocker),
 }
 
-/// Applies the Service, Deployment and PodDisruptionBudget (or deletes a
-/// budget no longer wanted). An object the API server refuses as invalid
-/// becomes a [`Blocker`] to report; other failures are errors to retry.
+/// Applies the Deployment, Service and PodDisruptionBudget (or deletes a
+/// budget no longer wanted), unless they are as the last apply left them.
+/// An object the API server refuses as invalid becomes a [`Blocker`] to
+/// report; other failures are errors to retry.
 async fn apply_owned(
     model: &OpenModel,
     deployment: &Deployment,
@@ -364,18 +383,33 @@ async fn apply_owned(
     let namespace = model.namespace().unwrap_or_default();
     let name = model.name_any();
     let key = format!("{namespace}/{name}");
+    let service = resources::service(model);
+    let budget = resources::pod_disruption_budget(model);
+    let desired = fingerprint(deployment, &service, budget.as_ref());
+    let cached = context.caches.deployment(model);
+    if let Some(last) = context.last_apply(&key)
+        && let Some(cached) = &cached
+        && last.still_holds(
+            desired,
+            Some(cached),
+            context.caches.service(model).as_deref(),
+            Instant::now(),
+        )
+    {
+        context.metrics.applied(false);
+        return Ok(Applied::Deployment(Box::new((**cached).clone())));
+    }
     let client = &context.client;
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let service = resources::service(model);
     let applied = async {
         let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
             .patch(&name, &params, &Patch::Apply(deployment))
             .await?;
-        Api::<Service>::namespaced(client.clone(), &namespace)
+        let service = Api::<Service>::namespaced(client.clone(), &namespace)
             .patch(&name, &params, &Patch::Apply(&service))
             .await?;
         let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace);
-        match resources::pod_disruption_budget(model) {
+        match budget {
             Some(budget) => {
                 context.set_without_budget(&key, false);
                 budgets
@@ -393,10 +427,15 @@ async fn apply_owned(
             }
             None => {}
         }
-        Ok::<_, kube::Error>(deployment)
+        Ok::<_, kube::Error>((deployment, service))
     };
     match applied.await {
-        Ok(deployment) => Ok(Applied::Deployment(Box::new(deployment))),
+        Ok((deployment, service)) => {
+            let last = LastApply::new(desired, &deployment, &service, Instant::now());
+            context.set_last_apply(&key, Some(last));
+            context.metrics.applied(true);
+            Ok(Applied::Deployment(Box::new(deployment)))
+        }
         Err(e) if is_status(&e, 422) || is_status(&e, 400) => {
             Ok(Applied::Refused(Blocker::ApplyFailed(e.to_string())))
         }
@@ -485,5 +524,6 @@ async fn retire(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     );
     context.metrics.set_conditions(&key, None);
     context.set_without_budget(&key, false);
+    context.set_last_apply(&key, None);
     Ok(Action::await_change())
 }

@@ -57,6 +57,10 @@ pub enum Error {
     /// The admission webhook could not be set up.
     #[error("admission webhook: {0}")]
     Webhook(String),
+    /// A watch cache will never be filled: its watch stopped, as it does
+    /// when the operator stops.
+    #[error("a watch cache closed (the operator is stopping)")]
+    CacheClosed,
     /// This instance stopped leading (it could not renew its Lease).
     #[error("lost the leader Lease; exiting so that a new instance can take over")]
     LeadershipLost,
@@ -78,6 +82,7 @@ impl Error {
             },
             Error::Listen { .. } => "http",
             Error::Webhook(_) => "webhook",
+            Error::CacheClosed => "cache",
             Error::LeadershipLost => "leadership",
         }
     }

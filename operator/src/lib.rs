@@ -9,10 +9,12 @@
 //! - [`status`]: the status and its conditions, and which changes deserve an Event.
 //! - [`records`]: the ledger entries and their dedupe keys.
 //! - [`leader`]: the leader-election decision.
+//! - [`last_apply`]: whether the owned objects need applying again.
 //!
 //! The edges:
 //! - [`journal`]: the ledger file.
 //! - [`controller`]: the reconcile loop against the API server.
+//! - [`watches`]: the watch caches the reconciles read.
 //! - [`webhook`]: the validating admission webhook that records who changed
 //!   what before the change is admitted.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -25,6 +27,7 @@ pub mod crd;
 mod error;
 pub mod http;
 pub mod journal;
+pub mod last_apply;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
@@ -32,6 +35,7 @@ pub mod records;
 pub mod resources;
 pub mod run;
 pub mod status;
+pub mod watches;
 pub mod webhook;
 
 pub use error::Error;

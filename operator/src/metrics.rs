@@ -1,6 +1,7 @@
 //! Prometheus metrics of the operator, served at `/metrics` by
-//! [`crate::http`]: reconciles (count, duration, errors by kind) and models
-//! by condition.
+//! [`crate::http`]: reconciles (count, duration, errors by kind), applies of
+//! the owned objects (made, or skipped as unchanged) and models by
+//! condition.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +22,12 @@ struct ErrorLabels {
     kind: &'static str,
 }
 
+/// The labels of the applies counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApplyLabels {
+    result: &'static str,
+}
+
 /// The labels of the models-by-condition gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConditionLabels {
@@ -33,6 +40,7 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Counter,
     failures: Family<ErrorLabels, Counter>,
+    applies: Family<ApplyLabels, Counter>,
     duration: Histogram,
     by_condition: Family<ConditionLabels, Gauge>,
     /// Each model's last reported (condition, status) pairs, so the gauge
@@ -45,6 +53,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("openmodel_operator");
         let reconciles = Counter::default();
         let failures = Family::<ErrorLabels, Counter>::default();
+        let applies = Family::<ApplyLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let by_condition = Family::<ConditionLabels, Gauge>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
@@ -52,6 +61,11 @@ impl Default for Metrics {
             "reconcile_errors",
             "Reconciles that failed, by error kind",
             failures.clone(),
+        );
+        registry.register(
+            "applies",
+            "Applies of a model's Deployment, Service and budget: result=applied (sent to the API server) or unchanged (skipped: the objects were as the last apply left them)",
+            applies.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -67,6 +81,7 @@ impl Default for Metrics {
             registry,
             reconciles,
             failures,
+            applies,
             duration,
             by_condition,
             models: Mutex::default(),
@@ -84,6 +99,13 @@ impl Metrics {
     /// Counts one failed reconcile.
     pub fn failed(&self, kind: &'static str) {
         self.failures.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// Counts one apply of a model's objects: sent to the API server, or
+    /// skipped because nothing changed.
+    pub fn applied(&self, sent: bool) {
+        let result = if sent { "applied" } else { "unchanged" };
+        self.applies.get_or_create(&ApplyLabels { result }).inc();
     }
 
     /// Records a model's conditions (`None`: the model is gone).

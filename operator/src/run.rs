@@ -136,19 +136,15 @@ async fn lead(
         }
         None => None,
     };
-    let context = Arc::new(Context::new(
-        client,
-        journal,
-        metrics,
-        &config.lease.identity,
-    ));
+    let (context, writers) = Context::new(client, journal, metrics, &config.lease.identity);
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let lost = async move {
         let _ = lost_rx.wait_for(|lost| *lost).await;
     };
     let stop = futures::future::select(Box::pin(stopped), Box::pin(lost)).map(|_| ());
     let controller = controller::run(
-        context,
+        Arc::new(context),
+        writers,
         config.namespace.as_deref(),
         config.concurrency,
         stop,

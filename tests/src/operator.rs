@@ -114,6 +114,20 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     Ok(response)
 }
 
+/// The value of one series (`name{labels}`) in the operator's `/metrics`
+/// on `addr`; 0 for a series not yet created.
+pub async fn metric(addr: SocketAddr, series: &str) -> Result<f64> {
+    let text = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+        .await
+        .map_err(|e| Error::io("reading /metrics".to_string())(std::io::Error::other(e)))??;
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(Ok(0.0), str::parse)
+        .map_err(|e| Error::io(format!("the value of {series}"))(std::io::Error::other(e)))?;
+    Ok(value)
+}
+
 /// Who holds a leader Lease, if anyone.
 pub fn lease_holder(lease: &k8s_openapi::api::coordination::v1::Lease) -> Option<&str> {
     lease.spec.as_ref()?.holder_identity.as_deref()

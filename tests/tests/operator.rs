@@ -7,7 +7,7 @@
 //! `operator/tests/binary.rs`.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -16,13 +16,13 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use openmodel_operator::crd::{OpenModel, Policy};
 use openmodel_operator::resources::WEIGHTS_ENTRY_ANNOTATION;
 use openmodel_tests::operator::{
     Operator, control_plane, create_pod, data, example, finish_fetch, http_get, kinds,
-    lease_holder, ledger_entries, models, namespace, patch_spec, rollout_status, wait_for,
+    lease_holder, ledger_entries, metric, models, namespace, patch_spec, rollout_status, wait_for,
     wait_for_ledger,
 };
 use serde_json::json;
@@ -228,19 +228,22 @@ async fn apply_and_update_roll_through_server_side_apply_and_the_ledger() -> Res
     Ok(())
 }
 
-/// An operator in a fresh namespace, with the example model (one replica,
-/// no provenance) created and its Deployment applied.
+/// An operator in a fresh namespace, serving `/metrics` on `metrics`, with
+/// the example model (one replica, no provenance) created and its
+/// Deployment applied.
 struct OneReplica {
     client: Client,
     ns: String,
     operator: Operator,
+    metrics: SocketAddr,
     deployment: Deployment,
 }
 
 async fn one_replica_deployed(test: &str) -> Result<OneReplica> {
     let client = control_plane().await.client()?;
     let ns = namespace(&client, test).await?;
-    let operator = Operator::start(&client, &ns).await?;
+    let metrics = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let operator = Operator::start_with_http(&client, &ns, Some(metrics)).await?;
     let mut model = example(&ns)?;
     model.spec.provenance = None;
     model.spec.runtime.replicas = 1;
@@ -253,6 +256,7 @@ async fn one_replica_deployed(test: &str) -> Result<OneReplica> {
         client,
         ns,
         operator,
+        metrics,
         deployment,
     })
 }
@@ -263,6 +267,7 @@ async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Re
         client,
         ns,
         mut operator,
+        metrics,
         deployment,
     } = one_replica_deployed("verified_rollout").await?;
 
@@ -323,20 +328,12 @@ async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Re
     assert_eq!(deployed["weightsEntry"], weights_index);
 
     // Events for the transitions.
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let reasons: Vec<_> = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    for reason in ["DigestVerified", "Serving"] {
-        ensure!(
-            reasons.iter().any(|r| r == reason),
-            "no {reason} event in {reasons:?}"
-        );
-    }
+    events_with_reasons(&client, &ns, "Normal", &["DigestVerified", "Serving"]).await?;
+
+    // Reconciles that find the objects as the last apply left them send
+    // nothing to the API server; a Deployment edited behind the operator's
+    // back is put back at once.
+    nothing_reapplied_until_changed(&client, &ns, metrics).await?;
 
     // A restarted operator reconciles again (it puts back a deleted
     // Service) but records nothing twice.
@@ -385,6 +382,96 @@ async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Re
     Ok(())
 }
 
+/// Waits (10 s at most) until the namespace holds Events of `type_` with
+/// every one of `reasons`. The operator publishes them right after the
+/// status they report, so a test that saw the status may be a moment early.
+async fn events_with_reasons(
+    client: &Client,
+    ns: &str,
+    type_: &str,
+    reasons: &[&str],
+) -> Result<()> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    loop {
+        let seen: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some(type_))
+            .filter_map(|e| e.reason)
+            .collect();
+        if reasons.iter().all(|r| seen.iter().any(|s| s == r)) {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {type_} events {reasons:?} after 10 s; seen: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pokes a Ready model's pod three times (each change reconciles the
+/// model) and sees no apply sent; then scales its Deployment by hand and
+/// sees the operator apply the model's replica count again.
+async fn nothing_reapplied_until_changed(
+    client: &Client,
+    ns: &str,
+    metrics: SocketAddr,
+) -> Result<()> {
+    const SENT: &str = "openmodel_operator_applies_total{result=\"applied\"}";
+    const SKIPPED: &str = "openmodel_operator_applies_total{result=\"unchanged\"}";
+    let sent = metric(metrics, SENT).await?;
+    let skipped = metric(metrics, SKIPPED).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for poke in 0..3 {
+        let label = json!({"metadata": {"labels": {"poked": poke.to_string()}}});
+        pods.patch(
+            "minilm-7d9f-a",
+            &PatchParams::default(),
+            &Patch::Merge(&label),
+        )
+        .await?;
+        let started = Instant::now();
+        while metric(metrics, SKIPPED).await? < skipped + f64::from(poke) + 1.0 {
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "no reconcile skipped its apply within 30 s of poke {poke}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        metric(metrics, SENT).await?,
+        sent,
+        "an unchanged model was applied again"
+    );
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let generation = deployments
+        .get("minilm")
+        .await?
+        .metadata
+        .generation
+        .unwrap_or(0);
+    let scaled = json!({"spec": {"replicas": 4}});
+    deployments
+        .patch("minilm", &PatchParams::default(), &Patch::Merge(&scaled))
+        .await?;
+    wait_for(&deployments, "minilm", "the replica count put back", |d| {
+        d.metadata.generation.unwrap_or(0) >= generation + 2
+            && d.spec.as_ref().and_then(|s| s.replicas) == Some(1)
+    })
+    .await?;
+    ensure!(
+        metric(metrics, SENT).await? > sent,
+        "the edit was not applied over"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_digest_degrades_and_is_never_deployed() -> Result<()> {
     let OneReplica {
@@ -392,6 +479,7 @@ async fn a_wrong_digest_degrades_and_is_never_deployed() -> Result<()> {
         ns,
         mut operator,
         deployment,
+        ..
     } = one_replica_deployed("wrong_digest").await?;
 
     let pod = create_pod(&client, &deployment, "minilm-7d9f-b").await?;
@@ -424,18 +512,7 @@ async fn a_wrong_digest_degrades_and_is_never_deployed() -> Result<()> {
     assert!(degraded.message.contains(&got), "{}", degraded.message);
     assert_eq!(model.status.as_ref().unwrap().served_digest, None);
 
-    let warnings: Vec<_> = Api::<Event>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .filter_map(|e| e.reason)
-        .collect();
-    ensure!(
-        warnings.iter().any(|r| r == "DigestMismatch"),
-        "warnings: {warnings:?}"
-    );
+    events_with_reasons(&client, &ns, "Warning", &["DigestMismatch"]).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let entries = ledger_entries(&operator.ledger_path(), &ns, Some("minilm"))?;
     assert_eq!(kinds(&entries), ["spec.changed"]);
