@@ -160,15 +160,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    // The models, cached; only a new generation (which deletion also makes)
-    // or a changed finalizer list starts a reconcile: the operator's own
-    // status writes do not.
+    // The models, cached without their managedFields (nothing reads them,
+    // and they are a large part of each object); only a new
+    // generation (which deletion also makes) or a changed finalizer list
+    // starts a reconcile: the operator's own status writes do not.
     let (reader, writer) = reflector::store();
     let models = watcher(
         api::<OpenModel>(&client, namespace),
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|model| model.managed_fields_mut().clear())
     .reflect(writer)
     .applied_objects()
     .predicate_filter(spec_or_finalizers, PredicateConfig::default());

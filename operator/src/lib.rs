@@ -10,6 +10,7 @@
 //! - [`records`]: the ledger entries and their dedupe keys.
 //! - [`leader`]: the leader-election decision.
 //! - [`last_apply`]: whether the owned objects need applying again.
+//! - [`pod_index`]: each model's pods, from the pod watch's events.
 //!
 //! The edges:
 //! - [`journal`]: the ledger file.
@@ -31,6 +32,7 @@ pub mod last_apply;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod pod_index;
 pub mod records;
 pub mod resources;
 pub mod run;
