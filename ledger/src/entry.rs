@@ -160,6 +160,13 @@ pub struct SpecChanged {
     /// RFC 6902 JSON Patch from the old spec to the new one.
     #[serde(serialize_with = "canonical_values")]
     pub patch: Vec<Value>,
+    /// UID of one admission request for the change. Written by versions
+    /// before the webhook's dedupe key named the change itself; kept so
+    /// that their logs still parse and verify. The webhook no longer sets
+    /// it: the API server calls a webhook again, with a new UID, when it
+    /// retries a write, so it does not name one change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_uid: Option<String>,
 }
 
 /// `dataset.referenced`: a dataset the model declares.
@@ -727,6 +734,22 @@ mod tests {
     }
 
     #[test]
+    fn entries_with_a_request_uid_from_earlier_webhooks_still_parse() {
+        // A leaf as the webhook wrote it before the dedupe key named the
+        // change: logs holding such entries must keep verifying.
+        let leaf = br#"{"actor":{"groups":["search-team"],"username":"alice"},"cluster":"kubernetes","data":{"operation":"UPDATE","patch":[{"op":"replace","path":"/spec/runtime/replicas","value":2}],"requestUid":"b88579ed-51e5-4e0a-a8f7-6012ee81c355"},"dedupeKey":"u-1/spec.changed/admission/b88579ed-51e5-4e0a-a8f7-6012ee81c355","kind":"spec.changed","object":{"apiVersion":"serving.openmodel.dev/v1alpha1","kind":"OpenModel","name":"minilm","namespace":"search","uid":"u-1"},"source":"admission","time":"2026-11-29T03:39:03.000000Z","v":1}"#;
+        let entry = Entry::parse_logged(leaf).unwrap();
+        let EntryBody::SpecChanged(change) = &entry.body else {
+            panic!("{entry:?}")
+        };
+        assert_eq!(
+            change.request_uid.as_deref(),
+            Some("b88579ed-51e5-4e0a-a8f7-6012ee81c355")
+        );
+        assert!(entry.is_canonical_form_of(leaf));
+    }
+
+    #[test]
     fn bad_entries_name_the_problem() {
         let cases = [
             (sample().replace("\"v\":1", "\"v\":2"), "version 2"),
@@ -835,7 +858,8 @@ mod tests {
                 let body = match kind {
                     0 => EntryBody::SpecChanged(SpecChanged {
                         operation: Operation::Update,
-                        patch: vec![serde_json::json!({"op": "add", "path": "/x", "value": {"é": a, "z": nums, "a": float.is_finite().then_some(float), "\u{10000}": 1, "\u{e000}": 2, "b": b}})],
+                        patch: vec![serde_json::json!({"op": "add", "path": "/x", "value": {"é": a, "z": nums, "a": float.is_finite().then_some(float), "\u{10000}": 1, "\u{e000}": 2}})],
+                        request_uid: Some(b),
                     }),
                     1 => EntryBody::DatasetReferenced(DatasetReferenced { name: a, uri: b, digest: None, license: Some("x\u{7f}\u{1}".into()), role: "training".into() }),
                     2 => EntryBody::ModelRetired(ModelRetired { reason: Some(a), last_digest: None }),

@@ -88,7 +88,11 @@ pub fn spec_entries(model: &OpenModel, previous: Option<&Value>, cluster: &str) 
         model,
         cluster,
         Some(generation.to_string()),
-        EntryBody::SpecChanged(SpecChanged { operation, patch }),
+        EntryBody::SpecChanged(SpecChanged {
+            operation,
+            patch,
+            request_uid: None,
+        }),
     )];
     let recorded: Vec<DatasetRef> = previous
         .and_then(|doc| doc.pointer("/spec/provenance/datasets"))

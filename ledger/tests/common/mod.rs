@@ -104,6 +104,7 @@ pub fn spec_change(ns: &str, name: &str, user: &str, replicas: u64) -> Entry {
             patch: vec![
                 serde_json::json!({"op": "replace", "path": "/spec/runtime/replicas", "value": replicas}),
             ],
+            request_uid: None,
         }),
     }
 }

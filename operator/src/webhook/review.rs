@@ -63,7 +63,11 @@ pub fn admission_entry(
         actor: Some(actor),
         source: Source::Admission,
         dedupe_key: Some(dedupe_key),
-        body: EntryBody::SpecChanged(SpecChanged { operation, patch }),
+        body: EntryBody::SpecChanged(SpecChanged {
+            operation,
+            patch,
+            request_uid: None,
+        }),
     })
 }
 
