@@ -38,7 +38,6 @@ use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::Error;
 use crate::crd::{LedgerStatus, OpenModel, OpenModelStatus};
 use crate::journal::Journal;
 use crate::last_apply::{LastApply, fingerprint};
@@ -48,6 +47,7 @@ use crate::records;
 use crate::resources::{self, MODEL_LABEL, TEMPLATE_HASH_ANNOTATION, WEIGHTS_ENTRY_ANNOTATION};
 use crate::status::{self, Blocker, READY, StatusInput};
 use crate::watches::{self, Caches, Writers, api};
+use crate::{Error, lock};
 
 /// The field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "openmodel-operator";
@@ -139,13 +139,6 @@ impl Context {
     fn budgets(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         lock(&self.without_budget)
     }
-}
-
-/// Locks `mutex`; a reconcile that panicked holding it left plain data.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the controller over the models of `namespace` (all when `None`),
@@ -328,7 +321,7 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
 
     // 5. Status and Events.
     write_status(model, &status, context).await?;
-    let key = format!("{namespace}/{}", model.name_any());
+    let key = model_key(model);
     context.metrics.set_conditions(&key, Some(&status));
     Ok(Action::requeue(if status.is_true(READY) {
         RECHECK_READY
@@ -384,7 +377,7 @@ async fn apply_owned(
 ) -> Result<Applied, Error> {
     let namespace = model.namespace().unwrap_or_default();
     let name = model.name_any();
-    let key = format!("{namespace}/{name}");
+    let key = model_key(model);
     let service = resources::service(model);
     let budget = resources::pod_disruption_budget(model);
     let desired = fingerprint(deployment, &service, budget.as_ref());
@@ -443,6 +436,15 @@ async fn apply_owned(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The model's key in the operator's per-model memory: `namespace/name`.
+fn model_key(model: &OpenModel) -> String {
+    format!(
+        "{}/{}",
+        model.namespace().unwrap_or_default(),
+        model.name_any()
+    )
 }
 
 /// True for an API error with this HTTP status.
@@ -519,11 +521,7 @@ async fn retire(model: &OpenModel, context: &Context) -> Result<Action, Error> {
             journal.cluster(),
         ))
         .await?;
-    let key = format!(
-        "{}/{}",
-        model.namespace().unwrap_or_default(),
-        model.name_any()
-    );
+    let key = model_key(model);
     context.metrics.set_conditions(&key, None);
     context.set_without_budget(&key, false);
     context.set_last_apply(&key, None);

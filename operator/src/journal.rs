@@ -27,9 +27,9 @@ use openmodel_proto::audit::{EntryFilter, GetCheckpointRequest, ListEntriesReque
 use serde_json::Value;
 use tonic::Code;
 
-use crate::Error;
 use crate::crd::{LedgerStatus, OpenModel};
 use crate::records::replay;
+use crate::{Error, lock};
 
 /// Where the ledger is, and which cluster name entries carry.
 #[derive(Clone, Debug)]
@@ -239,7 +239,7 @@ impl Journal {
             }
         };
         if let Some(key) = key {
-            let mut known = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = lock(&self.recorded);
             known.insert(key, recorded);
         }
         Ok(recorded)
@@ -266,7 +266,7 @@ impl Journal {
     /// Where an event with this dedupe key was recorded, if this process
     /// knows.
     fn known(&self, key: &str) -> Option<LedgerStatus> {
-        let recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        let recorded = lock(&self.recorded);
         recorded.get(key).copied()
     }
 

@@ -41,4 +41,12 @@ pub mod watches;
 pub mod webhook;
 
 pub use error::Error;
+
+/// Locks `mutex`. A task that panicked holding it left plain data behind
+/// (caches and counters), so the data is used as it is.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub use run::{Config, run};

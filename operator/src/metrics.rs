@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::crd::OpenModelStatus;
+use crate::lock;
 
 /// The labels of the error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,7 +119,7 @@ impl Metrics {
                 status: c.status.clone(),
             })
             .collect();
-        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        let mut models = lock(&self.models);
         for old in models.remove(model).unwrap_or_default() {
             self.by_condition.get_or_create(&old).dec();
         }

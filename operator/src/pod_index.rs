@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
+use crate::lock;
 use crate::resources::MODEL_LABEL;
 
 /// Pod names by (namespace, model), as of the last event applied.
@@ -71,10 +72,7 @@ impl Buckets {
 impl PodIndex {
     /// Takes one event of the pod watch into account.
     pub fn apply(&self, event: &watcher::Event<Pod>) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = lock(&self.state);
         match event {
             watcher::Event::Apply(pod) => state.live.insert(pod),
             watcher::Event::Delete(pod) => state
@@ -96,10 +94,7 @@ impl PodIndex {
 
     /// The names of the pods labelled as `model`'s in `namespace`, sorted.
     pub fn names(&self, namespace: &str, model: &str) -> Vec<String> {
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = lock(&self.state);
         state
             .live
             .by_model
