@@ -3,24 +3,29 @@
 # module in tools/k8s/ (Go module proxy only; no container images, no release
 # tarballs): etcd, kube-apiserver and kubectl for the control-plane tests, and
 # kube-controller-manager, kube-scheduler, kubelet and kube-proxy for the
-# single-node cluster (scripts/cluster.sh). The binaries land in
-# .cache/k8s/bin/ and Go's module and build caches in .cache/go/, both ignored
-# by git.
+# single-node cluster (scripts/cluster.sh), and CoreDNS.
 #
-# Idempotent: when the binaries are present and were built from the
-# same tools/k8s/go.mod and go.sum, this script, the same Go and the same
-# ldflags (recorded in .cache/k8s/bin/.stamp), it does nothing. Any change
-# rebuilds them all.
+# The binaries land in the per-user cache (scripts/cache-env.sh), in
+# $OPENMODEL_CACHE/k8s/<key>/bin, where <key> is a hash of tools/k8s/go.mod
+# and go.sum, the versions, the Go version and the build flags (the stamp
+# .stamp beside the binaries holds the whole hash); .cache/k8s/bin in the
+# clone is a link to that folder. Go's module and build caches are in
+# $OPENMODEL_CACHE/go, shared by all clones.
+#
+# Idempotent: when that folder exists (it is built in a temporary folder and
+# renamed into place, so it is complete) and its stamp matches, it only
+# refreshes the link: seconds on a machine that built it before, from any
+# clone. Any change of the inputs builds a new folder under a new key.
 #
 # Environment:
+#   OPENMODEL_CACHE        the per-user cache (default ~/.cache/openmodel)
 #   OPENMODEL_GO_PARALLEL  packages built in parallel (go build -p), default 2
 #   GOPROXY                as usual for go; the default is the public proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 mod_dir="$root/tools/k8s"
-bin_dir="$root/.cache/k8s/bin"
-stamp="$bin_dir/.stamp"
+link="$root/.cache/k8s/bin"
 parallel="${OPENMODEL_GO_PARALLEL:-2}"
 
 command -v go >/dev/null 2>&1 || {
@@ -28,6 +33,7 @@ command -v go >/dev/null 2>&1 || {
   exit 1
 }
 
+# shellcheck source=scripts/go-env.sh
 . scripts/go-env.sh
 GOFLAGS+=" -mod=readonly"
 
@@ -65,27 +71,35 @@ wanted_stamp=$(
   } | sha256sum | cut -d' ' -f1
 )
 
+key=${wanted_stamp:0:16}
+dest="$OPENMODEL_CACHE/k8s/$key"
+bin_dir="$dest/bin"
+stamp="$bin_dir/.stamp"
+
 commands="kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy"
-all_present() {
+all_present() { # all_present <folder>
   local name
-  for name in etcd coredns $commands; do [ -x "$bin_dir/$name" ] || return 1; done
+  for name in etcd coredns $commands; do [ -x "$1/$name" ] || return 1; done
 }
-if all_present && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted_stamp" ]; then
-  echo "build-control-plane: up to date in .cache/k8s/bin (kubernetes $k8s_version, etcd $etcd_version)"
+if all_present "$bin_dir" && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted_stamp" ]; then
+  cache_link "$link" "$bin_dir"
+  echo "build-control-plane: up to date in .cache/k8s/bin -> $bin_dir (kubernetes $k8s_version, etcd $etcd_version)"
   exit 0
 fi
 
-echo "build-control-plane: building kubernetes $k8s_version ($commands) and etcd $etcd_version"
-echo "build-control-plane: $(go version); go build -p $parallel; caches in .cache/go"
-mkdir -p "$bin_dir"
-rm -f "$stamp"
+echo "build-control-plane: building kubernetes $k8s_version ($commands) and etcd $etcd_version into $bin_dir"
+echo "build-control-plane: $(go version); go build -p $parallel; Go's caches in $OPENMODEL_CACHE/go"
+# Built in a temporary folder beside the final one and renamed into place
+# when everything is built, so that the final folder is always complete.
+tmp=$(cache_tmp "$dest")
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bin"
 
 build() { # build <output name> <package> [ldflags]
   local name=$1 pkg=$2 flags=${3:-"-s -w"} start
   start=$(date +%s)
-  echo "+ (cd tools/k8s && go build -p $parallel -trimpath -ldflags \"$flags\" -o .cache/k8s/bin/$name $pkg)"
-  (cd "$mod_dir" && go build -p "$parallel" -trimpath -ldflags "$flags" -o "$bin_dir/$name.tmp" "$pkg")
-  mv -f "$bin_dir/$name.tmp" "$bin_dir/$name"
+  echo "+ (cd tools/k8s && go build -p $parallel -trimpath -ldflags \"$flags\" -o $tmp/bin/$name $pkg)"
+  (cd "$mod_dir" && go build -p "$parallel" -trimpath -ldflags "$flags" -o "$tmp/bin/$name" "$pkg")
   echo "build-control-plane: $name built in $(($(date +%s) - start)) s"
 }
 
@@ -94,18 +108,25 @@ for name in $commands; do
   build "$name" "k8s.io/kubernetes/cmd/$name" "$ldflags"
 done
 start=$(date +%s)
-echo "+ GOBIN=.cache/k8s/bin go install -trimpath -ldflags \"-s -w\" github.com/coredns/coredns@$coredns_version"
-GOBIN="$bin_dir" GOFLAGS="-modcacherw -buildvcs=false" go install -p "$parallel" -trimpath -ldflags "-s -w" \
+echo "+ GOBIN=$tmp/bin go install -trimpath -ldflags \"-s -w\" github.com/coredns/coredns@$coredns_version"
+GOBIN="$tmp/bin" GOFLAGS="-modcacherw -buildvcs=false" go install -p "$parallel" -trimpath -ldflags "-s -w" \
   "github.com/coredns/coredns@$coredns_version"
 echo "build-control-plane: coredns built in $(($(date +%s) - start)) s"
+all_present "$tmp/bin" || { echo "build-control-plane: a binary is missing in $tmp/bin after the build" >&2; exit 1; }
 
 echo "build-control-plane: built versions:"
-"$bin_dir/etcd" --version | sed 's/^/  /'
-"$bin_dir/kube-apiserver" --version | sed 's/^/  /'
-"$bin_dir/kubectl" version --client | sed 's/^/  /'
+"$tmp/bin/etcd" --version | sed 's/^/  /'
+"$tmp/bin/kube-apiserver" --version | sed 's/^/  /'
+"$tmp/bin/kubectl" version --client | sed 's/^/  /'
 for name in kube-controller-manager kube-scheduler kubelet kube-proxy; do
-  "$bin_dir/$name" --version | sed 's/^/  /'
+  "$tmp/bin/$name" --version | sed 's/^/  /'
 done
-"$bin_dir/coredns" -version | head -1 | sed 's/^/  /'
-echo "$wanted_stamp" >"$stamp"
-echo "build-control-plane: done; binaries in .cache/k8s/bin"
+# The first line only, taken after coredns has finished writing (a reader
+# that stops early, `| head -1`, can kill it with SIGPIPE under pipefail).
+coredns_banner=$("$tmp/bin/coredns" -version)
+echo "  ${coredns_banner%%$'\n'*}"
+echo "$wanted_stamp" >"$tmp/bin/.stamp"
+cache_commit "$tmp" "$dest"
+trap - EXIT
+cache_link "$link" "$bin_dir"
+echo "build-control-plane: done; binaries in $bin_dir (linked from .cache/k8s/bin)"

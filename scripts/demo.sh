@@ -3,7 +3,9 @@
 # machine (scripts/cluster.sh: etcd, kube-apiserver, controller-manager,
 # scheduler, kubelet with containerd and runc, kube-proxy, CoreDNS):
 #
-#   1. builds what is missing (cached in .cache/ and target/),
+#   1. builds what is missing (third-party builds and downloads cached in the
+#      per-user cache, $OPENMODEL_CACHE, linked from .cache/ and target/;
+#      docs/testing.md, "The caches"),
 #   2. starts the cluster and installs OpenModel with helm,
 #   3. serves all-MiniLM-L6-v2 from a local model store (plain HTTP),
 #   4. alice applies examples/minilm-local.yaml; the pod fetches the weights,

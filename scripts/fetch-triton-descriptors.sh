@@ -13,26 +13,47 @@
 #   .cache/protos/triton_grpc_service.pb   FileDescriptorProto of grpc_service.proto
 #   .cache/protos/triton_model_config.pb   FileDescriptorProto of model_config.proto
 #
-# .cache/ is ignored by git: never commit anything extracted from the wheel.
-# Idempotent: does nothing when both files exist. Prints the folder's path.
+# Both files and the wheel live in the per-user cache (scripts/cache-env.sh):
+# $OPENMODEL_CACHE/protos/tritonclient-<version>/ and $OPENMODEL_CACHE/wheels/;
+# .cache/protos in the clone is a link to the first. Never commit anything
+# extracted from the wheel.
+#
+# Idempotent: when the cached folder holds both files it only refreshes the
+# link. The folder is written in a temporary folder and renamed into place,
+# so it is complete whenever it exists. Prints .cache/protos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+# shellcheck source=scripts/cache-env.sh
+. scripts/cache-env.sh
 version="2.73.0"
-dest=".cache/protos"
+link="$root/.cache/protos"
+dest="$OPENMODEL_CACHE/protos/tritonclient-$version"
 if [ -s "$dest/triton_grpc_service.pb" ] && [ -s "$dest/triton_model_config.pb" ] \
   && [ "$(cat "$dest/tritonclient-version" 2>/dev/null)" = "$version" ]; then
-  echo "$dest"
+  cache_link "$link" "$dest"
+  echo ".cache/protos"
   exit 0
 fi
 command -v python3 >/dev/null 2>&1 || { echo "fetch-triton-descriptors: python3 is missing" >&2; exit 1; }
-wheels=".cache/wheels"
-mkdir -p "$wheels" "$dest"
-if ! ls "$wheels"/tritonclient-"$version"-*.whl >/dev/null 2>&1; then
-  python3 -m pip download --quiet --no-deps --dest "$wheels" "tritonclient==$version" >&2 \
+wheels="$OPENMODEL_CACHE/wheels"
+tmp=$(cache_tmp "$dest")
+trap 'rm -rf "$tmp"' EXIT
+shopt -s nullglob
+found=("$wheels/tritonclient-$version-"*.whl)
+if [ ${#found[@]} = 0 ]; then
+  # Downloaded into the temporary folder and renamed: a wheel in wheels/ is whole.
+  mkdir -p "$wheels" "$tmp/download"
+  python3 -m pip download --quiet --no-deps --dest "$tmp/download" "tritonclient==$version" >&2 \
     || { echo "fetch-triton-descriptors: pip download of tritonclient==$version failed (is the Python package index reachable?)" >&2; exit 1; }
+  found=("$tmp/download/tritonclient-$version-"*.whl)
+  [ ${#found[@]} = 1 ] || { echo "fetch-triton-descriptors: pip download of tritonclient==$version gave no single wheel" >&2; exit 1; }
+  mv -f "${found[0]}" "$wheels/"
+  found=("$wheels/${found[0]##*/}")
+  rm -rf "$tmp/download"
 fi
-wheel=$(ls "$wheels"/tritonclient-"$version"-*.whl | head -1)
-python3 - "$wheel" "$dest" <<'PY'
+wheel=${found[0]}
+python3 - "$wheel" "$tmp" <<'PY'
 import ast, os, sys, zipfile
 
 wheel, dest = sys.argv[1], sys.argv[2]
@@ -68,5 +89,8 @@ with zipfile.ZipFile(wheel) as z:
             f.write(data)
         os.replace(tmp, os.path.join(dest, out))
 PY
-echo "$version" > "$dest/tritonclient-version"
-echo "$dest"
+echo "$version" >"$tmp/tritonclient-version"
+cache_commit "$tmp" "$dest"
+trap - EXIT
+cache_link "$link" "$dest"
+echo ".cache/protos"

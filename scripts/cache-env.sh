@@ -1,0 +1,93 @@
+# shellcheck shell=bash
+# Sourced by the scripts that download or build third-party things
+# (build-control-plane.sh, fetch-kwok.sh, fetch-helm.sh, fetch-model.sh,
+# fetch-triton-descriptors.sh, client-venv.sh, make-reference.sh, setup.sh):
+# those live in a per-user cache outside the clone, so that a machine that
+# built them once (for any clone) does not build them again, while a new
+# machine still builds everything.
+#
+#   $OPENMODEL_CACHE   default ${XDG_CACHE_HOME:-$HOME/.cache}/openmodel
+#
+# Each item has a folder there named after its version (a version number, or
+# a hash of what it is built from), and the in-clone path that the tests and
+# the other scripts use (.cache/k8s/bin, .cache/helm/bin, .cache/models, …,
+# target) is a symbolic link to it, made and refreshed by the scripts. A
+# folder appears there only complete: it is built in a temporary folder
+# beside it and renamed into place (cache_tmp, cache_commit), so an
+# interrupted run leaves no half cache that looks complete. docs/testing.md
+# ("The caches") has the layout.
+#
+# Needs $root (the repository folder) set.
+: "${root:?cache-env.sh needs root, the repository folder}"
+
+OPENMODEL_CACHE=${OPENMODEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/openmodel}
+case $OPENMODEL_CACHE in
+  /*) ;;
+  *) OPENMODEL_CACHE=$PWD/$OPENMODEL_CACHE ;;
+esac
+export OPENMODEL_CACHE
+mkdir -p "$OPENMODEL_CACHE"
+
+# cache_key: a short key (16 hex digits of SHA-256) of what is on stdin.
+cache_key() {
+  local sum
+  sum=$(sha256sum)
+  printf '%s\n' "${sum:0:16}"
+}
+
+# cache_link <in-clone path> <cache folder>: makes the in-clone path a
+# symbolic link to the cache folder (which need not exist yet). A real folder
+# there (the layout before the per-user cache) is replaced.
+cache_link() {
+  local link=$1 dest=$2
+  mkdir -p "$(dirname "$link")"
+  if [ -L "$link" ] && [ "$(readlink "$link")" = "$dest" ]; then
+    return 0
+  fi
+  if [ -e "$link" ] && [ ! -L "$link" ]; then
+    echo "cache: ${link#"$root"/} was a folder in the clone; it is now a link into $OPENMODEL_CACHE (the old copy is removed)" >&2
+    rm -rf "$link"
+  fi
+  ln -sfn "$dest" "$link"
+}
+
+# cache_tmp <cache folder>: makes a new empty folder beside it, to build in,
+# and prints its path (the caller removes it on failure, e.g. with a trap).
+# Temporary folders that a killed run left there more than a day ago are
+# removed.
+cache_tmp() {
+  local final=$1 parent
+  parent=$(dirname "$final")
+  mkdir -p "$parent"
+  find "$parent" -mindepth 1 -maxdepth 1 -name "$(basename "$final").tmp.*" -mmin +1440 \
+    -exec rm -rf {} + 2>/dev/null || true
+  mktemp -d "$final.tmp.XXXXXX"
+}
+
+# cache_commit <temporary folder> <cache folder>: moves a finished build into
+# place (a rename). If another run finished the same folder meanwhile, its
+# copy stays and this one is dropped.
+cache_commit() {
+  local tmp=$1 final=$2
+  chmod 0755 "$tmp"
+  if [ -e "$final" ] || [ -L "$final" ]; then
+    rm -rf "$final"
+  fi
+  mv -T "$tmp" "$final" 2>/dev/null || rm -rf "$tmp"
+  [ -d "$final" ]
+}
+
+# cache_lock <cache folder>: holds a lock on <folder>.lock until the script
+# exits, for what must be built in place (virtualenvs), so that two runs do
+# not build the same folder at once.
+cache_lock() {
+  mkdir -p "$(dirname "$1")"
+  exec {cache_lock_fd}>"$1.lock"
+  flock "$cache_lock_fd"
+}
+
+# cache_python_version: the version of python3, for the keys of virtualenvs
+# (a venv is bound to the interpreter it was made with).
+cache_python_version() {
+  python3 -c 'import platform; print(platform.python_version())'
+}
