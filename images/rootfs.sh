@@ -45,8 +45,9 @@ chmod 0755 "$rootfs/usr/local/bin/$name"
 # (0x…)". Symlinks are resolved (cp -L) so the image holds real files.
 libs=$(ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
 [ -n "$libs" ] || fail "ldd lists no libraries for $binary (a static binary needs none, but ours are dynamic; is it for this machine?)"
-if ldd "$binary" | grep -q 'not found'; then
-  fail "some libraries of $binary are not found: $(ldd "$binary" | grep 'not found' | tr -s ' \t' ' ')"
+ldd_output=$(ldd "$binary")
+if [[ $ldd_output == *"not found"* ]]; then
+  fail "some libraries of $binary are not found: $(grep 'not found' <<<"$ldd_output" | tr -s ' \t' ' ')"
 fi
 for lib in $libs; do
   mkdir -p "$rootfs$(dirname "$lib")"

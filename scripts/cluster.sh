@@ -208,7 +208,9 @@ make_kubeconfig() {
 # --- host network -------------------------------------------------------------
 
 setup_network() {
-  ip -4 addr show dev lo | grep -q " $ip/" || ip addr add "$ip/32" dev lo
+  local addresses
+  addresses=$(ip -4 addr show dev lo)
+  [[ $addresses == *" $ip/"* ]] || ip addr add "$ip/32" dev lo
   # Pods' packets are forwarded between the bridge and the host, and bridged
   # packets go through iptables so that Service addresses work pod to pod.
   sysctl -qw net.ipv4.ip_forward=1

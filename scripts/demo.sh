@@ -90,7 +90,8 @@ KUBECONFIG=$(scripts/cluster.sh kubeconfig)
 kubectl get nodes -o wide
 
 step "OpenModel installed with helm (operator ×2, ledger service, webhook)"
-installed_before=$(.cache/helm/bin/helm status openmodel -n "$system" >/dev/null 2>&1 && echo yes || true)
+installed_before=
+if .cache/helm/bin/helm status openmodel -n "$system" >/dev/null 2>&1; then installed_before=yes; fi
 .cache/helm/bin/helm upgrade --install openmodel charts/openmodel -n "$system" --create-namespace \
   --wait --timeout 5m
 if [ -n "$installed_before" ]; then
@@ -129,11 +130,11 @@ kubectl --kubeconfig "$alice" -n "$ns" apply -f examples/minilm-local.yaml
 
 # wait_ready <replicas>: prints the model's conditions while it converges.
 wait_ready() {
-  local replicas=$1 waited=0 line last=""
+  local replicas=$1 waited=0 line last="" generation observed ready
   while :; do
     line=$(kubectl -n "$ns" get openmodel minilm -o go-template='{{.metadata.generation}} {{.status.observedGeneration}} {{.status.readyReplicas}} {{range .status.conditions}}{{.type}}={{.status}}({{.reason}}) {{end}}' 2>/dev/null || true)
-    set -- $line
-    if [ "${1:-}" = "${2:-x}" ] && [ "${3:-}" = "$replicas" ] && [[ "$line" == *"Ready=True"* ]]; then
+    read -r generation observed ready _ <<<"$line" || true
+    if [ "${generation:-}" = "${observed:-x}" ] && [ "${ready:-}" = "$replicas" ] && [[ "$line" == *"Ready=True"* ]]; then
       echo "  ${line#* * * }"
       return 0
     fi

@@ -5,6 +5,13 @@
 # they are all there. Needs root for apt-get; otherwise says what to install.
 set -euo pipefail
 
+# versions: buildah's and runc's versions (runc's first line only).
+versions() {
+  local runc_version
+  runc_version=$(runc --version)
+  echo "image-tools: buildah $(buildah --version | awk '{print $3}'), ${runc_version%%$'\n'*}"
+}
+
 missing=()
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
@@ -12,7 +19,7 @@ command -v strip >/dev/null 2>&1 || missing+=(binutils)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "image-tools: buildah $(buildah --version | awk '{print $3}'), $(runc --version | head -1)"
+  versions
   exit 0
 fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -22,4 +29,4 @@ fi
 echo "image-tools: installing ${missing[*]} with apt-get"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "image-tools: buildah $(buildah --version | awk '{print $3}'), $(runc --version | head -1)"
+versions

@@ -4,7 +4,8 @@
 # scripts/demo-ledger.sh run it first.
 #
 # Checks for a Rust toolchain with rustfmt and clippy (edition 2024, Rust
-# 1.90 or newer) and python3.
+# 1.90 or newer) and python3; installs shellcheck (Debian package, for
+# scripts/lint-shell.sh) when it is missing and this runs as root.
 #
 # Rust's target/: when the clone has none yet, it becomes a link to
 # $OPENMODEL_CACHE/cargo-target/<hash of `rustc -vV`> in the per-user cache
@@ -39,6 +40,17 @@ rust_minor=$(rustc --version | sed -E 's/rustc 1\.([0-9]+).*/\1/')
 if [ "$rust_minor" -lt 90 ]; then
   echo "setup: $(rustc --version) is too old; OpenModel needs Rust 1.90 or newer (rustup update stable)." >&2
   exit 1
+fi
+
+# The shell linter (shellcheck) for scripts/lint-shell.sh, a step of scripts/test.sh.
+if ! command -v shellcheck >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing shellcheck (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+  else
+    echo "setup: warning: 'shellcheck' is missing and this is not root with apt-get, so it is not installed; scripts/lint-shell.sh (and so scripts/test.sh) will fail until it is there: sudo apt-get install shellcheck" >&2
+  fi
 fi
 
 # Rust's target/ in the per-user cache (see the head of this file).

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this):
 # formatting, lints, every unit/integration/property test (including the
 # 200-SIGKILL crash test, the tamper tests and the end-to-end test on a real
-# single-node cluster), then both demos as smoke tests.
+# single-node cluster), then both demos as smoke tests. The shell scripts are
+# linted first (scripts/lint-shell.sh: shellcheck and the SIGPIPE guard).
 #
 # Third-party downloads and builds (Kubernetes, helm, the model, the venvs,
 # Go's caches, Rust's target/) come from the per-user cache outside the clone
@@ -15,6 +16,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "setup"
 scripts/setup.sh
+step "shell scripts: shellcheck and the SIGPIPE guard (scripts/lint-shell.sh)"
+scripts/lint-shell.sh
 step "model weights, Triton's protocol descriptors and the tritonclient venv for the tests (per-user cache)"
 scripts/fetch-model.sh
 scripts/fetch-triton-descriptors.sh
