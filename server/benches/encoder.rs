@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use openmodel_server::kernels::attention::attention;
-use openmodel_server::kernels::elementwise::{gelu_in_place, layer_norm_in_place};
+use openmodel_server::kernels::elementwise::{gelu, layer_norm};
 use openmodel_server::kernels::gemm::{Epilogue, MatRef, PackedB, matmul_parallel};
-use openmodel_server::kernels::isa::Isa;
-use openmodel_server::model::embedder::Embedder;
-use openmodel_server::model::encoder::Engine;
+use openmodel_server::kernels::isa::{Isa, Level};
+use openmodel_server::model::embedding::Embedder;
+use openmodel_server::model::engine::Engine;
 
 /// Timings of a repeated closure.
 #[derive(Clone, Copy)]
@@ -65,10 +65,10 @@ fn time(budget: Duration, mut f: impl FnMut()) -> Timing {
 
 /// f32 lanes per vector register of the kernels in use.
 fn lanes() -> usize {
-    match Isa::detect() {
-        Isa::Avx512 => 16,
-        Isa::Avx2 => 8,
-        Isa::Generic => 4,
+    match Isa::detect().level() {
+        Level::Avx512 => 16,
+        Level::Avx2 => 8,
+        Level::Generic => 4,
     }
 }
 
@@ -228,8 +228,7 @@ fn profile(count: usize, len: usize) {
     let mut big = input(m, f);
     let t = time(budget, || {
         use rayon::prelude::*;
-        big.par_chunks_mut(64 * f)
-            .for_each(|r| gelu_in_place(isa, r));
+        big.par_chunks_mut(64 * f).for_each(gelu);
     });
     rows.push(("(gelu alone)", t, 0.0));
     let mut x = input(m, h);
@@ -237,7 +236,7 @@ fn profile(count: usize, len: usize) {
     let t = time(budget, || {
         use rayon::prelude::*;
         x.par_chunks_mut(64 * h)
-            .for_each(|r| layer_norm_in_place(isa, r, &g, &b, 1e-12));
+            .for_each(|r| layer_norm(r, &g, &b, 1e-12));
     });
     rows.push((
         "2 x layer norm",

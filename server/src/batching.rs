@@ -1,4 +1,5 @@
-//! Dynamic batching, the way text-embeddings-inference does it.
+//! Dynamic batching, the way text-embeddings-inference does it, for any
+//! [`Task`].
 //!
 //! Requests are split into one job per text and queued. A batcher thread
 //! forms batches under a token budget (`max_batch_tokens`, counting padding:
@@ -16,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::model::embedder::Embedder;
-use crate::model::pooling;
+use crate::model::task::Task;
 use crate::{Error, Result};
 
 /// Batch size limits.
@@ -58,14 +58,12 @@ pub fn plan_batch(lengths: &[usize], limits: Limits) -> Vec<usize> {
     chosen
 }
 
-/// One text waiting to be embedded.
-pub struct Job {
+/// One tokenized text waiting for the model; `O` is what the task makes of it.
+pub struct Job<O> {
     /// Its token ids.
     pub ids: Vec<u32>,
-    /// Whether to L2-normalize the result.
-    pub normalize: bool,
-    /// Where the embedding goes.
-    pub reply: oneshot::Sender<Result<Vec<f32>>>,
+    /// Where the result goes.
+    pub reply: oneshot::Sender<Result<O>>,
     /// When it was queued.
     pub queued: Instant,
 }
@@ -87,48 +85,56 @@ pub trait BatchObserver: Send + Sync + 'static {
     fn queue_size(&self, waiting: usize);
 }
 
-/// Handle to the batcher: queue jobs into it.
-#[derive(Clone)]
-pub struct Batcher {
-    jobs: mpsc::Sender<Job>,
+/// Handle to the batcher of a task whose outputs are `O`: queue jobs into
+/// it. The threads stop once every handle is dropped.
+pub struct Batcher<O> {
+    jobs: mpsc::Sender<Job<O>>,
 }
 
-impl Batcher {
-    /// Starts the batcher and model threads.
-    pub fn start(
-        embedder: Arc<Embedder>,
+impl<O> Clone for Batcher<O> {
+    fn clone(&self) -> Self {
+        Batcher {
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+impl<O: Send + 'static> Batcher<O> {
+    /// Starts the batcher and model threads for `task`.
+    pub fn start<T: Task<Output = O>>(
+        task: Arc<T>,
         limits: Limits,
         observer: Option<Arc<dyn BatchObserver>>,
-    ) -> Batcher {
-        let (jobs, incoming) = mpsc::channel::<Job>();
-        let (batches, to_model) = mpsc::sync_channel::<Vec<Job>>(1);
+    ) -> Result<Batcher<O>> {
+        let (jobs, incoming) = mpsc::channel::<Job<O>>();
+        let (batches, to_model) = mpsc::sync_channel::<Vec<Job<O>>>(1);
         let obs = observer.clone();
         std::thread::Builder::new()
             .name("batcher".into())
             .spawn(move || form_batches(incoming, batches, limits, obs))
-            .expect("spawning the batcher thread");
+            .map_err(|e| Error::Thread(format!("starting the batcher thread: {e}")))?;
         std::thread::Builder::new()
             .name("model".into())
-            .spawn(move || run_model(&embedder, to_model, observer))
-            .expect("spawning the model thread");
-        Batcher { jobs }
+            .spawn(move || run_model(&*task, to_model, observer))
+            .map_err(|e| Error::Thread(format!("starting the model thread: {e}")))?;
+        Ok(Batcher { jobs })
     }
 
-    /// Queues one job.
-    pub fn submit(&self, job: Job) -> Result<()> {
-        self.jobs
-            .send(job)
-            .map_err(|_| Error::BadInput("the server is shutting down".into()))
+    /// Queues one job; [`Error::Unavailable`] once the model thread stopped.
+    pub fn submit(&self, job: Job<O>) -> Result<()> {
+        self.jobs.send(job).map_err(|_| {
+            Error::Unavailable("the model has stopped: the server is shutting down".into())
+        })
     }
 }
 
-fn form_batches(
-    incoming: Receiver<Job>,
-    batches: SyncSender<Vec<Job>>,
+fn form_batches<O>(
+    incoming: Receiver<Job<O>>,
+    batches: SyncSender<Vec<Job<O>>>,
     limits: Limits,
     observer: Option<Arc<dyn BatchObserver>>,
 ) {
-    let mut pending: VecDeque<Job> = VecDeque::new();
+    let mut pending: VecDeque<Job<O>> = VecDeque::new();
     loop {
         // Wait for work only when there is none.
         if pending.is_empty() {
@@ -149,7 +155,7 @@ fn form_batches(
         let lengths: Vec<usize> = pending.iter().map(|j| j.ids.len()).collect();
         let mut picked = plan_batch(&lengths, limits);
         picked.sort_unstable_by(|a, b| b.cmp(a));
-        let batch: Vec<Job> = picked
+        let batch: Vec<Job<O>> = picked
             .into_iter()
             .filter_map(|i| pending.remove(i))
             .collect();
@@ -164,15 +170,16 @@ fn form_batches(
     }
 }
 
-fn run_model(
-    embedder: &Embedder,
-    batches: Receiver<Vec<Job>>,
+fn run_model<T: Task>(
+    task: &T,
+    batches: Receiver<Vec<Job<T::Output>>>,
     observer: Option<Arc<dyn BatchObserver>>,
 ) {
     for batch in batches {
         // Callers may have gone away while this batch waited for the model.
         let formed = batch.len();
-        let live: Vec<Job> = batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        let live: Vec<Job<T::Output>> =
+            batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
         if let Some(o) = observer.as_ref().filter(|_| formed > live.len()) {
             o.dropped(formed - live.len());
         }
@@ -183,16 +190,15 @@ fn run_model(
         let ids: Vec<&[u32]> = live.iter().map(|j| j.ids.as_slice()).collect();
         let tokens = live.len() * ids.iter().map(|i| i.len()).max().unwrap_or(0);
         let started = Instant::now();
-        let result = embedder.embed_tokens(&ids, false);
+        let result = task.run(&ids);
         let took = started.elapsed();
         if let Some(o) = &observer {
             o.batch_done(live.len(), tokens, took, &waits);
         }
         match result {
-            Ok(vectors) => {
-                for (job, v) in live.into_iter().zip(vectors) {
-                    let v = if job.normalize { normalize_vec(v) } else { v };
-                    let _ = job.reply.send(Ok(v));
+            Ok(outputs) => {
+                for (job, output) in live.into_iter().zip(outputs) {
+                    let _ = job.reply.send(Ok(output));
                 }
             }
             Err(e) => {
@@ -203,18 +209,6 @@ fn run_model(
             }
         }
     }
-}
-
-/// L2-normalizes one vector (same epsilon as [`pooling::normalize`]).
-fn normalize_vec(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v
-        .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(pooling::NORM_EPSILON);
-    v.iter_mut().for_each(|x| *x /= norm);
-    v
 }
 
 #[cfg(test)]
@@ -256,12 +250,5 @@ mod tests {
             },
         );
         assert_eq!(all.len(), 6);
-    }
-
-    #[test]
-    fn normalization_matches_tensor_path() {
-        let v = normalize_vec(vec![3.0, 4.0]);
-        assert_eq!(v, vec![0.6, 0.8]);
-        assert_eq!(normalize_vec(vec![0.0, 0.0]), vec![0.0, 0.0]);
     }
 }

@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong fetching or checking a model.
+/// Everything that can go wrong fetching, checking, loading or serving a
+/// model. The inference core's errors ([`Error::BadInput`],
+/// [`Error::ModelNotFound`], [`Error::Overloaded`], [`Error::Unavailable`])
+/// are what a protocol maps to its status codes; any other answers as an
+/// internal error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
@@ -29,6 +33,10 @@ pub enum Error {
         /// The first file that differs, when the expected manifest is known.
         first_difference: Option<String>,
     },
+    /// The folder's weights are not the expected ones: the server refuses
+    /// to serve them.
+    #[error("refusing to serve these weights: {0}")]
+    Refused(Box<Error>),
     /// A source URI is malformed or unsupported.
     #[error("{0}")]
     BadSource(String),
@@ -41,9 +49,41 @@ pub enum Error {
     /// A ledger index that is not a whole number from 0 to 2^63 - 1.
     #[error("{0}")]
     BadLedgerIndex(String),
-    /// An input the model cannot take.
+    /// An input the model cannot take, or a request that is malformed.
     #[error("{0}")]
     BadInput(String),
+    /// The request names a model (or version) this server does not serve.
+    #[error("{0}")]
+    ModelNotFound(String),
+    /// Too many requests in flight.
+    #[error(
+        "the server is at its limit of {limit} concurrent requests; retry later or raise --max-concurrent-requests"
+    )]
+    Overloaded {
+        /// `--max-concurrent-requests`.
+        limit: usize,
+    },
+    /// The server cannot answer now (still loading, or shutting down); a
+    /// retry, here later or on another replica, may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A thread could not be started, or a task of the server crashed.
+    #[error("{0}")]
+    Thread(String),
+    /// A server setting is out of range.
+    #[error("{0}")]
+    BadConfig(String),
+    /// The gRPC port could not be bound or served.
+    #[error("gRPC on {addr}: {reason}")]
+    Grpc {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The metrics endpoint failed (from openmodel-runtime).
+    #[error(transparent)]
+    Endpoints(#[from] openmodel_runtime::Error),
     /// The tensor library failed.
     #[error("inference: {0}")]
     Tensor(#[from] candle_core::Error),

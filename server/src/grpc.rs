@@ -19,15 +19,23 @@
 //! number other than `1`, is NOT_FOUND; a version that is not a whole number
 //! ≥ 0 is INVALID_ARGUMENT; an empty version means the latest (`1`). Every
 //! other bad request is INVALID_ARGUMENT, with a message saying what to
-//! change.
+//! change. Before the model is loaded, and once shutdown began, requests
+//! answer UNAVAILABLE; over `--max-concurrent-requests`, RESOURCE_EXHAUSTED.
+//!
+//! This module only maps the wire format to and from the protocol-neutral
+//! core ([`crate::inference`]) and [`Error`]s to status codes
+//! ([`status`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
+use openmodel_contract::response::{
+    DIGEST_HEADER, DIGEST_PARAMETER, LEDGER_INDEX_HEADER, LEDGER_INDEX_PARAMETER,
+};
 use openmodel_proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use openmodel_proto::inference::infer_parameter::ParameterChoice;
+use openmodel_proto::inference::model_infer_request::InferInputTensor;
 use openmodel_proto::inference::model_infer_response::InferOutputTensor;
 use openmodel_proto::inference::model_metadata_response::TensorMetadata;
 use openmodel_proto::inference::{
@@ -36,95 +44,37 @@ use openmodel_proto::inference::{
     ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     ServerReadyResponse,
 };
-use tokio::sync::{Semaphore, oneshot};
 use tonic::{Request, Response, Status};
 
 use crate::Error;
-use crate::batching::{Batcher, Job};
-use crate::metrics::Metrics;
-use crate::model::embedder::Embedder;
-use crate::provenance::LedgerIndex;
+use crate::inference::{EmbedOptions, Embeddings, Inference};
 
 /// Name of the input tensor.
 pub const INPUT: &str = "text";
 /// Name of the output tensor.
 pub const OUTPUT: &str = "embedding";
-/// ModelInfer response parameter: the manifest digest of the served weights.
-pub const DIGEST_PARAMETER: &str = "model_digest";
-/// ModelMetadata response header: the manifest digest of the served weights.
-pub const DIGEST_HEADER: &str = "model-digest";
-/// ModelInfer response parameter (int64): the ledger index of the
-/// `weights.verified` entry of the served weights.
-pub const LEDGER_INDEX_PARAMETER: &str = "ledger_index";
-/// ModelMetadata response header: the ledger index of the
-/// `weights.verified` entry of the served weights.
-pub const LEDGER_INDEX_HEADER: &str = "ledger-index";
 
-/// What the service serves once the model is loaded.
-pub struct Loaded {
-    /// The model.
-    pub embedder: Arc<Embedder>,
-    /// Its batcher.
-    pub batcher: Batcher,
-}
-
-/// Shared state of the service.
-pub struct State {
-    /// Model name clients use.
-    pub model_name: String,
-    /// Manifest digest of the served folder.
-    pub digest: String,
-    /// Ledger index of the `weights.verified` entry of these weights.
-    pub ledger_index: Arc<LedgerIndex>,
-    /// Set once the model is loaded and warmed up.
-    pub loaded: OnceLock<Loaded>,
-    /// Limits requests in flight.
-    pub permits: Arc<Semaphore>,
-    /// Largest number of requests in flight.
-    pub max_concurrent: usize,
-    /// False once shutdown begins.
-    pub accepting: AtomicBool,
-    /// Request and batch metrics.
-    pub metrics: Arc<Metrics>,
-}
-
-/// The gRPC service.
+/// The gRPC service over the inference core.
 #[derive(Clone)]
 pub struct InferenceService {
-    state: Arc<State>,
+    core: Arc<Inference>,
 }
 
 impl InferenceService {
-    /// Wraps shared state.
-    pub fn new(state: Arc<State>) -> InferenceService {
-        InferenceService { state }
+    /// Serves `core` over gRPC.
+    pub fn new(core: Arc<Inference>) -> InferenceService {
+        InferenceService { core }
     }
+}
 
-    fn check_model(&self, name: &str, version: &str) -> Result<(), Status> {
-        if name != self.state.model_name {
-            return Err(Status::not_found(format!(
-                "unknown model {name:?}; this server serves {:?}",
-                self.state.model_name
-            )));
-        }
-        if version.is_empty() {
-            return Ok(());
-        }
-        match version.parse::<i64>() {
-            Ok(1) => Ok(()),
-            Ok(v) if v >= 0 => Err(Status::not_found(format!(
-                "model {name:?} has only version \"1\", not {version:?}; ask for \"1\" or leave the version empty"
-            ))),
-            _ => Err(Status::invalid_argument(format!(
-                "model version {version:?} is not a whole number ≥ 0; ask for \"1\" or leave the version empty"
-            ))),
-        }
-    }
-
-    fn loaded(&self) -> Result<&Loaded, Status> {
-        self.state.loaded.get().ok_or_else(|| {
-            Status::unavailable("the model is still loading; retry when ServerReady is true")
-        })
+/// The gRPC status of a core error.
+pub fn status(e: Error) -> Status {
+    match e {
+        Error::BadInput(m) => Status::invalid_argument(m),
+        Error::ModelNotFound(m) => Status::not_found(m),
+        e @ Error::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
+        Error::Unavailable(m) => Status::unavailable(m),
+        other => Status::internal(other.to_string()),
     }
 }
 
@@ -170,13 +120,6 @@ fn bool_param(
     }
 }
 
-fn to_status(e: Error) -> Status {
-    match e {
-        Error::BadInput(m) => Status::invalid_argument(m),
-        other => Status::internal(other.to_string()),
-    }
-}
-
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
     async fn server_live(
@@ -190,8 +133,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        let ready =
-            self.state.loaded.get().is_some() && self.state.accepting.load(Ordering::Relaxed);
+        let ready = self.core.readiness().is_ok();
         Ok(Response::new(ServerReadyResponse { ready }))
     }
 
@@ -200,9 +142,9 @@ impl GrpcInferenceService for InferenceService {
         req: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        self.check_model(&r.name, &r.version)?;
+        self.core.check_model(&r.name, &r.version).map_err(status)?;
         Ok(Response::new(ModelReadyResponse {
-            ready: self.state.loaded.get().is_some(),
+            ready: self.core.is_loaded(),
         }))
     }
 
@@ -222,10 +164,10 @@ impl GrpcInferenceService for InferenceService {
         req: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = req.into_inner();
-        self.check_model(&r.name, &r.version)?;
-        let dim = self.loaded()?.embedder.spec().dimension() as i64;
+        self.core.check_model(&r.name, &r.version).map_err(status)?;
+        let dim = self.core.dimension().map_err(status)? as i64;
         let mut resp = Response::new(ModelMetadataResponse {
-            name: self.state.model_name.clone(),
+            name: self.core.model_name().to_owned(),
             versions: vec!["1".into()],
             platform: "openmodel".into(),
             inputs: vec![TensorMetadata {
@@ -239,10 +181,10 @@ impl GrpcInferenceService for InferenceService {
                 shape: vec![-1, dim],
             }],
         });
-        if let Ok(v) = self.state.digest.parse() {
+        if let Ok(v) = self.core.digest().parse() {
             resp.metadata_mut().insert(DIGEST_HEADER, v);
         }
-        if let Some(index) = self.state.ledger_index.get() {
+        if let Some(index) = self.core.ledger_index() {
             resp.metadata_mut()
                 .insert(LEDGER_INDEX_HEADER, index.into());
         }
@@ -259,7 +201,7 @@ impl GrpcInferenceService for InferenceService {
             Ok(_) => "success".to_owned(),
             Err(status) => status_label(status.code()),
         };
-        self.state.metrics.request(&outcome, started.elapsed());
+        self.core.metrics().request(&outcome, started.elapsed());
         result.map(Response::new)
     }
 }
@@ -277,138 +219,39 @@ fn status_label(code: tonic::Code) -> String {
 }
 
 impl InferenceService {
+    /// ModelInfer: admit, check the model, decode, embed, encode.
     async fn infer(&self, r: ModelInferRequest) -> Result<ModelInferResponse, Status> {
-        let _permit = Arc::clone(&self.state.permits).try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "the server is at its limit of {} concurrent requests; retry later or raise --max-concurrent-requests",
-                self.state.max_concurrent
-            ))
-        })?;
-        self.check_model(&r.model_name, &r.model_version)?;
-        let loaded = self.loaded()?;
-        if r.inputs.len() != 1 {
-            return Err(Status::invalid_argument(format!(
-                "expected one input tensor {INPUT:?}, got {}",
-                r.inputs.len()
-            )));
-        }
-        let input = &r.inputs[0];
-        if input.name != INPUT {
-            return Err(Status::invalid_argument(format!(
-                "unknown input {:?}; the only input is {INPUT:?}",
-                input.name
-            )));
-        }
-        if input.datatype != "BYTES" {
-            return Err(Status::invalid_argument(format!(
-                "input {:?} must be BYTES (strings), not {}",
-                input.name, input.datatype
-            )));
-        }
-        let shape_ok = matches!(input.shape.as_slice(), [n] | [n, 1] if *n >= 0);
-        if !shape_ok {
-            return Err(Status::invalid_argument(format!(
-                "input shape must be [N] (or [N, 1]), N ≥ 0 the number of texts; got {:?}",
-                input.shape
-            )));
-        }
-        let count = input.shape[0] as usize;
-        let has_contents = input
-            .contents
-            .as_ref()
-            .is_some_and(|c| !c.bytes_contents.is_empty());
-        if r.raw_input_contents.len() > 1 {
-            return Err(Status::invalid_argument(format!(
-                "raw_input_contents has {} entries for one input; send all the texts in raw_input_contents[0]",
-                r.raw_input_contents.len()
-            )));
-        }
-        if has_contents && !r.raw_input_contents.is_empty() {
-            return Err(Status::invalid_argument(
-                "the texts are in both raw_input_contents and contents.bytes_contents; send them in only one",
-            ));
-        }
-        let elements: Vec<&[u8]> = match (r.raw_input_contents.first(), &input.contents) {
-            (Some(raw), _) => split_raw_bytes(raw).map_err(Status::invalid_argument)?,
-            (None, Some(c)) => c.bytes_contents.iter().map(Vec::as_slice).collect(),
-            (None, None) => {
-                return Err(Status::invalid_argument(
-                    "the input has no data; send the texts in raw_input_contents or contents.bytes_contents",
-                ));
-            }
+        let _permit = self.core.admit().map_err(status)?;
+        self.core
+            .check_model(&r.model_name, &r.model_version)
+            .map_err(status)?;
+        self.core.check_loaded().map_err(status)?;
+        let texts = decode_texts(&r)?;
+        let options = EmbedOptions {
+            truncate: bool_param(&r.parameters, "truncate")?.unwrap_or(false),
+            normalize: bool_param(&r.parameters, "normalize")?,
         };
-        if elements.len() != count {
-            return Err(Status::invalid_argument(format!(
-                "shape says {count} texts but {} were sent; make the shape [number of texts]",
-                elements.len()
-            )));
-        }
-        for o in &r.outputs {
-            if o.name != OUTPUT {
-                return Err(Status::invalid_argument(format!(
-                    "unknown output {:?}; the only output is {OUTPUT:?}",
-                    o.name
-                )));
-            }
-        }
-        let truncate = bool_param(&r.parameters, "truncate")?.unwrap_or(false);
-        let normalize =
-            bool_param(&r.parameters, "normalize")?.unwrap_or(loaded.embedder.spec().normalize);
+        let count = texts.len();
+        let embeddings = self.core.embed(texts, options).await.map_err(status)?;
+        Ok(self.encode(r.id, count, embeddings))
+    }
 
-        let tokenizing = Instant::now();
-        let mut tokenized = Vec::with_capacity(count);
-        for (i, bytes) in elements.iter().enumerate() {
-            let text = std::str::from_utf8(bytes).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "text[{i}] is not valid UTF-8 (bad byte at offset {}); send the texts UTF-8 encoded",
-                    e.valid_up_to()
-                ))
-            })?;
-            let tokens = loaded
-                .embedder
-                .tokenize(text, truncate)
-                .map_err(|e| Status::invalid_argument(format!("text[{i}]: {e}")))?;
-            tokenized.push(tokens.ids);
-        }
-        self.state.metrics.tokenized(tokenizing.elapsed());
-        let mut receivers = Vec::with_capacity(count);
-        for ids in tokenized {
-            let (reply, rx) = oneshot::channel();
-            loaded
-                .batcher
-                .submit(Job {
-                    ids,
-                    normalize,
-                    reply,
-                    queued: Instant::now(),
-                })
-                .map_err(to_status)?;
-            receivers.push(rx);
-        }
-        let dim = loaded.embedder.spec().dimension();
-        let mut raw = Vec::with_capacity(count * dim * 4);
-        for rx in receivers {
-            let v = rx
-                .await
-                .map_err(|_| Status::internal("the model thread stopped"))?
-                .map_err(to_status)?;
-            for x in v {
-                raw.extend_from_slice(&x.to_le_bytes());
-            }
-        }
+    /// The response: the embeddings as little-endian f32 in
+    /// `raw_output_contents[0]`, and the provenance parameters.
+    fn encode(&self, id: String, count: usize, embeddings: Embeddings) -> ModelInferResponse {
+        let raw = embeddings
+            .values
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let mut parameters = HashMap::from([(
             DIGEST_PARAMETER.to_owned(),
             InferParameter {
-                parameter_choice: Some(ParameterChoice::StringParam(self.state.digest.clone())),
+                parameter_choice: Some(ParameterChoice::StringParam(self.core.digest().to_owned())),
             },
         )]);
         // Every stored index fits an int64 (provenance::MAX_INDEX).
-        if let Some(index) = self
-            .state
-            .ledger_index
-            .get()
-            .and_then(|i| i64::try_from(i).ok())
-        {
+        if let Some(index) = self.core.ledger_index().and_then(|i| i64::try_from(i).ok()) {
             parameters.insert(
                 LEDGER_INDEX_PARAMETER.to_owned(),
                 InferParameter {
@@ -416,26 +259,145 @@ impl InferenceService {
                 },
             );
         }
-        Ok(ModelInferResponse {
-            model_name: self.state.model_name.clone(),
+        ModelInferResponse {
+            model_name: self.core.model_name().to_owned(),
             model_version: "1".into(),
-            id: r.id,
+            id,
             parameters,
             outputs: vec![InferOutputTensor {
                 name: OUTPUT.into(),
                 datatype: "FP32".into(),
-                shape: vec![count as i64, dim as i64],
+                shape: vec![count as i64, embeddings.dimension as i64],
                 parameters: HashMap::new(),
                 contents: None,
             }],
             raw_output_contents: vec![raw],
+        }
+    }
+}
+
+/// The texts of a ModelInfer request: exactly one BYTES input named
+/// [`INPUT`] of shape `[N]` or `[N, 1]`, its N UTF-8 texts in
+/// `raw_input_contents[0]` or `contents.bytes_contents`; only [`OUTPUT`] may
+/// be asked for.
+fn decode_texts(r: &ModelInferRequest) -> Result<Vec<String>, Status> {
+    if r.inputs.len() != 1 {
+        return Err(Status::invalid_argument(format!(
+            "expected one input tensor {INPUT:?}, got {}",
+            r.inputs.len()
+        )));
+    }
+    let input = &r.inputs[0];
+    let count = check_input(input)?;
+    let has_contents = input
+        .contents
+        .as_ref()
+        .is_some_and(|c| !c.bytes_contents.is_empty());
+    if r.raw_input_contents.len() > 1 {
+        return Err(Status::invalid_argument(format!(
+            "raw_input_contents has {} entries for one input; send all the texts in raw_input_contents[0]",
+            r.raw_input_contents.len()
+        )));
+    }
+    if has_contents && !r.raw_input_contents.is_empty() {
+        return Err(Status::invalid_argument(
+            "the texts are in both raw_input_contents and contents.bytes_contents; send them in only one",
+        ));
+    }
+    let elements: Vec<&[u8]> = match (r.raw_input_contents.first(), &input.contents) {
+        (Some(raw), _) => split_raw_bytes(raw).map_err(Status::invalid_argument)?,
+        (None, Some(c)) => c.bytes_contents.iter().map(Vec::as_slice).collect(),
+        (None, None) => {
+            return Err(Status::invalid_argument(
+                "the input has no data; send the texts in raw_input_contents or contents.bytes_contents",
+            ));
+        }
+    };
+    if elements.len() != count {
+        return Err(Status::invalid_argument(format!(
+            "shape says {count} texts but {} were sent; make the shape [number of texts]",
+            elements.len()
+        )));
+    }
+    for o in &r.outputs {
+        if o.name != OUTPUT {
+            return Err(Status::invalid_argument(format!(
+                "unknown output {:?}; the only output is {OUTPUT:?}",
+                o.name
+            )));
+        }
+    }
+    elements
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            String::from_utf8(bytes.to_vec()).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "text[{i}] is not valid UTF-8 (bad byte at offset {}); send the texts UTF-8 encoded",
+                    e.utf8_error().valid_up_to()
+                ))
+            })
         })
+        .collect()
+}
+
+/// Checks the input tensor's name, datatype and shape; returns N.
+fn check_input(input: &InferInputTensor) -> Result<usize, Status> {
+    if input.name != INPUT {
+        return Err(Status::invalid_argument(format!(
+            "unknown input {:?}; the only input is {INPUT:?}",
+            input.name
+        )));
+    }
+    if input.datatype != "BYTES" {
+        return Err(Status::invalid_argument(format!(
+            "input {:?} must be BYTES (strings), not {}",
+            input.name, input.datatype
+        )));
+    }
+    match input.shape.as_slice() {
+        [n] | [n, 1] if *n >= 0 => Ok(*n as usize),
+        _ => Err(Status::invalid_argument(format!(
+            "input shape must be [N] (or [N, 1]), N ≥ 0 the number of texts; got {:?}",
+            input.shape
+        ))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn requests_during_shutdown_answer_unavailable() {
+        let core = Arc::new(Inference::new(
+            "minilm".into(),
+            "sha256:00".into(),
+            Arc::new(crate::provenance::LedgerIndex::new(None)),
+            4,
+            crate::metrics::Metrics::new(),
+        ));
+        let service = InferenceService::new(Arc::clone(&core));
+        let request = || {
+            Request::new(ModelInferRequest {
+                model_name: "minilm".into(),
+                ..Default::default()
+            })
+        };
+        let loading = service.model_infer(request()).await.unwrap_err();
+        assert_eq!(loading.code(), tonic::Code::Unavailable, "{loading:?}");
+        core.begin_shutdown();
+        let stopping = service.model_infer(request()).await.unwrap_err();
+        assert_eq!(stopping.code(), tonic::Code::Unavailable, "{stopping:?}");
+        assert!(stopping.message().contains("shutting down"), "{stopping:?}");
+        let ready = service.server_ready(Request::new(ServerReadyRequest {}));
+        assert!(!ready.await.unwrap().into_inner().ready);
+        assert!(
+            core.metrics()
+                .render()
+                .contains("openmodel_requests_total{outcome=\"unavailable\"} 2")
+        );
+    }
 
     #[test]
     fn raw_bytes_split_and_errors() {

@@ -1,35 +1,50 @@
-//! The OpenModel data plane.
+//! The OpenModel data plane: the inference server, and the download and
+//! verification of the weights it serves.
 //!
-//! - [`manifest`]: the manifest digest of a model folder (SHA-256 per file,
-//!   root over the per-file digests in path order, as in OpenSSF model
-//!   signing's file serialization), and how two manifests differ.
-//! - [`fetch`]: download a model folder from `file://`, `http(s)://` or
-//!   `hf://` into a directory, resuming and retrying, and verify it.
+//! One request's path, top to bottom:
 //!
-//! - [`cpu`]: how many threads the container's CPU limit allows.
+//! - [`server`]: the [`Server`] built from a [`server::Config`] (the binary
+//!   makes it from [`cli`]): binds the ports, loads the model, runs until a
+//!   shutdown future completes;
+//! - [`grpc`]: the Open Inference Protocol; maps the wire to and from the
+//!   core, and [`Error`]s to status codes;
+//! - [`inference`]: the protocol-neutral core: admission, the model check,
+//!   tokenization on the blocking pool, the batcher, post-processing;
 //! - [`batching`]: token-budget dynamic batching with the model on its own
-//!   thread.
-//! - [`model`]: load a Hugging Face / sentence-transformers folder and turn
-//!   texts into embeddings on candle.
-//!
+//!   thread, for any [`model::task::Task`];
+//! - [`model`]: tasks (embeddings), engines (native CPU kernels, candle),
+//!   weight loading, the folder's description and pooling;
 //! - [`kernels`]: GEMM with packed weights and fused epilogues, GELU,
-//!   softmax and LayerNorm for the native CPU encoder.
-//! - [`grpc`]: the Open Inference Protocol service over them.
-//! - [`metrics`]: Prometheus metrics on their own port.
+//!   softmax, LayerNorm and attention for the native engine.
+//!
+//! Beside it:
+//!
+//! - [`metrics`]: Prometheus metrics, served with `/healthz` and `/readyz`
+//!   by `openmodel_runtime::endpoints`;
 //! - [`provenance`]: the audit-ledger index of the `weights.verified` entry
 //!   for the served weights, from a flag or a pod annotation that
-//!   [`podinfo`] reads from the downward API.
+//!   [`podinfo`] reads from the downward API;
+//! - [`cpu`]: how many threads the container's CPU limit allows;
+//! - [`manifest`]: the manifest digest of a model folder (SHA-256 per file,
+//!   root over the per-file digests in path order, as in OpenSSF model
+//!   signing's file serialization), and how two manifests differ;
+//! - [`fetch`]: download a model folder from `file://`, `http(s)://` or
+//!   `hf://` into a directory, resuming and retrying, and verify it.
 
 pub mod batching;
+pub mod cli;
 pub mod cpu;
 mod error;
 pub mod fetch;
 pub mod grpc;
+pub mod inference;
 pub mod kernels;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod podinfo;
 pub mod provenance;
+pub mod server;
 
 pub use error::{Error, Result};
+pub use server::{Addresses, Config, Server};

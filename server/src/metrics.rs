@@ -1,4 +1,5 @@
-//! Prometheus metrics, served as text on their own HTTP port (`/metrics`).
+//! Prometheus metrics, served as text on their own HTTP port (`/metrics`,
+//! with `/healthz` and `/readyz`, by `openmodel_runtime::endpoints`).
 //!
 //! `openmodel_requests_total{outcome}` counts inference requests by outcome
 //! (`success` or the gRPC status: `invalid_argument`, `not_found`,
@@ -6,7 +7,6 @@
 //! requests, tokenization, queueing and inference, and size batches in
 //! inputs and tokens; a gauge shows the queue.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::batching::BatchObserver;
 
@@ -151,41 +150,6 @@ impl BatchObserver for Metrics {
 
     fn queue_size(&self, waiting: usize) {
         self.queue_size.set(waiting as i64);
-    }
-}
-
-/// Serves `GET /metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    loop {
-        let (mut stream, _) = listener.accept().await?;
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut len = 0;
-            while len < buf.len() {
-                match stream.read(&mut buf[len..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => len += n,
-                }
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let request = String::from_utf8_lossy(&buf[..len]);
-            let (status, body) =
-                if request.starts_with("GET /metrics ") || request.starts_with("GET /metrics?") {
-                    ("200 OK", metrics.render())
-                } else {
-                    ("404 Not Found", "only /metrics is served here\n".to_owned())
-                };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        });
     }
 }
 

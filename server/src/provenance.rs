@@ -15,7 +15,8 @@
 //! A present, valid annotation wins over the fixed value; a file or value
 //! that cannot be read counts as no annotation. The current index lives in a
 //! [`LedgerIndex`], which the gRPC service reads for every response
-//! (parameter `ledger_index`, header `ledger-index`); unknown means absent.
+//! (parameter `ledger_index`, header `ledger-index`, named in
+//! [`openmodel_contract::response`]); unknown means absent.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +25,7 @@ use std::time::Duration;
 use crate::podinfo::parse_annotations;
 use crate::{Error, Result};
 
-/// The pod annotation holding the index of the `weights.verified` entry.
-pub const WEIGHTS_ENTRY_ANNOTATION: &str = "serving.openmodel.dev/weights-entry";
+pub use openmodel_contract::WEIGHTS_ENTRY_ANNOTATION;
 
 /// How often the annotations file is reread.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);

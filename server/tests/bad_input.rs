@@ -1,4 +1,4 @@
-//! Every bad request to the real `openmodel-server serve`, sent with the
+//! Every bad request to the server (started in-process), sent with the
 //! tonic client of `openmodel-proto`, gets the gRPC status code Triton would
 //! answer and a message saying what to change; every RPC the server does not
 //! implement answers UNIMPLEMENTED. Also: texts sent as `raw_input_contents`
@@ -313,8 +313,8 @@ trait Tap: Sized {
 impl Tap for ModelInferRequest {}
 impl Tap for InferInputTensor {}
 
-async fn client() -> (Server, GrpcInferenceServiceClient<Channel>) {
-    let mut server = Server::start(&[]);
+async fn client() -> (InProcess, GrpcInferenceServiceClient<Channel>) {
+    let server = InProcess::start(|_| {}).await;
     let client = server.ready_client().await;
     (server, client)
 }

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openmodel_server::batching::{BatchObserver, Batcher, Job, Limits};
-use openmodel_server::model::embedder::Embedder;
-use openmodel_server::model::encoder::Engine;
+use openmodel_server::model::embedding::Embedder;
+use openmodel_server::model::engine::Engine;
+use openmodel_server::model::pooling::normalize;
 
 #[derive(Default)]
 struct Seen {
@@ -31,9 +32,10 @@ impl BatchObserver for Seen {
     fn queue_size(&self, _waiting: usize) {}
 }
 
-/// Tokenizes `text` and queues it (normalized); the receiver gets its embedding.
+/// Tokenizes `text` and queues it; the receiver gets its embedding (pooled,
+/// not normalized).
 fn submit(
-    batcher: &Batcher,
+    batcher: &Batcher<Vec<f32>>,
     embedder: &Embedder,
     text: &str,
 ) -> tokio::sync::oneshot::Receiver<openmodel_server::Result<Vec<f32>>> {
@@ -42,7 +44,6 @@ fn submit(
     batcher
         .submit(Job {
             ids,
-            normalize: true,
             reply,
             queued: Instant::now(),
         })
@@ -64,7 +65,8 @@ fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
         Arc::clone(&embedder),
         limits,
         Some(Arc::clone(&seen) as Arc<dyn BatchObserver>),
-    );
+    )
+    .unwrap();
 
     let cases: Vec<(String, Vec<f32>)> = fixture["cases"]
         .as_array()
@@ -83,7 +85,8 @@ fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
         receivers.push((submit(&batcher, &embedder, text), want.clone()));
     }
     for (rx, want) in receivers {
-        let got = rx.blocking_recv().unwrap().unwrap();
+        let mut got = rx.blocking_recv().unwrap().unwrap();
+        normalize(&mut got);
         let dot: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
         assert!(dot > 0.9999, "cosine {dot}");
     }
@@ -114,7 +117,8 @@ fn inputs_whose_caller_went_away_are_dropped_before_they_run() {
             max_batch_requests: 16,
         },
         Some(Arc::clone(&seen) as Arc<dyn BatchObserver>),
-    );
+    )
+    .unwrap();
     let submit = |text: &str| submit(&batcher, &embedder, text);
     let long: Vec<_> = (0..64)
         .map(|i| {

@@ -9,8 +9,8 @@ mod common;
 use common::*;
 
 use openmodel_server::manifest::Manifest;
-use openmodel_server::model::embedder::Embedder;
-use openmodel_server::model::encoder::Engine;
+use openmodel_server::model::embedding::Embedder;
+use openmodel_server::model::engine::Engine;
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a

@@ -1,8 +1,10 @@
-//! `openmodel-server serve` against real clients: the unmodified
-//! `tritonclient[grpc]` from PyPI (scripts/client-venv.sh; it also reads the
-//! digest and the ledger index from the response), digest refusal at
-//! start, graceful shutdown on SIGTERM, and clients that give up (their
-//! inputs are dropped before they cost model time).
+//! The server against real clients: the unmodified `tritonclient[grpc]`
+//! from PyPI (scripts/client-venv.sh; it also reads the digest and the
+//! ledger index from the response) and overload, on the binary; digest
+//! refusal at start and graceful shutdown on SIGTERM, on the binary; a
+//! graceful shutdown in-process (requests in flight finish, later ones are
+//! refused); clients that give up (their inputs are dropped before they
+//! cost model time), in-process.
 
 mod common;
 
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use openmodel_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use openmodel_proto::inference::infer_parameter::ParameterChoice;
 
 fn client_python() -> PathBuf {
@@ -28,7 +31,7 @@ fn client_python() -> PathBuf {
 
 #[test]
 fn tritonclient_gets_correct_embeddings_and_the_digest() {
-    let mut server = Server::start(&["--expect-digest", &digest(), "--ledger-index", "7"]);
+    let mut server = Binary::start(&["--expect-digest", &digest(), "--ledger-index", "7"]);
     let port = server.port;
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
@@ -51,7 +54,7 @@ fn tritonclient_gets_correct_embeddings_and_the_digest() {
         health(port),
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
-    let metrics = server.scrape();
+    let metrics = block_on(server.scrape());
     for needle in [
         "openmodel_requests_total{outcome=\"success\"}",
         "openmodel_requests_total{outcome=\"invalid_argument\"}",
@@ -88,13 +91,18 @@ fn tritonclient_gets_correct_embeddings_and_the_digest() {
     );
 }
 
-/// grpc.health.v1 status of the whole server ("").
-fn health(port: u16) -> i32 {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs `f` to completion on a runtime of its own.
+fn block_on<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+        .block_on(f)
+}
+
+/// grpc.health.v1 status of the whole server ("").
+fn health(port: u16) -> i32 {
+    block_on(async {
         let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
             .unwrap()
             .connect()
@@ -113,7 +121,7 @@ fn health(port: u16) -> i32 {
 
 #[test]
 fn overload_answers_resource_exhausted() {
-    let server = Server::start(&["--max-concurrent-requests", "2"]);
+    let server = Binary::start(&["--max-concurrent-requests", "2"]);
     let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/overload_check.py");
     let out = Command::new(client_python())
         .arg(check)
@@ -161,7 +169,7 @@ const GIVE_UP_AFTER_MS: [u64; 5] = [5, 20, 50, 100, 200];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_whose_client_gave_up_are_dropped_before_inference() {
     // Small batches (8 texts of 256 tokens) so the queue turns over quickly.
-    let mut server = Server::start(&["--max-batch-tokens", "2048"]);
+    let server = InProcess::start(|c| c.limits.max_batch_tokens = 2048).await;
     let client = server.ready_client().await;
 
     // Keep the model busy: three clients sending 8 long texts each, again
@@ -225,7 +233,7 @@ async fn inputs_whose_client_gave_up_are_dropped_before_inference() {
         let until = Instant::now() + Duration::from_secs(30);
         while dropped == 0.0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            dropped = server.metric("openmodel_dropped_inputs_total");
+            dropped = metric(&server.scrape().await, "openmodel_dropped_inputs_total");
         }
         if dropped > 0.0 {
             break;
@@ -242,4 +250,39 @@ async fn inputs_whose_client_gave_up_are_dropped_before_inference() {
          not dropped. Outcomes: {outcomes:?}"
     );
     eprintln!("{dropped} inputs dropped; outcomes of the requests that gave up: {outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight_then_stops() {
+    let mut server = InProcess::start(|_| {}).await;
+    let client = server.ready_client().await;
+    // Long texts, so that the request is still in flight when shutdown begins.
+    let texts: Vec<String> = (0..64)
+        .map(|i| format!("{i} {}", "a text that keeps the model busy ".repeat(30)))
+        .collect();
+    let in_flight = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let texts: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+            let mut req = infer_request(text_input(&texts));
+            req.parameters
+                .insert("truncate".into(), param(ParameterChoice::BoolParam(true)));
+            client.model_infer(req).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.begin_shutdown();
+    let answer = in_flight.await.unwrap();
+    let answer = answer.expect("a request in flight when shutdown began must be answered");
+    assert_eq!(answer.into_inner().outputs[0].shape, vec![64, 384]);
+    tokio::time::timeout(Duration::from_secs(20), server.stopped())
+        .await
+        .expect("the server did not stop within 20 s of the shutdown")
+        .expect("the server stopped on an error");
+    assert!(
+        GrpcInferenceServiceClient::connect(server.url())
+            .await
+            .is_err(),
+        "the gRPC port still accepts connections after the server stopped"
+    );
 }

@@ -1,8 +1,8 @@
-//! The ledger index of the `weights.verified` entry, end to end through the
-//! real binary: from `--ledger-index` / `OPENMODEL_LEDGER_INDEX`, and from a
-//! downward-API annotations file (`--pod-annotations` /
-//! `OPENMODEL_POD_ANNOTATIONS`) that changes while the server runs, written
-//! the way the kubelet writes it. Every ModelInfer response carries it as
+//! The ledger index of the `weights.verified` entry, end to end: from
+//! `--ledger-index`, and from a downward-API annotations file
+//! (`--pod-annotations`) that changes while the server runs, written the
+//! way the kubelet writes it (in-process); from `OPENMODEL_LEDGER_INDEX` and
+//! `OPENMODEL_POD_ANNOTATIONS`, the flags' refusals and help (the binary). Every ModelInfer response carries it as
 //! the int64 parameter `ledger_index` and ModelMetadata as the header
 //! `ledger-index`, both next to the digest, and neither while it is unknown.
 
@@ -141,7 +141,7 @@ async fn provenance(client: &mut GrpcInferenceServiceClient<Channel>) -> Provena
 /// Asks until both RPCs name `index` (at least once, then for at most
 /// `within`); panics with the last answer otherwise.
 async fn expect_index(
-    server: &mut Server,
+    mut running: impl FnMut() -> bool,
     client: &mut GrpcInferenceServiceClient<Channel>,
     index: Option<u64>,
     within: Duration,
@@ -157,10 +157,7 @@ async fn expect_index(
             started.elapsed() < within,
             "expected ledger index {index:?} within {within:?}:\nexpected {expected:?}\nserved   {seen:?}"
         );
-        assert!(
-            server.child.try_wait().unwrap().is_none(),
-            "the server exited"
-        );
+        assert!(running(), "the server stopped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -169,30 +166,31 @@ async fn expect_index(
 async fn the_index_follows_the_pod_annotation_without_a_restart() {
     let mut podinfo = PodInfo::new(OTHER_ANNOTATIONS);
     let file = podinfo.file();
-    let mut server = Server::start(&["--pod-annotations", file.to_str().unwrap()]);
+    let server = InProcess::start(|c| c.pod_annotations = Some(file)).await;
     let mut client = server.ready_client().await;
-    expect_index(&mut server, &mut client, None, Duration::ZERO).await;
+    let running = || server.is_running();
+    expect_index(running, &mut client, None, Duration::ZERO).await;
 
     // The operator recorded weights.verified and annotated the pod.
     podinfo.write(&annotated("42"));
-    expect_index(&mut server, &mut client, Some(42), PICKED_UP_WITHIN).await;
+    expect_index(running, &mut client, Some(42), PICKED_UP_WITHIN).await;
 
     // A value that is no index is ignored (and logged), never a crash.
     podinfo.write(&annotated("forty-two"));
-    expect_index(&mut server, &mut client, None, PICKED_UP_WITHIN).await;
+    expect_index(running, &mut client, None, PICKED_UP_WITHIN).await;
     podinfo.write("not an annotations file");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    expect_index(&mut server, &mut client, None, Duration::ZERO).await;
+    expect_index(running, &mut client, None, Duration::ZERO).await;
 
     podinfo.write(&annotated("43"));
-    expect_index(&mut server, &mut client, Some(43), PICKED_UP_WITHIN).await;
+    expect_index(running, &mut client, Some(43), PICKED_UP_WITHIN).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_annotation_wins_over_the_static_index_from_the_environment() {
     let mut podinfo = PodInfo::new(&annotated("42"));
     let file = podinfo.file();
-    let mut server = Server::start_with_env(
+    let mut server = Binary::start_with_env(
         &[],
         &[
             ("OPENMODEL_LEDGER_INDEX", "7"),
@@ -201,18 +199,30 @@ async fn the_annotation_wins_over_the_static_index_from_the_environment() {
     );
     let mut client = server.ready_client().await;
     // Read before the port opened: the first answers carry it already.
-    expect_index(&mut server, &mut client, Some(42), Duration::ZERO).await;
+    expect_index(
+        || server.is_running(),
+        &mut client,
+        Some(42),
+        Duration::ZERO,
+    )
+    .await;
 
     // Without the annotation, the static index applies again.
     podinfo.write(OTHER_ANNOTATIONS);
-    expect_index(&mut server, &mut client, Some(7), PICKED_UP_WITHIN).await;
+    expect_index(
+        || server.is_running(),
+        &mut client,
+        Some(7),
+        PICKED_UP_WITHIN,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_index_without_a_file() {
-    let mut server = Server::start(&["--ledger-index", "7"]);
+    let server = InProcess::start(|c| c.ledger_index = Some(7)).await;
     let mut client = server.ready_client().await;
-    expect_index(&mut server, &mut client, Some(7), Duration::ZERO).await;
+    expect_index(|| server.is_running(), &mut client, Some(7), Duration::ZERO).await;
 }
 
 #[test]

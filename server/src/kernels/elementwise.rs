@@ -5,7 +5,7 @@
 //! has. `exp` and `erf` are polynomial approximations accurate to a few
 //! units in the last place of f32, so results match PyTorch's to ~1e-7.
 
-use super::isa::multiversion;
+use super::isa::{Isa, multiversion};
 
 /// Lanes per step; sixteen f32 fill one AVX-512 register.
 const LANES: usize = 16;
@@ -55,7 +55,7 @@ fn erf(x: f32) -> f32 {
 multiversion! {
     /// GELU as BERT uses it (`hidden_act: gelu`): `x · Φ(x)` with the exact
     /// normal CDF, in place.
-    pub fn gelu_in_place(x: &mut [f32]) {
+    pub(crate) fn gelu_in_place(x: &mut [f32]) {
         map_in_place(x, |v| 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2)));
     }
 }
@@ -110,7 +110,7 @@ fn sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 multiversion! {
     /// `softmax(scale · x)` over `x`, in place (attention scores with the
     /// 1/√d scale folded in).
-    pub fn softmax_in_place(x: &mut [f32], scale: f32) {
+    pub(crate) fn softmax_in_place(x: &mut [f32], scale: f32) {
         let top = max(x);
         map_in_place(x, |v| exp((v - top) * scale));
         let inv = 1.0 / sum_of(x, |v| v);
@@ -122,7 +122,7 @@ multiversion! {
     /// LayerNorm of each `gamma.len()`-wide row of `x`, in place: mean and
     /// variance in two passes (as PyTorch, for accuracy), then
     /// `(x − mean) / √(var + eps) · gamma + beta`.
-    pub fn layer_norm_in_place(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    pub(crate) fn layer_norm_in_place(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         let width = gamma.len();
         for row in x.chunks_exact_mut(width) {
             let mean = sum_of(row, |v| v) / width as f32;
@@ -135,9 +135,18 @@ multiversion! {
     }
 }
 
+/// [`gelu_in_place`] on the detected instruction set.
+pub fn gelu(x: &mut [f32]) {
+    gelu_in_place(Isa::detect(), x)
+}
+
+/// [`layer_norm_in_place`] on the detected instruction set.
+pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    layer_norm_in_place(Isa::detect(), x, gamma, beta, eps)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::isa::Isa;
     use super::*;
 
     /// erf in f64: Taylor series below 3, continued fraction of erfc above.

@@ -19,7 +19,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::elementwise::gelu_in_place;
-use super::isa::Isa;
+use super::isa::{Isa, Level};
 
 /// Width of a packed B panel (two AVX-512 registers of f32).
 pub const NR: usize = 32;
@@ -240,7 +240,7 @@ pub fn matmul(
     layout: Layout,
 ) {
     let isa = Isa::detect();
-    let layout = if isa == Isa::Avx512 {
+    let layout = if isa.level() == Level::Avx512 {
         layout
     } else {
         Layout::Packed
@@ -294,7 +294,7 @@ pub fn matmul_parallel(
     let isa = Isa::detect();
     // Reading A in place measured 3–25 % faster than packing it on every
     // encoder shape (the packing transposes scalar by scalar).
-    let layout = if isa == Isa::Avx512 {
+    let layout = if isa.level() == Level::Avx512 {
         Layout::InPlace
     } else {
         Layout::Packed
@@ -489,7 +489,7 @@ fn micro_kernel(
     let h = if full { MR } else { MR_TAIL };
     assert!(a.len() >= k * h && b.len() >= k * NR);
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
+    if isa.level() == Level::Avx512 {
         // SAFETY: the CPU has AVX-512F (detected), and the asserts above
         // bound every read; the tile holds MR × NR floats.
         unsafe {
@@ -523,7 +523,7 @@ fn kernel_in_place(
     tile: &mut [f32; MR * NR],
     accumulate: bool,
 ) {
-    assert!(isa == Isa::Avx512 && kc + depth <= a.cols && b.len() >= depth * NR);
+    assert!(isa.level() == Level::Avx512 && kc + depth <= a.cols && b.len() >= depth * NR);
     let row = |r: usize| {
         let i = blk.rows.start + r.min(blk.rows.len() - 1);
         a.data[i * a.ld + kc..][..depth].as_ptr()
@@ -644,7 +644,7 @@ mod avx512 {
 }
 
 mod portable {
-    use super::super::isa::Isa;
+    use super::super::isa::{Isa, Level};
     use super::{MR, NR};
 
     #[inline(always)]
@@ -695,8 +695,9 @@ mod portable {
         accumulate: bool,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if isa != Isa::Generic {
-            // SAFETY: AVX2 and FMA were detected (every ISA above Generic has them).
+        if isa.level() >= Level::Avx2 {
+            // SAFETY: AVX2 and FMA were detected (an `Isa` comes from detection
+            // only, and every level from Avx2 up has them).
             unsafe { body_avx2::<R>(k, a, b, tile, accumulate) };
             return;
         }
@@ -742,7 +743,7 @@ mod tests {
                 n,
                 parallel && isa == Isa::detect(),
             );
-            if isa == Isa::Avx512 {
+            if isa.level() == Level::Avx512 {
                 check_with(isa, Layout::InPlace, m, k, n, false);
             }
         }

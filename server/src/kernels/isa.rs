@@ -3,16 +3,25 @@
 
 use std::sync::OnceLock;
 
-/// The instruction sets the kernels are specialized for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// x86-64 with AVX-512F (plus AVX2 and FMA).
-    Avx512,
+/// The instruction-set levels the kernels are specialized for, lowest
+/// first. Only a description: an [`Isa`] (what the kernels take) comes from
+/// detection alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Anything: the compiler's baseline.
+    Generic,
     /// x86-64 with AVX2 and FMA.
     Avx2,
-    /// Anything else: the compiler's baseline.
-    Generic,
+    /// x86-64 with AVX-512F, VL and DQ (plus AVX2 and FMA).
+    Avx512,
 }
+
+/// An instruction set this CPU has. The only ways to get one are
+/// [`Isa::detect`], [`Isa::all_supported`] and [`Isa::at_most`] (a lesser
+/// level of one already detected), so safe code can never hand the kernels
+/// an instruction set the CPU lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Isa(Level);
 
 impl Isa {
     /// The best instruction set of this CPU. `OPENMODEL_ISA=avx2|generic`
@@ -22,8 +31,8 @@ impl Isa {
         *DETECTED.get_or_init(|| {
             let best = Isa::best_supported();
             match std::env::var("OPENMODEL_ISA").as_deref() {
-                Ok("generic") => Isa::Generic,
-                Ok("avx2") if best != Isa::Generic => Isa::Avx2,
+                Ok("generic") => best.at_most(Level::Generic),
+                Ok("avx2") => best.at_most(Level::Avx2),
                 _ => best,
             }
         })
@@ -33,42 +42,56 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            if avx2 && is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
+            let avx512 = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512dq");
+            if avx2 && avx512 {
+                return Isa(Level::Avx512);
             }
             if avx2 {
-                return Isa::Avx2;
+                return Isa(Level::Avx2);
             }
         }
-        Isa::Generic
+        Isa(Level::Generic)
     }
 
-    /// Every instruction set this CPU can run, best first (for tests that
-    /// compare the specializations).
+    /// This instruction set, or `level` if that is lower: every level
+    /// below a detected one is there too.
+    pub fn at_most(self, level: Level) -> Isa {
+        Isa(self.0.min(level))
+    }
+
+    /// Every instruction set this CPU can run, best first (for tests and
+    /// benchmarks that compare the specializations).
     pub fn all_supported() -> Vec<Isa> {
-        [Isa::Avx512, Isa::Avx2, Isa::Generic]
+        let best = Isa::best_supported();
+        [Level::Avx512, Level::Avx2, Level::Generic]
             .into_iter()
-            .filter(|isa| match (isa, Isa::best_supported()) {
-                (Isa::Avx512, best) => best == Isa::Avx512,
-                (Isa::Avx2, best) => best != Isa::Generic,
-                _ => true,
-            })
+            .filter(|level| *level <= best.0)
+            .map(Isa)
             .collect()
+    }
+
+    /// Its level.
+    pub fn level(self) -> Level {
+        self.0
     }
 
     /// A short name for logs.
     pub fn name(self) -> &'static str {
-        match self {
-            Isa::Avx512 => "avx512",
-            Isa::Avx2 => "avx2",
-            Isa::Generic => "generic",
+        match self.0 {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2",
+            Level::Generic => "generic",
         }
     }
 }
 
 /// Defines `fn name(isa: Isa, args…)` whose plain-Rust body is compiled three
 /// times (AVX-512, AVX2+FMA, baseline) and picked by `isa`, so that loops the
-/// compiler vectorizes use the widest registers the CPU has.
+/// compiler vectorizes use the widest registers the CPU has. Declare the
+/// functions `pub(crate)`: outside callers go through wrappers that detect
+/// the instruction set themselves.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
@@ -81,13 +104,15 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             fn v3($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
-            match isa {
-                // SAFETY: `isa` comes from `Isa::detect`/`all_supported`,
-                // so the CPU has these features.
+            match isa.level() {
+                // SAFETY: an `Isa` only comes from runtime detection (its
+                // field is private), so the CPU has AVX-512F, VL and DQ,
+                // AVX2 and FMA at this level.
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::isa::Isa::Avx512 => unsafe { v4($($arg),*) },
+                $crate::kernels::isa::Level::Avx512 => unsafe { v4($($arg),*) },
+                // SAFETY: as above: AVX2 and FMA were detected.
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::isa::Isa::Avx2 => unsafe { v3($($arg),*) },
+                $crate::kernels::isa::Level::Avx2 => unsafe { v3($($arg),*) },
                 _ => body($($arg),*),
             }
         }
@@ -95,3 +120,20 @@ macro_rules! multiversion {
 }
 
 pub(crate) use multiversion;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_lists_every_level_up_to_the_best_and_caps_only_downwards() {
+        let all = Isa::all_supported();
+        assert_eq!(all.last().map(|i| i.level()), Some(Level::Generic));
+        assert!(all.windows(2).all(|w| w[0].level() > w[1].level()));
+        let best = all[0];
+        assert!(Isa::detect().level() <= best.level());
+        assert_eq!(best.at_most(Level::Avx512), best);
+        assert_eq!(best.at_most(Level::Generic).level(), Level::Generic);
+        assert!(all.contains(&best.at_most(Level::Avx2)));
+    }
+}

@@ -1,15 +1,24 @@
-//! Models: from a Hugging Face / sentence-transformers folder to embeddings.
+//! Models: from a Hugging Face / sentence-transformers folder to the work a
+//! task does on batches of token ids.
 //!
+//! - [`task`]: the [`task::Task`] trait the inference core and the batcher
+//!   see (tokenize one text; run one batch); one implementation per kind of
+//!   work.
+//! - [`embedding`]: the embedding task: tokenize → encode → pool →
+//!   normalize.
+//! - [`engine`]: the [`engine::Encoder`] trait (token ids → token states),
+//!   the [`engine::Engine`] choice and the factory, with one module per
+//!   engine: [`engine::native_bert`] (our CPU kernels) and
+//!   [`engine::candle_bert`] (candle, CPU or GPU).
+//! - [`weights`]: the folder's safetensors, loaded and read by name.
 //! - [`folder`]: what the folder says (architecture, pooling, normalization,
 //!   maximum sequence length), read from its JSON files.
-//! - [`pooling`]: sentence-transformers' pooling over token states.
-//! - [`encoder`]: the transformer forward pass behind the [`encoder::Encoder`]
-//!   trait, so more architectures plug in beside BERT.
-//! - [`embedder`]: tokenize → encode → pool → normalize, the pipeline the
-//!   server calls with a batch of texts.
+//! - [`pooling`]: sentence-transformers' pooling over token states, and L2
+//!   normalization.
 
-pub mod embedder;
-pub mod encoder;
+pub mod embedding;
+pub mod engine;
 pub mod folder;
-pub mod native_bert;
 pub mod pooling;
+pub mod task;
+pub mod weights;

@@ -1,24 +1,17 @@
-//! Texts in, embeddings out: tokenize (Hugging Face tokenizers, from the
-//! folder's `tokenizer.json`), run the encoder on a padded batch, pool and
-//! normalize as the folder's sentence-transformers modules say.
+//! The embedding task: texts in, embeddings out. Tokenize (Hugging Face
+//! tokenizers, from the folder's `tokenizer.json`), run the encoder on a
+//! batch, pool and normalize as the folder's sentence-transformers modules
+//! say.
 
 use std::path::Path;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::model::encoder::{self, Encoder, Engine};
+use crate::model::engine::{self, Encoder, Engine};
 use crate::model::folder::ModelSpec;
 use crate::model::pooling::normalize;
+use crate::model::task::{Task, Tokens};
 use crate::{Error, Result};
-
-/// Token ids of one input.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tokens {
-    /// Ids including special tokens.
-    pub ids: Vec<u32>,
-    /// True when the input was cut to the maximum length.
-    pub truncated: bool,
-}
 
 /// A loaded embedding model.
 pub struct Embedder {
@@ -47,7 +40,7 @@ impl Embedder {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| Error::BadModel(format!("tokenizer.json: {e}")))?;
-        let encoder = encoder::load(&spec, engine)?;
+        let encoder = engine::load(&spec, engine)?;
         Ok(Embedder {
             spec,
             tokenizer,
@@ -61,8 +54,7 @@ impl Embedder {
         &self.spec
     }
 
-    /// Tokenizes one text. Longer than the model's maximum: cut when
-    /// `truncate`, otherwise an error saying by how much.
+    /// Tokenizes one text (see [`Task::tokenize`]).
     pub fn tokenize(&self, text: &str, truncate: bool) -> Result<Tokens> {
         if text.is_empty() {
             return Err(Error::BadInput(
@@ -130,5 +122,19 @@ impl Embedder {
             .collect::<Result<Vec<_>>>()?;
         let batch: Vec<&[u32]> = tokens.iter().map(|t| t.ids.as_slice()).collect();
         self.embed_tokens(&batch, normalize.unwrap_or(self.spec.normalize))
+    }
+}
+
+/// Batches run pooled and not normalized: whether to normalize is each
+/// request's choice, applied once to its own vectors.
+impl Task for Embedder {
+    type Output = Vec<f32>;
+
+    fn tokenize(&self, text: &str, truncate: bool) -> Result<Tokens> {
+        Embedder::tokenize(self, text, truncate)
+    }
+
+    fn run(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        self.embed_tokens(batch, false)
     }
 }

@@ -6,9 +6,6 @@
 //! attention runs per input, so a batch of unequal lengths wastes nothing
 //! and needs no mask.
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -16,8 +13,9 @@ use crate::kernels::attention::attention;
 use crate::kernels::elementwise::layer_norm_in_place;
 use crate::kernels::gemm::{Epilogue, MatRef, PackedB, matmul_parallel};
 use crate::kernels::isa::Isa;
-use crate::model::encoder::{Encoder, load_tensors};
+use crate::model::engine::Encoder;
 use crate::model::folder::ModelSpec;
+use crate::model::weights::Weights;
 use crate::{Error, Result};
 
 /// The parts of a BERT `config.json` the forward pass needs.
@@ -109,47 +107,13 @@ pub struct NativeBert {
     layers: Vec<Layer>,
 }
 
-/// Reads named tensors as f32, checking their shapes.
-struct Weights {
-    tensors: HashMap<String, Tensor>,
-    prefix: String,
+/// The native engine's view of the weights: LayerNorms and dense layers.
+trait BertWeights {
+    fn norm(&self, name: &str, width: usize) -> Result<Norm>;
+    fn dense(&self, names: &[String], out: usize, input: usize) -> Result<Dense>;
 }
 
-impl Weights {
-    fn load(spec: &ModelSpec) -> Result<Weights> {
-        let tensors = load_tensors(spec, &Device::Cpu)?;
-        // Checkpoints saved from BertFor… classes prefix every name.
-        let prefix = ["", "bert.", "model."]
-            .into_iter()
-            .find(|p| tensors.contains_key(&format!("{p}embeddings.word_embeddings.weight")))
-            .ok_or_else(|| {
-                Error::BadModel("no tensor embeddings.word_embeddings.weight in the safetensors files: not a BERT checkpoint".into())
-            })?;
-        Ok(Weights {
-            tensors,
-            prefix: prefix.to_string(),
-        })
-    }
-
-    /// The tensor `name` (or its old `gamma`/`beta` spelling) as f32 values.
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let old = name
-            .replace("LayerNorm.weight", "LayerNorm.gamma")
-            .replace("LayerNorm.bias", "LayerNorm.beta");
-        let tensor = [name, old.as_str()]
-            .iter()
-            .find_map(|n| self.tensors.get(&format!("{}{n}", self.prefix)))
-            .ok_or_else(|| Error::BadModel(format!("weights lack tensor {}{name}", self.prefix)))?;
-        if tensor.dims() != shape {
-            return Err(Error::BadModel(format!(
-                "tensor {}{name} has shape {:?}, the configuration implies {shape:?}",
-                self.prefix,
-                tensor.dims()
-            )));
-        }
-        Ok(tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-    }
-
+impl BertWeights for Weights {
     fn norm(&self, name: &str, width: usize) -> Result<Norm> {
         Ok(Norm {
             gamma: self.get(&format!("{name}.weight"), &[width])?,
@@ -198,14 +162,14 @@ impl NativeBert {
                 "hidden_size {h} is not a multiple of num_attention_heads {heads}"
             )));
         }
-        let w = Weights::load(spec)?;
+        let w = Weights::load(
+            spec,
+            &["", "bert.", "model."],
+            "embeddings.word_embeddings.weight",
+        )?;
         let type_vocab = w
-            .tensors
-            .get(&format!(
-                "{}embeddings.token_type_embeddings.weight",
-                w.prefix
-            ))
-            .map(|t| t.dims().first().copied().unwrap_or(0))
+            .dims("embeddings.token_type_embeddings.weight")
+            .and_then(|d| d.first().copied())
             .unwrap_or(0);
         let token_type = if type_vocab > 0 {
             let all = w.get("embeddings.token_type_embeddings.weight", &[type_vocab, h])?;

@@ -1,0 +1,228 @@
+//! The command line of `openmodel-server`, in the library so that the
+//! operator's tests parse the arguments it generates with this very
+//! definition. Flags the operator passes are named by
+//! [`openmodel_contract`]; the ports default to the contract's.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use openmodel_contract::{GRPC_PORT, METRICS_PORT, fetch, serve};
+use openmodel_runtime::logging::LogArgs;
+
+use crate::Result;
+use crate::batching::Limits;
+use crate::model::engine::Engine;
+use crate::server::Config;
+
+/// OpenModel's data plane: fetch and verify model weights, and serve them.
+///
+/// A model's identity is its manifest digest: SHA-256 of every file in the
+/// folder (hidden files excluded, symbolic links refused), combined in path
+/// order as in OpenSSF model signing. The same digest goes in the OpenModel
+/// resource, the audit ledger and every inference response.
+#[derive(Parser, Debug)]
+#[command(name = "openmodel-server", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve an embedding model over the Open Inference Protocol (gRPC).
+    ///
+    /// Computes the folder's manifest digest first (and refuses to start on a
+    /// mismatch with --expect-digest), starts listening at once (live, not
+    /// ready: grpc.health.v1 NOT_SERVING), loads and warms up the model,
+    /// then reports ready. SIGTERM stops accepting, finishes what is in
+    /// flight and exits.
+    #[command(name = serve::COMMAND)]
+    Serve(Box<ServeArgs>),
+    /// Print the manifest digest of a model folder.
+    Digest(DigestArgs),
+    /// Download a model into a folder and verify its digest (the init container).
+    ///
+    /// Exit code 0 only when the folder's manifest digest equals
+    /// --expect-digest; the digest (or the error) is written to
+    /// --termination-log so Kubernetes shows it in the pod status.
+    #[command(name = fetch::COMMAND)]
+    Fetch(FetchArgs),
+}
+
+/// The arguments of `serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The model folder (config.json, tokenizer.json, *.safetensors, sentence-transformers modules).
+    #[arg(long = serve::MODEL_DIR, env = "OPENMODEL_MODEL_DIR")]
+    pub model_dir: PathBuf,
+    /// Refuse to start unless the folder has this digest (sha256:… or a manifest JSON file).
+    #[arg(long = serve::EXPECT_DIGEST, env = "OPENMODEL_EXPECT_DIGEST", value_name = "DIGEST|FILE")]
+    pub expect_digest: Option<String>,
+    /// Name clients use for the model (default: the folder's name).
+    #[arg(long = serve::MODEL_NAME, env = "OPENMODEL_MODEL_NAME")]
+    pub model_name: Option<String>,
+    /// gRPC address.
+    #[arg(
+        long = serve::GRPC_LISTEN,
+        env = "OPENMODEL_GRPC_LISTEN",
+        default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, GRPC_PORT))
+    )]
+    pub grpc_listen: SocketAddr,
+    /// Prometheus metrics address (GET /metrics; also /healthz and /readyz).
+    #[arg(
+        long = serve::METRICS_LISTEN,
+        env = "OPENMODEL_METRICS_LISTEN",
+        default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, METRICS_PORT))
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Most tokens in one batch, padding included.
+    #[arg(long = serve::MAX_BATCH_TOKENS, default_value_t = 16384)]
+    pub max_batch_tokens: usize,
+    /// Most texts in one batch.
+    #[arg(long = serve::MAX_BATCH_REQUESTS, default_value_t = 64)]
+    pub max_batch_requests: usize,
+    /// Requests in flight beyond this answer RESOURCE_EXHAUSTED.
+    #[arg(long = serve::MAX_CONCURRENT_REQUESTS, default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+    /// Compute threads (default: the container's CPU limit, else the cores present).
+    #[arg(long, env = "OPENMODEL_THREADS")]
+    pub threads: Option<usize>,
+    /// Where the model runs: `cpu` (native kernels, AVX-512 when the CPU
+    /// has it), `cuda` / `cuda:N` (candle on a GPU; needs a build with
+    /// `--features cuda`), or `candle-cpu` (candle's CPU kernels, for
+    /// comparison).
+    #[arg(long = serve::DEVICE, env = "OPENMODEL_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Index of the `weights.verified` entry of these weights in the
+    /// audit ledger, returned with every response (ModelInfer parameter
+    /// `ledger_index`, ModelMetadata header `ledger-index`) so a client
+    /// can fetch the entry and its proof with `openmodel audit show
+    /// INDEX --server …`. Without it (and without the annotation below)
+    /// responses carry no index.
+    #[arg(
+        long,
+        env = "OPENMODEL_LEDGER_INDEX",
+        value_name = "INDEX",
+        value_parser = parse_ledger_index
+    )]
+    pub ledger_index: Option<u64>,
+    /// The pod's annotations as a Kubernetes downward-API volume writes
+    /// them (`fieldRef: metadata.annotations`, e.g.
+    /// /etc/openmodel/podinfo/annotations). Reread every 2 s: once the
+    /// operator annotates the pod with
+    /// `serving.openmodel.dev/weights-entry: "INDEX"`, that index is
+    /// served instead of --ledger-index, without a restart. An unreadable
+    /// file or value is reported and ignored.
+    #[arg(long = serve::POD_ANNOTATIONS, env = "OPENMODEL_POD_ANNOTATIONS", value_name = "FILE")]
+    pub pod_annotations: Option<PathBuf>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// clap's parser for --ledger-index: the same rules as the pod annotation.
+fn parse_ledger_index(text: &str) -> Result<u64, String> {
+    crate::provenance::parse_index(text).map_err(|e| e.to_string())
+}
+
+impl ServeArgs {
+    /// The compute threads: `--threads`, else the container's CPU limit.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(crate::cpu::default_threads)
+            .max(1)
+    }
+
+    /// The server's configuration; fails on a `--device` it cannot use.
+    pub fn config(self) -> Result<Config> {
+        Ok(Config {
+            threads: self.threads(),
+            engine: Engine::parse(&self.device)?,
+            model_dir: self.model_dir,
+            expect_digest: self.expect_digest,
+            model_name: self.model_name,
+            grpc_listen: self.grpc_listen,
+            metrics_listen: self.metrics_listen,
+            limits: Limits {
+                max_batch_tokens: self.max_batch_tokens,
+                max_batch_requests: self.max_batch_requests,
+            },
+            max_concurrent_requests: self.max_concurrent_requests,
+            ledger_index: self.ledger_index,
+            pod_annotations: self.pod_annotations,
+        })
+    }
+}
+
+/// How `digest` prints.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Output {
+    /// Just the digest.
+    Text,
+    /// The whole manifest (per-file digests), to publish beside the files or
+    /// pass to --expect-digest so mismatches name the file.
+    Json,
+}
+
+/// The arguments of `digest`.
+#[derive(Args, Debug)]
+pub struct DigestArgs {
+    /// The model folder.
+    pub dir: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+/// The arguments of `fetch`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    /// file:///folder, http(s)://host/folder/ (listed by .openmodel-manifest.json)
+    /// or hf://org/repo@revision.
+    #[arg(long = fetch::SOURCE)]
+    pub source: String,
+    /// Destination folder (created; must hold no other model files).
+    #[arg(long = fetch::DEST)]
+    pub dest: PathBuf,
+    /// sha256:<hex> manifest digest, or a manifest JSON file (names the first differing file).
+    #[arg(long = fetch::EXPECT_DIGEST, value_name = "DIGEST|FILE")]
+    pub expect_digest: String,
+    /// File to write the verified digest (or the failure) to, e.g. /dev/termination-log.
+    #[arg(long = fetch::TERMINATION_LOG, value_name = "PATH")]
+    pub termination_log: Option<PathBuf>,
+    /// Attempts per file after the first (timeouts, dropped connections, 5xx).
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Connect/response timeout per request, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_secs: u64,
+    /// First wait between attempts, in milliseconds (doubles each retry).
+    #[arg(long, default_value_t = 500)]
+    pub backoff_ms: u64,
+    /// Hub endpoint for hf:// sources (the Hub or a mirror).
+    #[arg(long, env = "HF_ENDPOINT")]
+    pub hf_endpoint: Option<String>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent_and_defaults_to_the_contract_s_ports() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["openmodel-server", "serve", "--model-dir", "/m"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.grpc_listen.port(), GRPC_PORT);
+        assert_eq!(args.metrics_listen.port(), METRICS_PORT);
+    }
+}

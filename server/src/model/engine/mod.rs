@@ -1,0 +1,117 @@
+//! Engines: what runs a transformer's forward pass, behind the small
+//! [`Encoder`] trait (token ids in, token states out) so that more
+//! architectures and engines plug in, and [`load`], the factory that picks
+//! one for a folder and an [`Engine`].
+//!
+//! - [`native_bert`]: our own CPU kernels (the default, and the fast one);
+//! - [`candle_bert`]: candle-transformers' BERT on any candle device (the
+//!   GPU path with the `cuda` feature, and an independent implementation
+//!   the tests compare the native one with).
+
+pub mod candle_bert;
+pub mod native_bert;
+
+use candle_core::Device;
+
+use crate::model::folder::ModelSpec;
+use crate::{Error, Result};
+use candle_bert::CandleBert;
+use native_bert::NativeBert;
+
+/// Turns token ids into token states.
+pub trait Encoder: Send + Sync {
+    /// Width of a token state.
+    fn hidden_size(&self) -> usize;
+
+    /// Token states of every input of `batch` (ids including special
+    /// tokens), one input after another: `[Σ lengths, hidden]`, row-major.
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<f32>>;
+}
+
+/// Which implementation runs the model.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// Our own kernels on the CPU.
+    Native,
+    /// candle-transformers on a candle device (CPU, or CUDA with the `cuda`
+    /// feature).
+    Candle(Device),
+}
+
+impl Engine {
+    /// Parses `cpu` (native kernels), `candle-cpu`, or `cuda` / `cuda:N`.
+    pub fn parse(device: &str) -> Result<Engine> {
+        match device {
+            "cpu" => Ok(Engine::Native),
+            "candle-cpu" => Ok(Engine::Candle(Device::Cpu)),
+            cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+                let ordinal = match cuda.strip_prefix("cuda:") {
+                    Some(n) => n.parse::<usize>().map_err(|_| {
+                        Error::BadModel(format!(
+                            "device {cuda:?}: the GPU ordinal must be a number, e.g. cuda:0"
+                        ))
+                    })?,
+                    None => 0,
+                };
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(Error::BadModel(format!(
+                        "device {cuda:?}: this openmodel-server was built without the `cuda` feature (cargo build --features cuda)"
+                    )));
+                }
+                Ok(Engine::Candle(Device::new_cuda(ordinal)?))
+            }
+            other => Err(Error::BadModel(format!(
+                "unknown device {other:?}: use cpu, cuda, cuda:N or candle-cpu"
+            ))),
+        }
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Native => format!(
+                "native CPU kernels ({})",
+                crate::kernels::isa::Isa::detect().name()
+            ),
+            Engine::Candle(Device::Cpu) => "candle on the CPU".into(),
+            Engine::Candle(d) => format!("candle on {d:?}"),
+        }
+    }
+}
+
+/// The encoder for the folder's architecture on `engine`: the factory the
+/// tasks load their backbone from.
+pub fn load(spec: &ModelSpec, engine: &Engine) -> Result<Box<dyn Encoder>> {
+    if spec.model_type != "bert" {
+        return Err(Error::BadModel(format!(
+            "no encoder for model_type {:?} (supported: bert)",
+            spec.model_type
+        )));
+    }
+    Ok(match engine {
+        Engine::Native => Box::new(NativeBert::load(spec)?),
+        Engine::Candle(device) => Box::new(CandleBert::load(spec, device)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_or_say_what_to_pass() {
+        assert!(matches!(Engine::parse("cpu"), Ok(Engine::Native)));
+        assert!(matches!(
+            Engine::parse("candle-cpu"),
+            Ok(Engine::Candle(Device::Cpu))
+        ));
+        let err = Engine::parse("tpu").err().unwrap().to_string();
+        assert!(err.contains("cpu, cuda, cuda:N or candle-cpu"), "{err}");
+        let err = Engine::parse("cuda:x").err().unwrap().to_string();
+        assert!(err.contains("ordinal must be a number"), "{err}");
+        if !candle_core::utils::cuda_is_available() {
+            let err = Engine::parse("cuda").err().unwrap().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+}
