@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use openmodel_contract::{fetch, flag, serve};
 use sha2::{Digest, Sha256};
 
 use super::quantity::whole_cpus;
@@ -38,11 +39,7 @@ pub const SERVER_CONTAINER: &str = "server";
 /// the pods of the current template from older ones by it.
 pub const TEMPLATE_HASH_ANNOTATION: &str = "serving.openmodel.dev/template-hash";
 
-/// The pod annotation holding the ledger index of the `weights.verified`
-/// entry of the weights the pod serves; the operator sets it, the kubelet
-/// writes it into the pod's downward-API file, and the server returns it
-/// to clients next to the digest.
-pub const WEIGHTS_ENTRY_ANNOTATION: &str = "serving.openmodel.dev/weights-entry";
+pub use openmodel_contract::WEIGHTS_ENTRY_ANNOTATION;
 
 /// Where the pod's annotations appear inside the server container (a
 /// downward-API volume; the kubelet keeps the file current).
@@ -164,14 +161,14 @@ fn pod_template(model: &OpenModel) -> PodTemplateSpec {
 /// `openmodel-server fetch`: download, verify, report the digest.
 fn fetch_container(model: &OpenModel) -> Container {
     let args = [
-        "fetch".to_string(),
-        "--source".into(),
+        fetch::COMMAND.to_string(),
+        flag(fetch::SOURCE),
         fetch_source(&model.spec),
-        "--dest".into(),
+        flag(fetch::DEST),
         MODEL_DIR.into(),
-        "--expect-digest".into(),
+        flag(fetch::EXPECT_DIGEST),
         model.spec.model.digest.clone().unwrap_or_default(),
-        "--termination-log".into(),
+        flag(fetch::TERMINATION_LOG),
         "/dev/termination-log".into(),
     ];
     Container {
@@ -190,33 +187,36 @@ fn fetch_container(model: &OpenModel) -> Container {
 fn server_container(model: &OpenModel) -> Container {
     let spec = &model.spec;
     let mut args = vec![
-        "serve".to_string(),
-        "--model-dir".into(),
+        serve::COMMAND.to_string(),
+        flag(serve::MODEL_DIR),
         MODEL_DIR.into(),
-        "--expect-digest".into(),
+        flag(serve::EXPECT_DIGEST),
         spec.model.digest.clone().unwrap_or_default(),
-        "--model-name".into(),
+        flag(serve::MODEL_NAME),
         model.name_any(),
-        "--grpc-listen".into(),
+        flag(serve::GRPC_LISTEN),
         format!("0.0.0.0:{GRPC_PORT}"),
-        "--metrics-listen".into(),
+        flag(serve::METRICS_LISTEN),
         format!("0.0.0.0:{METRICS_PORT}"),
-        "--pod-annotations".into(),
+        flag(serve::POD_ANNOTATIONS),
         format!("{PODINFO_DIR}/annotations"),
     ];
     if let Some(serving) = &spec.serving {
-        for (flag, value) in [
-            ("--max-batch-tokens", serving.max_batch_tokens),
-            ("--max-batch-requests", serving.max_batch_requests),
-            ("--max-concurrent-requests", serving.max_concurrent_requests),
+        for (name, value) in [
+            (serve::MAX_BATCH_TOKENS, serving.max_batch_tokens),
+            (serve::MAX_BATCH_REQUESTS, serving.max_batch_requests),
+            (
+                serve::MAX_CONCURRENT_REQUESTS,
+                serving.max_concurrent_requests,
+            ),
         ] {
             if let Some(value) = value {
-                args.extend([flag.to_string(), value.to_string()]);
+                args.extend([flag(name), value.to_string()]);
             }
         }
     }
     if spec.runtime.resources.gpu > 0 {
-        args.extend(["--device".to_string(), "cuda".into()]);
+        args.extend([flag(serve::DEVICE), serve::DEVICE_CUDA.into()]);
     }
     let mut container = Container {
         name: SERVER_CONTAINER.into(),
@@ -494,6 +494,52 @@ mod tests {
             rolling.rolling_update.as_ref().unwrap().max_surge,
             Some(IntOrString::Int(1))
         );
+    }
+
+    /// The arguments of both containers parse with the server's own command
+    /// line, so a flag renamed on one side fails here.
+    #[test]
+    fn the_server_s_command_line_accepts_the_generated_arguments() {
+        use clap::Parser as _;
+        use openmodel_server::cli::{Cli, Command};
+
+        let mut m = model();
+        m.spec.runtime.resources.gpu = 1;
+        m.spec.serving = Some(crate::crd::Serving {
+            max_batch_tokens: Some(4096),
+            max_batch_requests: Some(16),
+            max_concurrent_requests: Some(128),
+        });
+        let d = deployment(&m);
+        let pod = pod_spec(&d);
+        let parse = |container: &Container| {
+            let mut argv = container.command.clone().unwrap();
+            argv.extend(container.args.clone().unwrap());
+            Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{}: {argv:?} does not parse:\n{e}", container.name))
+                .command
+        };
+        match parse(&pod.containers[0]) {
+            Command::Serve(args) => {
+                assert_eq!(args.model_dir, std::path::Path::new(MODEL_DIR));
+                assert_eq!(args.expect_digest.as_deref(), Some(DIGEST));
+                assert_eq!(args.grpc_listen.port(), openmodel_contract::GRPC_PORT);
+                assert_eq!(args.metrics_listen.port(), openmodel_contract::METRICS_PORT);
+                assert_eq!((args.max_batch_tokens, args.max_batch_requests), (4096, 16));
+                assert_eq!(args.max_concurrent_requests, 128);
+                assert_eq!(args.device, "cuda");
+                assert!(args.pod_annotations.is_some());
+            }
+            other => panic!("the server container runs {other:?}, not serve"),
+        }
+        match parse(&pod.init_containers.as_ref().unwrap()[0]) {
+            Command::Fetch(args) => {
+                assert_eq!(args.dest, std::path::Path::new(MODEL_DIR));
+                assert_eq!(args.expect_digest, DIGEST);
+                assert!(args.termination_log.is_some());
+            }
+            other => panic!("the init container runs {other:?}, not fetch"),
+        }
     }
 
     #[test]

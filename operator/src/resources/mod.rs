@@ -29,10 +29,10 @@ pub use service::service;
 pub const MODEL_LABEL: &str = "serving.openmodel.dev/model";
 
 /// The gRPC (Open Inference Protocol) port of the server.
-pub const GRPC_PORT: i32 = 8001;
+pub const GRPC_PORT: i32 = openmodel_contract::GRPC_PORT as i32;
 
 /// The Prometheus metrics port of the server.
-pub const METRICS_PORT: i32 = 9090;
+pub const METRICS_PORT: i32 = openmodel_contract::METRICS_PORT as i32;
 
 /// The labels of every object (and pod) of a model.
 pub fn labels(model: &OpenModel) -> BTreeMap<String, String> {
