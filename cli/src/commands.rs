@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use anyhow::{Context, Result, bail};
+use openmodel_history::inventory::inventory as replay_inventory;
 use openmodel_ledger::Ledger;
 use openmodel_ledger::entry::{Entry, Timestamp};
 use openmodel_ledger::export::{BundleWriter, to_csv};
-use openmodel_ledger::inventory::inventory as replay_inventory;
 use openmodel_ledger::note::{Signer, Verifier};
 use openmodel_ledger::proof_file::TlogProof;
 use openmodel_ledger::query::{Query, parse_object};

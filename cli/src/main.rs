@@ -13,7 +13,6 @@ mod cli;
 mod commands;
 mod kubeconfig;
 mod output;
-mod remote;
 mod source;
 mod trust;
 mod walk;

@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
+use openmodel_history::inventory::{Inventory, LiveModel};
 use openmodel_ledger::checkpoint::SignedCheckpoint;
 use openmodel_ledger::entry::{Entry, EntryBody};
-use openmodel_ledger::inventory::{Inventory, LiveModel};
 use openmodel_ledger::query::Page;
 use openmodel_ledger::store::StoredEntry;
 
@@ -231,10 +231,10 @@ pub fn inventory_coverage(inventory: &Inventory, checkpoint: &SignedCheckpoint) 
 
 #[cfg(test)]
 mod tests {
+    use openmodel_history::inventory::{DatasetInForce, Served};
     use openmodel_ledger::checkpoint::Checkpoint;
     use openmodel_ledger::entry::Timestamp;
     use openmodel_ledger::hash::empty_root;
-    use openmodel_ledger::inventory::{DatasetInForce, Served};
 
     use super::*;
 

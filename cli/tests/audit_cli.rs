@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use openmodel_ledger::entry::{Entry, Timestamp};
 use openmodel_ledger::note::Signer;
-use openmodel_ledger::service::client::{Credentials, append_request};
+use openmodel_ledger_service::client::{Credentials, append_request};
 use openmodel_tests::audit_access::{Grant, audit_reader};
 use openmodel_tests::{
     ControlPlane, LEDGER_ORIGIN, LedgerService, bin_dir, create_namespace, service_account_token,

@@ -124,6 +124,18 @@ impl SignedCheckpoint {
         })
     }
 
+    /// Parses `note`'s body WITHOUT checking any signature: for a note that
+    /// is checked later, or never (`--no-verify`). It proves nothing.
+    pub fn parse_unverified(note: &str) -> Result<SignedCheckpoint> {
+        let (text, _) = note.split_once("\n\n").ok_or_else(|| {
+            Error::InvalidNote("no blank line between the text and the signatures".into())
+        })?;
+        Ok(SignedCheckpoint {
+            checkpoint: Checkpoint::parse(&format!("{text}\n"))?,
+            note: note.to_owned(),
+        })
+    }
+
     /// Signs `checkpoint` with `signer`.
     pub fn sign(checkpoint: Checkpoint, signer: &Signer) -> Result<SignedCheckpoint> {
         let note = checkpoint.sign(signer)?;

@@ -88,23 +88,6 @@ pub enum Error {
     /// Something asked for is not in the log (yet).
     #[error("not found: {0}")]
     NotFound(String),
-    /// A caller of the ledger service did not prove who they are.
-    #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
-    /// A caller of the ledger service may not do what they asked.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    /// The Kubernetes API server could not be asked who a caller is or what
-    /// they may do.
-    #[error("cannot check the caller with the Kubernetes API server: {0}")]
-    AuthorizationUnavailable(String),
-    /// The ledger service's configuration is unusable (TLS files, key file,
-    /// flags).
-    #[error("configuration: {0}")]
-    Config(String),
-    /// A network listener, connection or transport failed.
-    #[error("transport: {0}")]
-    Transport(String),
     /// The ledger file was made by a newer build.
     #[error(
         "ledger schema version {found} is newer than this build supports ({supported}): upgrade openmodel"

@@ -17,24 +17,19 @@
 //! - [`store`]: the SQLite log with group commit ([`Ledger`]).
 //! - [`query`]: filtered, paginated queries with a completeness statement.
 //! - [`export`], [`verify`]: bundles for auditors and their offline check.
-//! - [`inventory`]: what was live at a moment, replayed from entries (pure).
 //!
-//! The service (feature `service`, on by default):
-//! - [`service`]: `openmodel-ledger serve`, the one writer of a ledger file,
-//!   serving it over gRPC (`AuditService`) and as tiles over HTTPS, with
-//!   Kubernetes authorization; [`service::client`] is its client.
+//! No network and no Kubernetes here: the ledger service
+//! (`openmodel-ledger-service`) serves a ledger, and `openmodel-history`
+//! reads what its entries say about models.
 
 pub mod checkpoint;
 pub mod entry;
 mod error;
 pub mod export;
 pub mod hash;
-pub mod inventory;
 pub mod note;
 pub mod proof_file;
 pub mod query;
-#[cfg(feature = "service")]
-pub mod service;
 pub mod store;
 pub mod tiles;
 pub mod tree;

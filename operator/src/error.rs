@@ -36,7 +36,7 @@ pub enum Error {
     /// The recorded `spec.changed` patches of a model do not apply in order:
     /// the ledger's history of that model is inconsistent.
     #[error("replaying the recorded spec history: {0}")]
-    Replay(String),
+    Replay(#[from] openmodel_history::Error),
     /// Adding or removing the finalizer, or the reconcile inside it, failed.
     #[error("{0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -51,9 +51,23 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-    /// The ledger service refused or failed a request.
-    #[error("ledger service: {0}")]
-    LedgerService(String),
+    /// The ledger (file or service) refused or failed a request.
+    #[error("{0}")]
+    LedgerService(#[from] openmodel_ledger_service::Error),
+    /// A file the ledger client needs cannot be read.
+    #[error("{} ({flag}): {source}", path.display())]
+    LedgerFile {
+        /// The file.
+        path: PathBuf,
+        /// The flag that names it.
+        flag: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The metrics and health endpoints, or the webhook's TLS, could not be
+    /// set up.
+    #[error("{0}")]
+    Serving(#[from] openmodel_runtime::Error),
     /// The admission webhook could not be set up.
     #[error("admission webhook: {0}")]
     Webhook(String),
@@ -72,7 +86,10 @@ impl Error {
         match self {
             Error::CrdYaml(_) => "crd",
             Error::Kube(_) => "kube",
-            Error::Ledger(_) | Error::Join(_) | Error::LedgerService(_) => "ledger",
+            Error::Ledger(_)
+            | Error::Join(_)
+            | Error::LedgerService(_)
+            | Error::LedgerFile { .. } => "ledger",
             Error::KeyFile { .. } | Error::LedgerMissing(_) => "key",
             Error::Replay(_) => "replay",
             Error::Finalizer(inner) => match &**inner {
@@ -80,7 +97,7 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
                 _ => "finalizer",
             },
-            Error::Listen { .. } => "http",
+            Error::Listen { .. } | Error::Serving(_) => "http",
             Error::Webhook(_) => "webhook",
             Error::CacheClosed => "cache",
             Error::LeadershipLost => "leadership",

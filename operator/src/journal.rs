@@ -8,27 +8,28 @@
 //!   appends go through its `AuditService`, authenticated with this pod's
 //!   service-account token, and are retried while it is unavailable (a
 //!   restart); retries are safe because every entry carries a dedupe key.
+//!
+//! Both are the one ledger client, [`AuditLog`] (a [`LocalLog`] or a
+//! [`RemoteLog`]); this module only remembers what it recorded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::ResourceExt;
+use openmodel_history::spec::replay;
 use openmodel_ledger::Ledger;
 use openmodel_ledger::entry::Entry;
 use openmodel_ledger::note::Signer;
-use openmodel_ledger::query::{MAX_LIMIT, Query};
-use openmodel_ledger::service::client::{
-    AuditClient, Credentials, append_request, connect, stored_entry,
-};
+use openmodel_ledger::query::Query;
 use openmodel_ledger::store::OpenCheck;
-use openmodel_proto::audit::{EntryFilter, GetCheckpointRequest, ListEntriesRequest};
+use openmodel_ledger_service::client::{
+    Appended, AuditClient, AuditLog, Credentials, LocalLog, RemoteLog, connect, query_all,
+};
 use serde_json::Value;
-use tonic::Code;
 
 use crate::crd::{LedgerStatus, OpenModel};
-use crate::records::replay;
 use crate::{Error, lock};
 
 /// Where the ledger is, and which cluster name entries carry.
@@ -65,7 +66,7 @@ pub enum LedgerLocation {
     },
 }
 
-/// How long an append waits for an unavailable ledger service to come back
+/// How long a call waits for an unavailable ledger service to come back
 /// before the reconcile fails (and is retried later).
 const SERVICE_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -84,28 +85,25 @@ async fn connect_patiently(
     loop {
         match connect(endpoint, ca, Credentials::token_file(token_file)).await {
             Ok(client) => return Ok(client),
-            Err(openmodel_ledger::Error::Transport(why))
+            Err(openmodel_ledger_service::Error::Transport(why))
                 if tokio::time::Instant::now() < deadline =>
             {
                 tracing::warn!(error = %why, "waiting for the ledger service");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            Err(e) => return Err(Error::LedgerService(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// The open ledger.
-#[derive(Clone)]
-enum Store {
-    File(Arc<Ledger>),
-    Service(AuditClient),
 }
 
 /// An open ledger, shared by every reconcile.
 #[derive(Clone)]
 pub struct Journal {
-    store: Store,
+    log: Arc<dyn AuditLog>,
+    /// Whether entries recorded together may be appended at once (a file:
+    /// one group commit) rather than one after the other (the service,
+    /// which then logs them in the order given).
+    concurrent: bool,
     cluster: String,
     /// Where each dedupe key this process appended (or found) lives, so a
     /// repeated reconcile does not even ask the ledger again.
@@ -137,8 +135,10 @@ impl JournalConfig {
                     (ca_file, "--ledger-ca-file"),
                     (token_file, "--ledger-token-file"),
                 ] {
-                    std::fs::metadata(file).map_err(|e| {
-                        Error::LedgerService(format!("{} ({flag}): {e}", file.display()))
+                    std::fs::metadata(file).map_err(|source| Error::LedgerFile {
+                        path: file.clone(),
+                        flag,
+                        source,
                     })?;
                 }
             }
@@ -161,7 +161,7 @@ impl Journal {
     /// the ledger service.
     pub async fn open(config: &JournalConfig) -> Result<Journal, Error> {
         config.check()?;
-        let store = match &config.ledger {
+        let (log, concurrent): (Arc<dyn AuditLog>, bool) = match &config.ledger {
             LedgerLocation::File {
                 path,
                 key_file,
@@ -179,21 +179,26 @@ impl Journal {
                     }
                 })
                 .await?;
-                Store::File(Arc::new(ledger))
+                (Arc::new(LocalLog::new(Arc::new(ledger))), true)
             }
             LedgerLocation::Service {
                 endpoint,
                 ca_file,
                 token_file,
             } => {
-                let ca = std::fs::read(ca_file).map_err(|e| {
-                    Error::LedgerService(format!("{} (--ledger-ca-file): {e}", ca_file.display()))
+                let ca = std::fs::read(ca_file).map_err(|source| Error::LedgerFile {
+                    path: ca_file.clone(),
+                    flag: "--ledger-ca-file",
+                    source,
                 })?;
-                Store::Service(connect_patiently(endpoint, &ca, token_file).await?)
+                let client = connect_patiently(endpoint, &ca, token_file).await?;
+                let remote = RemoteLog::new(client, endpoint).with_patience(SERVICE_PATIENCE);
+                (Arc::new(remote), false)
             }
         };
         Ok(Journal {
-            store,
+            log,
+            concurrent,
             cluster: config.cluster.clone(),
             recorded: Arc::default(),
         })
@@ -201,10 +206,7 @@ impl Journal {
 
     /// Where the ledger is, for logs.
     pub fn describe(&self) -> String {
-        match &self.store {
-            Store::File(ledger) => ledger.path().display().to_string(),
-            Store::Service(_) => "the ledger service".into(),
-        }
+        self.log.describe()
     }
 
     /// The cluster name entries carry.
@@ -222,22 +224,19 @@ impl Journal {
             return Ok(known);
         }
         let kind = entry.kind();
-        let recorded = match self.append(entry).await? {
-            Appended::New(recorded) => {
-                tracing::info!(kind, index = recorded.index, "ledger entry appended");
-                recorded
-            }
-            Appended::Existing(recorded) => recorded,
-            Appended::Conflict(recorded) => {
-                tracing::warn!(
-                    kind,
-                    key = key.as_deref().unwrap_or_default(),
-                    index = recorded.index,
-                    "event already recorded with other details"
-                );
-                recorded
-            }
-        };
+        let appended = self.log.append(entry).await?;
+        let (index, tree_size) = appended.position();
+        match appended {
+            Appended::New { .. } => tracing::info!(kind, index, "ledger entry appended"),
+            Appended::Existing { .. } => {}
+            Appended::Conflict { .. } => tracing::warn!(
+                kind,
+                key = key.as_deref().unwrap_or_default(),
+                index,
+                "event already recorded with other details"
+            ),
+        }
+        let recorded = LedgerStatus { index, tree_size };
         if let Some(key) = key {
             let mut known = lock(&self.recorded);
             known.insert(key, recorded);
@@ -249,18 +248,15 @@ impl Journal {
     /// commit); the service gets them one after the other, so that its log
     /// keeps their order too.
     pub async fn record_all(&self, entries: Vec<Entry>) -> Result<Vec<LedgerStatus>, Error> {
-        match &self.store {
-            Store::File(_) => {
-                futures::future::try_join_all(entries.into_iter().map(|e| self.record(e))).await
-            }
-            Store::Service(_) => {
-                let mut recorded = Vec::with_capacity(entries.len());
-                for entry in entries {
-                    recorded.push(self.record(entry).await?);
-                }
-                Ok(recorded)
-            }
+        if self.concurrent {
+            return futures::future::try_join_all(entries.into_iter().map(|e| self.record(e)))
+                .await;
         }
+        let mut recorded = Vec::with_capacity(entries.len());
+        for entry in entries {
+            recorded.push(self.record(entry).await?);
+        }
+        Ok(recorded)
     }
 
     /// Where an event with this dedupe key was recorded, if this process
@@ -270,84 +266,15 @@ impl Journal {
         recorded.get(key).copied()
     }
 
-    /// Appends `entry` to whichever ledger this is.
-    async fn append(&self, entry: Entry) -> Result<Appended, Error> {
-        match &self.store {
-            Store::File(ledger) => match ledger.append_async(entry).await {
-                Ok(receipt) => Ok(Appended::from_receipt(
-                    receipt.index,
-                    receipt.tree_size,
-                    receipt.existing,
-                )),
-                Err(openmodel_ledger::Error::DedupeConflict { index, .. }) => {
-                    let ledger = ledger.clone();
-                    let size = blocking(move || ledger.checkpoint()).await?.checkpoint.size;
-                    Ok(Appended::Conflict(LedgerStatus {
-                        index,
-                        tree_size: size,
-                    }))
-                }
-                Err(e) => Err(e.into()),
-            },
-            Store::Service(client) => append_to_service(client.clone(), &entry).await,
-        }
-    }
-
     /// The `spec.changed` entries about `namespace/name`, in log order.
     async fn spec_changes(&self, namespace: String, name: String) -> Result<Vec<Entry>, Error> {
-        match &self.store {
-            Store::File(ledger) => {
-                let ledger = ledger.clone();
-                blocking(move || {
-                    let mut query = Query {
-                        object: Some((namespace, Some(name))),
-                        kind: Some("spec.changed".into()),
-                        limit: MAX_LIMIT,
-                        ..Query::default()
-                    };
-                    let mut entries = Vec::new();
-                    loop {
-                        let page = ledger.query(&query)?;
-                        entries.extend(page.entries.into_iter().map(|stored| stored.entry));
-                        match page.next {
-                            Some(next) => query.start = next,
-                            None => return Ok(entries),
-                        }
-                    }
-                })
-                .await
-            }
-            Store::Service(client) => {
-                let mut client = client.clone();
-                let mut request = ListEntriesRequest {
-                    filter: Some(EntryFilter {
-                        namespace,
-                        name,
-                        kind: "spec.changed".into(),
-                        ..EntryFilter::default()
-                    }),
-                    start: 0,
-                    limit: MAX_LIMIT as u32,
-                };
-                let mut entries = Vec::new();
-                loop {
-                    let page = client
-                        .list_entries(request.clone())
-                        .await
-                        .map_err(|s| service_error("listing spec changes", &s))?
-                        .into_inner();
-                    for logged in page.entries {
-                        let stored = stored_entry(logged)
-                            .map_err(|e| Error::LedgerService(e.to_string()))?;
-                        entries.push(stored.entry);
-                    }
-                    match page.next {
-                        Some(next) => request.start = next,
-                        None => return Ok(entries),
-                    }
-                }
-            }
-        }
+        let query = Query {
+            object: Some((namespace, Some(name))),
+            kind: Some("spec.changed".into()),
+            ..Query::default()
+        };
+        let entries = query_all(self.log.as_ref(), query).await?;
+        Ok(entries.into_iter().map(|stored| stored.entry).collect())
     }
 
     /// The `{"spec": …}` document the ledger holds for `model` before its
@@ -356,89 +283,12 @@ impl Journal {
         let changes = self
             .spec_changes(model.namespace().unwrap_or_default(), model.name_any())
             .await?;
-        replay(
+        Ok(replay(
             &changes,
             &model.uid().unwrap_or_default(),
             model.metadata.generation.unwrap_or(0),
-        )
+        )?)
     }
-}
-
-/// What an append came to.
-enum Appended {
-    /// Appended now.
-    New(LedgerStatus),
-    /// The dedupe key named an entry already logged with these details.
-    Existing(LedgerStatus),
-    /// The dedupe key named an entry logged with other details (say,
-    /// another pod verified the same digest first): the event is recorded.
-    Conflict(LedgerStatus),
-}
-
-impl Appended {
-    fn from_receipt(index: u64, tree_size: u64, existing: bool) -> Appended {
-        let status = LedgerStatus { index, tree_size };
-        if existing {
-            Appended::Existing(status)
-        } else {
-            Appended::New(status)
-        }
-    }
-}
-
-/// Appends through the ledger service, retrying for [`SERVICE_PATIENCE`]
-/// while it is unavailable; a retry of an append that did commit answers
-/// `existing` (same dedupe key), so nothing is logged twice.
-async fn append_to_service(mut client: AuditClient, entry: &Entry) -> Result<Appended, Error> {
-    let request = append_request(entry).map_err(|e| Error::LedgerService(e.to_string()))?;
-    let deadline = Instant::now() + SERVICE_PATIENCE;
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match client.append(request.clone()).await {
-            Ok(response) => {
-                let r = response.into_inner();
-                return Ok(Appended::from_receipt(r.index, r.tree_size, r.existing));
-            }
-            Err(status) if status.code() == Code::AlreadyExists => {
-                let index = status
-                    .metadata()
-                    .get(openmodel_ledger::service::EXISTING_INDEX_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| service_error("appending", &status))?;
-                let size = client
-                    .get_checkpoint(GetCheckpointRequest {})
-                    .await
-                    .map_err(|s| service_error("reading the checkpoint", &s))?
-                    .into_inner()
-                    .tree_size;
-                return Ok(Appended::Conflict(LedgerStatus {
-                    index,
-                    tree_size: size,
-                }));
-            }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Aborted
-                ) && Instant::now() + pause < deadline =>
-            {
-                tracing::warn!(error = %status.message(), "the ledger service is unavailable; retrying the append");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            Err(status) => return Err(service_error("appending", &status)),
-        }
-    }
-}
-
-/// A ledger-service failure, with what the operator was doing.
-fn service_error(doing: &str, status: &tonic::Status) -> Error {
-    Error::LedgerService(format!(
-        "{doing}: {:?}: {}",
-        status.code(),
-        status.message()
-    ))
 }
 
 /// Runs a blocking ledger read off the async runtime.
@@ -503,10 +353,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(other_pod.index, recorded.index);
-        let Store::File(ledger) = &second.store else {
-            unreachable!("a file journal")
-        };
-        assert_eq!(ledger.checkpoint().unwrap().checkpoint.size, 2);
+        assert_eq!(second.log.checkpoint().await.unwrap().checkpoint.size, 2);
     }
 
     #[tokio::test]

@@ -18,7 +18,8 @@
 //! - [`watches`]: the watch caches the reconciles read.
 //! - [`webhook`]: the validating admission webhook that records who changed
 //!   what before the change is admitted.
-//! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: the metrics behind `/metrics` (served with `/healthz` and
+//!   `/readyz` by `openmodel_runtime::endpoints`).
 //! - [`mod@run`]: all of it, behind leader election ([`run()`]).
 //!
 //! `docs/operator.md` explains how it reconciles; `docs/crd.md` every field.
@@ -26,7 +27,6 @@
 pub mod controller;
 pub mod crd;
 mod error;
-pub mod http;
 pub mod journal;
 pub mod last_apply;
 pub mod leader;

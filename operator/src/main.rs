@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use openmodel_operator::journal::{JournalConfig, LedgerLocation};
 use openmodel_operator::leader::LeaseConfig;
 use openmodel_operator::webhook::{CertificateSource, WebhookConfig};
 use openmodel_operator::{Config, crd};
+use openmodel_runtime::logging::{self, LogArgs};
+use openmodel_runtime::shutdown;
 
 /// The OpenModel operator: serves `OpenModel` resources from Deployments of
 /// `openmodel-server` pods and records every spec change, dataset, verified
@@ -131,41 +133,12 @@ struct RunArgs {
     /// with its CA (leave unset when cert-manager injects it).
     #[arg(long, env = "OPENMODEL_WEBHOOK_CONFIGURATION")]
     webhook_configuration: Option<String>,
-    /// Log format.
-    #[arg(long, env = "OPENMODEL_LOG_FORMAT", value_enum, default_value = "json")]
-    log_format: LogFormat,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable lines.
-    Text,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    init_logging(args.log_format);
+    logging::init(args.log.log_format);
     let identity = match args.identity {
         Some(identity) => identity,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -224,7 +197,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
-    match openmodel_operator::run(client, config, shutdown_signal()).await {
+    match openmodel_operator::run(client, config, shutdown::signal()).await {
         Ok(()) => {
             tracing::info!("stopped");
             Ok(())

@@ -14,17 +14,18 @@
 //!
 //! `spec.changed` carries an RFC 6902 JSON Patch from the previously
 //! recorded `{"spec": …}` document to the current one; the previous document
-//! is rebuilt by [`replay`]ing the object's earlier `spec.changed` patches,
+//! is rebuilt by replaying the object's earlier `spec.changed` patches
+//! ([`openmodel_history::spec::replay`]),
 //! so the ledger alone holds the whole history of every spec.
 
 use kube::{Resource, ResourceExt};
+use openmodel_history::spec::DATASETS_POINTER;
 use openmodel_ledger::entry::{
     DatasetReferenced, Entry, EntryBody, ModelDeployed, ModelRetired, ObjectRef, Operation, Source,
     SpecChanged, WeightsVerified,
 };
 use serde_json::{Value, json};
 
-use crate::Error;
 use crate::crd::{DatasetRef, OpenModel, OpenModelSpec};
 use crate::observe::VerifiedWeights;
 
@@ -95,7 +96,7 @@ pub fn spec_entries(model: &OpenModel, previous: Option<&Value>, cluster: &str) 
         }),
     )];
     let recorded: Vec<DatasetRef> = previous
-        .and_then(|doc| doc.pointer("/spec/provenance/datasets"))
+        .and_then(|doc| doc.pointer(DATASETS_POINTER))
         .and_then(|datasets| serde_json::from_value(datasets.clone()).ok())
         .unwrap_or_default();
     let datasets = model.spec.provenance.iter().flat_map(|p| &p.datasets);
@@ -171,40 +172,6 @@ pub fn model_retired(model: &OpenModel, last_digest: Option<&str>, cluster: &str
             reason: Some("the OpenModel was deleted".into()),
         }),
     )
-}
-
-/// The `{"spec": …}` document the ledger records for object `uid` before
-/// `generation`: the object's earlier `spec.changed` patches (in log order)
-/// applied to `{}`. `None` when there are none.
-pub fn replay<'a>(
-    entries: impl IntoIterator<Item = &'a Entry>,
-    uid: &str,
-    generation: i64,
-) -> Result<Option<Value>, Error> {
-    let mut document: Option<Value> = None;
-    for entry in entries {
-        let Some(object) = entry.object.as_ref() else {
-            continue;
-        };
-        let EntryBody::SpecChanged(change) = &entry.body else {
-            continue;
-        };
-        // The controller's entries say what was stored; the webhook's say
-        // what was asked for (a request may still have failed).
-        if entry.source != Source::Controller
-            || object.uid.as_deref() != Some(uid)
-            || object.generation.unwrap_or(0) >= generation
-        {
-            continue;
-        }
-        let operations: json_patch::Patch =
-            serde_json::from_value(Value::Array(change.patch.clone()))
-                .map_err(|e| Error::Replay(format!("generation {:?}: {e}", object.generation)))?;
-        let doc = document.get_or_insert_with(|| json!({}));
-        json_patch::patch(doc, &operations.0)
-            .map_err(|e| Error::Replay(format!("generation {:?}: {e}", object.generation)))?;
-    }
-    Ok(document)
 }
 
 #[cfg(test)]
@@ -289,11 +256,23 @@ mod tests {
         m.spec.runtime.replicas = 5;
         log.extend(spec_entries(&m, Some(&first), "c"));
         let second = spec_document(&m.spec);
-        assert_eq!(replay(&log, "uid-1", 1).unwrap(), None);
-        assert_eq!(replay(&log, "uid-1", 2).unwrap(), Some(first));
-        assert_eq!(replay(&log, "uid-1", 3).unwrap(), Some(second));
+        assert_eq!(
+            openmodel_history::spec::replay(&log, "uid-1", 1).unwrap(),
+            None
+        );
+        assert_eq!(
+            openmodel_history::spec::replay(&log, "uid-1", 2).unwrap(),
+            Some(first)
+        );
+        assert_eq!(
+            openmodel_history::spec::replay(&log, "uid-1", 3).unwrap(),
+            Some(second)
+        );
         // Another object with the same name (a new uid) starts afresh.
-        assert_eq!(replay(&log, "uid-2", 3).unwrap(), None);
+        assert_eq!(
+            openmodel_history::spec::replay(&log, "uid-2", 3).unwrap(),
+            None
+        );
     }
 
     #[test]

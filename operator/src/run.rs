@@ -15,11 +15,11 @@ use tokio::sync::watch;
 
 use crate::Error;
 use crate::controller::{self, Context};
-use crate::http::{self, Health};
 use crate::journal::{Journal, JournalConfig, LedgerLocation};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::webhook::{Webhook, WebhookConfig};
+use openmodel_runtime::endpoints::Endpoints;
 
 /// Everything the operator is configured with.
 #[derive(Clone, Debug)]
@@ -77,13 +77,15 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let server = config.http_listen.map(|listen| {
-        let health = Health {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        };
-        tokio::spawn(http::serve(listen, health, stopped()))
-    });
+    let server = match config.http_listen {
+        Some(listen) => {
+            let endpoints = endpoints(metrics.clone(), ready.clone())
+                .bind(listen)
+                .await?;
+            Some(tokio::spawn(endpoints.serve(stopped())))
+        }
+        None => None,
+    };
 
     let mut elector = Elector::new(client.clone(), config.lease.clone());
     let reachable = |ok: bool| ready.store(ok, Ordering::Relaxed);
@@ -169,4 +171,19 @@ async fn lead(
         tracing::warn!(error = %e, "releasing the Lease failed");
     }
     Ok(())
+}
+
+/// `/metrics` from the operator's metrics; `/readyz` ready while the last
+/// attempt to reach the API server (as leader or standby) succeeded.
+fn endpoints(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Endpoints {
+    Endpoints::new(
+        move || metrics.encode(),
+        move || {
+            if ready.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("the API server is not reachable".into())
+            }
+        },
+    )
 }

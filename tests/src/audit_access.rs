@@ -19,7 +19,7 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use openmodel_ledger::service::{AUDIT_API_GROUP, AUDIT_RESOURCE, AUDIT_SUBRESOURCE, AUDIT_VERB};
+use openmodel_ledger_service::{AUDIT_API_GROUP, AUDIT_RESOURCE, AUDIT_SUBRESOURCE, AUDIT_VERB};
 
 use crate::Error;
 use crate::identities::{service_account_token, service_account_user, wait_for_permission};

@@ -96,6 +96,9 @@ pub enum Error {
     /// The ledger under test refused a read or a key.
     #[error("ledger: {0}")]
     Ledger(#[from] openmodel_ledger::Error),
+    /// The ledger service under test, or its client, failed.
+    #[error("ledger service: {0}")]
+    LedgerService(#[from] openmodel_ledger_service::Error),
     /// The operator under test failed.
     #[error("operator: {0}")]
     Operator(#[from] openmodel_operator::Error),

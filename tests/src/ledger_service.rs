@@ -1,4 +1,4 @@
-//! The ledger service (`openmodel_ledger::service`) in-process for a test:
+//! The ledger service (`openmodel_ledger_service`) in-process for a test:
 //! a real SQLite ledger in a temporary folder, TLS from a throwaway CA, and
 //! authorization by the test's kube-apiserver (TokenReview and
 //! SubjectAccessReview through the given client).
@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use openmodel_ledger::Ledger;
 use openmodel_ledger::entry::Entry;
 use openmodel_ledger::note::{Signer, Verifier};
-use openmodel_ledger::service::client::{AuditClient, Credentials, connect};
-use openmodel_ledger::service::{Config, KubeAccess, Server};
 use openmodel_ledger::store::OpenCheck;
+use openmodel_ledger_service::client::{AuditClient, Credentials, connect};
+use openmodel_ledger_service::{Config, KubeAccess, Server};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -36,7 +36,7 @@ pub struct LedgerService {
     config: Config,
     kube: kube::Client,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<openmodel_ledger::Result<()>>>,
+    task: Option<JoinHandle<openmodel_ledger_service::Result<()>>>,
 }
 
 impl LedgerService {

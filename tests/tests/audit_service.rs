@@ -1,4 +1,4 @@
-//! The ledger service (`openmodel_ledger::service`, what `openmodel-ledger
+//! The ledger service (`openmodel_ledger_service`, what `openmodel-ledger
 //! serve` runs) against the real kube-apiserver: bearer tokens from the
 //! TokenRequest API checked with TokenReview, RBAC on the virtual
 //! subresource `openmodels/audit` asked with SubjectAccessReview, TLS on
@@ -19,11 +19,11 @@ use openmodel_ledger::checkpoint::SignedCheckpoint;
 use openmodel_ledger::entry::{Entry, EntryBody, ObjectRef, Source, WeightsVerified};
 use openmodel_ledger::hash::leaf_hash;
 use openmodel_ledger::proof_file::TlogProof;
-use openmodel_ledger::service::client::{
-    AuditClient, Credentials, append_request, connect, stored_entry,
-};
 use openmodel_ledger::tiles::{TileResource, bundles_for_size, tiles_for_size};
 use openmodel_ledger::tree::{verify_consistency, verify_inclusion};
+use openmodel_ledger_service::client::{
+    AuditClient, Credentials, append_request, connect, stored_entry,
+};
 use openmodel_proto::audit::{
     AppendRequest, EntryFilter, GetCheckpointRequest, GetConsistencyProofRequest, GetEntryRequest,
     GetInclusionProofRequest, ListEntriesRequest, LoggedEntry, WatchEntriesRequest,

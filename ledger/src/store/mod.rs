@@ -20,8 +20,8 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use futures_channel::oneshot;
 use rusqlite::{Connection, OpenFlags, params};
-use tokio::sync::oneshot;
 
 use crate::checkpoint::SignedCheckpoint;
 use crate::entry::{Entry, EntryBody, KeyEvent, LedgerKey, Source};
@@ -100,13 +100,11 @@ impl StoredEntry {
 pub struct PendingAppend(oneshot::Receiver<Result<Receipt>>);
 
 impl PendingAppend {
-    /// Blocks until the entry is committed. Not inside an async runtime:
-    /// tokio refuses to block its threads here (use
-    /// [`PendingAppend::wait_async`], or [`Ledger::append`], which may block
-    /// anywhere).
+    /// Blocks until the entry is committed. Not on an async runtime's
+    /// worker thread, which it would hold (use [`PendingAppend::wait_async`]
+    /// there).
     pub fn wait(self) -> Result<Receipt> {
-        self.0
-            .blocking_recv()
+        futures_executor::block_on(self.0)
             .map_err(|_| Error::WriterStopped("it exited before answering".into()))?
     }
 

@@ -10,8 +10,8 @@
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
+use futures_channel::oneshot;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use tokio::sync::oneshot;
 
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::entry::{Entry, LeafTemplate, Timestamp};

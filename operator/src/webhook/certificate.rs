@@ -206,11 +206,8 @@ mod tests {
                 .unwrap()
                 .contains("BEGIN CERTIFICATE")
         );
-        openmodel_ledger::service::https::acceptor(
-            made.cert_pem.as_bytes(),
-            made.key_pem.as_bytes(),
-        )
-        .unwrap();
+        openmodel_runtime::https::acceptor(made.cert_pem.as_bytes(), made.key_pem.as_bytes())
+            .unwrap();
         let other = generate(&["x".into()]).unwrap();
         assert_ne!(made, other, "every call makes a new CA and key");
     }

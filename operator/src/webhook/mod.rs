@@ -95,7 +95,7 @@ impl Webhook {
         if let (Some(configuration), Some(ca)) = (&config.configuration, &certificate.ca_pem) {
             certificate::inject_ca_bundle(client, configuration, ca).await?;
         }
-        let tls = openmodel_ledger::service::https::acceptor(
+        let tls = openmodel_runtime::https::acceptor(
             certificate.cert_pem.as_bytes(),
             certificate.key_pem.as_bytes(),
         )
@@ -124,7 +124,7 @@ impl Webhook {
         let app = Router::new()
             .route(PATH, post(validate))
             .with_state(Arc::new(self.journal));
-        openmodel_ledger::service::https::serve(self.listener, self.tls, app, stopping).await;
+        openmodel_runtime::https::serve(self.listener, self.tls, app, stopping).await;
     }
 }
 

@@ -16,12 +16,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Code, Request, Response, Status};
 
-use crate::entry::Entry;
-use crate::service::EXISTING_INDEX_HEADER;
-use crate::service::authz::Need;
-use crate::service::filter::{entry_scope, logged, query};
-use crate::service::{Access, Shared, code, follow};
+use crate::EXISTING_INDEX_HEADER;
+use crate::authz::Need;
+use crate::filter::{entry_scope, logged, query};
+use crate::{Access, Shared, follow};
 use crate::{Error, Result};
+use openmodel_ledger::entry::Entry;
 
 /// Messages a `WatchEntries` stream may hold before its reader catches up.
 const WATCH_BUFFER: usize = 16;
@@ -48,13 +48,13 @@ fn authorization<T>(request: &Request<T>) -> Option<&[u8]> {
 /// The gRPC status of an error, with its message; a dedupe conflict also
 /// names the existing entry's index in [`EXISTING_INDEX_HEADER`].
 pub(crate) fn status(error: Error) -> Status {
-    let code = code(&error);
+    let code = error.code();
     match code {
         Code::Internal | Code::Unavailable => tracing::warn!(%error, "request failed"),
         _ => tracing::debug!(%error, "request refused"),
     }
     let mut status = Status::new(code, error.to_string());
-    if let Error::DedupeConflict { index, .. } = error
+    if let Error::Ledger(openmodel_ledger::Error::DedupeConflict { index, .. }) = error
         && let Ok(value) = index.to_string().parse()
     {
         status.metadata_mut().insert(EXISTING_INDEX_HEADER, value);

@@ -33,8 +33,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::entry::{DatasetReferenced, EntryBody, Operation, Source, Timestamp};
-use crate::store::StoredEntry;
+use openmodel_ledger::entry::{DatasetReferenced, EntryBody, Operation, Source, Timestamp};
+use openmodel_ledger::store::StoredEntry;
+
+use crate::spec::{self, DATASETS_POINTER};
 
 /// Every model live at one moment.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -139,16 +141,12 @@ impl SpecReplay {
             .document
             .take()
             .unwrap_or_else(|| Value::Object(Default::default()));
-        let applied = serde_json::from_value::<json_patch::Patch>(Value::Array(patch.to_vec()))
-            .map_err(|e| e.to_string())
-            .and_then(|p| json_patch::patch(&mut document, &p.0).map_err(|e| e.to_string()));
-        match applied {
+        match spec::apply(&mut document, patch, &format!("entry {index}")) {
             Ok(()) => self.document = Some(document),
             Err(e) => {
                 self.broken = Some(format!(
-                    "the patch of spec.changed entry {index} does not apply to the spec rebuilt \
-                     from the entries before it ({e}); datasets are every dataset.referenced \
-                     recorded for the model"
+                    "{e} (to the spec rebuilt from the entries before it); datasets are every \
+                     dataset.referenced recorded for the model"
                 ));
             }
         }
@@ -209,7 +207,7 @@ impl State {
         let Some(spec) = spec.document.as_ref().filter(|_| spec.broken.is_none()) else {
             return self.referenced.values().map(from_entry).collect();
         };
-        let declared = match spec.pointer("/spec/provenance/datasets") {
+        let declared = match spec.pointer(DATASETS_POINTER) {
             Some(Value::Array(list)) => list.clone(),
             _ => Vec::new(),
         };
@@ -324,7 +322,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::entry::Entry;
+    use openmodel_ledger::entry::Entry;
 
     /// A logged entry by the controller at `index`, time `index` seconds,
     /// about `ns/name`.

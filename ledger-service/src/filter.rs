@@ -1,14 +1,17 @@
-//! From the wire to the ledger and back: an `EntryFilter` becomes a
-//! [`Query`] plus the [`Scope`] its answer needs; a [`StoredEntry`] becomes
-//! a `LoggedEntry` (index and leaf bytes) and names the scope reading it
-//! needs.
+//! From the wire to the ledger and back, defined once for both ends: a
+//! [`Query`] becomes an `EntryFilter` ([`entry_filter`], the client's side)
+//! and an `EntryFilter` becomes the [`Query`] plus the [`Scope`] its answer
+//! needs ([`query`], the service's side); a [`StoredEntry`] becomes a
+//! `LoggedEntry` (index and leaf bytes) and names the scope reading it needs.
 
 use openmodel_proto::audit::{EntryFilter, LoggedEntry};
 
-use crate::entry::Timestamp;
-use crate::query::Query;
-use crate::service::Scope;
-use crate::store::StoredEntry;
+use crate::Scope;
+use openmodel_ledger::Error as LedgerError;
+use openmodel_ledger::entry::Timestamp;
+use openmodel_ledger::query::Query;
+use openmodel_ledger::store::StoredEntry;
+
 use crate::{Error, Result};
 
 /// The page size when a request asks for none (`limit: 0`).
@@ -22,7 +25,9 @@ fn set(s: &str) -> Option<String> {
 fn time(field: &str, s: &str) -> Result<Option<Timestamp>> {
     set(s)
         .map(|t| {
-            Timestamp::parse(&t).map_err(|e| Error::InvalidQuery(format!("filter.{field}: {e}")))
+            Timestamp::parse(&t).map_err(|e| {
+                Error::Ledger(LedgerError::InvalidQuery(format!("filter.{field}: {e}")))
+            })
         })
         .transpose()
 }
@@ -41,10 +46,10 @@ pub(crate) fn query(
         (Some(ns), name) => Some((ns, name)),
         (None, None) => None,
         (None, Some(_)) => {
-            return Err(Error::InvalidQuery(
+            return Err(Error::Ledger(LedgerError::InvalidQuery(
                 "filter.name needs filter.namespace: names are unique only within a namespace"
                     .into(),
-            ));
+            )));
         }
     };
     let scope = match &object {
@@ -69,6 +74,23 @@ pub(crate) fn query(
     Ok((query, scope))
 }
 
+/// The filter that asks for `query` (its `start` and `limit` travel
+/// beside it): the inverse of [`query`].
+pub(crate) fn entry_filter(query: &Query) -> EntryFilter {
+    let text = |s: &Option<String>| s.clone().unwrap_or_default();
+    let (namespace, name) = query.object.clone().unwrap_or_default();
+    EntryFilter {
+        namespace,
+        name: name.unwrap_or_default(),
+        kind: text(&query.kind),
+        since: query.since.map(|t| t.to_string()).unwrap_or_default(),
+        until: query.until.map(|t| t.to_string()).unwrap_or_default(),
+        digest: text(&query.digest),
+        dataset: text(&query.dataset),
+        actor: text(&query.actor),
+    }
+}
+
 /// Where reading `entry` is allowed: its object's namespace, or
 /// cluster-wide for entries about no object (`ledger.key`).
 pub(crate) fn entry_scope(entry: &StoredEntry) -> Scope {
@@ -89,7 +111,46 @@ pub(crate) fn logged(entry: StoredEntry) -> LoggedEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{Entry, EntryBody, KeyEvent, LedgerKey, ObjectRef, Source, WeightsVerified};
+    use openmodel_ledger::entry::{
+        Entry, EntryBody, KeyEvent, LedgerKey, ObjectRef, Source, WeightsVerified,
+    };
+
+    #[test]
+    fn a_query_travels_as_a_filter_and_comes_back_the_same() {
+        let queries = [
+            Query::default(),
+            Query {
+                object: Some(("a".into(), None)),
+                start: 3,
+                limit: 7,
+                ..Query::default()
+            },
+            Query {
+                object: Some(("a".into(), Some("m".into()))),
+                kind: Some("spec.changed".into()),
+                since: Some(Timestamp::parse("2026-11-28T00:00:00Z").unwrap()),
+                until: Some(Timestamp::parse("2026-11-29T00:00:00.5Z").unwrap()),
+                digest: Some(format!("sha256:{}", "0".repeat(64))),
+                dataset: Some("hf://datasets/x@1".into()),
+                actor: Some("alice".into()),
+                start: 9,
+                limit: 10_000,
+            },
+        ];
+        for sent in queries {
+            let limit = u32::try_from(sent.limit).unwrap();
+            let (received, _) = query(Some(&entry_filter(&sent)), sent.start, limit).unwrap();
+            let expected = Query {
+                limit: if sent.limit == 0 {
+                    DEFAULT_LIMIT
+                } else {
+                    sent.limit
+                },
+                ..sent.clone()
+            };
+            assert_eq!(received, expected);
+        }
+    }
 
     #[test]
     fn a_namespace_filter_needs_that_namespace_and_no_filter_the_cluster() {

@@ -1,6 +1,6 @@
-//! TLS on every port: one serving certificate and key (PEM files, e.g. a
-//! Kubernetes `kubernetes.io/tls` Secret), read and checked once at start,
-//! then handed to tonic for gRPC and to rustls for the tiles' HTTPS.
+//! TLS for a server's ports: one serving certificate and key (PEM files,
+//! e.g. a Kubernetes `kubernetes.io/tls` Secret), read and checked once at
+//! start, then handed to tonic for gRPC and to rustls for HTTPS.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,14 +13,23 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Identity, ServerTlsConfig};
 
-use crate::service::config::read_file;
-use crate::{Error, Result};
+use crate::Error;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        what: what.into(),
+        path: path.into(),
+        source,
+    })
+}
 
 /// Longest a client may take to finish the TLS handshake, on either port.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The serving certificate chain and key, checked to parse and to match.
-pub(crate) struct TlsFiles {
+pub struct TlsFiles {
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
     http: TlsAcceptor,
@@ -35,11 +44,11 @@ fn provider() -> Arc<CryptoProvider> {
 
 impl TlsFiles {
     /// Reads and checks the certificate chain and key.
-    pub(crate) fn read(cert: &Path, key: &Path) -> Result<TlsFiles> {
+    pub fn read(cert: &Path, key: &Path) -> Result<TlsFiles> {
         let cert_pem = read_file(cert, "TLS certificate (--tls-cert)")?;
         let key_pem = read_file(key, "TLS private key (--tls-key)")?;
         let http = acceptor(&cert_pem, &key_pem)
-            .map_err(|e| Error::Config(format!("{} and {}: {e}", cert.display(), key.display())))?;
+            .map_err(|e| Error::Tls(format!("{} and {}: {e}", cert.display(), key.display())))?;
         Ok(TlsFiles {
             cert_pem,
             key_pem,
@@ -48,14 +57,14 @@ impl TlsFiles {
     }
 
     /// tonic's TLS configuration for the gRPC port.
-    pub(crate) fn grpc(&self) -> ServerTlsConfig {
+    pub fn grpc(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .timeout(HANDSHAKE_TIMEOUT)
     }
 
     /// The TLS acceptor for the HTTPS port (HTTP/2 and HTTP/1.1).
-    pub(crate) fn http(&self) -> TlsAcceptor {
+    pub fn http(&self) -> TlsAcceptor {
         self.http.clone()
     }
 }
@@ -65,20 +74,20 @@ impl TlsFiles {
 pub fn acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config(format!("not PEM certificates: {e}")))?;
+        .map_err(|e| Error::Tls(format!("not PEM certificates: {e}")))?;
     if chain.is_empty() {
-        return Err(Error::Config(
+        return Err(Error::Tls(
             "no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
         ));
     }
     let private_key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| Error::Config(format!("no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}")))?;
+        .map_err(|e| Error::Tls(format!("no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .map_err(|e| Error::Tls(format!("TLS: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
-        .map_err(|e| Error::Config(format!("do not make a serving identity: {e}")))?;
+        .map_err(|e| Error::Tls(format!("do not make a serving identity: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

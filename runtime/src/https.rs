@@ -1,4 +1,4 @@
-//! HTTPS serving shared by the ledger service's tiles port and the
+//! HTTPS serving, shared by the ledger service's tiles port and the
 //! operator's admission webhook: rustls (ring) in front of an axum router,
 //! HTTP/2 and HTTP/1.1, a handshake timeout, and a graceful drain.
 
@@ -13,10 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::service::tls::HANDSHAKE_TIMEOUT;
-use crate::service::until_stopped;
+use crate::tls::HANDSHAKE_TIMEOUT;
 
-pub use crate::service::tls::acceptor;
+pub use crate::tls::acceptor;
 
 /// Longest requests in flight may take to finish when the server stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,4 +70,9 @@ pub async fn serve(
     {
         tracing::warn!("HTTPS requests still running after {DRAIN_TIMEOUT:?}; closing them");
     }
+}
+
+/// Completes once `stopping` turns true (or its sender is gone).
+async fn until_stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
 }

@@ -1,9 +1,9 @@
-//! The other end: a tonic client of the ledger service over TLS, sending a
-//! bearer token with every call.
+//! The connection to the ledger service: a tonic channel over TLS, sending
+//! a bearer token with every call.
 //!
 //! ```no_run
-//! # async fn example() -> openmodel_ledger::Result<()> {
-//! use openmodel_ledger::service::client::{Credentials, connect};
+//! # async fn example() -> openmodel_ledger_service::Result<()> {
+//! use openmodel_ledger_service::client::{Credentials, connect};
 //! use openmodel_proto::audit::ListEntriesRequest;
 //!
 //! let ca = std::fs::read("/etc/openmodel/ledger-ca.crt").expect("the CA file");
@@ -19,8 +19,8 @@
 //! Answers carry leaf bytes and signed checkpoints: check them with the
 //! log's public key rather than trusting the connection, e.g.
 //! `TlogProof::parse(&proof.tlog_proof)?.verify(&verifier, None)` for an
-//! inclusion proof, [`crate::checkpoint::SignedCheckpoint::open`] for a
-//! checkpoint and [`crate::tree::verify_consistency`] between two.
+//! inclusion proof, [`openmodel_ledger::checkpoint::SignedCheckpoint::open`] for a
+//! checkpoint and [`openmodel_ledger::tree::verify_consistency`] between two.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,9 +34,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status};
 
-use crate::entry::Entry;
-use crate::store::StoredEntry;
 use crate::{Error, Result};
+use openmodel_ledger::entry::Entry;
+use openmodel_ledger::store::StoredEntry;
 
 /// How long a token read from a file is used before the file is read again
 /// (the kubelet rewrites projected tokens well before they expire).
@@ -190,9 +190,9 @@ pub async fn connect_expecting(
 pub fn append_request(entry: &Entry) -> Result<AppendRequest> {
     entry.validate()?;
     if entry.time.is_some() {
-        return Err(Error::InvalidEntry(
+        return Err(Error::Ledger(openmodel_ledger::Error::InvalidEntry(
             "\"time\" is assigned by the ledger when the entry is appended; leave it unset".into(),
-        ));
+        )));
     }
     Ok(AppendRequest {
         entry: entry.canonical_bytes()?,
@@ -200,9 +200,9 @@ pub fn append_request(entry: &Entry) -> Result<AppendRequest> {
 }
 
 /// An entry as received, parsed; its leaf bytes are kept as they came, for
-/// hashing. Bytes that are no logged entry are [`Error::Tampered`].
+/// hashing. Bytes that are no logged entry are [`openmodel_ledger::Error::Tampered`].
 pub fn stored_entry(logged: LoggedEntry) -> Result<StoredEntry> {
-    StoredEntry::from_leaf(logged.index, logged.leaf)
+    Ok(StoredEntry::from_leaf(logged.index, logged.leaf)?)
 }
 
 #[cfg(test)]
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn entries_go_out_as_drafts_and_come_back_parsed() {
-        use crate::entry::{EntryBody, KeyEvent, LedgerKey, Source, Timestamp};
+        use openmodel_ledger::entry::{EntryBody, KeyEvent, LedgerKey, Source, Timestamp};
 
         let mut entry = Entry {
             time: None,
@@ -257,7 +257,7 @@ mod tests {
             dedupe_key: Some("k".into()),
             body: EntryBody::LedgerKey(LedgerKey {
                 event: KeyEvent::Created,
-                key: crate::note::Signer::generate("unit.test/log")
+                key: openmodel_ledger::note::Signer::generate("unit.test/log")
                     .unwrap()
                     .verifier()
                     .to_string(),

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::note::Signer;
-use crate::store::OpenCheck;
 use crate::{Error, Ledger, Result};
+use openmodel_ledger::note::Signer;
+use openmodel_ledger::store::OpenCheck;
 
 /// The identity of the OpenModel operator's service account in the chart's
 /// namespace: the one appender by default.
@@ -56,9 +56,9 @@ impl Config {
             ))
         })?;
         if self.create && !self.ledger.exists() {
-            Ledger::create(&self.ledger, signer, &self.cluster)
+            Ok(Ledger::create(&self.ledger, signer, &self.cluster)?)
         } else {
-            Ledger::open(&self.ledger, signer, OpenCheck::Quick)
+            Ok(Ledger::open(&self.ledger, signer, OpenCheck::Quick)?)
         }
     }
 }

@@ -14,12 +14,12 @@ use openmodel_proto::audit::WatchEntriesResponse;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::query::Query;
-use crate::service::authz::{Need, User};
-use crate::service::filter::logged;
-use crate::service::grpc::status;
-use crate::service::{Access, Shared, until_stopped};
+use crate::authz::{Need, User};
+use crate::filter::logged;
+use crate::grpc::status;
+use crate::{Access, Shared, until_stopped};
 use crate::{Error, Result};
+use openmodel_ledger::query::Query;
 
 /// Most entries in one message.
 pub(crate) const PAGE: usize = 1000;

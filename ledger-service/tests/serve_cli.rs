@@ -1,8 +1,6 @@
 //! The `openmodel-ledger` binary: its help explains the service, and
 //! `serve` refuses to start without what it needs, saying what is missing.
 
-#![cfg(feature = "service")]
-
 use std::process::{Command, Output};
 
 fn ledger_bin(args: &[&str]) -> Output {

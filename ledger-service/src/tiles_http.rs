@@ -22,9 +22,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tonic::Code;
 
-use crate::service::authz::Need;
-use crate::service::{Access, Scope, Shared, code};
-use crate::tiles::TileResource;
+use crate::authz::Need;
+use crate::{Access, Scope, Shared};
+use openmodel_ledger::Error as LedgerError;
+use openmodel_ledger::tiles::TileResource;
+
 use crate::{Error, Result};
 
 /// A year: tiles never change.
@@ -38,11 +40,11 @@ pub(crate) fn router<A: Access>(shared: Arc<Shared<A>>) -> Router {
         .route("/checkpoint", get(checkpoint::<A>))
         .route("/tile/{*path}", get(tile::<A>))
         .fallback(|| async {
-            error_response(Error::NotFound(
+            error_response(Error::Ledger(LedgerError::NotFound(
                 "this service serves /checkpoint and /tile/… (c2sp.org/tlog-tiles); entries and \
                  proofs are on its gRPC port"
                     .into(),
-            ))
+            )))
         })
         .with_state(shared)
 }
@@ -61,7 +63,7 @@ fn http_status(code: Code) -> StatusCode {
 }
 
 fn error_response(error: Error) -> Response {
-    let status = http_status(code(&error));
+    let status = http_status(error.code());
     if status.is_server_error() {
         tracing::warn!(%error, "tile request failed");
     }
@@ -130,7 +132,7 @@ mod tests {
 
     #[test]
     fn errors_map_to_http_statuses() {
-        let status = |e: Error| http_status(code(&e));
+        let status = |e: Error| http_status(e.code());
         assert_eq!(
             status(Error::Unauthenticated("x".into())),
             StatusCode::UNAUTHORIZED
@@ -140,16 +142,19 @@ mod tests {
             StatusCode::FORBIDDEN
         );
         assert_eq!(
-            status(Error::InvalidTilePath("x".into())),
+            status(LedgerError::InvalidTilePath("x".into()).into()),
             StatusCode::BAD_REQUEST
         );
-        assert_eq!(status(Error::NotFound("x".into())), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status(LedgerError::NotFound("x".into()).into()),
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(
             status(Error::AuthorizationUnavailable("x".into())),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            status(Error::Unusable("x".into())),
+            status(LedgerError::Unusable("x".into()).into()),
             StatusCode::INTERNAL_SERVER_ERROR
         );
         let unauthorized = error_response(Error::Unauthenticated("no token".into()));

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use openmodel_ledger::service::{self, Config, DEFAULT_APPEND_USER, KubeAccess};
+use clap::{Parser, Subcommand};
+use openmodel_ledger_service::{Config, DEFAULT_APPEND_USER, KubeAccess};
+use openmodel_runtime::logging::{self, LogArgs};
+use openmodel_runtime::shutdown;
 
 const AFTER_HELP: &str = "\
 Authorization: callers send `authorization: Bearer <token>`; the Kubernetes API server
@@ -77,39 +79,8 @@ struct ServeArgs {
     /// (default: in-cluster, or $KUBECONFIG, or ~/.kube/config).
     #[arg(long, env = "OPENMODEL_KUBECONFIG", value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, env = "OPENMODEL_LOG_FORMAT", value_enum, default_value = "json")]
-    log_format: LogFormat,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable lines.
-    Text,
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-/// Completes on SIGTERM or Ctrl-C (or at once if no handler can be
-/// installed, which the caller reports).
-async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        },
-        Err(error) => tracing::error!(%error, "cannot install a SIGTERM handler; stopping"),
-    }
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client> {
@@ -128,7 +99,7 @@ async fn kube_client(kubeconfig: Option<PathBuf>) -> Result<kube::Client> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    init_logging(args.log_format);
+    logging::init(args.log.log_format);
     let client = kube_client(args.kubeconfig).await?;
     let config = Config {
         ledger: args.ledger,
@@ -141,7 +112,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls_key: args.tls_key,
         append_users: args.append_users,
     };
-    service::serve(config, KubeAccess::new(client), shutdown_signal()).await?;
+    openmodel_ledger_service::serve(config, KubeAccess::new(client), shutdown::signal()).await?;
     Ok(())
 }
 

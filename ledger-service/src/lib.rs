@@ -19,8 +19,8 @@
 //! `WatchEntries` streams follow. [`client`] is the other end.
 //!
 //! ```no_run
-//! # async fn run(config: openmodel_ledger::service::Config) -> openmodel_ledger::Result<()> {
-//! use openmodel_ledger::service::{KubeAccess, Server};
+//! # async fn run(config: openmodel_ledger_service::Config) -> openmodel_ledger_service::Result<()> {
+//! use openmodel_ledger_service::{KubeAccess, Server};
 //!
 //! let client = kube::Client::try_default().await.expect("a kubeconfig");
 //! let server = Server::bind(config, KubeAccess::new(client)).await?;
@@ -32,12 +32,11 @@
 mod authz;
 pub mod client;
 mod config;
+mod error;
 mod filter;
 mod follow;
 mod grpc;
-pub mod https;
 mod tiles_http;
-mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,7 +47,6 @@ use openmodel_proto::audit::audit_service_server::AuditServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::Code;
 
 pub use authz::{
     ALLOWED_TTL, AUDIT_API_GROUP, AUDIT_RESOURCE, AUDIT_SUBRESOURCE, AUDIT_VERB, Access,
@@ -56,11 +54,13 @@ pub use authz::{
 };
 pub use config::{Config, DEFAULT_APPEND_USER};
 
-use crate::entry::Entry;
-use crate::store::Receipt;
-use crate::{Error, Ledger, Result};
 use authz::Gate;
-use tls::TlsFiles;
+pub use error::{Error, Result};
+use openmodel_ledger::entry::Entry;
+use openmodel_ledger::store::Receipt;
+use openmodel_ledger::{Error as LedgerError, Ledger};
+use openmodel_runtime::https;
+use openmodel_runtime::tls::TlsFiles;
 
 /// What both ports share.
 struct Shared<A> {
@@ -77,12 +77,13 @@ impl<A> Shared<A> {
     /// Runs a ledger read on a blocking thread (SQLite blocks).
     async fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&Ledger) -> Result<T> + Send + 'static,
+        read: impl FnOnce(&Ledger) -> openmodel_ledger::Result<T> + Send + 'static,
     ) -> Result<T> {
         let ledger = self.ledger.clone();
-        tokio::task::spawn_blocking(move || read(&ledger))
+        let done = tokio::task::spawn_blocking(move || read(&ledger))
             .await
-            .map_err(|e| Error::Unusable(format!("a ledger read did not finish: {e}")))?
+            .map_err(|e| LedgerError::Unusable(format!("a ledger read did not finish: {e}")))?;
+        Ok(done?)
     }
 
     /// Appends and announces the new tree size to watchers.
@@ -104,27 +105,6 @@ pub const EXISTING_INDEX_HEADER: &str = "openmodel-existing-index";
 /// Completes once the service begins to stop (or is gone).
 async fn until_stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
-}
-
-/// The gRPC status code of an error (HTTP maps it on).
-fn code(error: &Error) -> Code {
-    match error {
-        Error::Unauthenticated(_) => Code::Unauthenticated,
-        Error::PermissionDenied(_) => Code::PermissionDenied,
-        Error::AuthorizationUnavailable(_)
-        | Error::WriterStopped(_)
-        | Error::CommitFailed(_)
-        | Error::Transport(_) => Code::Unavailable,
-        Error::InvalidQuery(_)
-        | Error::InvalidEntry(_)
-        | Error::EntryTooLarge { .. }
-        | Error::InvalidProof(_)
-        | Error::InvalidTilePath(_) => Code::InvalidArgument,
-        Error::IndexOutOfRange { .. } => Code::OutOfRange,
-        Error::NotFound(_) => Code::NotFound,
-        Error::DedupeConflict { .. } => Code::AlreadyExists,
-        _ => Code::Internal,
-    }
 }
 
 /// A ledger service bound to its ports, not yet serving.
@@ -161,7 +141,7 @@ impl<A: Access> Server<A> {
             Ok::<_, Error>((ledger, size))
         })
         .await
-        .map_err(|e| Error::Unusable(format!("opening the ledger did not finish: {e}")))??;
+        .map_err(|e| LedgerError::Unusable(format!("opening the ledger did not finish: {e}")))??;
         let (stop, stopping) = watch::channel(false);
         Ok(Server {
             shared: Arc::new(Shared {
