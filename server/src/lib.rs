@@ -38,6 +38,7 @@ mod error;
 pub mod fetch;
 pub mod grpc;
 pub mod inference;
+#[allow(unsafe_code)]
 pub mod kernels;
 pub mod manifest;
 pub mod metrics;

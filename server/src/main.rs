@@ -21,7 +21,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     let threads = args.threads();
     // SAFETY: no other thread exists yet; candle's CPU kernels size their
     // work from this variable, as rayon sizes its pool.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string())
+    };
     let server = Server::new(args.config()?)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

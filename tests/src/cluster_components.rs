@@ -196,11 +196,14 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     // Fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(from_clock_ticks(ticks))
+}
+
+/// `ticks` of the kernel's clock (`_SC_CLK_TCK` per second) as a duration.
+fn from_clock_ticks(ticks: u64) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(Duration::from_secs_f64(
-        ticks as f64 / per_second.max(1) as f64,
-    ))
+    Duration::from_secs_f64(ticks as f64 / per_second.max(1) as f64)
 }
 
 /// The CPU time every process on the machine has used since boot, all
@@ -225,11 +228,7 @@ pub fn machine_busy_time() -> Option<Duration> {
         .filter(|(i, _)| *i != 3 && *i != 4)
         .map(|(_, ticks)| ticks)
         .sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(Duration::from_secs_f64(
-        busy as f64 / per_second.max(1) as f64,
-    ))
+    Some(from_clock_ticks(busy))
 }
 
 /// The peak resident set size (`VmHWM`) of process `pid` so far, in MiB;

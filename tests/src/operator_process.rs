@@ -111,16 +111,7 @@ impl OperatorProcess {
     /// The CPU time (user + system) it has used so far; `None` once the
     /// process is gone.
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // Fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        Some(Duration::from_secs_f64(
-            ticks as f64 / per_second.max(1) as f64,
-        ))
+        crate::cluster_components::cpu_time(self.pid())
     }
 
     /// Every line it has logged so far.

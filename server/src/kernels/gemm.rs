@@ -207,6 +207,8 @@ struct Out {
 // SAFETY: tasks only write disjoint tiles (distinct rows or distinct column
 // panels), and the borrow of C outlives every task (rayon joins them).
 unsafe impl Send for Out {}
+// SAFETY: as for Send: shared references only lead to writes of disjoint
+// tiles, and C outlives them.
 unsafe impl Sync for Out {}
 
 /// Buffers a matrix multiplication needs besides its operands (the packed
