@@ -5,6 +5,13 @@
 //!
 //! Reads the cgroup v2 `cpu.max` (`"<quota> <period>"` or `"max <period>"`),
 //! falling back to cgroup v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`.
+//!
+//! Why not `std::thread::available_parallelism` alone: it applies the same
+//! quota but rounds a fractional limit down (`cpu: 1.5` gives one thread,
+//! which can never use the half CPU the pod pays for); this module rounds
+//! it up. The cores it is clamped to are those this process may run on
+//! (`Cpus_allowed_list` in `/proc/self/status`), not std's answer, which
+//! would bring the rounding down back.
 
 use std::path::Path;
 
@@ -51,9 +58,34 @@ pub fn threads(limit: Option<f64>, cores: usize) -> usize {
     }
 }
 
+/// The number of CPUs in a `Cpus_allowed_list` (`0-3,8,10-11`), `None`
+/// when it does not parse.
+pub fn parse_cpu_list(text: &str) -> Option<usize> {
+    text.trim()
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                b.checked_sub(a).map(|d| d + 1)
+            }
+            None => range.parse::<usize>().ok().map(|_| 1),
+        })
+        .sum()
+}
+
+/// The CPUs this process may run on (its affinity), ignoring any quota.
+fn allowed_cpus() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    parse_cpu_list(list)
+}
+
 /// [`threads`] for this process.
 pub fn default_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = allowed_cpus()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     threads(cgroup_cpu_limit(), cores)
 }
 
@@ -75,5 +107,17 @@ mod tests {
         assert_eq!(threads(Some(8.0), 4), 4);
         assert_eq!(threads(None, 16), 16);
         assert_eq!(threads(None, 0), 1);
+    }
+
+    #[test]
+    fn affinity_lists_count_their_cpus() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), Some(7));
+        assert_eq!(parse_cpu_list("5"), Some(1));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+        assert!(
+            allowed_cpus().is_some_and(|n| n >= 1),
+            "this Linux has /proc/self/status"
+        );
     }
 }
