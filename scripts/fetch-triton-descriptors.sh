@@ -35,24 +35,9 @@ if [ -s "$dest/triton_grpc_service.pb" ] && [ -s "$dest/triton_model_config.pb" 
   echo ".cache/protos"
   exit 0
 fi
-command -v python3 >/dev/null 2>&1 || { echo "fetch-triton-descriptors: python3 is missing" >&2; exit 1; }
-wheels="$OPENMODEL_CACHE/wheels"
 tmp=$(cache_tmp "$dest")
 trap 'rm -rf "$tmp"' EXIT
-shopt -s nullglob
-found=("$wheels/tritonclient-$version-"*.whl)
-if [ ${#found[@]} = 0 ]; then
-  # Downloaded into the temporary folder and renamed: a wheel in wheels/ is whole.
-  mkdir -p "$wheels" "$tmp/download"
-  python3 -m pip download --quiet --no-deps --dest "$tmp/download" "tritonclient==$version" >&2 \
-    || { echo "fetch-triton-descriptors: pip download of tritonclient==$version failed (is the Python package index reachable?)" >&2; exit 1; }
-  found=("$tmp/download/tritonclient-$version-"*.whl)
-  [ ${#found[@]} = 1 ] || { echo "fetch-triton-descriptors: pip download of tritonclient==$version gave no single wheel" >&2; exit 1; }
-  mv -f "${found[0]}" "$wheels/"
-  found=("$wheels/${found[0]##*/}")
-  rm -rf "$tmp/download"
-fi
-wheel=${found[0]}
+wheel=$(cache_wheel fetch-triton-descriptors tritonclient "$version" tritonclient "$tmp")
 python3 - "$wheel" "$tmp" <<'PY'
 import ast, os, sys, zipfile
 
