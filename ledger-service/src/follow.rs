@@ -17,7 +17,9 @@ use tonic::Status;
 use crate::authz::{Need, User};
 use crate::filter::logged;
 use crate::grpc::status;
-use crate::{Access, Shared, until_stopped};
+use openmodel_runtime::shutdown::until_stopped;
+
+use crate::{Access, Shared};
 use crate::{Error, Result};
 use openmodel_ledger::query::Query;
 

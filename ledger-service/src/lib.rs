@@ -60,6 +60,7 @@ use openmodel_ledger::entry::Entry;
 use openmodel_ledger::store::Receipt;
 use openmodel_ledger::{Error as LedgerError, Ledger};
 use openmodel_runtime::https;
+use openmodel_runtime::shutdown::{self, until_stopped};
 use openmodel_runtime::tls::TlsFiles;
 
 /// What both ports share.
@@ -101,11 +102,6 @@ impl<A> Shared<A> {
 /// The gRPC metadata of an `ALREADY_EXISTS` answer to `Append` that holds
 /// the index of the entry already logged under the dedupe key.
 pub const EXISTING_INDEX_HEADER: &str = "openmodel-existing-index";
-
-/// Completes once the service begins to stop (or is gone).
-async fn until_stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stop| *stop).await;
-}
 
 /// A ledger service bound to its ports, not yet serving.
 pub struct Server<A> {
@@ -193,10 +189,10 @@ impl<A: Access> Server<A> {
         let grpc = grpc_server
             .add_service(AuditServiceServer::new(grpc::AuditApi::new(shared.clone())))
             .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), {
-                let mut stopping = shared.stopping.clone();
-                async move { until_stopped(&mut stopping).await }
-            });
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc),
+                shutdown::stopped(&shared.stopping),
+            );
         let http = https::serve(
             http,
             tls.http(),

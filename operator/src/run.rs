@@ -20,6 +20,7 @@ use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::webhook::{Webhook, WebhookConfig};
 use openmodel_runtime::endpoints::Endpoints;
+use openmodel_runtime::shutdown;
 
 /// Everything the operator is configured with.
 #[derive(Clone, Debug)]
@@ -64,12 +65,7 @@ pub async fn run(
         _ => None,
     };
     let leader_webhook = everywhere.is_none();
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let stopped = move || shutdown::stopped(&stop_rx);
     tokio::spawn(shutdown.then(move |()| async move {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::shutdown::until_stopped;
 use crate::tls::HANDSHAKE_TIMEOUT;
 
 pub use crate::tls::acceptor;
@@ -70,9 +71,4 @@ pub async fn serve(
     {
         tracing::warn!("HTTPS requests still running after {DRAIN_TIMEOUT:?}; closing them");
     }
-}
-
-/// Completes once `stopping` turns true (or its sender is gone).
-async fn until_stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stop| *stop).await;
 }

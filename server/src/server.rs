@@ -20,6 +20,7 @@ use std::sync::Arc;
 use openmodel_proto::inference::FILE_DESCRIPTOR_SET;
 use openmodel_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use openmodel_runtime::endpoints::{BoundEndpoints, Endpoints};
+use openmodel_runtime::shutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -237,12 +238,7 @@ impl Server {
             })?;
 
         let (stop, stopping) = watch::channel(false);
-        let stopped = move || {
-            let mut stopping = stopping.clone();
-            async move {
-                let _ = stopping.wait_for(|stop| *stop).await;
-            }
-        };
+        let stopped = move || shutdown::stopped(&stopping);
         let mut metrics = tokio::spawn(endpoints.serve(stopped()));
         if let Some(file) = self.annotations.take() {
             tokio::spawn(follow_annotations(
