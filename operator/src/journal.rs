@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable as _};
 use kube::ResourceExt;
 use openmodel_history::spec::replay;
 use openmodel_ledger::Ledger;
@@ -74,26 +75,25 @@ const SERVICE_PATIENCE: Duration = Duration::from_secs(30);
 /// connections (installed together, the service often starts later).
 const SERVICE_STARTUP_PATIENCE: Duration = Duration::from_secs(120);
 
-/// Connects to the ledger service, retrying every 2 s for
+/// Connects to the ledger service, retrying about every 2 s (jittered) for
 /// [`SERVICE_STARTUP_PATIENCE`] while it refuses or cannot be reached.
 async fn connect_patiently(
     endpoint: &str,
     ca: &[u8],
     token_file: &Path,
 ) -> Result<AuditClient, Error> {
-    let deadline = tokio::time::Instant::now() + SERVICE_STARTUP_PATIENCE;
-    loop {
-        match connect(endpoint, ca, Credentials::token_file(token_file)).await {
-            Ok(client) => return Ok(client),
-            Err(openmodel_ledger_service::Error::Transport(why))
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tracing::warn!(error = %why, "waiting for the ledger service");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(2))
+        .with_factor(1.0)
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(SERVICE_STARTUP_PATIENCE));
+    let attempt = || connect(endpoint, ca, Credentials::token_file(token_file));
+    Ok(attempt
+        .retry(backoff)
+        .when(|e| matches!(e, openmodel_ledger_service::Error::Transport(_)))
+        .notify(|error, _| tracing::warn!(%error, "waiting for the ledger service"))
+        .await?)
 }
 
 /// An open ledger, shared by every reconcile.
