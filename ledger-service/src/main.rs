@@ -19,7 +19,7 @@ Docs: docs/ledger-service.md (RPCs and what each needs, tiles, flags), docs/ledg
 /// The OpenModel ledger service: the one writer of an audit ledger file,
 /// serving it to the operator, auditors, mirrors and witnesses.
 #[derive(Parser, Debug)]
-#[command(version, after_help = AFTER_HELP)]
+#[command(name = "openmodel-ledger", version, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

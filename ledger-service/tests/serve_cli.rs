@@ -100,3 +100,15 @@ fn serve_with_unreadable_tls_files_says_which() {
         "{stderr}"
     );
 }
+
+#[test]
+fn version_and_usage_name_the_binary_not_the_crate() {
+    let out = ledger_bin(&["--version"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("openmodel-ledger {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = text(&ledger_bin(&["--help"]).stdout);
+    assert!(help.contains("Usage: openmodel-ledger "), "{help}");
+}
