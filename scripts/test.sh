@@ -12,7 +12,7 @@
 # OPENMODEL_CACHE=$(mktemp -d) forces a cold run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%d s] %s\n' "$SECONDS" "$*"; }
 
 step "setup"
 scripts/setup.sh
