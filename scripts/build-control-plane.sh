@@ -121,8 +121,9 @@ echo "build-control-plane: built versions:"
 for name in kube-controller-manager kube-scheduler kubelet kube-proxy; do
   "$tmp/bin/$name" --version | sed 's/^/  /'
 done
-# The first line only, taken after coredns has finished writing (a reader
-# that stops early, `| head -1`, can kill it with SIGPIPE under pipefail).
+# The first line only, taken after coredns has finished writing (piping it
+# into a reader that stops after one line can kill it with SIGPIPE under
+# pipefail).
 coredns_banner=$("$tmp/bin/coredns" -version)
 echo "  ${coredns_banner%%$'\n'*}"
 echo "$wanted_stamp" >"$tmp/bin/.stamp"

@@ -8,8 +8,8 @@
 #      it). Needs shellcheck: scripts/setup.sh installs it (Debian package)
 #      when run as root.
 #   2. The SIGPIPE guard. Under `set -o pipefail`, a pipeline whose reader
-#      stops reading early (`| head`, `| grep -q`, `| grep -m N`, `| sed …q`,
-#      `| awk '… exit'`) fails at random with exit status 141 when the writer
+#      stops reading early (head, grep -q, grep -m N, sed …q, awk with
+#      exit) fails at random with exit status 141 when the writer
 #      is still writing: the writer is killed by SIGPIPE, and pipefail reports
 #      it. Such pipelines are refused here. Use a form that reads everything
 #      instead: capture the output first (`out=$(cmd)`, then
