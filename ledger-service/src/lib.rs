@@ -80,11 +80,7 @@ impl<A> Shared<A> {
         &self,
         read: impl FnOnce(&Ledger) -> openmodel_ledger::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let ledger = self.ledger.clone();
-        let done = tokio::task::spawn_blocking(move || read(&ledger))
-            .await
-            .map_err(|e| LedgerError::Unusable(format!("a ledger read did not finish: {e}")))?;
-        Ok(done?)
+        client::read_blocking(&self.ledger, read).await
     }
 
     /// Appends and announces the new tree size to watchers.

@@ -35,16 +35,25 @@ impl LocalLog {
         &self,
         read: impl FnOnce(&Ledger) -> openmodel_ledger::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let ledger = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || read(&ledger))
-            .await
-            .map_err(|e| {
-                Error::Ledger(LedgerError::Unusable(format!(
-                    "a ledger read did not finish: {e}"
-                )))
-            })?
-            .map_err(Error::Ledger)
+        read_blocking(&self.0, read).await
     }
+}
+
+/// Runs `read` on `ledger` on the blocking pool (SQLite blocks), never on
+/// the async workers. The service's reads go through here too.
+pub(crate) async fn read_blocking<T: Send + 'static>(
+    ledger: &Arc<Ledger>,
+    read: impl FnOnce(&Ledger) -> openmodel_ledger::Result<T> + Send + 'static,
+) -> Result<T> {
+    let ledger = Arc::clone(ledger);
+    tokio::task::spawn_blocking(move || read(&ledger))
+        .await
+        .map_err(|e| {
+            Error::Ledger(LedgerError::Unusable(format!(
+                "a ledger read did not finish: {e}"
+            )))
+        })?
+        .map_err(Error::Ledger)
 }
 
 impl AuditLog for LocalLog {

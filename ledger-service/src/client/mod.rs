@@ -38,6 +38,7 @@ pub use connect::{
     stored_entry,
 };
 pub use local::LocalLog;
+pub(crate) use local::read_blocking;
 pub use remote::RemoteLog;
 
 use crate::Result;
