@@ -30,6 +30,35 @@ fn appends_are_durable_and_survive_reopen() {
     assert!(r2.time >= r.time);
 }
 
+/// A ledger closed cleanly is one self-contained file: its WAL is folded
+/// in and removed, so copying the `.sqlite` file alone (as an auditor or a
+/// backup does) copies every entry. Its connections used to close at once
+/// and could each skip that, leaving the last entries only in `-wal`; the
+/// race is rare, so it is tried many times.
+#[test]
+fn a_closed_ledger_is_one_self_contained_file() {
+    let TestLedger {
+        dir,
+        path,
+        signer,
+        ledger,
+    } = TestLedger::new();
+    drop(ledger);
+    let wal = path.with_extension("sqlite-wal");
+    let copy = dir.path().join("copy.sqlite");
+    for round in 0..40u64 {
+        let ledger = Ledger::open(&path, signer.clone(), OpenCheck::Quick).unwrap();
+        ledger.append(weights("ns", "m", round)).unwrap();
+        drop(ledger);
+        assert!(!wal.exists(), "round {round}: {} was left", wal.display());
+        std::fs::copy(&path, &copy).unwrap();
+        let copied = Ledger::open_read_only(&copy, OpenCheck::Full).unwrap();
+        assert_eq!(copied.checkpoint().unwrap().checkpoint.size, round + 2);
+        drop(copied);
+        std::fs::remove_file(&copy).unwrap();
+    }
+}
+
 /// Blocking appends (and `Ledger::create`, which appends the key entry) work
 /// on a thread that runs an async runtime; tokio's own blocking receive
 /// would panic there.

@@ -121,14 +121,24 @@ impl PendingAppend {
 struct WriterHandle {
     tx: Option<Sender<writer::Request>>,
     stop_checkpointer: Option<Sender<()>>,
-    threads: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 impl Drop for WriterHandle {
+    /// Stops the checkpointer first, then the writer, one after the other:
+    /// the writer's connection is then the last one this handle closes, and
+    /// SQLite folds the WAL into the database file when its last connection
+    /// closes. Two connections closing at once can each see the other and
+    /// both skip that, leaving committed entries only in `-wal` (a copy of
+    /// the `.sqlite` file alone would then miss them).
     fn drop(&mut self) {
-        drop(self.tx.take());
         drop(self.stop_checkpointer.take());
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
+        }
+        drop(self.tx.take());
+        if let Some(t) = self.writer.take() {
             let _ = t.join();
         }
     }
@@ -227,17 +237,16 @@ impl Ledger {
                 .spawn(f)
                 .map_err(|e| Error::io(path, e))
         };
-        let threads = vec![
-            spawn("ledger-writer", Box::new(move || w.run(rx)))?,
-            spawn(
-                "ledger-checkpointer",
-                Box::new(move || run_checkpointer(checkpointer, stopped)),
-            )?,
-        ];
+        let writer = spawn("ledger-writer", Box::new(move || w.run(rx)))?;
+        let checkpointer = spawn(
+            "ledger-checkpointer",
+            Box::new(move || run_checkpointer(checkpointer, stopped)),
+        )?;
         ledger.writer = Some(WriterHandle {
             tx: Some(tx),
             stop_checkpointer: Some(stop),
-            threads,
+            writer: Some(writer),
+            checkpointer: Some(checkpointer),
         });
         Ok(ledger)
     }
