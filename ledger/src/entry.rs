@@ -18,6 +18,7 @@
 //! is appended and never decreases along the log, so a time range is a
 //! contiguous index range; callers submit entries without it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -117,6 +118,12 @@ pub struct ObjectRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Actor {
+    /// The authenticator's extra attributes (`userInfo.extra`), such as
+    /// `authentication.kubernetes.io/credential-id` (which token or
+    /// certificate was used) or those an impersonator set. Absent when
+    /// empty, so entries without it serialize as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
     /// Groups.
     #[serde(default)]
     pub groups: Vec<String>,
@@ -842,7 +849,12 @@ mod tests {
         let text = "(?s).{0,12}";
         (
             (text, text, text, proptest::option::of(text), proptest::option::of(-(1i64 << 52)..(1i64 << 52))),
-            proptest::option::of((text, proptest::option::of(text), proptest::collection::vec(text, 0..3))),
+            proptest::option::of((
+                text,
+                proptest::option::of(text),
+                proptest::collection::vec(text, 0..3),
+                proptest::collection::btree_map(text, proptest::collection::vec(text, 0..2), 0..3),
+            )),
             proptest::option::of(text),
             (text, text, proptest::collection::vec(any::<u32>(), 0..3), any::<f64>(), 0u8..4),
         )
@@ -865,7 +877,7 @@ mod tests {
                     2 => EntryBody::ModelRetired(ModelRetired { reason: Some(a), last_digest: None }),
                     _ => EntryBody::ModelDeployed(ModelDeployed { digest: format!("sha256:{}", "ab".repeat(32)), replicas: nums.first().copied().unwrap_or(0), image: Some(b), weights_entry: Some(7) }),
                 };
-                let actor = actor.map(|(username, uid, groups)| Actor { username, uid, groups });
+                let actor = actor.map(|(username, uid, groups, extra)| Actor { username, uid, groups, extra });
                 Entry { time: Some(Timestamp(1_700_000_000_000_000)), cluster, object, actor, source: Source::Admission, dedupe_key: dedupe, body }
             })
     }

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::shutdown::until_stopped;
 use crate::tls::HANDSHAKE_TIMEOUT;
 
-pub use crate::tls::acceptor;
+pub use crate::tls::{ClientAuth, acceptor, authenticating_acceptor};
 
 /// Longest requests in flight may take to finish when the server stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

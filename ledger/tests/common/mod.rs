@@ -96,6 +96,7 @@ pub fn spec_change(ns: &str, name: &str, user: &str, replicas: u64) -> Entry {
             username: user.into(),
             uid: None,
             groups: vec!["system:authenticated".into()],
+            extra: Default::default(),
         }),
         source: Source::Admission,
         dedupe_key: None,
