@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything that can go wrong in the operator.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,31 @@ pub enum Error {
     /// The ledger (file or service) refused or failed a request.
     #[error("{0}")]
     LedgerService(#[from] openmodel_ledger_service::Error),
+    /// The entry's dedupe key already names a different entry in the log:
+    /// another event was recorded under this one's key first, so this one
+    /// cannot be recorded truthfully (and must not count as recorded).
+    #[error(
+        "the dedupe key {key:?} of this {kind} entry was already used by a different entry at index {index}, so this {kind} cannot be recorded: look at that entry with `openmodel audit show {index}`; an entry under another event's key is a forgery or a bug, so tell the ledger's administrators"
+    )]
+    DedupeConflict {
+        /// The entry's kind.
+        kind: &'static str,
+        /// The dedupe key.
+        key: String,
+        /// The index of the entry that holds the key.
+        index: u64,
+    },
+    /// An append had to be answered sooner than the ledger answered it.
+    #[error(
+        "the ledger did not record this {kind} entry within {} s (is the ledger service up? see the openmodel-operator's logs)",
+        waited.as_secs()
+    )]
+    LedgerTimeout {
+        /// The entry's kind.
+        kind: &'static str,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// A file the ledger client needs cannot be read.
     #[error("{} ({flag}): {source}", path.display())]
     LedgerFile {
@@ -89,7 +115,9 @@ impl Error {
             Error::Ledger(_)
             | Error::Join(_)
             | Error::LedgerService(_)
-            | Error::LedgerFile { .. } => "ledger",
+            | Error::LedgerFile { .. }
+            | Error::LedgerTimeout { .. } => "ledger",
+            Error::DedupeConflict { .. } => "dedupe",
             Error::KeyFile { .. } | Error::LedgerMissing(_) => "key",
             Error::Replay(_) => "replay",
             Error::Finalizer(inner) => match &**inner {

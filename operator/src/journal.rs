@@ -11,6 +11,14 @@
 //!
 //! Both are the one ledger client, [`AuditLog`] (a [`LocalLog`] or a
 //! [`RemoteLog`]); this module only remembers what it recorded.
+//!
+//! A dedupe key the log already holds answers with the logged entry only
+//! when that entry records the same event ([`records::same_event`]);
+//! a different entry under the key is [`Error::DedupeConflict`], never
+//! "recorded", so whoever claims the key of a change first cannot make the
+//! change pass unrecorded. Appends for an admission (`source: admission`)
+//! give up after [`ADMISSION_PATIENCE`], before the API server stops
+//! waiting for the webhook.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +29,7 @@ use backon::{ExponentialBuilder, Retryable as _};
 use kube::ResourceExt;
 use openmodel_history::spec::replay;
 use openmodel_ledger::Ledger;
-use openmodel_ledger::entry::Entry;
+use openmodel_ledger::entry::{Entry, Source};
 use openmodel_ledger::note::Signer;
 use openmodel_ledger::query::Query;
 use openmodel_ledger::store::OpenCheck;
@@ -31,6 +39,7 @@ use openmodel_ledger_service::client::{
 use serde_json::Value;
 
 use crate::crd::{LedgerStatus, OpenModel};
+use crate::records;
 use crate::{Error, lock};
 
 /// Where the ledger is, and which cluster name entries carry.
@@ -71,6 +80,14 @@ pub enum LedgerLocation {
 /// before the reconcile fails (and is retried later).
 const SERVICE_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long the append of an admission's entry may take in all, retries of
+/// an unavailable ledger service included, before the webhook denies the
+/// change. It must be shorter than the webhook's `timeoutSeconds` (the
+/// chart's `webhook.timeoutSeconds`, 10 s by default): the webhook then
+/// answers before the API server gives up on it, and no append is still
+/// being retried for a change the API server has already refused.
+pub const ADMISSION_PATIENCE: Duration = Duration::from_secs(7);
+
 /// How long the operator waits at start-up for the ledger service to accept
 /// connections (installed together, the service often starts later).
 const SERVICE_STARTUP_PATIENCE: Duration = Duration::from_secs(120);
@@ -96,10 +113,19 @@ async fn connect_patiently(
         .await?)
 }
 
+/// The ledger for the controller's entries, the same for the admission
+/// webhook's (retrying for less long), and whether entries may be appended
+/// at once.
+type Logs = (Arc<dyn AuditLog>, Arc<dyn AuditLog>, bool);
+
 /// An open ledger, shared by every reconcile.
 #[derive(Clone)]
 pub struct Journal {
+    /// The ledger, for the controller's entries.
     log: Arc<dyn AuditLog>,
+    /// The same ledger, retrying for at most [`ADMISSION_PATIENCE`]: for
+    /// the admission webhook's entries.
+    admission_log: Arc<dyn AuditLog>,
     /// Whether entries recorded together may be appended at once (a file:
     /// one group commit) rather than one after the other (the service,
     /// which then logs them in the order given).
@@ -161,7 +187,7 @@ impl Journal {
     /// the ledger service.
     pub async fn open(config: &JournalConfig) -> Result<Journal, Error> {
         config.check()?;
-        let (log, concurrent): (Arc<dyn AuditLog>, bool) = match &config.ledger {
+        let (log, admission_log, concurrent): Logs = match &config.ledger {
             LedgerLocation::File {
                 path,
                 key_file,
@@ -179,7 +205,8 @@ impl Journal {
                     }
                 })
                 .await?;
-                (Arc::new(LocalLog::new(Arc::new(ledger))), true)
+                let log = Arc::new(LocalLog::new(Arc::new(ledger)));
+                (log.clone(), log, true)
             }
             LedgerLocation::Service {
                 endpoint,
@@ -192,12 +219,15 @@ impl Journal {
                     source,
                 })?;
                 let client = connect_patiently(endpoint, &ca, token_file).await?;
-                let remote = RemoteLog::new(client, endpoint).with_patience(SERVICE_PATIENCE);
-                (Arc::new(remote), false)
+                let remote = RemoteLog::new(client, endpoint);
+                let admissions = remote.clone().with_patience(ADMISSION_PATIENCE);
+                let controller = remote.with_patience(SERVICE_PATIENCE);
+                (Arc::new(controller), Arc::new(admissions), false)
             }
         };
         Ok(Journal {
             log,
+            admission_log,
             concurrent,
             cluster: config.cluster.clone(),
             recorded: Arc::default(),
@@ -215,28 +245,29 @@ impl Journal {
     }
 
     /// Appends `entry` once: a dedupe key this process already recorded, or
-    /// one already in the log, answers with that entry's index. A key whose logged entry differs in detail (say,
-    /// another pod verified the same digest first) counts as recorded too:
-    /// the key names the event, and the event is in the log.
+    /// one the log holds for the same event ([`records::same_event`]),
+    /// answers with that entry's index. A key the log holds for a different
+    /// entry is [`Error::DedupeConflict`]. An admission's entry that is not
+    /// recorded within [`ADMISSION_PATIENCE`] is [`Error::LedgerTimeout`].
     pub async fn record(&self, entry: Entry) -> Result<LedgerStatus, Error> {
         let key = entry.dedupe_key.clone();
         if let Some(known) = key.as_deref().and_then(|key| self.known(key)) {
             return Ok(known);
         }
-        let kind = entry.kind();
-        let appended = self.log.append(entry).await?;
-        let (index, tree_size) = appended.position();
-        match appended {
-            Appended::New { .. } => tracing::info!(kind, index, "ledger entry appended"),
-            Appended::Existing { .. } => {}
-            Appended::Conflict { .. } => tracing::warn!(
+        let recorded = if entry.source == Source::Admission {
+            let kind = entry.kind();
+            tokio::time::timeout(
+                ADMISSION_PATIENCE,
+                append_once(self.admission_log.as_ref(), entry),
+            )
+            .await
+            .map_err(|_| Error::LedgerTimeout {
                 kind,
-                key = key.as_deref().unwrap_or_default(),
-                index,
-                "event already recorded with other details"
-            ),
-        }
-        let recorded = LedgerStatus { index, tree_size };
+                waited: ADMISSION_PATIENCE,
+            })??
+        } else {
+            append_once(self.log.as_ref(), entry).await?
+        };
         if let Some(key) = key {
             let mut known = lock(&self.recorded);
             known.insert(key, recorded);
@@ -291,6 +322,53 @@ impl Journal {
     }
 }
 
+/// Appends `entry` to `log`. A dedupe key already taken answers with the
+/// logged entry when it records the same event, and is
+/// [`Error::DedupeConflict`] otherwise (or when the logged entry cannot be
+/// read back to tell).
+async fn append_once(log: &dyn AuditLog, entry: Entry) -> Result<LedgerStatus, Error> {
+    let kind = entry.kind();
+    let appended = log.append(entry.clone()).await?;
+    let (index, tree_size) = appended.position();
+    match appended {
+        Appended::New { .. } => tracing::info!(kind, index, "ledger entry appended"),
+        Appended::Existing { .. } => {}
+        Appended::Conflict { .. } => {
+            let key = entry.dedupe_key.clone().unwrap_or_default();
+            let same = match logged_entry(log, index).await {
+                Ok(logged) => records::same_event(&logged, &entry),
+                Err(error) => {
+                    tracing::warn!(%error, index, "reading back the entry that holds a dedupe key");
+                    false
+                }
+            };
+            if !same {
+                tracing::warn!(
+                    kind,
+                    key,
+                    index,
+                    "the dedupe key already names a different entry; not recorded"
+                );
+                return Err(Error::DedupeConflict { kind, key, index });
+            }
+            tracing::info!(
+                kind,
+                key,
+                index,
+                "event already recorded by another observer"
+            );
+        }
+    }
+    Ok(LedgerStatus { index, tree_size })
+}
+
+/// The entry logged at `index`, as the log holds it.
+async fn logged_entry(log: &dyn AuditLog, index: u64) -> Result<Entry, Error> {
+    let proof = log.prove(index, None).await?;
+    let leaf = proof.extra.unwrap_or_default();
+    Ok(Entry::parse_logged(&leaf)?)
+}
+
 /// Runs a blocking ledger read off the async runtime.
 async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> openmodel_ledger::Result<T> + Send + 'static,
@@ -306,6 +384,7 @@ mod tests {
     use crate::observe::VerifiedWeights;
     use crate::records::{spec_document, spec_entries, weights_verified};
     use crate::resources::fixtures::{DIGEST, model};
+    use openmodel_ledger::entry::Actor;
 
     /// The journal in `dir`, created with a new key the first time.
     async fn journal(dir: &std::path::Path) -> Journal {
@@ -354,6 +433,76 @@ mod tests {
             .unwrap();
         assert_eq!(other_pod.index, recorded.index);
         assert_eq!(second.log.checkpoint().await.unwrap().checkpoint.size, 2);
+    }
+
+    /// A change as the admission webhook records it, by `user`.
+    fn admission(m: &OpenModel, user: &str) -> Entry {
+        let mut entry = spec_entries(m, None, "unit").remove(0);
+        entry.source = Source::Admission;
+        entry.actor = Some(Actor {
+            extra: Default::default(),
+            groups: vec!["system:authenticated".into()],
+            uid: None,
+            username: user.into(),
+        });
+        entry.dedupe_key = Some("uid-1/spec.changed/admission/0/5e2b".into());
+        entry
+    }
+
+    #[tokio::test]
+    async fn a_claimed_dedupe_key_refuses_the_real_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = journal(dir.path()).await;
+        let m = model();
+        // Someone appends an entry under the key of alice's change first.
+        let claimed = journal
+            .log
+            .append(admission(&m, "mallory"))
+            .await
+            .unwrap()
+            .position()
+            .0;
+        let error = journal.record(admission(&m, "alice")).await.unwrap_err();
+        assert!(
+            matches!(error, Error::DedupeConflict { index, .. } if index == claimed),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!(
+                "already used by a different entry at index {claimed}"
+            )) && message.contains(&format!("openmodel audit show {claimed}")),
+            "{message}"
+        );
+        // Asked again, it is refused again: a conflict is never remembered
+        // as recorded, and nothing was appended for it.
+        assert!(matches!(
+            journal.record(admission(&m, "alice")).await,
+            Err(Error::DedupeConflict { .. })
+        ));
+        assert_eq!(
+            journal.log.checkpoint().await.unwrap().checkpoint.size,
+            claimed + 1
+        );
+        // The same change sent again by the API server is the same entry.
+        let mallory = journal.record(admission(&m, "mallory")).await.unwrap();
+        assert_eq!(mallory.index, claimed);
+    }
+
+    #[test]
+    fn admissions_give_up_before_the_chart_s_webhook_timeout() {
+        const VALUES: &str = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/openmodel/values.yaml"
+        );
+        let values: serde_json::Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(VALUES).unwrap()).unwrap();
+        let timeout = values["webhook"]["timeoutSeconds"].as_u64().unwrap();
+        // A second to spare for the answer to travel.
+        assert!(
+            ADMISSION_PATIENCE.as_secs() + 1 < timeout,
+            "the chart's webhook.timeoutSeconds ({timeout} s) must exceed ADMISSION_PATIENCE ({ADMISSION_PATIENCE:?}) by more than a second"
+        );
     }
 
     #[tokio::test]

@@ -161,6 +161,23 @@ pub fn model_deployed(
     )
 }
 
+/// Whether `logged`, the entry the log holds under the dedupe key of
+/// `entry`, records the same event: equal but for the time the log assigned
+/// and what two observers of one event may see differently (which pod
+/// verified a digest). Anything else under the key is another event's
+/// entry, and `entry` is not recorded by it.
+pub fn same_event(logged: &Entry, entry: &Entry) -> bool {
+    let event = |entry: &Entry| {
+        let mut event = entry.clone();
+        event.time = None;
+        if let EntryBody::WeightsVerified(verified) = &mut event.body {
+            verified.pod = None;
+        }
+        event
+    };
+    event(logged) == event(entry)
+}
+
 /// `model.retired`: the model was deleted; `last_digest` is what it served.
 pub fn model_retired(model: &OpenModel, last_digest: Option<&str>, cluster: &str) -> Entry {
     entry(
@@ -273,6 +290,48 @@ mod tests {
             openmodel_history::spec::replay(&log, "uid-2", 3).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn only_the_pod_that_verified_may_differ_within_one_event() {
+        let m = model();
+        let verified = |pod: &str| {
+            weights_verified(
+                &m,
+                &VerifiedWeights {
+                    digest: DIGEST.into(),
+                    pod: pod.into(),
+                },
+                "c",
+            )
+        };
+        let mut logged = verified("a");
+        logged.time = Some(openmodel_ledger::entry::Timestamp(1_000_000));
+        assert!(same_event(&logged, &verified("a")));
+        assert!(same_event(&logged, &verified("b")));
+        let mut other_source = verified("a");
+        if let EntryBody::WeightsVerified(w) = &mut other_source.body {
+            w.source = "hf://someone/else@1".into();
+        }
+        assert!(!same_event(&logged, &other_source));
+
+        // A change's entry must match in full: another user or another
+        // patch under its key is another change.
+        let change = spec_entries(&m, None, "c").remove(0);
+        let mut forged = change.clone();
+        forged.actor = Some(openmodel_ledger::entry::Actor {
+            extra: Default::default(),
+            groups: vec![],
+            uid: None,
+            username: "mallory".into(),
+        });
+        assert!(same_event(&change, &change.clone()));
+        assert!(!same_event(&forged, &change));
+        let mut other_patch = change.clone();
+        if let EntryBody::SpecChanged(c) = &mut other_patch.body {
+            c.patch = vec![json!({"op": "add", "path": "/spec", "value": {}})];
+        }
+        assert!(!same_event(&other_patch, &change));
     }
 
     #[test]
