@@ -10,6 +10,7 @@ use openmodel_operator::journal::{JournalConfig, LedgerLocation};
 use openmodel_operator::leader::LeaseConfig;
 use openmodel_operator::webhook::{CertificateSource, WebhookConfig};
 use openmodel_operator::{Config, crd};
+use openmodel_runtime::https::ClientAuth;
 use openmodel_runtime::logging::{self, LogArgs};
 use openmodel_runtime::shutdown;
 
@@ -133,6 +134,23 @@ struct RunArgs {
     /// with its CA (leave unset when cert-manager injects it).
     #[arg(long, env = "OPENMODEL_WEBHOOK_CONFIGURATION")]
     webhook_configuration: Option<String>,
+    /// Accept only webhook clients whose certificate chains to a CA in this
+    /// PEM file: the certificate the API server presents to webhooks (set by
+    /// its --admission-control-config-file, kubeConfigFile). Without it any
+    /// client that reaches the port can post an AdmissionReview naming any
+    /// user, and the ledger would record it.
+    #[arg(long, env = "OPENMODEL_WEBHOOK_CLIENT_CA")]
+    webhook_client_ca: Option<PathBuf>,
+    /// Accept only client certificates naming one of these DNS names (or
+    /// addresses) in their subjectAltName; needed when the CA also signs
+    /// other clients (a cluster CA signs kubelets' and users' certificates).
+    #[arg(
+        long,
+        env = "OPENMODEL_WEBHOOK_CLIENT_NAMES",
+        value_delimiter = ',',
+        requires = "webhook_client_ca"
+    )]
+    webhook_client_name: Vec<String>,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -146,6 +164,12 @@ async fn run(args: RunArgs) -> Result<()> {
             .trim()
             .to_string(),
     };
+    let clients = args
+        .webhook_client_ca
+        .as_deref()
+        .map(|ca| ClientAuth::read(ca, &args.webhook_client_name))
+        .transpose()
+        .context("--webhook-client-ca")?;
     let webhook = args.webhook_listen.map(|listen| WebhookConfig {
         listen,
         certificate: match args.webhook_cert_dir {
@@ -161,6 +185,7 @@ async fn run(args: RunArgs) -> Result<()> {
             },
         },
         configuration: args.webhook_configuration,
+        clients,
     });
     let config = Config {
         namespace: args.watch_namespace,

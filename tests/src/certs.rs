@@ -35,7 +35,15 @@ pub(crate) struct Pki {
     pub(crate) service_account_pub_pem: String,
     /// The CA itself, to sign more client certificates (test users).
     pub(crate) ca: Issuer<'static, KeyPair>,
+    /// A CA of its own for the certificate the apiserver presents to
+    /// admission webhooks (webhooks trust only it).
+    pub(crate) webhook_client_ca_pem: String,
+    /// That certificate, for [`WEBHOOK_CLIENT_NAME`].
+    pub(crate) webhook_client: CertifiedKey,
 }
+
+/// The DNS name in the certificate the apiserver presents to webhooks.
+pub const WEBHOOK_CLIENT_NAME: &str = "kube-apiserver-webhook-client";
 
 /// A new certificate authority: its certificate (PEM) and the issuer that
 /// signs with it.
@@ -105,8 +113,19 @@ impl Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
 
+        let (webhook_client_ca_pem, webhook_client_ca) = new_ca()?;
+        let webhook_client = leaf(
+            &webhook_client_ca,
+            &[WEBHOOK_CLIENT_NAME],
+            "kube-apiserver",
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+
         let service_account = KeyPair::generate()?;
         Ok(Pki {
+            webhook_client_ca_pem,
+            webhook_client,
             ca_pem,
             apiserver,
             admin,

@@ -17,6 +17,7 @@ use tempfile::TempDir;
 use tokio::sync::OnceCell;
 
 use crate::Error;
+pub use crate::certs::WEBHOOK_CLIENT_NAME;
 use crate::certs::{CertifiedKey, Pki, client_certificate};
 use crate::process;
 
@@ -80,6 +81,8 @@ pub struct ControlPlane {
     ca: rcgen::Issuer<'static, rcgen::KeyPair>,
     ca_pem: String,
     apiserver_port: u16,
+    /// The CA of the certificate the apiserver presents to webhooks.
+    webhook_client_ca: PathBuf,
 }
 
 /// What has to be undone when the control plane stops.
@@ -178,6 +181,7 @@ impl ControlPlane {
             ca: pki.ca,
             ca_pem: pki.ca_pem,
             apiserver_port: ports.apiserver,
+            webhook_client_ca: files.webhook_client_ca.clone(),
         };
         control_plane.spawn(Component::Etcd, etcd_args(&control_plane.data_dir, &ports))?;
         control_plane
@@ -220,6 +224,13 @@ impl ControlPlane {
             ..AuthInfo::default()
         };
         Ok(Client::try_from(config)?)
+    }
+
+    /// The CA (PEM file) of the client certificate the apiserver presents
+    /// to admission webhooks, for [`WEBHOOK_CLIENT_NAME`]: what a webhook
+    /// that only the apiserver may call trusts.
+    pub fn webhook_client_ca(&self) -> &Path {
+        &self.webhook_client_ca
     }
 
     /// The kubeconfig file for this control plane (admin credentials
@@ -432,6 +443,8 @@ struct PkiFiles {
     apiserver_key: PathBuf,
     service_account_key: PathBuf,
     service_account_pub: PathBuf,
+    webhook_client_ca: PathBuf,
+    admission_config: PathBuf,
     cert_dir: PathBuf,
 }
 
@@ -450,6 +463,14 @@ impl PkiFiles {
             apiserver_key: write("apiserver.key", &pki.apiserver.key_pem)?,
             service_account_key: write("sa.key", &pki.service_account_key_pem)?,
             service_account_pub: write("sa.pub", &pki.service_account_pub_pem)?,
+            webhook_client_ca: write("webhook-client-ca.crt", &pki.webhook_client_ca_pem)?,
+            admission_config: write(
+                "admission.yaml",
+                &admission_config_yaml(&write(
+                    "admission-kubeconfig.yaml",
+                    &admission_kubeconfig_yaml(&pki.webhook_client),
+                )?),
+            )?,
             cert_dir: pki_dir,
         })
     }
@@ -502,7 +523,37 @@ fn apiserver_args(files: &PkiFiles, ports: &Ports) -> Vec<String> {
         // service; without nodes nothing could use it anyway.
         "--endpoint-reconciler-type=none".into(),
         "--profiling=false".into(),
+        // The client certificate it presents to admission webhooks.
+        format!(
+            "--admission-control-config-file={}",
+            path(&files.admission_config)
+        ),
     ]
+}
+
+/// kube-apiserver's AdmissionConfiguration: webhooks are called with the
+/// credentials of the kubeconfig `kubeconfig` (the same for every webhook).
+fn admission_config_yaml(kubeconfig: &Path) -> String {
+    let plugin = |name: &str| {
+        format!(
+            "- name: {name}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            kubeconfig.display()
+        )
+    };
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+        plugin("ValidatingAdmissionWebhook"),
+        plugin("MutatingAdmissionWebhook")
+    )
+}
+
+/// The kubeconfig of webhook calls: `client` for every webhook (`*`).
+fn admission_kubeconfig_yaml(client: &CertifiedKey) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        BASE64.encode(&client.cert_pem),
+        BASE64.encode(&client.key_pem)
+    )
 }
 
 /// A kubeconfig for the user of `client` (the admin, or a test user),

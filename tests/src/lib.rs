@@ -49,7 +49,9 @@ mod process;
 mod resources;
 
 pub use certs::{ServingCertificate, serving_certificate};
-pub use controlplane::{BIN_ENV, ControlPlane, bin_dir, remove_stale_data_dirs};
+pub use controlplane::{
+    BIN_ENV, ControlPlane, WEBHOOK_CLIENT_NAME, bin_dir, remove_stale_data_dirs,
+};
 pub use error::Error;
 pub use identities::{service_account_token, service_account_user, wait_for_permission};
 pub use ledger_service::{LEDGER_ORIGIN, LedgerService};

@@ -290,6 +290,11 @@ impl Operator {
         self.dir.path().join("ledger.sqlite")
     }
 
+    /// The address of the admission webhook it serves, if any.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook.as_ref().map(|w| w.listen)
+    }
+
     /// Shuts the operator down cleanly and returns how it ended.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(shutdown) = self.shutdown.take() {

@@ -1,16 +1,24 @@
 //! The admission webhook against the real kube-apiserver: people change
 //! OpenModels with kubectl (client certificates of their own, and `--as`
-//! impersonation), and the ledger says who changed what, before the change
-//! was admitted; dry runs and changes the API server refuses are not
-//! recorded; with the webhook down and `failurePolicy: Fail`, changes are
-//! refused rather than admitted unrecorded.
+//! impersonation) and scale them (`kubectl scale`, the `scale`
+//! subresource), and the ledger says who changed what, with the credential
+//! used, before the change was admitted; dry runs and changes the API
+//! server refuses are not recorded; with the webhook down and
+//! `failurePolicy: Fail`, changes are refused rather than admitted
+//! unrecorded. Only the API server may call the webhook: it presents the
+//! client certificate its AdmissionConfiguration names, and an
+//! AdmissionReview posted by anyone else (naming any user) is refused at
+//! the handshake and appends nothing.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
@@ -19,10 +27,11 @@ use openmodel_ledger::entry::{EntryBody, Operation, Source};
 use openmodel_ledger::store::StoredEntry;
 use openmodel_operator::journal::LedgerLocation;
 use openmodel_operator::webhook::{CertificateSource, PATH, WebhookConfig};
+use openmodel_runtime::https::ClientAuth;
 use openmodel_tests::operator::{
     EXAMPLE_PATH, Operator, control_plane, ledger_entries, namespace, wait_for,
 };
-use openmodel_tests::{ControlPlane, LedgerService};
+use openmodel_tests::{ControlPlane, LedgerService, WEBHOOK_CLIENT_NAME};
 use serde_json::{Value, json};
 
 /// The group whose members may edit OpenModels in the test namespace.
@@ -128,7 +137,7 @@ async fn register(client: &Client, name: &str, ns: &str, url: &str) -> Result<()
                 "apiGroups": ["serving.openmodel.dev"],
                 "apiVersions": ["v1alpha1"],
                 "operations": ["CREATE", "UPDATE", "DELETE"],
-                "resources": ["openmodels"],
+                "resources": ["openmodels", "openmodels/scale"],
                 "scope": "Namespaced",
             }],
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
@@ -150,7 +159,7 @@ async fn allow_editors(client: &Client, ns: &str) -> Result<()> {
         "metadata": {"name": "openmodel-editor", "namespace": ns},
         "rules": [{
             "apiGroups": ["serving.openmodel.dev"],
-            "resources": ["openmodels"],
+            "resources": ["openmodels", "openmodels/scale"],
             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
         }],
     }))?;
@@ -173,6 +182,7 @@ async fn allow_editors(client: &Client, ns: &str) -> Result<()> {
 /// the operator has filled in the configuration's CA. Also returns the
 /// configuration's name, for the test to delete.
 async fn start_operator(
+    control_plane: &ControlPlane,
     client: &Client,
     ns: &str,
     ledger: Option<LedgerLocation>,
@@ -194,6 +204,10 @@ async fn start_operator(
             hosts: vec!["127.0.0.1".into()],
         },
         configuration: Some(configuration.clone()),
+        clients: Some(ClientAuth::read(
+            control_plane.webhook_client_ca(),
+            &[WEBHOOK_CLIENT_NAME.into()],
+        )?),
     };
     let operator = Operator::start_with(client, ns, None, Some(webhook), ledger)?;
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
@@ -216,7 +230,7 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     let alice = control_plane.user_kubeconfig("alice", &[EDITORS])?;
     let bob = control_plane.user_kubeconfig("bob", &[EDITORS])?;
 
-    let (mut operator, configuration) = start_operator(&client, &ns, None).await?;
+    let (mut operator, configuration) = start_operator(control_plane, &client, &ns, None).await?;
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let ledger = operator.ledger_path();
 
@@ -232,6 +246,13 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     assert_eq!(patch[0]["path"], "/spec");
     let actor = entries[0].entry.actor.clone().context("an actor")?;
     ensure!(actor.groups.contains(&EDITORS.to_string()), "{actor:?}");
+    // Which credential: the API server names her certificate.
+    let credential = actor
+        .extra
+        .get("authentication.kubernetes.io/credential-id")
+        .and_then(|ids| ids.first())
+        .with_context(|| format!("no credential id in {actor:?}"))?;
+    ensure!(credential.starts_with("X509SHA256="), "{credential}");
 
     // bob scales it.
     let replicas = r#"{"spec":{"runtime":{"replicas":3}}}"#;
@@ -291,14 +312,63 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
         json!([{"op": "replace", "path": "/spec/runtime/replicas", "value": 2}])
     );
 
+    // bob scales it through the scale subresource, as an autoscaler would.
+    succeeded(&kubectl(
+        control_plane,
+        &bob,
+        &["scale", "openmodel", "minilm", "-n", &ns, "--replicas=4"],
+    )?)?;
+    let entries = wait_for_admissions(&ledger, &ns, 5).await?;
+    assert_eq!(
+        summary(&entries[4]),
+        (
+            "bob".into(),
+            Operation::Update,
+            json!([{"op": "replace", "path": "/spec/runtime/replicas", "value": 4}])
+        )
+    );
+
+    // Someone on the network posts an AdmissionReview naming alice: without
+    // the API server's client certificate it is refused at the handshake,
+    // with a certificate the cluster CA signed for a user too.
+    let forged = forged_review(&ns);
+    let ca = webhook_ca(&webhooks, &configuration).await?;
+    let url = format!(
+        "https://127.0.0.1:{}{PATH}",
+        operator.webhook_addr().context("no webhook")?.port()
+    );
+    for client in [None, Some(user_certificate(&alice)?)] {
+        let presented = client.is_some();
+        let answer = post_review(url.clone(), ca.clone(), client, forged.clone()).await;
+        ensure!(
+            answer.is_err(),
+            "a review posted without the API server's certificate (a certificate: {presented}) was answered: {answer:?}"
+        );
+    }
+    // The API server's own certificate is answered (here: a review that is
+    // not one, refused as such), so the refusals above were the handshake's.
+    let apiserver = user_certificate(
+        &control_plane
+            .data_dir()
+            .join("pki")
+            .join("admission-kubeconfig.yaml"),
+    )?;
+    let (status, body) = post_review(url.clone(), ca.clone(), Some(apiserver), json!({})).await?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        admissions(&ledger, &ns)?.len(),
+        5,
+        "a forged review must append nothing"
+    );
+
     // bob deletes it: recorded as his DELETE, and retired by the controller.
     succeeded(&kubectl(
         control_plane,
         &bob,
         &["delete", "openmodel", "minilm", "-n", &ns, "--wait=false"],
     )?)?;
-    let entries = wait_for_admissions(&ledger, &ns, 5).await?;
-    let (user, operation, _) = summary(&entries[4]);
+    let entries = wait_for_admissions(&ledger, &ns, 6).await?;
+    let (user, operation, _) = summary(&entries[5]);
     assert_eq!((user.as_str(), operation), ("bob", Operation::Delete));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !ledger_entries(&ledger, &ns, Some("minilm"))?
@@ -331,6 +401,91 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     Ok(())
 }
 
+/// An AdmissionReview as the API server would send it for alice's change
+/// of the model in `ns`, made up by someone else.
+fn forged_review(ns: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "f0f0-forged",
+            "kind": {"group": "serving.openmodel.dev", "version": "v1alpha1", "kind": "Scale"},
+            "resource": {"group": "serving.openmodel.dev", "version": "v1alpha1", "resource": "openmodels"},
+            "subResource": "scale",
+            "name": "minilm",
+            "namespace": ns,
+            "operation": "UPDATE",
+            "userInfo": {"username": "alice", "groups": [EDITORS]},
+            "object": {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "minilm", "namespace": ns, "uid": "forged", "resourceVersion": "1"}, "spec": {"replicas": 9}},
+            "oldObject": {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "minilm", "namespace": ns, "uid": "forged", "resourceVersion": "1"}, "spec": {"replicas": 1}},
+        }
+    })
+}
+
+/// The CA the operator put into the webhook configuration's `caBundle`.
+async fn webhook_ca(
+    webhooks: &Api<ValidatingWebhookConfiguration>,
+    configuration: &str,
+) -> Result<Vec<u8>> {
+    let configuration = webhooks.get(configuration).await?;
+    let bundle = configuration
+        .webhooks
+        .into_iter()
+        .flatten()
+        .find_map(|w| w.client_config.ca_bundle)
+        .context("no caBundle")?;
+    Ok(bundle.0)
+}
+
+/// The client certificate and key (PEM) of the first user of a kubeconfig.
+fn user_certificate(kubeconfig: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let config: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+    let decode = |field: &str| -> Result<Vec<u8>> {
+        let data = config["users"][0]["user"][field]
+            .as_str()
+            .with_context(|| format!("no {field} in {}", kubeconfig.display()))?;
+        Ok(BASE64.decode(data)?)
+    };
+    Ok((
+        decode("client-certificate-data")?,
+        decode("client-key-data")?,
+    ))
+}
+
+/// POSTs `review` to the webhook at `url`, trusting `ca`, presenting
+/// `client` (certificate and key, PEM) if given: the status and body.
+async fn post_review(
+    url: String,
+    ca: Vec<u8>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+    review: Value,
+) -> Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || {
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+        let ca = Certificate::from_pem(&ca)?.to_owned();
+        let mut tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(vec![ca])));
+        if let Some((cert, key)) = client {
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(
+                &[Certificate::from_pem(&cert)?.to_owned()],
+                PrivateKey::from_pem(&key)?.to_owned(),
+            )));
+        }
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut response = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(review.to_string())?;
+        let body = response.body_mut().read_to_string()?;
+        Ok((response.status().as_u16(), body))
+    })
+    .await?
+}
+
 /// With the ledger service, the webhook records through it (as the
 /// operator's service account), so every instance can serve it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,7 +497,8 @@ async fn with_the_ledger_service_admissions_are_recorded_there() -> Result<()> {
     let alice = control_plane.user_kubeconfig("alice", &[EDITORS])?;
     let (service, location) = LedgerService::for_operator(&client, &ns).await?;
 
-    let (mut operator, configuration) = start_operator(&client, &ns, Some(location)).await?;
+    let (mut operator, configuration) =
+        start_operator(control_plane, &client, &ns, Some(location)).await?;
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     succeeded(&kubectl(
         control_plane,

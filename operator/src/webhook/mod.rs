@@ -8,7 +8,11 @@
 //!
 //! It is served over TLS ([`certificate`]): from files, or a CA and serving
 //! certificate the operator keeps in a Secret and puts into the
-//! ValidatingWebhookConfiguration's `caBundle`.
+//! ValidatingWebhookConfiguration's `caBundle`. Only the API server may
+//! call it when [`WebhookConfig::clients`] is set: the handshake then needs
+//! the client certificate the API server presents to webhooks (its
+//! AdmissionConfiguration's `kubeConfigFile`), so no one else can post an
+//! AdmissionReview that names another user.
 //!
 //! The admission entries (source `admission`) say who asked for what; the
 //! controller's own `spec.changed` entries (source `controller`, one per
@@ -30,7 +34,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kube::Client;
+use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use openmodel_ledger::entry::Entry;
+use openmodel_runtime::https::{self, ClientAuth};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -68,6 +75,10 @@ pub struct WebhookConfig {
     /// The ValidatingWebhookConfiguration whose `caBundle` the operator
     /// fills (none: someone else does, e.g. cert-manager's CA injector).
     pub configuration: Option<String>,
+    /// The client certificates accepted: the API server's, as its
+    /// AdmissionConfiguration presents it (none: any client may call, and
+    /// whoever reaches the port can record changes in anyone's name).
+    pub clients: Option<ClientAuth>,
 }
 
 /// A webhook ready to serve: certificate in hand, port bound.
@@ -95,10 +106,19 @@ impl Webhook {
         if let (Some(configuration), Some(ca)) = (&config.configuration, &certificate.ca_pem) {
             certificate::inject_ca_bundle(client, configuration, ca).await?;
         }
-        let tls = openmodel_runtime::https::acceptor(
+        let (cert, key) = (
             certificate.cert_pem.as_bytes(),
             certificate.key_pem.as_bytes(),
-        )
+        );
+        let tls = match &config.clients {
+            Some(clients) => https::authenticating_acceptor(cert, key, clients),
+            None => {
+                tracing::warn!(
+                    "the admission webhook accepts requests from any client: whoever reaches its port can record changes in anyone's name. Give --webhook-client-ca (the CA of the certificate the API server presents to webhooks; docs/install.md)"
+                );
+                https::acceptor(cert, key)
+            }
+        }
         .map_err(|e| Error::Webhook(format!("its certificate: {e}")))?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -124,57 +144,83 @@ impl Webhook {
         let app = Router::new()
             .route(PATH, post(validate))
             .with_state(Arc::new(self.journal));
-        openmodel_runtime::https::serve(self.listener, self.tls, app, stopping).await;
+        https::serve(self.listener, self.tls, app, stopping).await;
     }
 }
 
 /// `POST /validate`: an AdmissionReview in, one out.
 async fn validate(State(journal): State<Arc<Journal>>, body: Bytes) -> Response {
-    let request: AdmissionRequest<OpenModel> =
-        match serde_json::from_slice::<AdmissionReview<OpenModel>>(&body)
-            .map_err(|e| e.to_string())
-            .and_then(|review| review.try_into().map_err(|e| format!("{e}")))
-        {
-            Ok(request) => request,
-            Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("expected an admission.k8s.io/v1 AdmissionReview of an OpenModel: {e}"),
-                )
-                    .into_response();
-            }
-        };
-    let review = decide(&journal, &request).await.into_review();
+    let (admitted, entry) = match read_review(&body, journal.cluster()) {
+        Ok(read) => read,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected an admission.k8s.io/v1 AdmissionReview of an OpenModel or of its scale: {e}"),
+            )
+                .into_response();
+        }
+    };
+    let review = decide(&journal, admitted, entry).await.into_review();
     match serde_json::to_vec(&review) {
         Ok(body) => ([(CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
+/// The answer that admits the request, and the entry it needs (or why
+/// none): a change of an OpenModel, or of its replicas through the `scale`
+/// subresource.
+fn read_review(
+    body: &[u8],
+    cluster: &str,
+) -> Result<(AdmissionResponse, Result<Entry, &'static str>), String> {
+    fn request<T: kube::Resource>(body: &[u8]) -> Result<AdmissionRequest<T>, String>
+    where
+        AdmissionReview<T>: serde::de::DeserializeOwned,
+    {
+        let review: AdmissionReview<T> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        review.try_into().map_err(|e| format!("{e}"))
+    }
+    let any = request::<DynamicObject>(body)?;
+    if any.sub_resource.as_deref() == Some("scale") {
+        return Ok((
+            AdmissionResponse::from(&any),
+            review::scale_entry(&any, cluster),
+        ));
+    }
+    let model = request::<OpenModel>(body)?;
+    Ok((
+        AdmissionResponse::from(&model),
+        review::admission_entry(&model, cluster),
+    ))
+}
+
 /// Records the change, then admits it; refuses what cannot be recorded.
-async fn decide(journal: &Journal, request: &AdmissionRequest<OpenModel>) -> AdmissionResponse {
-    let admitted = AdmissionResponse::from(request);
-    let entry = match review::admission_entry(request, journal.cluster()) {
+async fn decide(
+    journal: &Journal,
+    admitted: AdmissionResponse,
+    entry: Result<Entry, &'static str>,
+) -> AdmissionResponse {
+    let uid = admitted.uid.clone();
+    let entry = match entry {
         Ok(entry) => entry,
         Err(why) => {
-            tracing::debug!(uid = %request.uid, why, "admitted without an entry");
+            tracing::debug!(uid, why, "admitted without an entry");
             return admitted;
         }
     };
-    let user = request.user_info.username.clone().unwrap_or_default();
+    let user = entry
+        .actor
+        .as_ref()
+        .map(|a| a.username.clone())
+        .unwrap_or_default();
     match journal.record(entry).await {
         Ok(recorded) => {
-            tracing::info!(
-                uid = %request.uid,
-                user,
-                operation = ?request.operation,
-                index = recorded.index,
-                "admission recorded"
-            );
+            tracing::info!(uid, user, index = recorded.index, "admission recorded");
             admitted
         }
         Err(e) => {
-            tracing::warn!(uid = %request.uid, user, error = %e, "admission refused: not recorded");
+            tracing::warn!(uid, user, error = %e, "admission refused: not recorded");
             admitted.deny(format!(
                 "the OpenModel audit ledger could not record this change, so it was not admitted: {e}. Try again; if this persists, look at the openmodel-operator's logs"
             ))

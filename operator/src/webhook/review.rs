@@ -1,10 +1,15 @@
 //! What an admission request for an OpenModel means for the ledger (pure):
 //! the `spec.changed` entry to append before the change may be admitted,
-//! with the requesting user, or none.
+//! with the requesting user, or none. Changes of the model itself
+//! ([`admission_entry`]) and of its replicas through the `scale`
+//! subresource (`kubectl scale`, a HorizontalPodAutoscaler:
+//! [`scale_entry`]) are both recorded.
 
-use kube::ResourceExt;
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation as AdmissionOperation};
-use openmodel_ledger::entry::{Actor, Entry, EntryBody, Operation, Source, SpecChanged};
+use kube::{Resource, ResourceExt};
+use openmodel_ledger::entry::{Actor, Entry, EntryBody, ObjectRef, Operation, Source, SpecChanged};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -40,12 +45,7 @@ pub fn admission_entry(
         Ok(Value::Array(operations)) => operations,
         _ => return Err("the JSON Patch did not serialize to an array"),
     };
-    let user = &request.user_info;
-    let actor = Actor {
-        groups: user.groups.clone().unwrap_or_default(),
-        uid: user.uid.clone().filter(|uid| !uid.is_empty()),
-        username: user.username.clone().unwrap_or_default(),
-    };
+    let actor = actor(&request.user_info);
     let mut object = object_ref(model);
     // A create is seen before the name is generated, when generateName is
     // used; the request names the object in any case.
@@ -56,7 +56,103 @@ pub fn admission_entry(
         object.namespace = request.namespace.clone().unwrap_or_default();
     }
     let dedupe_key = change_key(model, request, operation, &actor, &patch);
-    Ok(Entry {
+    Ok(spec_changed(
+        cluster, object, actor, dedupe_key, operation, patch,
+    ))
+}
+
+/// The path of the replicas in the document `spec.changed` patches
+/// describe: the CRD's scale subresource's `specReplicasPath`
+/// (`.spec.runtime.replicas`) as a JSON Pointer.
+pub const REPLICAS_POINTER: &str = "/spec/runtime/replicas";
+
+/// The entry recording a change of a model's replicas through its `scale`
+/// subresource (an `autoscaling/v1` Scale), or why none is needed: dry
+/// runs, and updates that leave the replicas as they were (an autoscaler
+/// writes the same count again). The patch is the one the same change made
+/// through the model itself would have.
+pub fn scale_entry(
+    request: &AdmissionRequest<DynamicObject>,
+    cluster: &str,
+) -> Result<Entry, &'static str> {
+    if request.dry_run {
+        return Err("a dry run changes nothing");
+    }
+    if request.operation != AdmissionOperation::Update {
+        return Err("only an UPDATE changes a scale");
+    }
+    let scale = request
+        .object
+        .as_ref()
+        .ok_or("the request carries no Scale")?;
+    fn replicas(scale: Option<&DynamicObject>) -> Option<&Value> {
+        scale.and_then(|s| s.data.pointer("/spec/replicas"))
+    }
+    let new = replicas(Some(scale)).ok_or("the Scale carries no spec.replicas")?;
+    let old = replicas(request.old_object.as_ref());
+    if old == Some(new) {
+        return Err("the replicas are unchanged");
+    }
+    let op = if old.is_some() { "replace" } else { "add" };
+    let patch = vec![json!({"op": op, "path": REPLICAS_POINTER, "value": new})];
+    let actor = actor(&request.user_info);
+    let uid = scale.metadata.uid.clone().filter(|uid| !uid.is_empty());
+    let object = ObjectRef {
+        api_version: OpenModel::api_version(&()).into_owned(),
+        generation: None,
+        kind: OpenModel::kind(&()).into_owned(),
+        name: request.name.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        uid: uid.clone(),
+    };
+    // The Scale's resourceVersion is its model's: it names the state the
+    // change starts from, as the generation does for other changes (a
+    // scale does not always move the generation's base in a way a retry
+    // repeats).
+    let from = request
+        .old_object
+        .as_ref()
+        .and_then(|old| old.metadata.resource_version.clone())
+        .unwrap_or_default();
+    let what = json!({"operation": Operation::Update, "actor": actor, "patch": patch});
+    let digest = Sha256::digest(what.to_string().as_bytes());
+    let dedupe_key = format!(
+        "{}/spec.changed/admission/scale/{from}/{}",
+        uid.unwrap_or_default(),
+        hex::encode(&digest[..16])
+    );
+    Ok(spec_changed(
+        cluster,
+        object,
+        actor,
+        dedupe_key,
+        Operation::Update,
+        patch,
+    ))
+}
+
+/// Who asked, as the API server authenticated them: name, uid, groups and
+/// the authenticator's extra attributes (the credential id, what an
+/// impersonator set).
+fn actor(user: &UserInfo) -> Actor {
+    Actor {
+        extra: user.extra.clone().unwrap_or_default(),
+        groups: user.groups.clone().unwrap_or_default(),
+        uid: user.uid.clone().filter(|uid| !uid.is_empty()),
+        username: user.username.clone().unwrap_or_default(),
+    }
+}
+
+/// An admission's `spec.changed` entry.
+fn spec_changed(
+    cluster: &str,
+    object: ObjectRef,
+    actor: Actor,
+    dedupe_key: String,
+    operation: Operation,
+    patch: Vec<Value>,
+) -> Entry {
+    Entry {
         time: None,
         cluster: cluster.to_string(),
         object: Some(object),
@@ -68,7 +164,7 @@ pub fn admission_entry(
             patch,
             request_uid: None,
         }),
-    })
+    }
 }
 
 /// The dedupe key of one change: the same for every call the API server
@@ -237,6 +333,92 @@ mod tests {
             admission_entry(&request("UPDATE", Some(&labelled), Some(&old), false), "c")
                 .unwrap_err(),
             "the spec is unchanged"
+        );
+    }
+
+    /// A request for the `scale` subresource, as the API server sends it
+    /// for `kubectl scale` (an autoscaling/v1 Scale, the model's uid and
+    /// resourceVersion in its metadata).
+    fn scale_request(old: i64, new: i64, dry_run: bool) -> AdmissionRequest<DynamicObject> {
+        let scale = |replicas: i64| {
+            json!({
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": {"name": "minilm", "namespace": "search", "uid": "uid-1", "resourceVersion": "41"},
+                "spec": {"replicas": replicas},
+                "status": {"replicas": old},
+            })
+        };
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "3c1e-scale",
+                "kind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+                "resource": {"group": "serving.openmodel.dev", "version": "v1alpha1", "resource": "openmodels"},
+                "subResource": "scale",
+                "name": "minilm",
+                "namespace": "search",
+                "operation": "UPDATE",
+                "userInfo": {
+                    "username": "carol",
+                    "groups": ["system:authenticated"],
+                    "extra": {"authentication.kubernetes.io/credential-id": ["X509SHA256=ab12"]},
+                },
+                "object": scale(new),
+                "oldObject": scale(old),
+                "dryRun": dry_run,
+            }
+        });
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(review).unwrap();
+        review.try_into().unwrap()
+    }
+
+    #[test]
+    fn a_scale_records_the_replicas_and_who_scaled() {
+        let entry = scale_entry(&scale_request(1, 3, false), "c").unwrap();
+        assert_eq!(entry.source, Source::Admission);
+        let actor = entry.actor.as_ref().unwrap();
+        assert_eq!(actor.username, "carol");
+        assert_eq!(
+            actor.extra["authentication.kubernetes.io/credential-id"],
+            ["X509SHA256=ab12"]
+        );
+        assert_eq!(
+            Value::Array(changed(&entry).patch.clone()),
+            json!([{"op": "replace", "path": "/spec/runtime/replicas", "value": 3}])
+        );
+        let object = entry.object.as_ref().unwrap();
+        assert_eq!(
+            (
+                object.kind.as_str(),
+                object.name.as_str(),
+                object.namespace.as_str()
+            ),
+            ("OpenModel", "minilm", "search")
+        );
+        assert_eq!(object.uid.as_deref(), Some("uid-1"));
+        let key = entry.dedupe_key.as_deref().unwrap();
+        assert!(
+            key.starts_with("uid-1/spec.changed/admission/scale/41/"),
+            "{key}"
+        );
+        entry.validate().unwrap();
+        // The same scale again is the same entry; another count is another.
+        assert_eq!(
+            scale_entry(&scale_request(1, 3, false), "c").unwrap(),
+            entry
+        );
+        let other = scale_entry(&scale_request(1, 4, false), "c").unwrap();
+        assert_ne!(other.dedupe_key, entry.dedupe_key);
+    }
+
+    #[test]
+    fn dry_run_and_unchanged_scales_are_not_recorded() {
+        assert!(scale_entry(&scale_request(1, 3, true), "c").is_err());
+        assert_eq!(
+            scale_entry(&scale_request(2, 2, false), "c").unwrap_err(),
+            "the replicas are unchanged"
         );
     }
 }
