@@ -19,6 +19,11 @@
 #   scripts/cluster.sh user NAME [GROUP…]
 #                               a kubeconfig for a person (client certificate
 #                               from the cluster CA); prints its path
+#   scripts/cluster.sh webhook-client-ca
+#                               the CA of the client certificate kube-apiserver
+#                               presents to admission webhooks (its DNS name:
+#                               kube-apiserver-webhook-client); for the chart's
+#                               webhook.clientAuth
 #
 # Then: export KUBECONFIG=$(scripts/cluster.sh kubeconfig)
 #
@@ -63,6 +68,7 @@ etcd_peer_port=23801
 apiserver_port=6443
 pause_image=openmodel.local/pause:1
 kubeconfig="$dir/admin.kubeconfig"
+webhook_client_name=kube-apiserver-webhook-client
 # Start order; `down` stops in reverse.
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns)
 
@@ -189,6 +195,40 @@ make_pki() {
   cert coredns openmodel-coredns "" ""
   cert kubelet "system:node:$node" system:nodes "" 
   cert kubelet-serving "system:node:$node" system:nodes "DNS:$node,DNS:localhost,IP:$ip,IP:127.0.0.1" server
+  # What kube-apiserver presents to admission webhooks (admission_config):
+  # the cluster CA signs other clients too, so webhooks also check its name.
+  cert webhook-client "$webhook_client_name" "" "DNS:$webhook_client_name"
+}
+
+# admission_config: kube-apiserver's --admission-control-config-file, which
+# makes it present the webhook-client certificate to every webhook, so that
+# OpenModel's webhook can refuse everyone else (docs/install.md).
+admission_config() {
+  cat >"$dir/admission-webhooks.kubeconfig" <<EOF2
+apiVersion: v1
+kind: Config
+users:
+  - name: '*'
+    user:
+      client-certificate: $dir/pki/webhook-client.crt
+      client-key: $dir/pki/webhook-client.key
+EOF2
+  cat >"$dir/admission.yaml" <<EOF2
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: ValidatingAdmissionWebhook
+    configuration:
+      apiVersion: apiserver.config.k8s.io/v1
+      kind: WebhookAdmissionConfiguration
+      kubeConfigFile: $dir/admission-webhooks.kubeconfig
+  - name: MutatingAdmissionWebhook
+    configuration:
+      apiVersion: apiserver.config.k8s.io/v1
+      kind: WebhookAdmissionConfiguration
+      kubeConfigFile: $dir/admission-webhooks.kubeconfig
+EOF2
+  chmod 600 "$dir/admission-webhooks.kubeconfig" "$dir/admission.yaml"
 }
 
 # make_kubeconfig <client cert name> [file]: a kubeconfig for it, at
@@ -292,6 +332,7 @@ start_etcd() {
 }
 
 start_apiserver() {
+  admission_config
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address "$ip" --advertise-address "$ip" --secure-port "$apiserver_port" \
@@ -308,6 +349,7 @@ start_apiserver() {
     --enable-aggregator-routing=true \
     --kubelet-preferred-address-types InternalIP \
     --allow-privileged=true \
+    --admission-control-config-file "$dir/admission.yaml" \
     --profiling=false
   wait_for kube-apiserver 120 kubectl get --raw /readyz
 }
@@ -627,6 +669,7 @@ case "${1:-}" in
   import) import_images ;;
   tools) check_prerequisites ;;
   kubeconfig) echo "$kubeconfig" ;;
+  webhook-client-ca) echo "$dir/pki/ca.crt" ;;
   user)
     shift
     user "$@"

@@ -302,6 +302,17 @@ fn a_model_applied_with_kubectl_serves_a_triton_client_and_the_ledger_tells_its_
             "--timeout",
             "5m",
         ])
+        // Only kube-apiserver may call the webhook (scripts/cluster.sh
+        // gives it a client certificate for webhooks).
+        .arg("--set-file")
+        .arg(format!(
+            "webhook.clientAuth.caBundle={}",
+            cluster.dir().join("pki/ca.crt").display()
+        ))
+        .args([
+            "--set",
+            "webhook.clientAuth.names={kube-apiserver-webhook-client}",
+        ])
         .arg("--kubeconfig")
         .arg(&admin))?;
     // The operator put its CA into the webhook configuration.

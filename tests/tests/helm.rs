@@ -285,6 +285,27 @@ fn lint_and_template_pass_with_every_option() -> Result<()> {
         arg_value(args, "--webhook-secret"),
         Some("om-webhook-certs")
     );
+    // Only the API server may call the webhook: its client CA and name.
+    assert_eq!(
+        arg_value(args, "--webhook-client-ca"),
+        Some("/etc/openmodel/webhook-client-ca/ca.crt")
+    );
+    assert_eq!(
+        arg_value(args, "--webhook-client-name"),
+        Some("kube-apiserver-webhook-client")
+    );
+    let client_ca = find(&docs, "ConfigMap", "om-all-webhook-client-ca").context("client CA")?;
+    ensure!(
+        client_ca["data"]["ca.crt"]
+            .as_str()
+            .is_some_and(|pem| pem.starts_with("-----BEGIN CERTIFICATE-----")),
+        "{client_ca}"
+    );
+    let policy = find(&docs, "NetworkPolicy", "om-all-operator").context("operator policy")?;
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"],
+        json!([{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}])
+    );
     let ledger = find(&docs, "StatefulSet", "om-all-ledger").context("ledger")?;
     check_pod_template("ledger", &ledger["spec"]["template"])?;
     let spec = &ledger["spec"]["template"]["spec"];
@@ -333,6 +354,14 @@ fn schema_rejects_bad_values() -> Result<()> {
         (
             &["--set", "webhook.failurePolicy=Sometimes"],
             "at '/webhook/failurePolicy': value must be one of 'Fail', 'Ignore'",
+        ),
+        (
+            &["--set", "webhook.clientAuth.caBundle=not-a-certificate"],
+            "at '/webhook/clientAuth/caBundle': ",
+        ),
+        (
+            &["--set", "webhook.apiServerCIDRs={10.0.0.1}"],
+            "at '/webhook/apiServerCIDRs/0': ",
         ),
         (
             &["--set", "operator.image.pullPolicy=Sometimes"],
