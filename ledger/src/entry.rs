@@ -121,8 +121,14 @@ pub struct Actor {
     /// The authenticator's extra attributes (`userInfo.extra`), such as
     /// `authentication.kubernetes.io/credential-id` (which token or
     /// certificate was used) or those an impersonator set. Absent when
-    /// empty, so entries without it serialize as before.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// empty, so entries without it serialize as before. Its keys are
+    /// free-form, so it is written in RFC 8785 key order (UTF-16 code
+    /// units, which a `BTreeMap`'s UTF-8 order is not beyond the BMP).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "canonical_map"
+    )]
     pub extra: BTreeMap<String, Vec<String>>,
     /// Groups.
     #[serde(default)]
@@ -372,6 +378,16 @@ fn canonical_values<S: serde::Serializer>(
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     let text = serde_json_canonicalizer::to_string(values).map_err(serde::ser::Error::custom)?;
+    let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+    raw.serialize(s)
+}
+
+/// Serializes a map with free-form keys in RFC 8785 form.
+fn canonical_map<S: serde::Serializer>(
+    map: &BTreeMap<String, Vec<String>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let text = serde_json_canonicalizer::to_string(map).map_err(serde::ser::Error::custom)?;
     let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
     raw.serialize(s)
 }
