@@ -107,6 +107,15 @@ pub enum Error {
     /// The writer thread is gone (its database failed or the ledger is closing).
     #[error("the ledger writer has stopped: {0}")]
     WriterStopped(String),
+    /// A read ran past the ledger's read time limit and was stopped.
+    #[error(
+        "the read ran longer than {limit:?} and was stopped: ask for less (a namespace, a kind, \
+         a time range, a smaller page)"
+    )]
+    ReadTimedOut {
+        /// The limit it ran past.
+        limit: std::time::Duration,
+    },
     /// An SQLite failure.
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -110,8 +110,18 @@ fn first_index_at(c: &Connection, t: Timestamp, size: u64) -> Result<u64> {
 }
 
 impl Ledger {
-    /// Answers `query` against the latest checkpoint.
+    /// Answers `query` against the latest checkpoint: at most `query.limit`
+    /// entries.
     pub fn query(&self, query: &Query) -> Result<Page> {
+        self.query_within(query, usize::MAX)
+    }
+
+    /// Answers `query` against the latest checkpoint, at most `query.limit`
+    /// entries whose leaves hold at most `max_bytes` together: a page stops
+    /// early at whichever bound it meets first, and its `next` says where to
+    /// continue. A page holds at least one entry when any matches, however
+    /// large, so paging always moves on.
+    pub fn query_within(&self, query: &Query, max_bytes: usize) -> Result<Page> {
         query.validate()?;
         self.read(|c| {
             let checkpoint = self.checkpoint_in(c)?;
@@ -152,19 +162,26 @@ impl Ledger {
             sql.push_str(" ORDER BY idx LIMIT ?");
             args.push((query.limit as i64 + 1).into());
             let mut stmt = c.prepare(&sql)?;
-            let mut entries = stmt
-                .query_map(params_from_iter(args), |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))?
-                .map(|row| {
-                    let (idx, leaf) = row?;
-                    StoredEntry::from_leaf(idx, leaf)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let (scanned, next) = if entries.len() > query.limit {
-                entries.truncate(query.limit);
-                let end = entries.last().map_or(lo, |e| e.index + 1);
-                (lo..end, Some(end))
-            } else {
-                (lo..hi, None)
+            let mut rows = stmt.query(params_from_iter(args))?;
+            let mut entries: Vec<StoredEntry> = Vec::new();
+            let mut bytes = 0usize;
+            let mut cut = false;
+            while let Some(row) = rows.next()? {
+                // Sized before it is copied: the row that does not fit is
+                // never read into memory.
+                let len = row.get_ref(1)?.as_bytes().map_or(0, <[u8]>::len);
+                let over_budget = !entries.is_empty() && bytes.saturating_add(len) > max_bytes;
+                if entries.len() == query.limit || over_budget {
+                    cut = true;
+                    break;
+                }
+                bytes += len;
+                let idx = row.get::<_, i64>(0)? as u64;
+                entries.push(StoredEntry::from_leaf(idx, row.get(1)?)?);
+            }
+            let (scanned, next) = match entries.last() {
+                Some(last) if cut => (lo..last.index + 1, Some(last.index + 1)),
+                _ => (lo..hi, None),
             };
             Ok(Page {
                 entries,

@@ -226,6 +226,161 @@ fn queries_filter_page_and_state_what_they_cover() {
     assert_eq!(window.scanned.start, window.entries.first().unwrap().index);
 }
 
+/// A page stops at its byte budget as it does at its count: `next` says
+/// where to go on, the scanned range ends there, and the pages together
+/// hold every match once. An entry larger than the budget still makes a
+/// page of its own.
+#[test]
+fn pages_stop_at_a_byte_budget_and_say_where_to_go_on() {
+    let t = TestLedger::new();
+    for i in 0..20 {
+        t.ledger.append(weights("search", "a", i)).unwrap();
+    }
+    let leaf = t.ledger.entry(1).unwrap().leaf.len();
+    let all = Query {
+        limit: 100,
+        ..Query::default()
+    };
+    let size = t.ledger.checkpoint().unwrap().checkpoint.size;
+
+    let mut seen = Vec::new();
+    let mut start = 0;
+    let mut pages = 0;
+    loop {
+        let page = t
+            .ledger
+            .query_within(
+                &Query {
+                    start,
+                    ..all.clone()
+                },
+                3 * leaf + leaf / 2,
+            )
+            .unwrap();
+        pages += 1;
+        let bytes: usize = page.entries.iter().map(|e| e.leaf.len()).sum();
+        assert!(bytes <= 3 * leaf + leaf / 2, "{bytes} bytes in a page");
+        assert!(!page.entries.is_empty());
+        assert!(page.entries.iter().all(|e| page.scanned.contains(&e.index)));
+        seen.extend(page.entries.iter().map(|e| e.index));
+        match page.next {
+            Some(next) => {
+                assert_eq!(page.scanned.end, next);
+                start = next;
+            }
+            None => {
+                assert_eq!(page.scanned.end, size);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, (0..size).collect::<Vec<_>>());
+    assert!(pages >= 7, "{pages} pages of at most 3 entries for {size}");
+
+    // A budget smaller than one entry: one entry per page, never none.
+    let page = t.ledger.query_within(&all, 1).unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.next, Some(1));
+    // The count still bounds a page when the bytes do not.
+    let page = t
+        .ledger
+        .query_within(
+            &Query {
+                limit: 2,
+                ..all.clone()
+            },
+            usize::MAX,
+        )
+        .unwrap();
+    assert_eq!((page.entries.len(), page.next), (2, Some(2)));
+    // A budget the whole answer fits in: no next.
+    let page = t.ledger.query_within(&all, usize::MAX).unwrap();
+    assert_eq!((page.entries.len() as u64, page.next), (size, None));
+}
+
+/// Reads run on a pool of their own connections: one held by a slow read
+/// does not hold up a read on another, nor an append; a read past the time
+/// limit is stopped and says so; the latest checkpoint is known without
+/// reading.
+#[test]
+fn a_slow_read_holds_up_only_its_own_connection() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use openmodel_ledger::store::ReadLimits;
+
+    let TestLedger {
+        dir: _dir, ledger, ..
+    } = TestLedger::new();
+    let ledger = Arc::new(
+        ledger
+            .with_read_limits(ReadLimits {
+                connections: 2,
+                timeout: Some(Duration::from_millis(300)),
+            })
+            .unwrap(),
+    );
+    let (holding, held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let slow = {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || {
+            ledger
+                .read(|_| {
+                    holding.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(())
+                })
+                .unwrap();
+        })
+    };
+    held.recv().unwrap();
+    // An append and reads beside the held connection, with a deadline (one
+    // connection only would make them wait forever).
+    let (done, finished) = mpsc::channel();
+    let beside = {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || {
+            let receipt = ledger.append(weights("search", "a", 1)).unwrap();
+            assert_eq!(
+                ledger.checkpoint().unwrap().checkpoint.size,
+                receipt.tree_size
+            );
+            assert_eq!(ledger.entry(1).unwrap().index, 1);
+            done.send(receipt).unwrap();
+        })
+    };
+    let receipt = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an append and reads beside a held read connection");
+    beside.join().unwrap();
+    let last = ledger.last_checkpoint().expect("a checkpoint in memory");
+    assert_eq!(last.checkpoint.size, receipt.tree_size);
+    release.send(()).unwrap();
+    slow.join().unwrap();
+
+    let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                   SELECT count(*) FROM n";
+    let err = ledger
+        .read(|c| Ok(c.query_row(endless, [], |r| r.get::<_, i64>(0))?))
+        .unwrap_err();
+    assert!(matches!(err, Error::ReadTimedOut { .. }), "{err}");
+    assert!(err.to_string().contains("300ms"), "{err}");
+    // The connection serves the next read.
+    assert_eq!(ledger.entry(0).unwrap().index, 0);
+
+    let err = Arc::try_unwrap(ledger)
+        .ok()
+        .unwrap()
+        .with_read_limits(ReadLimits {
+            connections: 0,
+            timeout: None,
+        })
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("read connections"), "{err}");
+}
+
 #[test]
 fn proofs_verify_against_signed_checkpoints() {
     let t = TestLedger::new();

@@ -2,8 +2,11 @@
 //!
 //! A [`Ledger`] opened for writing owns a writer thread (see [`writer`]);
 //! [`Ledger::append`] returns only once the entry is durable, with its index.
-//! Reads (entries, proofs, queries, exports) go through a separate read-only
-//! connection and always answer against one signed checkpoint.
+//! Reads (entries, proofs, queries, exports) go through read-only
+//! connections of their own (a small pool, [`ReadLimits`]), so a slow read
+//! never holds up appends or the other reads, and always answer against one
+//! signed checkpoint. The latest checkpoint is also kept in memory
+//! ([`Ledger::last_checkpoint`]) for answers that must not wait on SQLite.
 //!
 //! On open the stored tree is checked against the latest signed checkpoint:
 //! sizes, the number of stored hashes and the root (O(log n) reads). With
@@ -11,13 +14,14 @@
 //! refuses the open and names the first bad index.
 
 mod nodes;
+mod pool;
 mod publish;
 mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use futures_channel::oneshot;
@@ -32,6 +36,7 @@ use crate::tree::{self, stored_hash_count};
 use crate::{Error, Result};
 
 pub use nodes::{SqlHashes, entry_count, latest_checkpoint, latest_note, leaf, stored_verifier};
+pub use pool::{MAX_READ_CONNECTIONS, ReadLimits};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{MAX_BATCH, Receipt, entry_refs};
 
@@ -167,15 +172,32 @@ fn run_checkpointer(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
+/// The largest signed checkpoint a ledger handle has seen, shared with its
+/// writer thread, which puts each checkpoint it signs here.
+pub(crate) type LastCheckpoint = Arc<Mutex<Option<SignedCheckpoint>>>;
+
+/// Keeps `checkpoint` in `last` unless `last` holds a larger tree already
+/// (a read in an older snapshot finishing late).
+pub(crate) fn remember(last: &LastCheckpoint, checkpoint: &SignedCheckpoint) {
+    let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+    if last
+        .as_ref()
+        .is_none_or(|cp| cp.checkpoint.size <= checkpoint.checkpoint.size)
+    {
+        *last = Some(checkpoint.clone());
+    }
+}
+
 /// An open ledger file.
 pub struct Ledger {
     path: PathBuf,
     verifier: Verifier,
-    reader: Mutex<Connection>,
+    readers: pool::ReadPool,
     writer: Option<WriterHandle>,
-    /// The last checkpoint whose signature was checked, so reads that find
-    /// the same note do not verify it again.
-    verified: Mutex<Option<SignedCheckpoint>>,
+    /// The largest checkpoint whose signature was checked (or which this
+    /// handle's writer signed): reads that find the same note do not verify
+    /// it again, and [`Ledger::last_checkpoint`] answers from it.
+    verified: LastCheckpoint,
 }
 
 impl Ledger {
@@ -228,7 +250,7 @@ impl Ledger {
         let mut ledger = Self::open_reader(path, verifier, check)?;
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
         let checkpointer = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-        let w = writer::Writer::new(conn, signer)?;
+        let w = writer::Writer::new(conn, signer, Arc::clone(&ledger.verified))?;
         let (tx, rx) = mpsc::channel();
         let (stop, stopped) = mpsc::channel();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -281,13 +303,13 @@ impl Ledger {
     }
 
     fn open_reader(path: &Path, verifier: Verifier, check: OpenCheck) -> Result<Ledger> {
-        let reader = Self::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let readers = Self::read_pool(path, ReadLimits::default())?;
         let ledger = Ledger {
             path: path.to_owned(),
             verifier,
-            reader: Mutex::new(reader),
+            readers,
             writer: None,
-            verified: Mutex::new(None),
+            verified: Arc::default(),
         };
         match check {
             OpenCheck::Quick => ledger.quick_check()?,
@@ -295,7 +317,26 @@ impl Ledger {
                 ledger.verify_stored()?;
             }
         }
+        // Remember the latest checkpoint (a new, empty ledger has none yet).
+        if ledger.read(|c| Ok(latest_note(c)?.is_some()))? {
+            ledger.checkpoint()?;
+        }
         Ok(ledger)
+    }
+
+    fn read_pool(path: &Path, limits: ReadLimits) -> Result<pool::ReadPool> {
+        pool::ReadPool::new(limits, || {
+            Self::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        })
+    }
+
+    /// Reads through `limits.connections` read-only connections from now on
+    /// (reads in parallel; a slow one holds up only its own), each read
+    /// stopped after `limits.timeout` with [`Error::ReadTimedOut`]. A ledger
+    /// opens with one connection and no time limit.
+    pub fn with_read_limits(mut self, limits: ReadLimits) -> Result<Ledger> {
+        self.readers = Self::read_pool(&self.path, limits)?;
+        Ok(self)
     }
 
     /// The file.
@@ -356,18 +397,34 @@ impl Ledger {
         self.submit(entry)?.wait_async().await
     }
 
-    /// Runs `f` inside one read transaction, so every read sees one snapshot.
+    /// Runs `f` inside one read transaction on a connection of its own from
+    /// the read pool (waiting while every one is busy), so every read sees
+    /// one snapshot. A read that runs past the pool's time limit is stopped
+    /// with [`Error::ReadTimedOut`].
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock_reader();
-        let tx = conn.transaction()?;
-        let out = f(&tx)?;
-        tx.finish()?;
-        Ok(out)
+        let mut lease = self.readers.lease();
+        let result = (|| {
+            let tx = lease.conn().transaction()?;
+            let out = f(&tx)?;
+            tx.finish()?;
+            Ok(out)
+        })();
+        match (result, self.readers.timeout()) {
+            (Err(e), Some(limit)) if pool::is_interrupted(&e) => Err(Error::ReadTimedOut { limit }),
+            (result, _) => result,
+        }
     }
 
-    fn lock_reader(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves the connection usable.
-        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    /// The largest signed checkpoint this handle has seen, without reading
+    /// the file: the last one its writer signed, or the latest one a read
+    /// found (opening reads one). `None` only for a ledger that has no entry
+    /// yet. A read-only handle does not see what another process appended
+    /// until it reads again; use [`Ledger::checkpoint`] for the file's latest.
+    pub fn last_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The latest signed checkpoint (an empty-tree checkpoint is never
@@ -382,12 +439,11 @@ impl Ledger {
     pub(crate) fn checkpoint_in(&self, conn: &Connection) -> Result<SignedCheckpoint> {
         let note = latest_note(conn)?
             .ok_or_else(|| Error::Unusable("the ledger has no signed checkpoint yet".into()))?;
-        let mut cached = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cp) = cached.as_ref().filter(|cp| cp.note == note) {
-            return Ok(cp.clone());
+        if let Some(cp) = self.last_checkpoint().filter(|cp| cp.note == note) {
+            return Ok(cp);
         }
         let cp = SignedCheckpoint::open(&note, &self.verifier)?;
-        *cached = Some(cp.clone());
+        remember(&self.verified, &cp);
         Ok(cp)
     }
 

@@ -18,6 +18,7 @@ use crate::entry::{Entry, LeafTemplate, Timestamp};
 use crate::hash::{Hash, leaf_hash};
 use crate::note::Signer;
 use crate::store::nodes::{SqlHashes, entry_count};
+use crate::store::{LastCheckpoint, remember};
 use crate::tree::{Frontier, Node};
 use crate::{Error, Result};
 
@@ -85,6 +86,8 @@ pub struct Writer {
     signer: Signer,
     frontier: Frontier,
     last_time: Timestamp,
+    /// Where each checkpoint it signs is published once committed.
+    published: LastCheckpoint,
 }
 
 /// What happened to one request inside a batch, before the commit.
@@ -94,12 +97,17 @@ enum Outcome {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, signer: Signer) -> Result<Writer> {
+    pub(crate) fn new(
+        conn: Connection,
+        signer: Signer,
+        published: LastCheckpoint,
+    ) -> Result<Writer> {
         let mut w = Writer {
             conn,
             signer,
             frontier: Frontier::new(),
             last_time: Timestamp(i64::MIN),
+            published,
         };
         let tx = w.conn.transaction()?;
         Self::catch_up(&tx, &mut w.frontier, &mut w.last_time)?;
@@ -250,6 +258,7 @@ impl Writer {
                 existing: false,
             }));
         }
+        let mut signed = None;
         if self.frontier.size() > start_size {
             let checkpoint = Checkpoint {
                 origin: self.signer.name().to_owned(),
@@ -257,11 +266,15 @@ impl Writer {
                 root: self.frontier.root(),
                 extensions: vec![],
             };
-            let signed = SignedCheckpoint::sign(checkpoint, &self.signer)?;
+            let cp = SignedCheckpoint::sign(checkpoint, &self.signer)?;
             tx.prepare_cached("INSERT INTO checkpoints (size, note) VALUES (?1, ?2)")?
-                .execute(params![self.frontier.size() as i64, signed.note])?;
+                .execute(params![self.frontier.size() as i64, cp.note])?;
+            signed = Some(cp);
         }
         tx.commit()?;
+        if let Some(cp) = signed {
+            remember(&self.published, &cp);
+        }
         Ok(outcomes)
     }
 }
