@@ -64,6 +64,15 @@ pub mod serve {
     pub const MAX_BATCH_REQUESTS: &str = "max-batch-requests";
     /// Requests in flight beyond this answer RESOURCE_EXHAUSTED.
     pub const MAX_CONCURRENT_REQUESTS: &str = "max-concurrent-requests";
+    /// Most texts in one request (as text-embeddings-inference names it);
+    /// more is INVALID_ARGUMENT, before any work.
+    pub const MAX_CLIENT_BATCH_SIZE: &str = "max-client-batch-size";
+    /// Most bytes in one text; a longer one is INVALID_ARGUMENT, before
+    /// tokenizing.
+    pub const MAX_TEXT_BYTES: &str = "max-text-bytes";
+    /// Most texts waiting for the model; a request that would queue more
+    /// answers RESOURCE_EXHAUSTED.
+    pub const MAX_QUEUED_TEXTS: &str = "max-queued-texts";
     /// Where the model runs (`cpu`, [`DEVICE_CUDA`], …).
     pub const DEVICE: &str = "device";
     /// The `--device` value for the first GPU.

@@ -1,17 +1,23 @@
 //! Dynamic batching, the way text-embeddings-inference does it, for any
 //! [`Task`].
 //!
-//! Requests are split into one job per text and queued. A batcher thread
-//! forms batches under a token budget (`max_batch_tokens`, counting padding:
-//! a batch costs `jobs × longest`) and a size cap (`max_batch_requests`),
-//! starting from the oldest job so nothing starves and adding the waiting
-//! jobs closest to its length so little is spent on padding. Jobs whose
-//! caller has gone away are dropped before they cost anything. The model
-//! runs on its own thread behind a channel of depth one, so the next batch
-//! is formed while the current one runs.
+//! Requests are split into one job per text. A request first reserves room
+//! for all its texts in the queue ([`Batcher::reserve`]): beyond
+//! `max_queued` texts waiting it is refused with [`Error::QueueFull`]
+//! before it is tokenized. A batcher thread keeps the waiting jobs in a
+//! [`queue::Queue`] and forms batches under a token budget
+//! (`max_batch_tokens`, counting padding: a batch costs `jobs × longest`)
+//! and a size cap (`max_batch_requests`), starting from the oldest job so
+//! nothing starves and adding the waiting jobs closest to its length so
+//! little is spent on padding, at a cost that grows with the batch, not
+//! with the queue. Jobs whose caller has gone away are dropped before they
+//! cost anything. The model runs on its own thread behind a channel of
+//! depth one, so the next batch is formed while the current one runs.
 
-use std::collections::VecDeque;
+pub mod queue;
+
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -19,43 +25,18 @@ use tokio::sync::oneshot;
 
 use crate::model::task::Task;
 use crate::{Error, Result};
+use queue::Queue;
 
-/// Batch size limits.
+/// Batch size and queue limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most tokens in one batch, padding included.
     pub max_batch_tokens: usize,
     /// Most inputs in one batch.
     pub max_batch_requests: usize,
-}
-
-/// Chooses the next batch from waiting jobs, given their token counts in
-/// arrival order. Returns indexes into `lengths`; empty only if `lengths` is.
-///
-/// The oldest job always goes first (even alone over budget: it was
-/// admitted, so it runs); then, while the budget allows, the job whose
-/// length is closest to the batch's longest so far.
-pub fn plan_batch(lengths: &[usize], limits: Limits) -> Vec<usize> {
-    let Some(&first) = lengths.first() else {
-        return Vec::new();
-    };
-    let mut chosen = vec![0];
-    let mut longest = first;
-    let mut rest: Vec<usize> = (1..lengths.len()).collect();
-    // Closest length first; arrival order breaks ties.
-    rest.sort_by_key(|&i| (lengths[i].abs_diff(first), i));
-    for i in rest {
-        if chosen.len() >= limits.max_batch_requests {
-            break;
-        }
-        let new_longest = longest.max(lengths[i]);
-        if new_longest * (chosen.len() + 1) > limits.max_batch_tokens {
-            continue;
-        }
-        chosen.push(i);
-        longest = new_longest;
-    }
-    chosen
+    /// Most inputs waiting for the model (reserved, queued, not yet in a
+    /// batch).
+    pub max_queued: usize,
 }
 
 /// One tokenized text waiting for the model; `O` is what the task makes of it.
@@ -85,18 +66,32 @@ pub trait BatchObserver: Send + Sync + 'static {
     fn queue_size(&self, waiting: usize);
 }
 
-/// Handle to the batcher of a task whose outputs are `O`: queue jobs into
-/// it. The threads stop once every handle is dropped.
+/// Handle to the batcher of a task whose outputs are `O`: reserve room in
+/// its queue, then queue jobs into it. The threads stop once every handle
+/// (and every [`Reservation`]) is dropped.
 pub struct Batcher<O> {
     jobs: mpsc::Sender<Job<O>>,
+    /// Inputs reserved and not yet taken out of the queue.
+    waiting: Arc<AtomicUsize>,
+    max_queued: usize,
 }
 
 impl<O> Clone for Batcher<O> {
     fn clone(&self) -> Self {
         Batcher {
             jobs: self.jobs.clone(),
+            waiting: Arc::clone(&self.waiting),
+            max_queued: self.max_queued,
         }
     }
+}
+
+/// Room for some inputs in a batcher's queue; what is not used is given
+/// back when it is dropped.
+pub struct Reservation<O> {
+    jobs: mpsc::Sender<Job<O>>,
+    waiting: Arc<AtomicUsize>,
+    left: usize,
 }
 
 impl<O: Send + 'static> Batcher<O> {
@@ -108,23 +103,71 @@ impl<O: Send + 'static> Batcher<O> {
     ) -> Result<Batcher<O>> {
         let (jobs, incoming) = mpsc::channel::<Job<O>>();
         let (batches, to_model) = mpsc::sync_channel::<Vec<Job<O>>>(1);
-        let obs = observer.clone();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let (obs, left) = (observer.clone(), Arc::clone(&waiting));
         std::thread::Builder::new()
             .name("batcher".into())
-            .spawn(move || form_batches(incoming, batches, limits, obs))
+            .spawn(move || form_batches(incoming, batches, limits, &left, obs))
             .map_err(|e| Error::Thread(format!("starting the batcher thread: {e}")))?;
         std::thread::Builder::new()
             .name("model".into())
             .spawn(move || run_model(&*task, to_model, observer))
             .map_err(|e| Error::Thread(format!("starting the model thread: {e}")))?;
-        Ok(Batcher { jobs })
+        Ok(Batcher {
+            jobs,
+            waiting,
+            max_queued: limits.max_queued,
+        })
     }
 
-    /// Queues one job; [`Error::Unavailable`] once the model thread stopped.
-    pub fn submit(&self, job: Job<O>) -> Result<()> {
+    /// Reserves room for `inputs` jobs, all or none: [`Error::QueueFull`]
+    /// when the queue would then hold more than `max_queued`.
+    pub fn reserve(&self, inputs: usize) -> Result<Reservation<O>> {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                waiting
+                    .checked_add(inputs)
+                    .filter(|&total| total <= self.max_queued)
+            })
+            .map_err(|_| Error::QueueFull {
+                capacity: self.max_queued,
+            })?;
+        Ok(Reservation {
+            jobs: self.jobs.clone(),
+            waiting: Arc::clone(&self.waiting),
+            left: inputs,
+        })
+    }
+}
+
+impl<O> Reservation<O> {
+    /// Queues the token ids of one reserved input; the receiver gets what
+    /// the task makes of it. [`Error::Unavailable`] once the model thread
+    /// stopped; [`Error::Thread`] beyond the inputs reserved.
+    pub fn submit(&mut self, ids: Vec<u32>) -> Result<oneshot::Receiver<Result<O>>> {
+        if self.left == 0 {
+            return Err(Error::Thread(
+                "more inputs submitted than reserved in the batch queue".into(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            ids,
+            reply,
+            queued: Instant::now(),
+        };
         self.jobs.send(job).map_err(|_| {
             Error::Unavailable("the model has stopped: the server is shutting down".into())
-        })
+        })?;
+        // The batcher counts it down once it leaves the queue.
+        self.left -= 1;
+        Ok(answer)
+    }
+}
+
+impl<O> Drop for Reservation<O> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(self.left, Ordering::AcqRel);
     }
 }
 
@@ -132,39 +175,36 @@ fn form_batches<O>(
     incoming: Receiver<Job<O>>,
     batches: SyncSender<Vec<Job<O>>>,
     limits: Limits,
+    waiting: &AtomicUsize,
     observer: Option<Arc<dyn BatchObserver>>,
 ) {
-    let mut pending: VecDeque<Job<O>> = VecDeque::new();
+    let mut pending = Queue::new();
     loop {
         // Wait for work only when there is none.
         if pending.is_empty() {
             match incoming.recv() {
-                Ok(job) => pending.push_back(job),
+                Ok(job) => pending.push(job.ids.len(), job),
                 Err(_) => return,
             }
         }
-        pending.extend(incoming.try_iter());
-        let before = pending.len();
-        pending.retain(|j| !j.reply.is_closed());
-        if let Some(o) = observer.as_ref().filter(|_| before > pending.len()) {
-            o.dropped(before - pending.len());
+        // Reservations bound what can arrive here to `max_queued`.
+        for job in incoming.try_iter() {
+            pending.push(job.ids.len(), job);
         }
-        if pending.is_empty() {
-            continue;
-        }
-        let lengths: Vec<usize> = pending.iter().map(|j| j.ids.len()).collect();
-        let mut picked = plan_batch(&lengths, limits);
-        picked.sort_unstable_by(|a, b| b.cmp(a));
-        let batch: Vec<Job<O>> = picked
-            .into_iter()
-            .filter_map(|i| pending.remove(i))
-            .collect();
+        let planned = pending.next_batch(limits, |j: &Job<O>| j.reply.is_closed());
+        waiting.fetch_sub(planned.batch.len() + planned.dropped, Ordering::AcqRel);
         if let Some(o) = &observer {
+            if planned.dropped > 0 {
+                o.dropped(planned.dropped);
+            }
             o.queue_size(pending.len());
+        }
+        if planned.batch.is_empty() {
+            continue;
         }
         // Blocks while the model runs one batch and the next already waits;
         // new jobs queue up in the channel meanwhile.
-        if batches.send(batch).is_err() {
+        if batches.send(planned.batch).is_err() {
             return;
         }
     }
@@ -213,42 +253,73 @@ fn run_model<T: Task>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::model::task::Tokens;
 
-    const L: Limits = Limits {
-        max_batch_tokens: 100,
-        max_batch_requests: 4,
-    };
+    /// A task that runs a batch only when let through, and answers each
+    /// input with its length.
+    struct Gated(Mutex<Receiver<()>>);
 
-    #[test]
-    fn oldest_first_then_closest_lengths_within_budget() {
-        // Oldest is 10 tokens; 11 and 9 are closest; 30 and 50 would blow the
-        // budget once padded to their length (4 × 30 > 100).
-        assert_eq!(plan_batch(&[10, 50, 11, 9, 30], L), vec![0, 2, 3]);
-        // The 30-token job waits; the cap of 4 is reached with 12.
-        assert_eq!(plan_batch(&[10, 30, 11, 9, 12], L), vec![0, 2, 3, 4]);
+    impl Task for Gated {
+        type Output = usize;
+
+        fn tokenize(&self, _: &str, _: bool) -> Result<Tokens> {
+            unreachable!("the batcher never tokenizes")
+        }
+
+        fn run(&self, batch: &[&[u32]]) -> Result<Vec<usize>> {
+            let _ = self.0.lock().unwrap().recv();
+            Ok(batch.iter().map(|ids| ids.len()).collect())
+        }
     }
 
-    #[test]
-    fn caps_and_edge_cases() {
-        assert!(plan_batch(&[], L).is_empty());
-        assert_eq!(
-            plan_batch(&[500, 1], L),
-            vec![0],
-            "an admitted job runs even alone over budget"
+    #[tokio::test]
+    async fn the_queue_holds_at_most_max_queued_inputs_reserved_all_or_none() {
+        let (open, gate) = mpsc::channel();
+        let limits = Limits {
+            max_batch_tokens: 1000,
+            max_batch_requests: 1,
+            max_queued: 5,
+        };
+        let batcher = Batcher::start(Arc::new(Gated(Mutex::new(gate))), limits, None).unwrap();
+        let full = batcher.reserve(6).err().unwrap();
+        assert!(matches!(full, Error::QueueFull { capacity: 5 }), "{full}");
+        assert!(full.to_string().contains("--max-queued-texts"), "{full}");
+
+        let mut five = batcher.reserve(5).unwrap();
+        assert!(batcher.reserve(1).is_err(), "all five places are reserved");
+        let answers: Vec<_> = (1..=5).map(|n| five.submit(vec![0; n]).unwrap()).collect();
+        assert!(
+            matches!(five.submit(vec![1]), Err(Error::Thread(_))),
+            "no more than reserved"
         );
-        assert_eq!(
-            plan_batch(&[1; 10], L).len(),
-            4,
-            "max_batch_requests caps the batch"
-        );
-        let all = plan_batch(
-            &[5, 7, 6, 5, 9, 8],
-            Limits {
-                max_batch_tokens: 1000,
-                max_batch_requests: 100,
-            },
-        );
-        assert_eq!(all.len(), 6);
+        drop(five);
+        // The model holds the first job, the channel to it (depth one) the
+        // second, the batcher the third: two jobs still wait in the queue,
+        // and count.
+        let until = Instant::now() + Duration::from_secs(10);
+        let three = loop {
+            if let Ok(r) = batcher.reserve(3) {
+                break r;
+            }
+            assert!(
+                Instant::now() < until,
+                "the batcher never took jobs out of the queue"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(batcher.reserve(1).is_err(), "two queued + three reserved");
+        drop(three);
+        for _ in 0..5 {
+            open.send(()).unwrap();
+        }
+        let mut lengths = Vec::new();
+        for answer in answers {
+            lengths.push(answer.await.unwrap().unwrap());
+        }
+        assert_eq!(lengths, [1, 2, 3, 4, 5], "oldest first");
+        drop(batcher.reserve(5).unwrap());
     }
 }

@@ -12,6 +12,7 @@ use openmodel_runtime::logging::LogArgs;
 
 use crate::Result;
 use crate::batching::Limits;
+use crate::limits::{self, RequestLimits};
 use crate::model::engine::Engine;
 use crate::server::Config;
 
@@ -87,6 +88,27 @@ pub struct ServeArgs {
     /// Requests in flight beyond this answer RESOURCE_EXHAUSTED.
     #[arg(long = serve::MAX_CONCURRENT_REQUESTS, default_value_t = 512)]
     pub max_concurrent_requests: usize,
+    /// Most texts in one request (text-embeddings-inference's default);
+    /// more is INVALID_ARGUMENT, before any work.
+    #[arg(long = serve::MAX_CLIENT_BATCH_SIZE, default_value_t = limits::DEFAULT_MAX_TEXTS)]
+    pub max_client_batch_size: usize,
+    /// Most bytes (UTF-8) in one text; a longer one is INVALID_ARGUMENT,
+    /// before it is tokenized, whatever `truncate` says. The default is 512
+    /// tokens (the longest input of BERT-family encoders) × 128 bytes per
+    /// token: generous for any language, yet one request holds at most
+    /// 2 MiB of text.
+    #[arg(long = serve::MAX_TEXT_BYTES, default_value_t = limits::DEFAULT_MAX_TEXT_BYTES)]
+    pub max_text_bytes: usize,
+    /// Most texts waiting for the model, over all requests; a request whose
+    /// texts do not all fit answers RESOURCE_EXHAUSTED before it is
+    /// tokenized. At least --max-client-batch-size.
+    #[arg(long = serve::MAX_QUEUED_TEXTS, default_value_t = 8192)]
+    pub max_queued_texts: usize,
+    /// Requests tokenized at once, each on a thread of its own beside the
+    /// async workers, so that long texts never delay the health checks
+    /// (default: the compute threads).
+    #[arg(long, env = "OPENMODEL_TOKENIZATION_WORKERS")]
+    pub tokenization_workers: Option<usize>,
     /// Compute threads (default: the container's CPU limit, else the cores present).
     #[arg(long, env = "OPENMODEL_THREADS")]
     pub threads: Option<usize>,
@@ -138,8 +160,9 @@ impl ServeArgs {
 
     /// The server's configuration; fails on a `--device` it cannot use.
     pub fn config(self) -> Result<Config> {
+        let threads = self.threads();
         Ok(Config {
-            threads: self.threads(),
+            threads,
             engine: Engine::parse(&self.device)?,
             model_dir: self.model_dir,
             expect_digest: self.expect_digest,
@@ -149,8 +172,14 @@ impl ServeArgs {
             limits: Limits {
                 max_batch_tokens: self.max_batch_tokens,
                 max_batch_requests: self.max_batch_requests,
+                max_queued: self.max_queued_texts,
+            },
+            request_limits: RequestLimits {
+                max_texts: self.max_client_batch_size,
+                max_text_bytes: self.max_text_bytes,
             },
             max_concurrent_requests: self.max_concurrent_requests,
+            tokenization_workers: self.tokenization_workers.unwrap_or(threads),
             ledger_index: self.ledger_index,
             pod_annotations: self.pod_annotations,
         })

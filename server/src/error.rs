@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong fetching, checking, loading or serving a
 /// model. The inference core's errors ([`Error::BadInput`],
-/// [`Error::ModelNotFound`], [`Error::Overloaded`], [`Error::Unavailable`])
+/// [`Error::ModelNotFound`], [`Error::Overloaded`], [`Error::QueueFull`],
+/// [`Error::Unavailable`])
 /// are what a protocol maps to its status codes; any other answers as an
 /// internal error.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,15 @@ pub enum Error {
     Overloaded {
         /// `--max-concurrent-requests`.
         limit: usize,
+    },
+    /// The batch queue has no room for a request's texts.
+    #[error(
+        "the batch queue is full (at most {capacity} texts may wait for the model); retry later or on another replica, or raise {}",
+        openmodel_contract::flag(openmodel_contract::serve::MAX_QUEUED_TEXTS)
+    )]
+    QueueFull {
+        /// `--max-queued-texts`.
+        capacity: usize,
     },
     /// The server cannot answer now (still loading, or shutting down); a
     /// retry, here later or on another replica, may succeed.

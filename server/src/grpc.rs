@@ -19,8 +19,12 @@
 //! number other than `1`, is NOT_FOUND; a version that is not a whole number
 //! ≥ 0 is INVALID_ARGUMENT; an empty version means the latest (`1`). Every
 //! other bad request is INVALID_ARGUMENT, with a message saying what to
-//! change. Before the model is loaded, and once shutdown began, requests
-//! answer UNAVAILABLE; over `--max-concurrent-requests`, RESOURCE_EXHAUSTED.
+//! change; among them a request of more than `--max-client-batch-size`
+//! texts (known from the shape, before the elements are looked at) or a
+//! text of more than `--max-text-bytes` (before it is copied). Before the
+//! model is loaded, and once shutdown began, requests answer UNAVAILABLE;
+//! over `--max-concurrent-requests` or `--max-queued-texts`,
+//! RESOURCE_EXHAUSTED.
 //!
 //! This module only maps the wire format to and from the protocol-neutral
 //! core ([`crate::inference`]) and [`Error`]s to status codes
@@ -48,6 +52,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::inference::{EmbedOptions, Embeddings, Inference};
+use crate::limits::RequestLimits;
 
 /// Name of the input tensor.
 pub const INPUT: &str = "text";
@@ -72,7 +77,9 @@ pub fn status(e: Error) -> Status {
     match e {
         Error::BadInput(m) => Status::invalid_argument(m),
         Error::ModelNotFound(m) => Status::not_found(m),
-        e @ Error::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
+        e @ (Error::Overloaded { .. } | Error::QueueFull { .. }) => {
+            Status::resource_exhausted(e.to_string())
+        }
         Error::Unavailable(m) => Status::unavailable(m),
         other => Status::internal(other.to_string()),
     }
@@ -82,29 +89,42 @@ pub fn status(e: Error) -> Status {
 const RAW_LAYOUT: &str =
     "each element must be a 4-byte little-endian length followed by that many bytes";
 
-/// Splits `raw_input_contents` BYTES into elements (4-byte LE length + bytes).
-pub fn split_raw_bytes(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let mut out = Vec::new();
+/// Splits `raw_input_contents` BYTES into elements (4-byte LE length +
+/// bytes), `expected` of them as the shape says. Every length prefix is
+/// checked, but no more than `expected` elements are kept, so a request
+/// whose shape understates its elements costs no memory for them.
+pub fn split_raw_bytes(raw: &[u8], expected: usize) -> Result<Vec<&[u8]>, String> {
+    let mut out = Vec::with_capacity(expected.min(raw.len() / 4));
+    let mut sent = 0;
     let mut rest = raw;
     while !rest.is_empty() {
         if rest.len() < 4 {
             return Err(format!(
-                "raw BYTES input ends inside the 4-byte length prefix of element {}; {RAW_LAYOUT}",
-                out.len()
+                "raw BYTES input ends inside the 4-byte length prefix of element {sent}; {RAW_LAYOUT}"
             ));
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if rest.len() - 4 < len {
             return Err(format!(
-                "raw BYTES element {} claims {len} bytes but only {} remain; {RAW_LAYOUT}",
-                out.len(),
+                "raw BYTES element {sent} claims {len} bytes but only {} remain; {RAW_LAYOUT}",
                 rest.len() - 4
             ));
         }
-        out.push(&rest[4..4 + len]);
+        if sent < expected {
+            out.push(&rest[4..4 + len]);
+        }
+        sent += 1;
         rest = &rest[4 + len..];
     }
+    if sent != expected {
+        return Err(count_mismatch(expected, sent));
+    }
     Ok(out)
+}
+
+/// The message for a shape that does not count the texts sent.
+fn count_mismatch(expected: usize, sent: usize) -> String {
+    format!("shape says {expected} texts but {sent} were sent; make the shape [number of texts]")
 }
 
 fn bool_param(
@@ -226,7 +246,7 @@ impl InferenceService {
             .check_model(&r.model_name, &r.model_version)
             .map_err(status)?;
         self.core.check_loaded().map_err(status)?;
-        let texts = decode_texts(&r)?;
+        let texts = decode_texts(&r, self.core.request_limits())?;
         let options = EmbedOptions {
             truncate: bool_param(&r.parameters, "truncate")?.unwrap_or(false),
             normalize: bool_param(&r.parameters, "normalize")?,
@@ -277,10 +297,10 @@ impl InferenceService {
 }
 
 /// The texts of a ModelInfer request: exactly one BYTES input named
-/// [`INPUT`] of shape `[N]` or `[N, 1]`, its N UTF-8 texts in
-/// `raw_input_contents[0]` or `contents.bytes_contents`; only [`OUTPUT`] may
-/// be asked for.
-fn decode_texts(r: &ModelInferRequest) -> Result<Vec<String>, Status> {
+/// [`INPUT`] of shape `[N]` or `[N, 1]`, N within `limits`, its N UTF-8
+/// texts, each within `limits`, in `raw_input_contents[0]` or
+/// `contents.bytes_contents`; only [`OUTPUT`] may be asked for.
+fn decode_texts(r: &ModelInferRequest, limits: &RequestLimits) -> Result<Vec<String>, Status> {
     if r.inputs.len() != 1 {
         return Err(Status::invalid_argument(format!(
             "expected one input tensor {INPUT:?}, got {}",
@@ -289,6 +309,7 @@ fn decode_texts(r: &ModelInferRequest) -> Result<Vec<String>, Status> {
     }
     let input = &r.inputs[0];
     let count = check_input(input)?;
+    limits.check_count(count).map_err(status)?;
     let has_contents = input
         .contents
         .as_ref()
@@ -305,7 +326,13 @@ fn decode_texts(r: &ModelInferRequest) -> Result<Vec<String>, Status> {
         ));
     }
     let elements: Vec<&[u8]> = match (r.raw_input_contents.first(), &input.contents) {
-        (Some(raw), _) => split_raw_bytes(raw).map_err(Status::invalid_argument)?,
+        (Some(raw), _) => split_raw_bytes(raw, count).map_err(Status::invalid_argument)?,
+        (None, Some(c)) if c.bytes_contents.len() != count => {
+            return Err(Status::invalid_argument(count_mismatch(
+                count,
+                c.bytes_contents.len(),
+            )));
+        }
         (None, Some(c)) => c.bytes_contents.iter().map(Vec::as_slice).collect(),
         (None, None) => {
             return Err(Status::invalid_argument(
@@ -313,12 +340,6 @@ fn decode_texts(r: &ModelInferRequest) -> Result<Vec<String>, Status> {
             ));
         }
     };
-    if elements.len() != count {
-        return Err(Status::invalid_argument(format!(
-            "shape says {count} texts but {} were sent; make the shape [number of texts]",
-            elements.len()
-        )));
-    }
     for o in &r.outputs {
         if o.name != OUTPUT {
             return Err(Status::invalid_argument(format!(
@@ -326,6 +347,9 @@ fn decode_texts(r: &ModelInferRequest) -> Result<Vec<String>, Status> {
                 o.name
             )));
         }
+    }
+    for (i, text) in elements.iter().enumerate() {
+        limits.check_text(i, text.len()).map_err(status)?;
     }
     elements
         .iter()
@@ -374,7 +398,11 @@ mod tests {
             "minilm".into(),
             "sha256:00".into(),
             Arc::new(crate::provenance::LedgerIndex::new(None)),
-            4,
+            crate::inference::Bounds {
+                max_concurrent: 4,
+                request: RequestLimits::default(),
+                tokenization_workers: 1,
+            },
             crate::metrics::Metrics::new(),
         ));
         let service = InferenceService::new(Arc::clone(&core));
@@ -406,18 +434,25 @@ mod tests {
             raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
             raw.extend_from_slice(s.as_bytes());
         }
-        let parts = split_raw_bytes(&raw).unwrap();
+        let parts = split_raw_bytes(&raw, 3).unwrap();
         assert_eq!(parts, vec![b"hi".as_slice(), b"", "ünï".as_bytes()]);
         assert!(
-            split_raw_bytes(&raw[..raw.len() - 1])
+            split_raw_bytes(&raw[..raw.len() - 1], 3)
                 .unwrap_err()
                 .contains("claims")
         );
         assert!(
-            split_raw_bytes(&[1, 0])
+            split_raw_bytes(&[1, 0], 1)
                 .unwrap_err()
                 .contains("length prefix")
         );
-        assert!(split_raw_bytes(&[]).unwrap().is_empty());
+        assert!(split_raw_bytes(&[], 0).unwrap().is_empty());
+        for (expected, says) in [
+            (1, "shape says 1 texts but 3"),
+            (4, "shape says 4 texts but 3"),
+        ] {
+            let err = split_raw_bytes(&raw, expected).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
     }
 }

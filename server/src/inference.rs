@@ -6,10 +6,15 @@
 //!    ([`Error::Unavailable`]);
 //! 2. [`Inference::check_model`]: the name and version asked for (Triton's
 //!    rules: [`Error::ModelNotFound`] or [`Error::BadInput`]);
-//! 3. [`Inference::embed`]: tokenize every text on tokio's blocking pool
-//!    (never on the async workers), submit one job per text to the batcher,
-//!    await them all, then post-process once: normalize each vector if asked
-//!    and lay them end to end.
+//! 3. [`Inference::embed`]: check the texts against the
+//!    [`RequestLimits`] (count, then bytes each: [`Error::BadInput`]),
+//!    reserve room for all of them in the batch queue
+//!    ([`Error::QueueFull`]), tokenize them on tokio's blocking pool under
+//!    a semaphore of `--tokenization-workers` permits (never on the async
+//!    workers, and never more at once than that, so the health service and
+//!    the other requests stay responsive), submit one job per text to the
+//!    batcher, await them all, then post-process once: normalize each
+//!    vector if asked and lay them end to end.
 //!
 //! It also holds what every answer carries: the model's name, the manifest
 //! digest and the ledger index of the served weights. The protocols
@@ -20,9 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::batching::{Batcher, Job};
+use crate::batching::Batcher;
+use crate::limits::RequestLimits;
 use crate::metrics::Metrics;
 use crate::model::embedding::Embedder;
 use crate::model::pooling::normalize;
@@ -60,6 +66,17 @@ pub struct Embeddings {
     pub values: Vec<f32>,
 }
 
+/// How much the core takes on at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Requests in flight (`--max-concurrent-requests`).
+    pub max_concurrent: usize,
+    /// What one request may hold.
+    pub request: RequestLimits,
+    /// Requests tokenized at once (`--tokenization-workers`).
+    pub tokenization_workers: usize,
+}
+
 /// The inference core shared by every protocol and the server's lifecycle.
 pub struct Inference {
     model_name: String,
@@ -67,7 +84,8 @@ pub struct Inference {
     ledger_index: Arc<LedgerIndex>,
     loaded: OnceLock<Loaded>,
     permits: Arc<Semaphore>,
-    max_concurrent: usize,
+    tokenizers: Arc<Semaphore>,
+    bounds: Bounds,
     accepting: AtomicBool,
     metrics: Arc<Metrics>,
 }
@@ -85,7 +103,7 @@ impl Inference {
         model_name: String,
         digest: String,
         ledger_index: Arc<LedgerIndex>,
-        max_concurrent: usize,
+        bounds: Bounds,
         metrics: Arc<Metrics>,
     ) -> Inference {
         Inference {
@@ -93,11 +111,17 @@ impl Inference {
             digest,
             ledger_index,
             loaded: OnceLock::new(),
-            permits: Arc::new(Semaphore::new(max_concurrent)),
-            max_concurrent,
+            permits: Arc::new(Semaphore::new(bounds.max_concurrent)),
+            tokenizers: Arc::new(Semaphore::new(bounds.tokenization_workers.max(1))),
+            bounds,
             accepting: AtomicBool::new(true),
             metrics,
         }
+    }
+
+    /// What one request may hold; protocols check it while decoding.
+    pub fn request_limits(&self) -> &RequestLimits {
+        &self.bounds.request
     }
 
     /// The name clients use.
@@ -153,7 +177,7 @@ impl Inference {
             Arc::clone(&self.permits)
                 .try_acquire_owned()
                 .map_err(|_| Error::Overloaded {
-                    limit: self.max_concurrent,
+                    limit: self.bounds.max_concurrent,
                 })?;
         if !self.accepting.load(Ordering::Relaxed) {
             return Err(Error::Unavailable(
@@ -204,42 +228,26 @@ impl Inference {
         Ok(self.loaded()?.embedder.spec().dimension())
     }
 
-    /// Embeds `texts`: tokenized on the blocking pool, batched with other
-    /// requests' texts, normalized once at the end if asked.
+    /// Embeds `texts`: checked against the request limits, given room in
+    /// the batch queue, tokenized on the bounded blocking pool, batched with
+    /// other requests' texts, normalized once at the end if asked.
     pub async fn embed(&self, texts: Vec<String>, options: EmbedOptions) -> Result<Embeddings> {
         let loaded = self.loaded()?;
+        self.bounds.request.check_texts(&texts)?;
         let normalize_output = options
             .normalize
             .unwrap_or(loaded.embedder.spec().normalize);
-
-        let tokenizing = Instant::now();
-        let embedder = Arc::clone(&loaded.embedder);
-        let tokenized = tokio::task::spawn_blocking(move || {
-            texts
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    embedder
-                        .tokenize(text, options.truncate)
-                        .map(|tokens| tokens.ids)
-                        .map_err(|e| Error::BadInput(format!("text[{i}]: {e}")))
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|e| Error::Thread(format!("tokenizing crashed: {e}")))??;
-        self.metrics.tokenized(tokenizing.elapsed());
-
+        // Room for every text before any work on them: a full queue refuses
+        // the request before it costs a tokenization.
+        let mut reservation = loaded.batcher.reserve(texts.len())?;
+        let tokenized = self
+            .tokenize(Arc::clone(&loaded.embedder), texts, options.truncate)
+            .await?;
         let mut replies = Vec::with_capacity(tokenized.len());
         for ids in tokenized {
-            let (reply, answer) = oneshot::channel();
-            loaded.batcher.submit(Job {
-                ids,
-                reply,
-                queued: Instant::now(),
-            })?;
-            replies.push(answer);
+            replies.push(reservation.submit(ids)?);
         }
+        drop(reservation);
         let dimension = loaded.embedder.spec().dimension();
         let mut values = Vec::with_capacity(replies.len() * dimension);
         for answer in replies {
@@ -253,6 +261,40 @@ impl Inference {
         }
         Ok(Embeddings { dimension, values })
     }
+
+    /// Tokenizes `texts` on tokio's blocking pool once one of the
+    /// `--tokenization-workers` permits is free. The permit goes with the
+    /// work: a request whose client leaves still holds it until its texts
+    /// are tokenized, so no more than that many tokenize at once.
+    async fn tokenize(
+        &self,
+        embedder: Arc<Embedder>,
+        texts: Vec<String>,
+        truncate: bool,
+    ) -> Result<Vec<Vec<u32>>> {
+        let permit = Arc::clone(&self.tokenizers)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Thread("the tokenization pool is closed".into()))?;
+        let tokenizing = Instant::now();
+        let tokenized = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    embedder
+                        .tokenize(text, truncate)
+                        .map(|tokens| tokens.ids)
+                        .map_err(|e| Error::BadInput(format!("text[{i}]: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::Thread(format!("tokenizing crashed: {e}")))??;
+        self.metrics.tokenized(tokenizing.elapsed());
+        Ok(tokenized)
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +306,11 @@ mod tests {
             "minilm".into(),
             "sha256:00".into(),
             Arc::new(LedgerIndex::new(None)),
-            1,
+            Bounds {
+                max_concurrent: 1,
+                request: RequestLimits::default(),
+                tokenization_workers: 1,
+            },
             Metrics::new(),
         )
     }

@@ -8,10 +8,12 @@
 //!   shutdown future completes;
 //! - [`grpc`]: the Open Inference Protocol; maps the wire to and from the
 //!   core, and [`Error`]s to status codes;
+//! - [`limits`]: what one request may hold (texts, bytes per text),
+//!   checked before any work;
 //! - [`inference`]: the protocol-neutral core: admission, the model check,
-//!   tokenization on the blocking pool, the batcher, post-processing;
-//! - [`batching`]: token-budget dynamic batching with the model on its own
-//!   thread, for any [`model::task::Task`];
+//!   tokenization on a bounded blocking pool, the batcher, post-processing;
+//! - [`batching`]: token-budget dynamic batching over a bounded queue with
+//!   the model on its own thread, for any [`model::task::Task`];
 //! - [`model`]: tasks (embeddings), engines (native CPU kernels, candle),
 //!   weight loading, the folder's description and pooling;
 //! - [`kernels`]: GEMM with packed weights and fused epilogues, GELU,
@@ -40,6 +42,7 @@ pub mod grpc;
 pub mod inference;
 #[allow(unsafe_code)]
 pub mod kernels;
+pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

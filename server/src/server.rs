@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use openmodel_contract::{flag, serve};
 use openmodel_proto::inference::FILE_DESCRIPTOR_SET;
 use openmodel_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use openmodel_runtime::endpoints::{BoundEndpoints, Endpoints};
@@ -29,7 +30,8 @@ use tonic_health::server::HealthReporter;
 
 use crate::batching::{BatchObserver, Batcher, Limits};
 use crate::grpc::InferenceService;
-use crate::inference::{Inference, Loaded};
+use crate::inference::{Bounds, Inference, Loaded};
+use crate::limits::RequestLimits;
 use crate::manifest::{Expectation, Manifest};
 use crate::metrics::Metrics;
 use crate::model::embedding::Embedder;
@@ -53,10 +55,14 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// The `/metrics`, `/healthz` and `/readyz` address.
     pub metrics_listen: SocketAddr,
-    /// Batch limits.
+    /// Batch and queue limits.
     pub limits: Limits,
+    /// What one request may hold (texts, bytes per text).
+    pub request_limits: RequestLimits,
     /// Requests in flight beyond this answer RESOURCE_EXHAUSTED.
     pub max_concurrent_requests: usize,
+    /// Requests tokenized at once, each on a thread of the blocking pool.
+    pub tokenization_workers: usize,
     /// Compute threads (the global rayon pool, when this process has not
     /// sized it yet).
     pub threads: usize,
@@ -98,14 +104,7 @@ impl Server {
     /// other than the expected ones, and reads the pod annotations once so
     /// that the first answers carry the ledger index already.
     pub fn new(config: Config) -> Result<Server> {
-        if config.limits.max_batch_tokens == 0
-            || config.limits.max_batch_requests == 0
-            || config.max_concurrent_requests == 0
-        {
-            return Err(Error::BadConfig(
-                "--max-batch-tokens, --max-batch-requests and --max-concurrent-requests must be at least 1".into(),
-            ));
-        }
+        check_config(&config)?;
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads.max(1))
             .build_global()
@@ -161,11 +160,16 @@ impl Server {
                 None
             }
         };
+        let bounds = Bounds {
+            max_concurrent: config.max_concurrent_requests,
+            request: config.request_limits,
+            tokenization_workers: config.tokenization_workers,
+        };
         let core = Arc::new(Inference::new(
             model_name,
             manifest.digest,
             Arc::clone(&ledger_index),
-            config.max_concurrent_requests,
+            bounds,
             Metrics::new(),
         ));
         Ok(Server {
@@ -295,6 +299,35 @@ impl Server {
             None => served.and(metrics_ended.map_err(Error::from)),
         }
     }
+}
+
+/// Refuses settings that cannot work: a zero limit, or a queue that cannot
+/// hold one whole request.
+fn check_config(config: &Config) -> Result<()> {
+    let limits = config.limits;
+    if limits.max_batch_tokens == 0
+        || limits.max_batch_requests == 0
+        || config.max_concurrent_requests == 0
+        || config.tokenization_workers == 0
+    {
+        return Err(Error::BadConfig(format!(
+            "{}, {}, {} and --tokenization-workers must be at least 1",
+            flag(serve::MAX_BATCH_TOKENS),
+            flag(serve::MAX_BATCH_REQUESTS),
+            flag(serve::MAX_CONCURRENT_REQUESTS)
+        )));
+    }
+    config.request_limits.validate()?;
+    if limits.max_queued < config.request_limits.max_texts {
+        return Err(Error::BadConfig(format!(
+            "{} ({}) is smaller than {} ({}): a full request could never be queued; raise the first or lower the second",
+            flag(serve::MAX_QUEUED_TEXTS),
+            limits.max_queued,
+            flag(serve::MAX_CLIENT_BATCH_SIZE),
+            config.request_limits.max_texts
+        )));
+    }
+    Ok(())
 }
 
 /// Sets the status of the whole server (`""`) and of the inference service.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openmodel_server::batching::{BatchObserver, Batcher, Job, Limits};
+use openmodel_server::batching::{BatchObserver, Batcher, Limits};
 use openmodel_server::model::embedding::Embedder;
 use openmodel_server::model::engine::Engine;
 use openmodel_server::model::pooling::normalize;
@@ -40,15 +40,7 @@ fn submit(
     text: &str,
 ) -> tokio::sync::oneshot::Receiver<openmodel_server::Result<Vec<f32>>> {
     let ids = embedder.tokenize(text, true).unwrap().ids;
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    batcher
-        .submit(Job {
-            ids,
-            reply,
-            queued: Instant::now(),
-        })
-        .unwrap();
-    rx
+    batcher.reserve(1).unwrap().submit(ids).unwrap()
 }
 
 #[test]
@@ -60,6 +52,7 @@ fn concurrent_inputs_are_batched_within_limits_and_answered_correctly() {
     let limits = Limits {
         max_batch_tokens: 2048,
         max_batch_requests: 16,
+        max_queued: 1000,
     };
     let batcher = Batcher::start(
         Arc::clone(&embedder),
@@ -115,6 +108,7 @@ fn inputs_whose_caller_went_away_are_dropped_before_they_run() {
         Limits {
             max_batch_tokens: 2048,
             max_batch_requests: 16,
+            max_queued: 1000,
         },
         Some(Arc::clone(&seen) as Arc<dyn BatchObserver>),
     )

@@ -11,7 +11,6 @@ mod common;
 use common::server::*;
 use common::*;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,22 +19,12 @@ use std::time::{Duration, Instant};
 use openmodel_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use openmodel_proto::inference::infer_parameter::ParameterChoice;
 
-fn client_python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/venv-client/bin/python");
-    assert!(
-        py.is_file(),
-        "the tritonclient virtualenv is missing: run scripts/client-venv.sh"
-    );
-    py
-}
-
 #[test]
 fn tritonclient_gets_correct_embeddings_and_the_digest() {
     let mut server = Binary::start(&["--expect-digest", &digest(), "--ledger-index", "7"]);
     let port = server.port;
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
-    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tritonclient_check.py");
+    let fixture = fixture_path();
+    let check = client_script("tritonclient_check.py");
     let out = Command::new(client_python())
         .arg(check)
         .args([&format!("127.0.0.1:{port}"), MODEL])
@@ -51,8 +40,8 @@ fn tritonclient_gets_correct_embeddings_and_the_digest() {
         "tritonclient check failed:\n{stdout}\n{stderr}"
     );
     assert_eq!(
-        health(port),
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        block_on(health(&server.url())),
+        Ok(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
     );
     let metrics = block_on(server.scrape());
     for needle in [
@@ -100,29 +89,10 @@ fn block_on<T>(f: impl Future<Output = T>) -> T {
         .block_on(f)
 }
 
-/// grpc.health.v1 status of the whole server ("").
-fn health(port: u16) -> i32 {
-    block_on(async {
-        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        let resp = client
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap();
-        resp.into_inner().status
-    })
-}
-
 #[test]
 fn overload_answers_resource_exhausted() {
     let server = Binary::start(&["--max-concurrent-requests", "2"]);
-    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/overload_check.py");
+    let check = client_script("overload_check.py");
     let out = Command::new(client_python())
         .arg(check)
         .args([&format!("127.0.0.1:{}", server.port), MODEL])
@@ -257,7 +227,7 @@ async fn shutdown_finishes_requests_in_flight_then_stops() {
     let mut server = InProcess::start(|_| {}).await;
     let client = server.ready_client().await;
     // Long texts, so that the request is still in flight when shutdown begins.
-    let texts: Vec<String> = (0..64)
+    let texts: Vec<String> = (0..32)
         .map(|i| format!("{i} {}", "a text that keeps the model busy ".repeat(30)))
         .collect();
     let in_flight = {
@@ -274,7 +244,7 @@ async fn shutdown_finishes_requests_in_flight_then_stops() {
     server.begin_shutdown();
     let answer = in_flight.await.unwrap();
     let answer = answer.expect("a request in flight when shutdown began must be answered");
-    assert_eq!(answer.into_inner().outputs[0].shape, vec![64, 384]);
+    assert_eq!(answer.into_inner().outputs[0].shape, vec![32, 384]);
     tokio::time::timeout(Duration::from_secs(20), server.stopped())
         .await
         .expect("the server did not stop within 20 s of the shutdown")

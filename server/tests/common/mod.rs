@@ -22,6 +22,23 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
+/// The Python of the tritonclient virtualenv made by scripts/client-venv.sh.
+pub fn client_python() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/venv-client/bin/python");
+    assert!(
+        py.is_file(),
+        "the tritonclient virtualenv is missing: run scripts/client-venv.sh"
+    );
+    py
+}
+
+/// A client script of tests/clients/.
+pub fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
 /// Path of the reference fixture.
 pub fn fixture_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json")

@@ -15,6 +15,7 @@ use openmodel_proto::inference::{
     InferParameter, InferTensorContents, ModelInferRequest, ServerReadyRequest,
 };
 use openmodel_server::batching::Limits;
+use openmodel_server::limits::RequestLimits;
 use openmodel_server::model::engine::Engine;
 use openmodel_server::{Addresses, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,8 +62,11 @@ pub fn config() -> Config {
         limits: Limits {
             max_batch_tokens: 16384,
             max_batch_requests: 64,
+            max_queued: 8192,
         },
+        request_limits: RequestLimits::default(),
         max_concurrent_requests: 512,
+        tokenization_workers: 2,
         threads: 2,
         engine: Engine::Native,
         ledger_index: None,
@@ -163,6 +167,24 @@ async fn ready(url: &str) -> Option<GrpcInferenceServiceClient<Channel>> {
         .ok()?;
     let ready = client.server_ready(ServerReadyRequest {}).await.ok()?;
     ready.into_inner().ready.then_some(client)
+}
+
+/// The grpc.health.v1 status of the whole server (`""`) at `url`, or why
+/// there is none.
+pub async fn health(url: &str) -> Result<i32, String> {
+    let channel = tonic::transport::Channel::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let resp = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?;
+    Ok(resp.into_inner().status)
 }
 
 /// The body of `GET path` on `addr` (HTTP/1.1, connection closed after).
