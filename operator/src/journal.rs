@@ -27,14 +27,14 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
 use kube::ResourceExt;
-use openmodel_history::spec::replay;
+use openmodel_history::spec::Replay;
 use openmodel_ledger::Ledger;
-use openmodel_ledger::entry::{Entry, Source};
+use openmodel_ledger::entry::{Entry, MAX_ENTRY_SIZE, Source};
 use openmodel_ledger::note::Signer;
 use openmodel_ledger::query::Query;
 use openmodel_ledger::store::OpenCheck;
 use openmodel_ledger_service::client::{
-    Appended, AuditClient, AuditLog, Credentials, LocalLog, RemoteLog, connect, query_all,
+    Appended, AuditClient, AuditLog, Credentials, LocalLog, RemoteLog, connect,
 };
 use serde_json::Value;
 
@@ -134,6 +134,8 @@ pub struct Journal {
     /// Where each dedupe key this process appended (or found) lives, so a
     /// repeated reconcile does not even ask the ledger again.
     recorded: Arc<Mutex<HashMap<String, LedgerStatus>>>,
+    /// Each model's spec replay, to go on from.
+    replays: Arc<Replays>,
 }
 
 impl JournalConfig {
@@ -231,6 +233,7 @@ impl Journal {
             concurrent,
             cluster: config.cluster.clone(),
             recorded: Arc::default(),
+            replays: Arc::default(),
         })
     }
 
@@ -297,28 +300,93 @@ impl Journal {
         recorded.get(key).copied()
     }
 
-    /// The `spec.changed` entries about `namespace/name`, in log order.
-    async fn spec_changes(&self, namespace: String, name: String) -> Result<Vec<Entry>, Error> {
-        let query = Query {
-            object: Some((namespace, Some(name))),
+    /// The `{"spec": …}` document the ledger holds for `model` before its
+    /// current generation, rebuilt from its controller `spec.changed`
+    /// entries. The replay of each model is kept ([`Replays`]), so a new
+    /// generation reads only the entries logged since the last one, in
+    /// pages of [`HISTORY_PAGE`] entries.
+    pub async fn recorded_spec(&self, model: &OpenModel) -> Result<Option<Value>, Error> {
+        let uid = model.uid().unwrap_or_default();
+        let generation = model.metadata.generation.unwrap_or(0);
+        let mut replay = self
+            .replays
+            .take(&uid)
+            .filter(|replay| replay.can_go_on_to(generation))
+            .unwrap_or_else(|| Replay::new(&uid));
+        let mut query = Query {
+            object: Some((
+                model.namespace().unwrap_or_default(),
+                Some(model.name_any()),
+            )),
             kind: Some("spec.changed".into()),
+            start: replay.next(),
+            limit: HISTORY_PAGE,
             ..Query::default()
         };
-        let entries = query_all(self.log.as_ref(), query).await?;
-        Ok(entries.into_iter().map(|stored| stored.entry).collect())
+        // A replay that failed half-way is dropped: the next one starts over.
+        loop {
+            let page = self.log.query(query.clone()).await?;
+            let stopped = replay.read_page(&page.entries, page.scanned.end, generation)?;
+            match page.next {
+                Some(next) if !stopped => query.start = next,
+                _ => break,
+            }
+        }
+        let document = replay.document().cloned();
+        self.replays.put(replay);
+        Ok(document)
+    }
+}
+
+/// The most entries one page of a model's spec history asks for: a page of
+/// entries of the largest size the ledger takes ([`MAX_ENTRY_SIZE`], 64 KiB)
+/// still fits in the 4 MiB a gRPC client accepts by default, whatever the
+/// service's own bound on pages. Each entry is read once per model
+/// ([`Replays`]), so small pages cost little.
+pub const HISTORY_PAGE: usize = (4 << 20) / (MAX_ENTRY_SIZE + PAGE_OVERHEAD_PER_ENTRY);
+
+/// Room per entry for its framing in a page and the page's checkpoint.
+const PAGE_OVERHEAD_PER_ENTRY: usize = 1024;
+
+/// How many models' replays are kept (the least recently used goes first).
+const KEPT_REPLAYS: usize = 1024;
+
+/// Each model's spec replay (by uid) as the last reconcile left it, so the
+/// next generation goes on from there instead of reading the model's whole
+/// history again; at most [`KEPT_REPLAYS`], the least recently used dropped.
+#[derive(Default)]
+struct Replays(Mutex<ReplaysByUid>);
+
+#[derive(Default)]
+struct ReplaysByUid {
+    /// uid → (replay, when it was last put back).
+    kept: HashMap<String, (Replay, u64)>,
+    /// Counts puts, as a clock for "least recently used".
+    clock: u64,
+}
+
+impl Replays {
+    /// The replay kept for `uid`, taken out (one reconcile at a time reads a
+    /// model).
+    fn take(&self, uid: &str) -> Option<Replay> {
+        lock(&self.0).kept.remove(uid).map(|(replay, _)| replay)
     }
 
-    /// The `{"spec": …}` document the ledger holds for `model` before its
-    /// current generation, rebuilt from its `spec.changed` entries.
-    pub async fn recorded_spec(&self, model: &OpenModel) -> Result<Option<Value>, Error> {
-        let changes = self
-            .spec_changes(model.namespace().unwrap_or_default(), model.name_any())
-            .await?;
-        Ok(replay(
-            &changes,
-            &model.uid().unwrap_or_default(),
-            model.metadata.generation.unwrap_or(0),
-        )?)
+    /// Keeps `replay`, dropping the least recently used one when full.
+    fn put(&self, replay: Replay) {
+        let mut replays = lock(&self.0);
+        if replays.kept.len() >= KEPT_REPLAYS
+            && let Some(oldest) = replays
+                .kept
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(uid, _)| uid.clone())
+        {
+            replays.kept.remove(&oldest);
+        }
+        replays.clock += 1;
+        let used = replays.clock;
+        replays.kept.insert(replay.uid().to_owned(), (replay, used));
     }
 }
 
@@ -385,6 +453,8 @@ mod tests {
     use crate::records::{spec_document, spec_entries, weights_verified};
     use crate::resources::fixtures::{DIGEST, model};
     use openmodel_ledger::entry::Actor;
+    use openmodel_ledger_service as ledger_client;
+    use std::time::Instant;
 
     /// The journal in `dir`, created with a new key the first time.
     async fn journal(dir: &std::path::Path) -> Journal {
@@ -502,6 +572,170 @@ mod tests {
         assert!(
             ADMISSION_PATIENCE.as_secs() + 1 < timeout,
             "the chart's webhook.timeoutSeconds ({timeout} s) must exceed ADMISSION_PATIENCE ({ADMISSION_PATIENCE:?}) by more than a second"
+        );
+    }
+
+    /// A [`LocalLog`] that counts the pages and entries queries answer.
+    struct Counting {
+        log: LocalLog,
+        pages: std::sync::atomic::AtomicUsize,
+        entries: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Counting {
+        /// (pages, entries) read since the last call.
+        fn take(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering::Relaxed;
+            (self.pages.swap(0, Relaxed), self.entries.swap(0, Relaxed))
+        }
+    }
+
+    impl AuditLog for Counting {
+        fn describe(&self) -> String {
+            self.log.describe()
+        }
+        fn append(
+            &self,
+            entry: Entry,
+        ) -> futures::future::BoxFuture<'_, ledger_client::Result<Appended>> {
+            self.log.append(entry)
+        }
+        fn query(
+            &self,
+            query: Query,
+        ) -> futures::future::BoxFuture<'_, ledger_client::Result<openmodel_ledger::query::Page>>
+        {
+            use futures::FutureExt as _;
+            use std::sync::atomic::Ordering::Relaxed;
+            async move {
+                let page = self.log.query(query).await?;
+                self.pages.fetch_add(1, Relaxed);
+                self.entries.fetch_add(page.entries.len(), Relaxed);
+                Ok(page)
+            }
+            .boxed()
+        }
+        fn checkpoint(
+            &self,
+        ) -> futures::future::BoxFuture<
+            '_,
+            ledger_client::Result<openmodel_ledger::checkpoint::SignedCheckpoint>,
+        > {
+            self.log.checkpoint()
+        }
+        fn prove(
+            &self,
+            index: u64,
+            tree_size: Option<u64>,
+        ) -> futures::future::BoxFuture<
+            '_,
+            ledger_client::Result<openmodel_ledger::proof_file::TlogProof>,
+        > {
+            self.log.prove(index, tree_size)
+        }
+        fn consistency(
+            &self,
+            old_size: u64,
+            new_size: u64,
+        ) -> futures::future::BoxFuture<'_, ledger_client::Result<Vec<openmodel_ledger::hash::Hash>>>
+        {
+            self.log.consistency(old_size, new_size)
+        }
+    }
+
+    /// The model at `generation`, with as many replicas.
+    fn at_generation(generation: i64) -> OpenModel {
+        let mut m = model();
+        m.metadata.generation = Some(generation);
+        m.spec.runtime.replicas = i32::try_from(generation).unwrap();
+        m
+    }
+
+    /// The entries of generations `1..=generations` of the model: for
+    /// each, the webhook's and then the controller's `spec.changed`.
+    fn history(generations: i64) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        let mut previous = None;
+        for generation in 1..=generations {
+            let m = at_generation(generation);
+            let mut asked = spec_entries(&m, previous.as_ref(), "unit").remove(0);
+            asked.source = Source::Admission;
+            asked.dedupe_key = Some(format!("uid-1/spec.changed/admission/{generation}"));
+            entries.push(asked);
+            entries.extend(spec_entries(&m, previous.as_ref(), "unit"));
+            previous = Some(spec_document(&m.spec));
+        }
+        entries
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_history_of_20_000_generations_is_read_in_pages_once() {
+        const GENERATIONS: i64 = 20_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let signer = Signer::generate("unit.test/ledger").unwrap();
+        let seeded = Instant::now();
+        {
+            let ledger = Ledger::create(&path, signer.clone(), "unit").unwrap();
+            let pending: Vec<_> = history(GENERATIONS)
+                .into_iter()
+                .map(|entry| ledger.submit(entry).unwrap())
+                .collect();
+            for append in pending {
+                append.wait_async().await.unwrap();
+            }
+        }
+        let seeded = seeded.elapsed();
+        let ledger = Ledger::open(&path, signer, OpenCheck::Quick).unwrap();
+        let counting = Arc::new(Counting {
+            log: LocalLog::new(Arc::new(ledger)),
+            pages: Default::default(),
+            entries: Default::default(),
+        });
+        let journal = Journal {
+            log: counting.clone(),
+            admission_log: counting.clone(),
+            concurrent: true,
+            cluster: "unit".into(),
+            recorded: Arc::default(),
+            replays: Arc::default(),
+        };
+
+        // The first read after a start: the whole history, page by page.
+        let mut m = at_generation(GENERATIONS + 1);
+        let started = Instant::now();
+        let recorded = journal.recorded_spec(&m).await.unwrap();
+        let first = started.elapsed();
+        assert_eq!(
+            recorded,
+            Some(spec_document(&at_generation(GENERATIONS).spec))
+        );
+        let (pages, entries) = counting.take();
+        assert_eq!(entries, 2 * GENERATIONS as usize, "every entry read once");
+        assert_eq!(
+            pages,
+            entries.div_ceil(HISTORY_PAGE),
+            "pages of {HISTORY_PAGE}"
+        );
+
+        // A new generation reads only what was logged since.
+        let recorded = journal
+            .record_all(spec_entries(&m, recorded.as_ref(), "unit"))
+            .await
+            .unwrap();
+        assert_eq!(recorded.len(), 1);
+        m = at_generation(GENERATIONS + 2);
+        let started = Instant::now();
+        let recorded = journal.recorded_spec(&m).await.unwrap();
+        let next = started.elapsed();
+        assert_eq!(
+            recorded,
+            Some(spec_document(&at_generation(GENERATIONS + 1).spec))
+        );
+        assert_eq!(counting.take(), (1, 1), "only the new generation's entry");
+        eprintln!(
+            "{GENERATIONS} generations ({} entries, seeded in {seeded:.1?}): the first read of the spec history took {first:.1?} in {pages} pages; the next generation's {next:.1?}",
+            2 * GENERATIONS
         );
     }
 

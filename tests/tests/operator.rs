@@ -18,13 +18,18 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use openmodel_ledger::entry::Entry;
 use openmodel_operator::crd::{OpenModel, Policy};
+use openmodel_operator::journal::{HISTORY_PAGE, Journal, JournalConfig, LedgerLocation};
+use openmodel_operator::records::{spec_document, spec_entries};
 use openmodel_operator::resources::WEIGHTS_ENTRY_ANNOTATION;
+use openmodel_tests::audit_access::{Grant, audit_reader};
 use openmodel_tests::operator::{
     Operator, control_plane, create_pod, data, example, finish_fetch, http_get, kinds,
     lease_holder, ledger_entries, metric, models, namespace, patch_spec, rollout_status, wait_for,
     wait_for_ledger,
 };
+use openmodel_tests::{LedgerService, service_account_user};
 use serde_json::json;
 
 const DIGEST: &str = "sha256:8a36265b0b7aa0d00dce7ed1f5db75f01433046b4518e00f63248b2d0c866cb2";
@@ -586,5 +591,93 @@ async fn a_model_without_a_digest_is_held_back_with_the_reason() -> Result<()> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     assert!(deployments.get_opt("minilm").await?.is_none());
     operator.stop().await?;
+    Ok(())
+}
+
+/// The example model in `ns` at `generation`: each generation has its own
+/// replica count and image tag.
+fn at_generation(ns: &str, generation: i64) -> Result<OpenModel> {
+    let mut model = example(ns)?;
+    model.metadata.uid = Some("0e6f2c4a-long-history".into());
+    model.metadata.generation = Some(generation);
+    model.spec.runtime.replicas = i32::try_from(generation)?;
+    model.spec.runtime.image = format!("registry.example/openmodel-server:0.{generation}.0");
+    Ok(model)
+}
+
+/// The controller's `spec.changed` entries for generations
+/// `1..=generations` of the model.
+fn recorded_history(ns: &str, generations: i64) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    let mut previous = None;
+    for generation in 1..=generations {
+        let model = at_generation(ns, generation)?;
+        entries.extend(spec_entries(&model, previous.as_ref(), "test-cluster"));
+        previous = Some(spec_document(&model.spec));
+    }
+    Ok(entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_history_of_20_000_generations_is_read_back_through_the_ledger_service() -> Result<()>
+{
+    const GENERATIONS: i64 = 20_000;
+    let client = control_plane().await.client()?;
+    let ns = namespace(&client, "long_history").await?;
+    let account = "openmodel-operator";
+    let token = audit_reader(&client, &ns, account, Grant::Namespace(&ns)).await?;
+    let history = recorded_history(&ns, GENERATIONS)?;
+    // Twice what one gRPC message may hold by default: it must come in pages.
+    let bytes: usize = history
+        .iter()
+        .map(|e| e.canonical_bytes().map(|b| b.len()))
+        .sum::<Result<_, _>>()?;
+    ensure!(bytes > 8 << 20, "the history is only {bytes} bytes");
+    let seeding = Instant::now();
+    let service = LedgerService::start(
+        client.clone(),
+        history,
+        vec![service_account_user(&ns, account)],
+    )
+    .await?;
+    let seeded = seeding.elapsed();
+    let dir = tempfile::tempdir()?;
+    let (ca_file, token_file) = (dir.path().join("ca.crt"), dir.path().join("token"));
+    std::fs::write(&ca_file, service.ca_pem())?;
+    std::fs::write(&token_file, token)?;
+    let journal = Journal::open(&JournalConfig {
+        ledger: LedgerLocation::Service {
+            endpoint: service.grpc_endpoint(),
+            ca_file,
+            token_file,
+        },
+        cluster: "test-cluster".into(),
+    })
+    .await?;
+
+    // The operator's first read after a start: the whole history.
+    let started = Instant::now();
+    let recorded = journal
+        .recorded_spec(&at_generation(&ns, GENERATIONS + 1)?)
+        .await?;
+    let first = started.elapsed();
+    let last = at_generation(&ns, GENERATIONS)?;
+    assert_eq!(recorded, Some(spec_document(&last.spec)));
+
+    // The next generation is recorded against it, and read back.
+    let next = at_generation(&ns, GENERATIONS + 1)?;
+    journal
+        .record_all(spec_entries(&next, recorded.as_ref(), "test-cluster"))
+        .await?;
+    let started = Instant::now();
+    let recorded = journal
+        .recorded_spec(&at_generation(&ns, GENERATIONS + 2)?)
+        .await?;
+    let then = started.elapsed();
+    assert_eq!(recorded, Some(spec_document(&next.spec)));
+    eprintln!(
+        "{GENERATIONS} generations, {bytes} bytes (seeded in {seeded:.1?}): the first read through the ledger service took {first:.1?} in pages of {HISTORY_PAGE}; the next generation's {then:.1?}"
+    );
+    service.stop().await?;
     Ok(())
 }
