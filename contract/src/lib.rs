@@ -92,6 +92,10 @@ pub mod fetch {
     /// Where the verified digest (or the failure) is written; the operator
     /// reads it from the container's termination message.
     pub const TERMINATION_LOG: &str = "termination-log";
+    /// Most bytes the whole model may have: the operator passes the size
+    /// it gives the destination volume, so a source cannot fill the node's
+    /// disk.
+    pub const MAX_BYTES: &str = "max-bytes";
 }
 
 /// What every inference answer says about the weights that produced it.

@@ -48,7 +48,11 @@ pub enum Command {
     ///
     /// Exit code 0 only when the folder's manifest digest equals
     /// --expect-digest; the digest (or the error) is written to
-    /// --termination-log so Kubernetes shows it in the pod status.
+    /// --termination-log so Kubernetes shows it in the pod status. The
+    /// source is not trusted: paths that would leave --dest are refused,
+    /// files are cut at the size their listing announces, and every wait
+    /// is bounded (--connect-timeout-secs, --timeout-secs,
+    /// --idle-timeout-secs, --total-timeout-secs).
     #[command(name = fetch::COMMAND)]
     Fetch(FetchArgs),
 }
@@ -225,12 +229,34 @@ pub struct FetchArgs {
     /// Attempts per file after the first (timeouts, dropped connections, 5xx).
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
-    /// Connect/response timeout per request, in seconds.
-    #[arg(long, default_value_t = 30)]
+    /// Longest wait for a server to start answering a request (its
+    /// headers), in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
+    /// Longest wait for a connection (TCP and TLS), in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_secs: u64,
+    /// Longest gap in the data of an answer, in seconds: a stalled
+    /// connection fails (and is retried, resuming the file) after it.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Longest the whole fetch may take, every file, retry and wait
+    /// included, in seconds: a source that trickles fails after it.
+    #[arg(long, default_value_t = 7200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub total_timeout_secs: u64,
     /// First wait between attempts, in milliseconds (doubles each retry).
     #[arg(long, default_value_t = 500)]
     pub backoff_ms: u64,
+    /// Most bytes the whole model may have (the default: 256 GiB). A
+    /// listing announcing more is refused before any download; a file
+    /// growing past the size its listing announces (or, unannounced, past
+    /// what is left of this) is cut and refused.
+    #[arg(
+        long = fetch::MAX_BYTES,
+        default_value_t = 256 << 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_bytes: u64,
     /// Hub endpoint for hf:// sources (the Hub or a mirror).
     #[arg(long, env = "HF_ENDPOINT")]
     pub hf_endpoint: Option<String>,

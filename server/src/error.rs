@@ -97,6 +97,20 @@ pub enum Error {
     /// The tensor library failed.
     #[error("inference: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// A source lists a path that no model folder holds, or that would
+    /// leave the destination.
+    #[error(
+        "refusing the path {path:?} from the source's listing: it {reason}; a model's files are relative paths inside its folder"
+    )]
+    UnsafePath {
+        /// The path as listed.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A source's listing cannot be used as it is.
+    #[error("refusing the source's listing: {0}")]
+    BadListing(String),
     /// A download failed for good (after retries, or a status that retrying cannot fix).
     #[error("download of {url} failed: {reason}")]
     Download {

@@ -1,31 +1,43 @@
 //! Fetching a model folder into a directory and verifying it: what the
-//! operator's init container runs before the server starts.
+//! operator's init container runs before the server starts. The source is
+//! not trusted: only the digest of what arrives counts, and nothing it says
+//! may make the fetch write outside the destination, hang, or fill the
+//! disk.
 //!
 //! Sources:
 //! - `file:///path/to/folder`: copied.
 //! - `http://host/base/` or `https://…`: the folder as static files, listed by
 //!   `<base>/.openmodel-manifest.json` (written by `openmodel-server digest DIR
-//!   -o json`; hidden, so not part of the digest). The listing is not trusted:
-//!   only the digest of what arrives counts.
+//!   -o json`; hidden, so not part of the digest), which gives each file's
+//!   path and size.
 //! - `hf://org/repo@revision`: a Hugging Face Hub repository at a revision,
 //!   through the endpoint in `HF_ENDPOINT` (the Hub or a mirror), listed by
-//!   `<endpoint>/api/models/<repo>/revision/<rev>` and downloaded from
+//!   `<endpoint>/api/models/<repo>/revision/<rev>?blobs=true` (with sizes
+//!   when the Hub gives them) and downloaded from
 //!   `<endpoint>/<repo>/resolve/<rev>/<file>`.
 //!
-//! Downloads go into `<dest>/.openmodel-fetch/` first. Each file resumes with
-//! an HTTP range request after a dropped connection and is retried with
-//! backoff on timeouts and 5xx answers; partial files survive a restart of
-//! the process (an emptyDir survives an init container restart), so the next
-//! attempt continues where this one stopped. Only when the whole folder's
-//! manifest digest matches the expected one are the files moved into `dest`.
+//! Every listed path is checked before anything is written ([`paths`]:
+//! relative, no `..`, no links, inside the destination); downloads are
+//! bounded in time and bytes ([`http`]). Files go into
+//! `<dest>/.openmodel-fetch/` first. Each resumes with an HTTP range request
+//! after a dropped connection and is retried with backoff on timeouts and
+//! 5xx answers; partial files survive a restart of the process (an emptyDir
+//! survives an init container restart), so the next attempt continues where
+//! this one stopped. Only when the whole folder's manifest digest matches the
+//! expected one are the files moved into `dest`; when it does not, the
+//! staging folder is removed, so that a corrupt file is downloaded afresh
+//! next time instead of being resumed (or found whole) forever.
+
+pub mod http;
+pub mod paths;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::manifest::{Expectation, Manifest, model_files};
 use crate::{Error, Result};
+use http::{Client, encode_component, encode_path};
 
 /// Name of the listing of an HTTP source.
 pub const MANIFEST_FILE: &str = ".openmodel-manifest.json";
@@ -87,15 +99,23 @@ impl Source {
     }
 }
 
-/// How hard to try.
+/// How hard to try, and how far to trust the source.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Attempts per file after the first.
     pub retries: u32,
-    /// Connect and read timeout per request.
+    /// Longest wait for an answer's headers.
     pub timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest gap in the data of an answer.
+    pub idle_timeout: Duration,
+    /// Longest the whole fetch may take, retries and backoff included.
+    pub total_timeout: Duration,
     /// First backoff between attempts (doubles each time).
     pub backoff: Duration,
+    /// Most bytes the whole model may have.
+    pub max_bytes: u64,
     /// Base URL of the Hub for `hf://` sources.
     pub hf_endpoint: Option<String>,
 }
@@ -105,10 +125,21 @@ impl Default for Options {
         Options {
             retries: 5,
             timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(2 * 3600),
             backoff: Duration::from_millis(500),
+            max_bytes: 256 << 30,
             hf_endpoint: None,
         }
     }
+}
+
+/// A file a source lists: its relative path and, when the source says,
+/// its size.
+struct Listed {
+    path: String,
+    size: Option<u64>,
 }
 
 /// Fetches `source` into `dest` and checks it against `expect`; returns the
@@ -120,6 +151,7 @@ pub fn fetch(
     expect: &Expectation,
     opts: &Options,
 ) -> Result<Manifest> {
+    let started = Instant::now();
     fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
     let present = model_files(dest)?;
     if !present.is_empty() {
@@ -132,54 +164,114 @@ pub fn fetch(
         })?;
         return Ok(manifest);
     }
-    let staging = dest.join(STAGING);
-    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    let staging = staging_folder(dest)?;
     match source {
-        Source::File(dir) => {
-            for rel in model_files(dir)? {
-                let to = staging.join(&rel);
-                create_parent(&to)?;
-                fs::copy(dir.join(&rel), &to).map_err(|e| Error::io(&to, e))?;
-            }
-        }
+        Source::File(dir) => copy_folder(dir, &staging, opts.max_bytes)?,
         Source::Http(base) => {
-            let agent = agent(opts);
-            let listing = get_text(&agent, &format!("{base}{MANIFEST_FILE}"), opts)?;
-            let listed = Manifest::from_json(&listing, &format!("{base}{MANIFEST_FILE}"))?;
-            for f in &listed.files {
-                download(
-                    &agent,
-                    &format!("{base}{}", f.path),
-                    &staging.join(&f.path),
-                    opts,
-                )?;
-            }
+            let mut client = Client::new(opts, started);
+            let url = format!("{base}{MANIFEST_FILE}");
+            let listing = Manifest::from_json(&client.get_text(&url)?, &url)?;
+            let files = listing
+                .files
+                .into_iter()
+                .map(|f| Listed {
+                    path: f.path,
+                    size: Some(f.size),
+                })
+                .collect();
+            download_all(&mut client, &staging, files, |rel| {
+                format!("{base}{}", encode_path(rel))
+            })?;
         }
         Source::Hf { repo, revision } => {
             let endpoint = opts.hf_endpoint.as_deref().ok_or_else(|| {
                 Error::BadSource("hf:// sources need HF_ENDPOINT (or --hf-endpoint): the Hub's address or a mirror's".into())
             })?;
             let endpoint = endpoint.trim_end_matches('/');
-            let agent = agent(opts);
-            for rel in hf_files(&agent, endpoint, repo, revision, opts)? {
-                download(
-                    &agent,
-                    &format!("{endpoint}/{repo}/resolve/{revision}/{rel}"),
-                    &staging.join(&rel),
-                    opts,
-                )?;
-            }
+            let revision = encode_component(revision);
+            let mut client = Client::new(opts, started);
+            let files = hf_files(&client, endpoint, repo, &revision)?;
+            download_all(&mut client, &staging, files, |rel| {
+                format!("{endpoint}/{repo}/resolve/{revision}/{}", encode_path(rel))
+            })?;
         }
     }
     let manifest = Manifest::of_folder(&staging)?;
-    expect.check(&manifest)?;
+    if let Err(e) = expect.check(&manifest) {
+        // Partial files are kept for the next attempt, but not these: a
+        // corrupt file would be resumed, or found whole, forever.
+        if let Err(removing) = fs::remove_dir_all(&staging) {
+            tracing::warn!("cannot clear {}: {removing}", staging.display());
+        }
+        return Err(e);
+    }
     for f in &manifest.files {
-        let to = dest.join(&f.path);
+        let to = paths::inside(dest, &f.path)?;
         create_parent(&to)?;
-        fs::rename(staging.join(&f.path), &to).map_err(|e| Error::io(&to, e))?;
+        fs::rename(paths::inside(&staging, &f.path)?, &to).map_err(|e| Error::io(&to, e))?;
     }
     fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     Ok(manifest)
+}
+
+/// `dest/.openmodel-fetch`, created, and a real folder (not a link).
+fn staging_folder(dest: &Path) -> Result<PathBuf> {
+    let staging = dest.join(STAGING);
+    if fs::symlink_metadata(&staging).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::BadFolder(format!(
+            "{} is not a folder (a link?); remove it",
+            staging.display()
+        )));
+    }
+    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    Ok(staging)
+}
+
+/// Copies the model files of `dir` into `staging`, at most `max_bytes`.
+fn copy_folder(dir: &Path, staging: &Path, max_bytes: u64) -> Result<()> {
+    let mut left = max_bytes;
+    for rel in model_files(dir)? {
+        let from = dir.join(&rel);
+        let size = fs::metadata(&from).map_err(|e| Error::io(&from, e))?.len();
+        left = left.checked_sub(size).ok_or_else(|| {
+            Error::BadSource(format!(
+                "{} holds more than --max-bytes ({max_bytes} bytes); raise it if the model is really that large",
+                dir.display()
+            ))
+        })?;
+        let to = paths::inside(staging, &rel)?;
+        create_parent(&to)?;
+        fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
+    }
+    Ok(())
+}
+
+/// Checks a source's listing (paths, count, total size), then downloads
+/// every file into `staging` from `url_of(path)`.
+fn download_all(
+    client: &mut Client,
+    staging: &Path,
+    files: Vec<Listed>,
+    url_of: impl Fn(&str) -> String,
+) -> Result<()> {
+    paths::check_listing(files.iter().map(|f| f.path.as_str()))?;
+    let announced = files
+        .iter()
+        .filter_map(|f| f.size)
+        .try_fold(0u64, u64::checked_add);
+    if announced.is_none_or(|total| total > client.budget()) {
+        return Err(Error::BadListing(format!(
+            "it announces {} bytes, more than --max-bytes ({} bytes); raise it if the model is really that large",
+            announced.map_or("over 2^64".to_owned(), |t| t.to_string()),
+            client.budget()
+        )));
+    }
+    for f in files {
+        let path = paths::inside(staging, &f.path)?;
+        create_parent(&path)?;
+        client.download(&url_of(&f.path), &path, f.size)?;
+    }
+    Ok(())
 }
 
 fn create_parent(path: &Path) -> Result<()> {
@@ -187,144 +279,36 @@ fn create_parent(path: &Path) -> Result<()> {
     fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))
 }
 
-fn agent(opts: &Options) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(opts.timeout))
-        .timeout_recv_response(Some(opts.timeout))
-        .timeout_recv_body(None)
-        .timeout_per_call(None)
-        .build()
-        .into()
-}
-
-/// Whether an error is worth another attempt.
-fn retryable(e: &ureq::Error) -> bool {
-    match e {
-        ureq::Error::StatusCode(code) => *code >= 500 || *code == 429 || *code == 408,
-        _ => true,
-    }
-}
-
-fn failure(url: &str, e: impl std::fmt::Display) -> Error {
-    Error::Download {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    }
-}
-
-/// Retries `attempt` with exponential backoff while its error is retryable.
-fn with_retries<T>(
-    url: &str,
-    opts: &Options,
-    mut attempt: impl FnMut() -> std::result::Result<T, (bool, String)>,
-) -> Result<T> {
-    let mut wait = opts.backoff;
-    let mut last = String::new();
-    for n in 0..=opts.retries {
-        match attempt() {
-            Ok(v) => return Ok(v),
-            Err((false, reason)) => return Err(failure(url, reason)),
-            Err((true, reason)) => last = reason,
-        }
-        if n < opts.retries {
-            std::thread::sleep(wait);
-            wait *= 2;
-        }
-    }
-    Err(failure(
-        url,
-        format!("{last} (gave up after {} attempts)", opts.retries + 1),
-    ))
-}
-
-fn get_text(agent: &ureq::Agent, url: &str, opts: &Options) -> Result<String> {
-    with_retries(url, opts, || {
-        let resp = agent
-            .get(url)
-            .call()
-            .map_err(|e| (retryable(&e), e.to_string()))?;
-        resp.into_body()
-            .read_to_string()
-            .map_err(|e| (true, e.to_string()))
-    })
-}
-
-fn hf_files(
-    agent: &ureq::Agent,
-    endpoint: &str,
-    repo: &str,
-    revision: &str,
-    opts: &Options,
-) -> Result<Vec<String>> {
-    let url = format!("{endpoint}/api/models/{repo}/revision/{revision}");
-    let text = get_text(agent, &url, opts)?;
+/// The files of a Hub repository at a revision (hidden ones left out),
+/// with their sizes when the Hub gives them.
+fn hf_files(client: &Client, endpoint: &str, repo: &str, revision: &str) -> Result<Vec<Listed>> {
+    let url = format!("{endpoint}/api/models/{repo}/revision/{revision}?blobs=true");
+    let text = client.get_text(&url)?;
+    let bad = |why: String| Error::Download {
+        url: url.clone(),
+        reason: why,
+    };
     let info: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| failure(&url, format!("not JSON: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let siblings = info["siblings"]
         .as_array()
-        .ok_or_else(|| failure(&url, "no \"siblings\" list in the answer"))?;
-    let mut files: Vec<String> = siblings
+        .ok_or_else(|| bad("no \"siblings\" list in the answer".into()))?;
+    let mut files: Vec<Listed> = siblings
         .iter()
-        .filter_map(|s| s["rfilename"].as_str())
-        .filter(|f| !f.split('/').any(|part| part.starts_with('.')))
-        .map(str::to_owned)
+        .filter_map(|s| {
+            let path = s["rfilename"].as_str()?;
+            let hidden = path.split('/').any(|part| part.starts_with('.'));
+            (!hidden).then(|| Listed {
+                path: path.to_owned(),
+                size: s["size"].as_u64(),
+            })
+        })
         .collect();
-    files.sort();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
     if files.is_empty() {
-        return Err(failure(&url, "the repository lists no files"));
+        return Err(bad("the repository lists no files".into()));
     }
     Ok(files)
-}
-
-/// Downloads `url` to `path`, resuming a partial file with a range request.
-fn download(agent: &ureq::Agent, url: &str, path: &Path, opts: &Options) -> Result<()> {
-    create_parent(path)?;
-    with_retries(url, opts, || {
-        let have = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let mut req = agent.get(url);
-        if have > 0 {
-            req = req.header("Range", format!("bytes={have}-"));
-        }
-        let resp = match req.call() {
-            Ok(r) => r,
-            // The partial file is already whole, or the server changed: start over.
-            Err(ureq::Error::StatusCode(416)) => {
-                fs::remove_file(path).map_err(|e| (false, e.to_string()))?;
-                return Err((true, "range not satisfiable; restarting the file".into()));
-            }
-            Err(e) => return Err((retryable(&e), e.to_string())),
-        };
-        let resumed = resp.status().as_u16() == 206;
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .append(resumed)
-            .write(true)
-            .truncate(!resumed)
-            .open(path)
-            .map_err(|e| (false, format!("{}: {e}", path.display())))?;
-        let mut body = resp.into_body().into_with_config().limit(u64::MAX).reader();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = body.read(&mut buf).map_err(|e| {
-                (
-                    true,
-                    format!("connection lost after {} bytes: {e}", file_len(path)),
-                )
-            })?;
-            if n == 0 {
-                break;
-            }
-            file.write_all(&buf[..n])
-                .map_err(|e| (false, format!("{}: {e}", path.display())))?;
-        }
-        file.sync_all()
-            .map_err(|e| (false, format!("{}: {e}", path.display())))?;
-        Ok(())
-    })
-}
-
-fn file_len(path: &Path) -> u64 {
-    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 #[cfg(test)]

