@@ -9,7 +9,9 @@
 //!    the spec no longer says disappears from the objects (skipped while
 //!    they are as the last apply left them: [`last_apply`](crate::last_apply));
 //! 3. read the Deployment's and the pods' status ([`observe`]) from the
-//!    watch caches ([`watches`](crate::watches));
+//!    watch caches ([`watches`](crate::watches)), keeping only the pods the
+//!    model's Deployment made (owner references to one of its ReplicaSets,
+//!    looked up once each: [`observe::made_by`]);
 //! 4. record `weights.verified` for a digest a current pod verified, and
 //!    `model.deployed` once the status says Ready;
 //! 5. apply the status ([`status::derive`]) and publish an Event for every
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Future, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
@@ -42,7 +44,7 @@ use crate::crd::{LedgerStatus, OpenModel, OpenModelStatus};
 use crate::journal::Journal;
 use crate::last_apply::{LastApply, fingerprint};
 use crate::metrics::Metrics;
-use crate::observe::{observe, pods_to_annotate};
+use crate::observe::{self, observe, pods_to_annotate};
 use crate::records;
 use crate::resources::{self, MODEL_LABEL, TEMPLATE_HASH_ANNOTATION, WEIGHTS_ENTRY_ANNOTATION};
 use crate::status::{self, Blocker, READY, StatusInput};
@@ -80,6 +82,16 @@ pub struct Context {
     /// Models (`namespace/name`) known to have no PodDisruptionBudget, so
     /// reconciles do not ask the API server to delete one again.
     without_budget: Mutex<HashSet<String>>,
+    /// For each model (`namespace/name`), the ReplicaSets its Deployment is
+    /// known to control, so each is looked up once.
+    replica_sets: Mutex<HashMap<String, DeploymentReplicaSets>>,
+}
+
+/// The ReplicaSets (uids) one Deployment (uid) is known to control.
+#[derive(Clone, Default)]
+struct DeploymentReplicaSets {
+    deployment: String,
+    replica_sets: HashSet<String>,
 }
 
 impl Context {
@@ -104,6 +116,7 @@ impl Context {
             caches,
             last_applies: Mutex::default(),
             without_budget: Mutex::default(),
+            replica_sets: Mutex::default(),
         };
         (context, writers)
     }
@@ -138,6 +151,26 @@ impl Context {
 
     fn budgets(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         lock(&self.without_budget)
+    }
+
+    /// The ReplicaSets known to be controlled by the Deployment `deployment`
+    /// (uid) of the model `key`.
+    fn known_replica_sets(&self, key: &str, deployment: &str) -> HashSet<String> {
+        lock(&self.replica_sets)
+            .get(key)
+            .filter(|known| known.deployment == deployment)
+            .map(|known| known.replica_sets.clone())
+            .unwrap_or_default()
+    }
+
+    /// Notes the ReplicaSets known to be controlled by the model's
+    /// Deployment (none: forget them).
+    fn set_known_replica_sets(&self, key: &str, known: Option<DeploymentReplicaSets>) {
+        let mut replica_sets = lock(&self.replica_sets);
+        match known {
+            Some(known) => replica_sets.insert(key.to_string(), known),
+            None => replica_sets.remove(key),
+        };
     }
 }
 
@@ -264,7 +297,7 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     // 3. What the cluster says.
     let deployment =
         deployment.or_else(|| context.caches.deployment(model).map(Arc::unwrap_or_clone));
-    let pods = context.caches.pods(model);
+    let pods = deployment_pods(model, deployment.as_ref(), context).await?;
     let template_hash = desired
         .spec
         .as_ref()
@@ -356,6 +389,58 @@ async fn annotate_pods(
         }
     }
     Ok(())
+}
+
+/// The model's pods that its Deployment made ([`observe::made_by`]): the
+/// pods labelled as the model's, less any whose controller is not one of
+/// the ReplicaSets the Deployment controls, the Deployment being the one
+/// the model controls. Each ReplicaSet is read (its metadata) the first
+/// time a pod names it, and remembered while the Deployment is the same
+/// object; one that is not the Deployment's is read again next time (the
+/// Deployment may adopt it).
+async fn deployment_pods(
+    model: &OpenModel,
+    deployment: Option<&Deployment>,
+    context: &Context,
+) -> Result<Vec<Pod>, Error> {
+    let key = model_key(model);
+    let model_uid = model.uid().unwrap_or_default();
+    let Some(deployment_uid) = deployment
+        .filter(|d| observe::controlled_by(&d.metadata, "OpenModel", &model_uid))
+        .and_then(|d| d.metadata.uid.clone())
+    else {
+        context.set_known_replica_sets(&key, None);
+        return Ok(Vec::new());
+    };
+    let pods = context.caches.pods(model);
+    let named = observe::replica_sets_of(&pods);
+    let mut known = context.known_replica_sets(&key, &deployment_uid);
+    known.retain(|uid| named.contains_key(uid));
+    let api: Api<ReplicaSet> = Api::namespaced(
+        context.client.clone(),
+        &model.namespace().unwrap_or_default(),
+    );
+    for (uid, name) in &named {
+        if known.contains(uid) {
+            continue;
+        }
+        let replica_set = api.get_metadata_opt(name).await?;
+        if replica_set.is_some_and(|rs| {
+            rs.metadata.uid.as_deref() == Some(uid)
+                && observe::controlled_by(&rs.metadata, "Deployment", &deployment_uid)
+        }) {
+            known.insert(uid.clone());
+        }
+    }
+    let pods = observe::made_by(pods, &known);
+    context.set_known_replica_sets(
+        &key,
+        Some(DeploymentReplicaSets {
+            deployment: deployment_uid,
+            replica_sets: known,
+        }),
+    );
+    Ok(pods)
 }
 
 /// What applying the owned objects came to.
@@ -525,5 +610,6 @@ async fn retire(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     context.metrics.set_conditions(&key, None);
     context.set_without_budget(&key, false);
     context.set_last_apply(&key, None);
+    context.set_known_replica_sets(&key, None);
     Ok(Action::await_change())
 }

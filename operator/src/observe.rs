@@ -7,9 +7,19 @@
 //! success and `fetch failed: …` otherwise). Only pods of the current pod
 //! template count (told apart by [`TEMPLATE_HASH_ANNOTATION`]); old pods on
 //! their way out neither verify nor fail the new weights.
+//!
+//! Only pods the model's Deployment made count at all ([`made_by`]): a pod
+//! controlled by a ReplicaSet that the Deployment controls, the Deployment
+//! being controlled by the model, uids compared at each link as
+//! Kubernetes' garbage collector compares them. Labels and annotations
+//! anyone who may create pods can copy; a pod that only looks like the
+//! model's neither verifies weights nor reports problems.
+
+use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
 use crate::resources::{
@@ -182,6 +192,41 @@ pub fn pods_to_annotate(
         .collect();
     names.sort();
     names
+}
+
+/// The controller owner reference of `meta`, when it names a `kind`.
+fn controller<'a>(meta: &'a ObjectMeta, kind: &str) -> Option<&'a OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true) && owner.kind == kind)
+}
+
+/// Whether `meta`'s controller is the `kind` with this `uid`.
+pub fn controlled_by(meta: &ObjectMeta, kind: &str, uid: &str) -> bool {
+    controller(meta, kind).is_some_and(|owner| owner.uid == uid)
+}
+
+/// The ReplicaSets that control `pods`, by uid, with their names: the
+/// ones to look up before [`made_by`] can tell whose the pods are.
+pub fn replica_sets_of(pods: &[Pod]) -> BTreeMap<String, String> {
+    pods.iter()
+        .filter_map(|pod| controller(&pod.metadata, "ReplicaSet"))
+        .map(|owner| (owner.uid.clone(), owner.name.clone()))
+        .collect()
+}
+
+/// The pods a Deployment made, of `pods`: those controlled by one of
+/// `replica_sets`, the uids of the ReplicaSets that Deployment controls
+/// (looked up by the caller, from [`replica_sets_of`]). A pod that has no
+/// controller, or another one, is not the Deployment's, whatever its labels.
+pub fn made_by(pods: Vec<Pod>, replica_sets: &HashSet<String>) -> Vec<Pod> {
+    pods.into_iter()
+        .filter(|pod| {
+            controller(&pod.metadata, "ReplicaSet")
+                .is_some_and(|owner| replica_sets.contains(&owner.uid))
+        })
+        .collect()
 }
 
 /// The rollout state, by `kubectl rollout status`'s rules.
@@ -455,6 +500,82 @@ pub(crate) mod tests {
                 ..DeploymentStatus::default()
             }),
         }
+    }
+
+    /// `pod`, controlled by the ReplicaSet `uid` (named after it).
+    pub fn controlled(mut pod: Pod, kind: &str, uid: &str) -> Pod {
+        pod.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: format!("rs-{uid}"),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
+        pod
+    }
+
+    #[test]
+    fn only_pods_of_the_deployment_s_replica_sets_are_the_model_s() {
+        let verified = || terminated(0, DIGEST);
+        let ours = controlled(pod("ours", HASH, verified()), "ReplicaSet", "rs-1");
+        let old_ours = controlled(pod("old", "old", verified()), "ReplicaSet", "rs-0");
+        // Same labels and annotations, no owner: made by hand.
+        let unowned = pod("fake-a", HASH, verified());
+        // Owned by a ReplicaSet the Deployment does not control.
+        let stranger = controlled(pod("fake-b", HASH, verified()), "ReplicaSet", "rs-x");
+        // Owned by the right uid, but not as its ReplicaSet.
+        let mut not_controller = controlled(pod("fake-c", HASH, verified()), "ReplicaSet", "rs-1");
+        not_controller.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        let other_kind = controlled(pod("fake-d", HASH, verified()), "StatefulSet", "rs-1");
+        let pods = vec![
+            unowned,
+            stranger,
+            not_controller,
+            other_kind,
+            ours.clone(),
+            old_ours.clone(),
+        ];
+
+        // The caller looks up every ReplicaSet the pods name.
+        let looked_up: Vec<_> = replica_sets_of(&pods).into_iter().collect();
+        assert_eq!(
+            looked_up,
+            [
+                ("rs-0".to_string(), "rs-rs-0".to_string()),
+                ("rs-1".into(), "rs-rs-1".into()),
+                ("rs-x".into(), "rs-rs-x".into())
+            ]
+        );
+        let theirs = HashSet::from(["rs-0".to_string(), "rs-1".to_string()]);
+        let made = made_by(pods.clone(), &theirs);
+        assert_eq!(made, [ours, old_ours]);
+
+        // Only the Deployment's pods verify: without the check the first
+        // by name, a fake, would have.
+        let o = observe(Some(&deployment(1, 1, 1, 1)), &made, HASH, DIGEST);
+        assert_eq!(o.verified.unwrap().pod, "ours");
+        assert_eq!(pods_to_annotate(&made, HASH, DIGEST, 7), ["ours"]);
+        let fakes = made_by(pods, &HashSet::from(["rs-x".to_string()]));
+        assert_eq!(fakes.len(), 1);
+        assert!(made_by(fakes, &HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_is_the_model_s_when_the_model_controls_it() {
+        let mut d = deployment(1, 1, 1, 1);
+        assert!(!controlled_by(&d.metadata, "OpenModel", "uid-1"));
+        d.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "serving.openmodel.dev/v1alpha1".into(),
+            kind: "OpenModel".into(),
+            name: "minilm".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
+        assert!(controlled_by(&d.metadata, "OpenModel", "uid-1"));
+        assert!(!controlled_by(&d.metadata, "OpenModel", "uid-2"));
+        assert!(!controlled_by(&d.metadata, "ReplicaSet", "uid-1"));
     }
 
     #[test]

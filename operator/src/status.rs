@@ -4,7 +4,7 @@
 //!
 //! | condition | True when |
 //! |---|---|
-//! | `WeightsVerified` | a pod of the current template fetched weights with the expected digest |
+//! | `WeightsVerified` | a pod of the model's Deployment, of the current template, fetched weights with the expected digest |
 //! | `Progressing` | the rollout of the current template is under way |
 //! | `Degraded` | something needs a person: a pod or the Deployment fails, or the spec cannot be applied |
 //! | `Ready` | the rollout is complete, the weights are verified, every replica is ready and nothing is degraded |

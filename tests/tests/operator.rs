@@ -11,12 +11,14 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::Resource;
 use kube::{Client, ResourceExt};
 use openmodel_ledger::entry::Entry;
 use openmodel_operator::crd::{OpenModel, Policy};
@@ -266,6 +268,161 @@ async fn one_replica_deployed(test: &str) -> Result<OneReplica> {
     })
 }
 
+/// A controller owner reference to `owner`.
+fn controller_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Plays the Deployment controller: a ReplicaSet `name` of `deployment`'s
+/// selector and pod template, controlled by `owner` (the Deployment, or
+/// none for one made by hand).
+async fn replica_set(
+    client: &Client,
+    deployment: &Deployment,
+    name: &str,
+    owner: Option<&Deployment>,
+) -> Result<ReplicaSet> {
+    let spec = deployment.spec.clone().unwrap_or_default();
+    let replica_set = ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone()),
+            owner_references: owner.map(|d| vec![controller_reference(d)]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(1),
+            selector: spec.selector,
+            template: Some(spec.template),
+            ..ReplicaSetSpec::default()
+        }),
+        status: None,
+    };
+    let namespace = deployment.namespace().unwrap_or_default();
+    Ok(Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &replica_set)
+        .await?)
+}
+
+/// Plays the ReplicaSet controller: a pod `name` of `deployment`'s
+/// template, adopted by `replica_set` (none: left without an owner).
+async fn pod_of(
+    client: &Client,
+    deployment: &Deployment,
+    name: &str,
+    replica_set: Option<&ReplicaSet>,
+) -> Result<Pod> {
+    let pod = create_pod(client, deployment, name).await?;
+    let Some(replica_set) = replica_set else {
+        return Ok(pod);
+    };
+    let adopt = json!({"metadata": {"ownerReferences": [controller_reference(replica_set)]}});
+    Ok(
+        Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default())
+            .patch(name, &PatchParams::default(), &Patch::Merge(&adopt))
+            .await?,
+    )
+}
+
+/// A pod as the Deployment makes it: through a ReplicaSet it controls.
+async fn deployment_pod(client: &Client, deployment: &Deployment, name: &str) -> Result<Pod> {
+    let replica_set =
+        replica_set(client, deployment, &format!("{name}-rs"), Some(deployment)).await?;
+    pod_of(client, deployment, name, Some(&replica_set)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_only_looks_like_the_model_s_verifies_nothing() -> Result<()> {
+    let OneReplica {
+        client,
+        ns,
+        mut operator,
+        metrics,
+        deployment,
+    } = one_replica_deployed("faked_pods").await?;
+    const RECONCILES: &str = "openmodel_operator_reconciles_total";
+    let before = metric(metrics, RECONCILES).await?;
+
+    // Two pods with the model's labels and template annotation whose fetch
+    // "verified" the digest: one made by hand, one of a ReplicaSet that is
+    // not the Deployment's. Their names sort first.
+    let by_hand = pod_of(&client, &deployment, "minilm-0-by-hand", None).await?;
+    let stray = replica_set(&client, &deployment, "minilm-0-stray", None).await?;
+    let strays = pod_of(&client, &deployment, "minilm-0-stray-a", Some(&stray)).await?;
+    for fake in [&by_hand, &strays] {
+        finish_fetch(&client, fake, 0, DIGEST).await?;
+    }
+    // Their changes reconcile the model; no reconcile believes them. (Had
+    // one, the entry below would name a fake: they sort first.)
+    let started = Instant::now();
+    while metric(metrics, RECONCILES).await? < before + 1.0 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the pod changes did not reconcile the model within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let model = models(&client, &ns).get("minilm").await?;
+    ensure!(
+        !has_condition("WeightsVerified", "True")(&model),
+        "pods the Deployment did not make verified the weights: {:?}",
+        condition(&model, "WeightsVerified")
+    );
+    let ledger = operator.ledger_path();
+    assert_eq!(
+        kinds(&ledger_entries(&ledger, &ns, Some("minilm"))?),
+        ["spec.changed"]
+    );
+
+    // The Deployment's own pod does.
+    let ours = deployment_pod(&client, &deployment, "minilm-7d9f-c").await?;
+    finish_fetch(&client, &ours, 0, DIGEST).await?;
+    wait_for(
+        &models(&client, &ns),
+        "minilm",
+        "WeightsVerified",
+        has_condition("WeightsVerified", "True"),
+    )
+    .await?;
+    let entries = wait_for_ledger(
+        &ledger,
+        &ns,
+        "minilm",
+        &["spec.changed", "weights.verified"],
+    )
+    .await?;
+    assert_eq!(data(&entries[1])["pod"], "minilm-7d9f-c");
+    let index = entries[1].index.to_string();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        &pods,
+        "minilm-7d9f-c",
+        "the weights-entry annotation",
+        |p| p.annotations().get(WEIGHTS_ENTRY_ANNOTATION) == Some(&index),
+    )
+    .await?;
+    for fake in ["minilm-0-by-hand", "minilm-0-stray-a"] {
+        let pod = pods.get(fake).await?;
+        ensure!(
+            !pod.annotations().contains_key(WEIGHTS_ENTRY_ANNOTATION),
+            "{fake} was told the weights entry"
+        );
+    }
+    operator.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Result<()> {
     let OneReplica {
@@ -277,7 +434,7 @@ async fn a_verified_rollout_is_ready_deployed_once_and_retired_on_delete() -> Re
     } = one_replica_deployed("verified_rollout").await?;
 
     // The kubelet: the fetch step verified the digest; the rollout is not done.
-    let pod = create_pod(&client, &deployment, "minilm-7d9f-a").await?;
+    let pod = deployment_pod(&client, &deployment, "minilm-7d9f-a").await?;
     finish_fetch(&client, &pod, 0, DIGEST).await?;
     let model = wait_for(
         &models(&client, &ns),
@@ -487,7 +644,7 @@ async fn a_wrong_digest_degrades_and_is_never_deployed() -> Result<()> {
         ..
     } = one_replica_deployed("wrong_digest").await?;
 
-    let pod = create_pod(&client, &deployment, "minilm-7d9f-b").await?;
+    let pod = deployment_pod(&client, &deployment, "minilm-7d9f-b").await?;
     let got = format!("sha256:{}", "0".repeat(64));
     let message = format!(
         "fetch failed: digest mismatch: expected {DIGEST}, got {got}; first differing file: model.safetensors"
