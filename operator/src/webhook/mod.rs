@@ -221,8 +221,13 @@ async fn decide(
         }
         Err(e) => {
             tracing::warn!(uid, user, error = %e, "admission refused: not recorded");
+            // Trying again gives the same key and the same refusal.
+            let advice = match e {
+                Error::DedupeConflict { .. } => "",
+                _ => ". Try again; if this persists, look at the openmodel-operator's logs",
+            };
             admitted.deny(format!(
-                "the OpenModel audit ledger could not record this change, so it was not admitted: {e}. Try again; if this persists, look at the openmodel-operator's logs"
+                "the OpenModel audit ledger could not record this change, so it was not admitted: {e}{advice}"
             ))
         }
     }
