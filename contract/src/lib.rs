@@ -9,7 +9,9 @@
 //!   default and the operator exposes;
 //! - [`WEIGHTS_ENTRY_ANNOTATION`]: the pod annotation the operator sets and
 //!   the server follows;
-//! - [`response`]: what every answer carries about the served weights.
+//! - [`response`]: what every answer carries about the served weights;
+//! - [`digest`]: the forms of the manifest digest that names a model's
+//!   weights, and the rule that validates them (the CRD uses it).
 //!
 //! Flag names are given without their leading `--` (as clap's `long`
 //! takes them); [`flag`] adds it.
@@ -46,8 +48,9 @@ pub mod serve {
     pub const COMMAND: &str = "serve";
     /// The model folder to serve.
     pub const MODEL_DIR: &str = "model-dir";
-    /// The manifest digest the folder must have (`sha256:…` or a manifest
-    /// JSON file); the server refuses to start otherwise.
+    /// The manifest digest the folder must have (either form of
+    /// [`digest`](crate::digest), or a manifest JSON file); the server
+    /// refuses to start otherwise.
     pub const EXPECT_DIGEST: &str = "expect-digest";
     /// The name clients use for the model.
     pub const MODEL_NAME: &str = "model-name";
@@ -87,10 +90,12 @@ pub mod fetch {
     pub const SOURCE: &str = "source";
     /// The folder they go to.
     pub const DEST: &str = "dest";
-    /// The manifest digest they must have.
+    /// The manifest digest they must have (either form of
+    /// [`digest`](crate::digest)).
     pub const EXPECT_DIGEST: &str = "expect-digest";
-    /// Where the verified digest (or the failure) is written; the operator
-    /// reads it from the container's termination message.
+    /// Where the verified digest (in the form of the expected one) or the
+    /// failure is written; the operator reads it from the container's
+    /// termination message.
     pub const TERMINATION_LOG: &str = "termination-log";
     /// Most bytes the whole model may have: the operator passes the size
     /// it gives the destination volume, so a source cannot fill the node's
@@ -112,4 +117,116 @@ pub mod response {
     /// ModelMetadata response header (decimal): the ledger index of the
     /// `weights.verified` entry of the served weights, once known.
     pub const LEDGER_INDEX_HEADER: &str = "ledger-index";
+}
+
+/// The manifest digest that names a model's weights: its forms, one per
+/// version, each with its own prefix so that a digest says which rule made
+/// it, and the rule that validates them (the operator's CRD uses
+/// [`digest::CEL_RULE`]).
+///
+/// - [`Version::V2`](digest::Version::V2), `sha256-manifest-v2:<64 hex>`,
+///   the default: covers each file's path, size and content;
+/// - [`Version::V1`](digest::Version::V1), `sha256:<64 hex>`, the first
+///   form: covers the files' contents in path order, not their names (a
+///   file renamed, order kept, keeps it); still accepted where a model
+///   pins it, with that meaning.
+///
+/// The server (`openmodel-server digest`, `fetch`, `serve`) computes both.
+pub mod digest {
+    /// A version of the manifest digest.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Version {
+        /// `sha256:`: SHA-256 over the files' SHA-256 digests in path order.
+        V1,
+        /// `sha256-manifest-v2:`: SHA-256 over every file's path, size and
+        /// SHA-256 digest in path order.
+        V2,
+    }
+
+    /// The prefix of a version 1 digest.
+    pub const V1_PREFIX: &str = "sha256:";
+
+    /// The prefix of a version 2 digest.
+    pub const V2_PREFIX: &str = "sha256-manifest-v2:";
+
+    /// Hex digits after the prefix (a SHA-256).
+    pub const HEX_DIGITS: usize = 64;
+
+    /// Length of the longest digest (version 2).
+    pub const MAX_LEN: usize = V2_PREFIX.len() + HEX_DIGITS;
+
+    /// The regular expression of both forms.
+    pub const PATTERN: &str = "^(sha256|sha256-manifest-v2):[0-9a-f]{64}$";
+
+    /// A Kubernetes CEL rule accepting both forms.
+    pub const CEL_RULE: &str = "self.matches('^(sha256|sha256-manifest-v2):[0-9a-f]{64}$')";
+
+    /// The forms in words, for error messages.
+    pub const FORMS: &str = "sha256-manifest-v2:<64 lowercase hex digits> (or, as pinned before version 2, sha256:<64 lowercase hex digits>)";
+
+    impl Version {
+        /// The newest version: what `openmodel-server digest` prints.
+        pub const CURRENT: Version = Version::V2;
+
+        /// The prefix of this version's digests.
+        pub const fn prefix(self) -> &'static str {
+            match self {
+                Version::V1 => V1_PREFIX,
+                Version::V2 => V2_PREFIX,
+            }
+        }
+
+        /// The version of a well-formed digest (its prefix and 64 lowercase
+        /// hex digits); `None` for anything else.
+        ///
+        /// ```
+        /// use openmodel_contract::digest::Version;
+        /// let hex = "0".repeat(64);
+        /// assert_eq!(Version::of(&format!("sha256-manifest-v2:{hex}")), Some(Version::V2));
+        /// assert_eq!(Version::of(&format!("sha256:{hex}")), Some(Version::V1));
+        /// assert_eq!(Version::of("sha256:abc"), None);
+        /// ```
+        pub fn of(digest: &str) -> Option<Version> {
+            [Version::V2, Version::V1].into_iter().find(|v| {
+                digest.strip_prefix(v.prefix()).is_some_and(|hex| {
+                    hex.len() == HEX_DIGITS
+                        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                })
+            })
+        }
+
+        /// The digest of this version whose hash is `hex`.
+        pub fn format(self, hex: &str) -> String {
+            format!("{}{hex}", self.prefix())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_rules_accept_exactly_the_two_forms() {
+            let hex = "0123456789abcdef".repeat(4);
+            for v in [Version::V1, Version::V2] {
+                let digest = v.format(&hex);
+                assert_eq!(Version::of(&digest), Some(v));
+                assert!(digest.len() <= MAX_LEN);
+                let name = v.prefix().trim_end_matches(':');
+                assert!(
+                    PATTERN.contains(name) && CEL_RULE.contains(PATTERN),
+                    "{name}"
+                );
+            }
+            for bad in [
+                format!("sha256:{}", &hex[1..]),
+                format!("sha256:{}", hex.to_uppercase()),
+                format!("sha256-manifest-v3:{hex}"),
+                format!("md5:{hex}"),
+                format!("sha256:{hex}0"),
+            ] {
+                assert_eq!(Version::of(&bad), None, "{bad}");
+            }
+        }
+    }
 }

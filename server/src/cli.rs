@@ -18,10 +18,13 @@ use crate::server::Config;
 
 /// OpenModel's data plane: fetch and verify model weights, and serve them.
 ///
-/// A model's identity is its manifest digest: SHA-256 of every file in the
-/// folder (hidden files excluded, symbolic links refused), combined in path
-/// order as in OpenSSF model signing. The same digest goes in the OpenModel
-/// resource, the audit ledger and every inference response.
+/// A model's identity is its manifest digest, sha256-manifest-v2:…,
+/// SHA-256 over every file's path, size and SHA-256 in path order (hidden
+/// files excluded, symbolic links refused), each file named by its path as
+/// in OpenSSF model signing. The first version, sha256:…, covered the
+/// contents but not the names; digests pinned in it are still checked by
+/// its rule. The same digest goes in the OpenModel resource, the audit
+/// ledger and every inference response.
 #[derive(Parser, Debug)]
 #[command(name = "openmodel-server", version)]
 pub struct Cli {
@@ -42,7 +45,8 @@ pub enum Command {
     /// flight and exits.
     #[command(name = serve::COMMAND)]
     Serve(Box<ServeArgs>),
-    /// Print the manifest digest of a model folder.
+    /// Print the manifest digest of a model folder (sha256-manifest-v2:…;
+    /// --v1 for the first version, sha256:…).
     Digest(DigestArgs),
     /// Download a model into a folder and verify its digest (the init container).
     ///
@@ -63,7 +67,9 @@ pub struct ServeArgs {
     /// The model folder (config.json, tokenizer.json, *.safetensors, sentence-transformers modules).
     #[arg(long = serve::MODEL_DIR, env = "OPENMODEL_MODEL_DIR")]
     pub model_dir: PathBuf,
-    /// Refuse to start unless the folder has this digest (sha256:… or a manifest JSON file).
+    /// Refuse to start unless the folder has this digest (sha256-manifest-v2:…,
+    /// or sha256:… checked by the first version's rule, or a manifest JSON
+    /// file); answers then carry the digest in that version.
     #[arg(long = serve::EXPECT_DIGEST, env = "OPENMODEL_EXPECT_DIGEST", value_name = "DIGEST|FILE")]
     pub expect_digest: Option<String>,
     /// Name clients use for the model (default: the folder's name).
@@ -208,6 +214,11 @@ pub struct DigestArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
+    /// Print the first version of the digest (sha256:…), as models pinned
+    /// before version 2 record it; it covers the files' contents in path
+    /// order, not their names.
+    #[arg(long)]
+    pub v1: bool,
 }
 
 /// The arguments of `fetch`.
@@ -220,7 +231,9 @@ pub struct FetchArgs {
     /// Destination folder (created; must hold no other model files).
     #[arg(long = fetch::DEST)]
     pub dest: PathBuf,
-    /// sha256:<hex> manifest digest, or a manifest JSON file (names the first differing file).
+    /// The manifest digest (sha256-manifest-v2:…, or sha256:… checked by the
+    /// first version's rule), or a manifest JSON file (names the first
+    /// differing file); the verified digest is written in that version.
     #[arg(long = fetch::EXPECT_DIGEST, value_name = "DIGEST|FILE")]
     pub expect_digest: String,
     /// File to write the verified digest (or the failure) to, e.g. /dev/termination-log.

@@ -9,7 +9,8 @@
 //! - `http://host/base/` or `https://…`: the folder as static files, listed by
 //!   `<base>/.openmodel-manifest.json` (written by `openmodel-server digest DIR
 //!   -o json`; hidden, so not part of the digest), which gives each file's
-//!   path and size.
+//!   path, size and digest: a listing whose files do not make the expected
+//!   digest is refused before any download.
 //! - `hf://org/repo@revision`: a Hugging Face Hub repository at a revision,
 //!   through the endpoint in `HF_ENDPOINT` (the Hub or a mirror), listed by
 //!   `<endpoint>/api/models/<repo>/revision/<rev>?blobs=true` (with sizes
@@ -142,9 +143,10 @@ struct Listed {
     size: Option<u64>,
 }
 
-/// Fetches `source` into `dest` and checks it against `expect`; returns the
-/// verified manifest. If `dest` already holds exactly the expected model,
-/// nothing is downloaded.
+/// Fetches `source` into `dest` and checks it against `expect` (by the rule
+/// of its version); returns the verified manifest, its digest in that
+/// version. If `dest` already holds exactly the expected model, nothing is
+/// downloaded.
 pub fn fetch(
     source: &Source,
     dest: &Path,
@@ -155,14 +157,12 @@ pub fn fetch(
     fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
     let present = model_files(dest)?;
     if !present.is_empty() {
-        let manifest = Manifest::of_folder(dest)?;
-        expect.check(&manifest).map_err(|e| {
+        return expect.check(&Manifest::of_folder(dest)?).map_err(|e| {
             Error::BadFolder(format!(
                 "{} already holds other files ({e}); give an empty destination",
                 dest.display()
             ))
-        })?;
-        return Ok(manifest);
+        });
     }
     let staging = staging_folder(dest)?;
     match source {
@@ -171,6 +171,12 @@ pub fn fetch(
             let mut client = Client::new(opts, started);
             let url = format!("{base}{MANIFEST_FILE}");
             let listing = Manifest::from_json(&client.get_text(&url)?, &url)?;
+            paths::check_listing(listing.files.iter().map(|f| f.path.as_str()))?;
+            // A listing of other files (renamed ones, for a v2 digest) is
+            // refused before anything is downloaded.
+            expect.check(&listing).map_err(|e| {
+                Error::BadListing(format!("it describes other files than expected ({e})"))
+            })?;
             let files = listing
                 .files
                 .into_iter()
@@ -196,15 +202,17 @@ pub fn fetch(
             })?;
         }
     }
-    let manifest = Manifest::of_folder(&staging)?;
-    if let Err(e) = expect.check(&manifest) {
-        // Partial files are kept for the next attempt, but not these: a
-        // corrupt file would be resumed, or found whole, forever.
-        if let Err(removing) = fs::remove_dir_all(&staging) {
-            tracing::warn!("cannot clear {}: {removing}", staging.display());
+    let manifest = match expect.check(&Manifest::of_folder(&staging)?) {
+        Ok(verified) => verified,
+        Err(e) => {
+            // Partial files are kept for the next attempt, but not these: a
+            // corrupt file would be resumed, or found whole, forever.
+            if let Err(removing) = fs::remove_dir_all(&staging) {
+                tracing::warn!("cannot clear {}: {removing}", staging.display());
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     for f in &manifest.files {
         let to = paths::inside(dest, &f.path)?;
         create_parent(&to)?;

@@ -27,9 +27,9 @@
 //!   for the served weights, from a flag or a pod annotation that
 //!   [`podinfo`] reads from the downward API;
 //! - [`cpu`]: how many threads the container's CPU limit allows;
-//! - [`manifest`]: the manifest digest of a model folder (SHA-256 per file,
-//!   root over the per-file digests in path order, as in OpenSSF model
-//!   signing's file serialization), and how two manifests differ;
+//! - [`manifest`]: the manifest digest of a model folder in either version
+//!   (v2 binds each file's path, size and content; v1, the first, the
+//!   contents in path order only), and how two manifests differ;
 //! - [`fetch`]: download a model folder from `file://`, `http(s)://` or
 //!   `hf://` into a directory, resuming and retrying, and verify it; the
 //!   source is not trusted ([`fetch::paths`]: nothing lands outside the

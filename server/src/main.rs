@@ -14,7 +14,7 @@ use openmodel_runtime::{logging, shutdown};
 use openmodel_server::Server;
 use openmodel_server::cli::{Cli, Command, DigestArgs, FetchArgs, Output, ServeArgs};
 use openmodel_server::fetch::{self, Options, Source};
-use openmodel_server::manifest::{Expectation, Manifest};
+use openmodel_server::manifest::{Expectation, Manifest, Version};
 
 fn serve(args: ServeArgs) -> Result<()> {
     logging::init(args.log.log_format);
@@ -37,7 +37,12 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn digest(args: DigestArgs) -> Result<()> {
-    let m = Manifest::of_folder(&args.dir)?;
+    let version = if args.v1 {
+        Version::V1
+    } else {
+        Version::CURRENT
+    };
+    let m = Manifest::of_folder(&args.dir)?.in_version(version)?;
     match args.output {
         Output::Text => println!("{}", m.digest),
         Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),

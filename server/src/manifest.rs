@@ -1,12 +1,27 @@
 //! Manifest digests of model folders.
 //!
 //! A folder's manifest lists every regular file under it by relative path
-//! (`/`-separated, sorted by bytes), with its size and SHA-256. The manifest
-//! digest is `sha256:` + SHA-256 over the concatenated 32-byte file digests in
-//! that order — OpenSSF model signing's file serialization. Hidden paths (any
-//! component starting with `.`, such as `.git` or `.gitattributes`) are not
-//! part of a model; symbolic links are refused, so a digest always means the
-//! bytes in the folder itself.
+//! (`/`-separated, sorted by bytes), with its size and SHA-256. Hidden paths
+//! (any component starting with `.`, such as `.git` or `.gitattributes`) are
+//! not part of a model; symbolic links are refused, so a digest always means
+//! the bytes in the folder itself. The manifest digest condenses it, in one
+//! of two versions ([`Version`], named in `openmodel-contract`), each with
+//! its own prefix:
+//!
+//! - **v2**, `sha256-manifest-v2:<hex>`, the default: SHA-256 over
+//!   `"openmodel-manifest-v2\n"`, the number of files (u64, big-endian),
+//!   then for each file in path order its path's length in bytes (u64),
+//!   its path (UTF-8), its size (u64) and its 32-byte SHA-256. Every file is
+//!   named by its path, as the resources of an OpenSSF model-signing
+//!   manifest are, so renaming or moving a file changes the digest; the
+//!   lengths make the encoding unambiguous.
+//! - **v1**, `sha256:<hex>`, the first form: SHA-256 over the concatenated
+//!   32-byte file digests in path order (OpenSSF model signing's digest of
+//!   its resources' digests). It does not cover names: a file renamed so
+//!   that the order is kept keeps the digest. Still computed and accepted
+//!   where a model pins it, with that meaning.
+//!
+//! An [`Expectation`] is checked by the rule of its own version.
 
 use std::fs;
 use std::io::Read;
@@ -15,7 +30,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use openmodel_contract::digest::FORMS;
+pub use openmodel_contract::digest::Version;
+
 use crate::{Error, Result};
+
+/// What a v2 digest's hash starts with, so that it can mean nothing else.
+const V2_DOMAIN: &[u8] = b"openmodel-manifest-v2\n";
+
+/// Largest manifest file read as an expectation, in bytes.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// One file of a manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +57,8 @@ pub struct FileDigest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// The manifest digest, `sha256:<hex>`.
+    /// The manifest digest, in either version (see the module
+    /// documentation).
     pub digest: String,
     /// Every file, sorted by path.
     pub files: Vec<FileDigest>,
@@ -104,12 +129,45 @@ pub fn file_digest(path: &Path) -> Result<(u64, [u8; 32])> {
     Ok((size, h.finalize().into()))
 }
 
-fn hex_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(bytes))
+/// The 32 bytes of a file digest `sha256:<64 lowercase hex>`, if it is one.
+fn file_digest_bytes(digest: &str) -> Option<[u8; 32]> {
+    let hex = digest.strip_prefix("sha256:")?;
+    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex, &mut out).ok()?;
+    Some(out)
+}
+
+/// The manifest digest of `files` (sorted by path, each file digest
+/// well-formed) in `version`.
+pub fn root(files: &[FileDigest], version: Version) -> Result<String> {
+    let mut hasher = Sha256::new();
+    if version == Version::V2 {
+        hasher.update(V2_DOMAIN);
+        hasher.update((files.len() as u64).to_be_bytes());
+    }
+    for f in files {
+        let digest = file_digest_bytes(&f.digest).ok_or_else(|| {
+            Error::BadExpectation(format!(
+                "file digest {:?} of {} is not sha256:<64 lowercase hex digits>",
+                f.digest, f.path
+            ))
+        })?;
+        if version == Version::V2 {
+            hasher.update((f.path.len() as u64).to_be_bytes());
+            hasher.update(f.path.as_bytes());
+            hasher.update(f.size.to_be_bytes());
+        }
+        hasher.update(digest);
+    }
+    Ok(version.format(&hex::encode(hasher.finalize())))
 }
 
 impl Manifest {
-    /// Computes the manifest of the model folder `dir`.
+    /// Computes the manifest of the model folder `dir`, its digest in the
+    /// current version (v2).
     pub fn of_folder(dir: &Path) -> Result<Manifest> {
         let files = model_files(dir)?;
         if files.is_empty() {
@@ -118,20 +176,26 @@ impl Manifest {
                 dir.display()
             )));
         }
-        let mut root = Sha256::new();
         let mut out = Vec::with_capacity(files.len());
         for rel in files {
             let (size, digest) = file_digest(&dir.join(&rel))?;
-            root.update(digest);
             out.push(FileDigest {
                 path: rel,
                 size,
-                digest: hex_digest(&digest),
+                digest: format!("sha256:{}", hex::encode(digest)),
             });
         }
         Ok(Manifest {
-            digest: hex_digest(&root.finalize()),
+            digest: root(&out, Version::CURRENT)?,
             files: out,
+        })
+    }
+
+    /// The same files with their digest in `version`.
+    pub fn in_version(&self, version: Version) -> Result<Manifest> {
+        Ok(Manifest {
+            digest: root(&self.files, version)?,
+            files: self.files.clone(),
         })
     }
 
@@ -149,7 +213,7 @@ impl Manifest {
                 (Some(e), Some(g)) if e.path > g.path => {
                     return Some(format!("{} is not expected", g.path));
                 }
-                (Some(e), Some(g)) if e.digest != g.digest => {
+                (Some(e), Some(g)) if e.digest != g.digest || e.size != g.size => {
                     return Some(format!(
                         "{} (expected {}, {} bytes; got {}, {} bytes)",
                         e.path, e.digest, e.size, g.digest, g.size
@@ -163,32 +227,27 @@ impl Manifest {
         }
     }
 
-    /// Reads a manifest written by `openmodel-server digest -o json`.
+    /// Reads a manifest written by `openmodel-server digest -o json`,
+    /// checking that its files are sorted by path, once each, and that its
+    /// digest is theirs by the rule of its version.
     pub fn from_json(text: &str, origin: &str) -> Result<Manifest> {
         let m: Manifest = serde_json::from_str(text).map_err(|e| {
             Error::BadExpectation(format!(
                 "{origin} is not a manifest (openmodel-server digest -o json): {e}"
             ))
         })?;
-        let mut root = Sha256::new();
-        for f in &m.files {
-            let hex = f
-                .digest
-                .strip_prefix("sha256:")
-                .and_then(|h| hex::decode(h).ok())
-                .filter(|d| d.len() == 32);
-            let bytes = hex.ok_or_else(|| {
-                Error::BadExpectation(format!(
-                    "{origin}: file digest {:?} of {} is not sha256:<64 hex>",
-                    f.digest, f.path
-                ))
-            })?;
-            root.update(bytes);
-        }
-        if hex_digest(&root.finalize()) != m.digest {
-            return Err(Error::BadExpectation(format!(
-                "{origin}: its digest does not match its file list"
+        let bad = |why: String| Error::BadExpectation(format!("{origin}: {why}"));
+        let version = Version::of(&m.digest)
+            .ok_or_else(|| bad(format!("its digest {:?} is not {FORMS}", m.digest)))?;
+        if let Some(pair) = m.files.windows(2).find(|w| w[0].path >= w[1].path) {
+            return Err(bad(format!(
+                "its files are not sorted by path, each once ({:?} before {:?})",
+                pair[0].path, pair[1].path
             )));
+        }
+        let computed = root(&m.files, version).map_err(|e| bad(e.to_string()))?;
+        if computed != m.digest {
+            return Err(bad("its digest does not match its file list".into()));
         }
         Ok(m)
     }
@@ -204,23 +263,30 @@ pub enum Expectation {
 }
 
 impl Expectation {
-    /// Parses `sha256:<64 hex>` or the path of a manifest JSON file.
+    /// Parses a digest of either version, or the path of a manifest JSON
+    /// file.
     pub fn parse(s: &str) -> Result<Expectation> {
-        if let Some(hex) = s.strip_prefix("sha256:") {
-            if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                return Ok(Expectation::Digest(s.to_owned()));
-            }
+        if Version::of(s).is_some() {
+            return Ok(Expectation::Digest(s.to_owned()));
+        }
+        if s.starts_with("sha256") {
             return Err(Error::BadExpectation(format!(
-                "{s:?} is not sha256:<64 lowercase hex digits>"
+                "{s:?} is not a manifest digest: expected {FORMS}"
             )));
         }
         let path = PathBuf::from(s);
         if path.is_file() {
+            let size = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            if size > MAX_MANIFEST_BYTES {
+                return Err(Error::BadExpectation(format!(
+                    "{s}: {size} bytes is too large for a manifest (at most {MAX_MANIFEST_BYTES})"
+                )));
+            }
             let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
             return Ok(Expectation::Manifest(Manifest::from_json(&text, s)?));
         }
         Err(Error::BadExpectation(format!(
-            "expected digest {s:?} is neither sha256:<64 hex> nor a manifest file (openmodel-server digest DIR -o json)"
+            "expected digest {s:?} is neither a manifest digest ({FORMS}) nor a manifest file (openmodel-server digest DIR -o json)"
         )))
     }
 
@@ -232,16 +298,23 @@ impl Expectation {
         }
     }
 
-    /// Checks `actual` against the expectation.
-    pub fn check(&self, actual: &Manifest) -> Result<()> {
+    /// The version whose rule the expectation is checked by.
+    pub fn version(&self) -> Version {
+        Version::of(self.digest()).expect("checked when parsed")
+    }
+
+    /// Checks `actual` by the rule of the expectation's version; returns
+    /// the verified manifest with its digest in that version.
+    pub fn check(&self, actual: &Manifest) -> Result<Manifest> {
+        let actual = actual.in_version(self.version())?;
         if actual.digest == self.digest() {
-            return Ok(());
+            return Ok(actual);
         }
         Err(Error::DigestMismatch {
             expected: self.digest().to_owned(),
             actual: actual.digest.clone(),
             first_difference: match self {
-                Expectation::Manifest(m) => m.first_difference(actual),
+                Expectation::Manifest(m) => m.first_difference(&actual),
                 Expectation::Digest(_) => None,
             },
         })
@@ -262,25 +335,75 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn digest_is_root_over_sorted_file_digests() {
-        let dir = folder(&[
+    fn known_folder() -> tempfile::TempDir {
+        folder(&[
             ("b.txt", b"bee"),
             ("a/x.bin", b"ex"),
             (".git/HEAD", b"ignored"),
             (".gitattributes", b"ignored"),
-        ]);
-        let m = Manifest::of_folder(dir.path()).unwrap();
+        ])
+    }
+
+    #[test]
+    fn both_versions_have_known_answers() {
+        let m = Manifest::of_folder(known_folder().path()).unwrap();
         let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["a/x.bin", "b.txt"]);
-        let mut root = Sha256::new();
-        root.update(Sha256::digest(b"ex"));
-        root.update(Sha256::digest(b"bee"));
-        assert_eq!(m.digest, hex_digest(&root.finalize()));
+        // v2 by its definition, byte for byte.
+        let mut v2 = Sha256::new();
+        v2.update(b"openmodel-manifest-v2\n");
+        v2.update(2u64.to_be_bytes());
+        for (path, data) in [("a/x.bin", &b"ex"[..]), ("b.txt", b"bee")] {
+            v2.update((path.len() as u64).to_be_bytes());
+            v2.update(path.as_bytes());
+            v2.update((data.len() as u64).to_be_bytes());
+            v2.update(Sha256::digest(data));
+        }
         assert_eq!(
-            Manifest::from_json(&serde_json::to_string(&m).unwrap(), "m").unwrap(),
-            m
+            m.digest,
+            format!("sha256-manifest-v2:{}", hex::encode(v2.finalize()))
         );
+        assert_eq!(
+            m.digest,
+            "sha256-manifest-v2:e24d4d077c6654b778fa0460410fd760d4474a72efe02fcde014cf0032a9dc36"
+        );
+        // v1 gives what it gave before version 2 existed (pinned from the
+        // release that had only v1).
+        assert_eq!(
+            m.in_version(Version::V1).unwrap().digest,
+            "sha256:f3e00885613765a54ae0c0ef28b0e355e7a9b5ad8924d67b33fbb9d5966d27a8"
+        );
+        for v in [Version::V1, Version::V2] {
+            let json = serde_json::to_string(&m.in_version(v).unwrap()).unwrap();
+            assert_eq!(
+                Manifest::from_json(&json, "m").unwrap(),
+                m.in_version(v).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_rename_that_keeps_the_order_changes_v2_only() {
+        let original = Manifest::of_folder(known_folder().path()).unwrap();
+        // a/x.bin → a/y.bin: still before b.txt.
+        let renamed =
+            Manifest::of_folder(folder(&[("b.txt", b"bee"), ("a/y.bin", b"ex")]).path()).unwrap();
+        assert_ne!(renamed.digest, original.digest);
+        assert_eq!(
+            renamed.in_version(Version::V1).unwrap().digest,
+            original.in_version(Version::V1).unwrap().digest,
+            "v1 never covered names"
+        );
+        let err = Expectation::parse(&original.digest)
+            .unwrap()
+            .check(&renamed)
+            .unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        // Each expectation by its own rule; the verified manifest comes
+        // back in the expectation's version.
+        let v1 = original.in_version(Version::V1).unwrap().digest;
+        let verified = Expectation::parse(&v1).unwrap().check(&renamed).unwrap();
+        assert_eq!(verified.digest, v1);
     }
 
     #[test]
@@ -324,12 +447,14 @@ mod tests {
 
     #[test]
     fn bad_expectations_and_folders_are_explained() {
-        assert!(
-            Expectation::parse("sha256:abc")
-                .unwrap_err()
-                .to_string()
-                .contains("64 lowercase hex")
-        );
+        for bad in ["sha256:abc", "sha256-manifest-v2:abc"] {
+            let err = Expectation::parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("sha256-manifest-v2:<64 lowercase hex digits>")
+                    && err.contains("sha256:<64 lowercase hex digits>"),
+                "{err}"
+            );
+        }
         assert!(
             Expectation::parse("md5:abc")
                 .unwrap_err()
@@ -351,12 +476,37 @@ mod tests {
                 .to_string()
                 .contains("symbolic link")
         );
-        let tampered = r#"{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","files":[]}"#;
-        assert!(
-            Manifest::from_json(tampered, "m.json")
+        let zero = "0".repeat(64);
+        for (json, says) in [
+            (
+                format!(r#"{{"digest":"sha256:{zero}","files":[]}}"#),
+                "does not match",
+            ),
+            (
+                format!(r#"{{"digest":"sha256-manifest-v2:{zero}","files":[]}}"#),
+                "does not match",
+            ),
+            (
+                format!(r#"{{"digest":"sha512:{zero}","files":[]}}"#),
+                "is not sha256-manifest-v2",
+            ),
+            (
+                format!(
+                    r#"{{"digest":"sha256:{zero}","files":[{{"path":"b","size":1,"digest":"sha256:{zero}"}},{{"path":"a","size":1,"digest":"sha256:{zero}"}}]}}"#
+                ),
+                "not sorted by path",
+            ),
+            (
+                format!(
+                    r#"{{"digest":"sha256:{zero}","files":[{{"path":"a","size":1,"digest":"sha256:xyz"}}]}}"#
+                ),
+                "is not sha256:<64 lowercase hex digits>",
+            ),
+        ] {
+            let err = Manifest::from_json(&json, "m.json")
                 .unwrap_err()
-                .to_string()
-                .contains("does not match")
-        );
+                .to_string();
+            assert!(err.contains(says), "{json}: {err}");
+        }
     }
 }

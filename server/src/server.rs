@@ -4,7 +4,8 @@
 //! tests start it in-process.
 //!
 //! Start-up: [`Server::new`] computes the manifest digest (and refuses
-//! weights other than `--expect-digest`) and reads the pod annotations
+//! weights other than `--expect-digest`, by the rule of its version, in
+//! which the digest is then served) and reads the pod annotations
 //! once; [`Server::run`] opens the gRPC port at once (live, not ready:
 //! health NOT_SERVING) and the metrics port, loads and warms up the model
 //! on the blocking pool, then reports ready (health SERVING). Shutdown:
@@ -111,9 +112,11 @@ impl Server {
         {
             tracing::debug!(error = %e, "the compute thread pool was sized before");
         }
-        let manifest = Manifest::of_folder(&config.model_dir)?;
+        // Served (and returned with every answer) in the version the
+        // expectation names, the one the ledger records.
+        let mut manifest = Manifest::of_folder(&config.model_dir)?;
         if let Some(expect) = &config.expect_digest {
-            Expectation::parse(expect)?
+            manifest = Expectation::parse(expect)?
                 .check(&manifest)
                 .map_err(|e| Error::Refused(Box::new(e)))?;
         }

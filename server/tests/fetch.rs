@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use openmodel_server::manifest::{Manifest, Version};
+
 fn server_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
 }
@@ -59,28 +61,46 @@ fn run(args: &[&str]) -> Out {
     }
 }
 
-/// The manifest digest computed independently, with Python's hashlib.
+/// The manifest digest (v2) computed independently, with Python's hashlib.
 fn python_digest(dir: &Path) -> String {
+    python_digest_of(dir, "v2")
+}
+
+/// The manifest digest in `version` (`v1` or `v2`), as docs/server.md
+/// defines it, computed with Python's hashlib.
+fn python_digest_of(dir: &Path, version: &str) -> String {
     let script = r#"
-import hashlib, os, sys
-root = sys.argv[1]
+import hashlib, os, struct, sys
+root, version = sys.argv[1], sys.argv[2]
 files = []
 for d, dirs, names in os.walk(root):
     dirs[:] = [x for x in dirs if not x.startswith('.')]
     for n in names:
         if not n.startswith('.'):
             files.append(os.path.relpath(os.path.join(d, n), root).replace(os.sep, '/'))
+files.sort(key=lambda s: s.encode())
 h = hashlib.sha256()
-for f in sorted(files, key=lambda s: s.encode()):
-    h.update(hashlib.sha256(open(os.path.join(root, f), 'rb').read()).digest())
-print('sha256:' + h.hexdigest())
+if version == 'v2':
+    h.update(b'openmodel-manifest-v2\n' + struct.pack('>Q', len(files)))
+for f in files:
+    data = open(os.path.join(root, f), 'rb').read()
+    if version == 'v2':
+        h.update(struct.pack('>Q', len(f.encode())) + f.encode() + struct.pack('>Q', len(data)))
+    h.update(hashlib.sha256(data).digest())
+print(('sha256-manifest-v2:' if version == 'v2' else 'sha256:') + h.hexdigest())
 "#;
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
         .arg(dir)
+        .arg(version)
         .output()
         .expect("python3 is needed for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -297,11 +317,27 @@ fn published_model() -> (tempfile::TempDir, String) {
     (dir, digest["digest"].as_str().unwrap().to_owned())
 }
 
+/// The first-version digest of the all-MiniLM-L6-v2 folder of
+/// scripts/fetch-model.sh, as the release with only that version printed it.
+const MINILM_V1: &str = "sha256:8a36265b0b7aa0d00dce7ed1f5db75f01433046b4518e00f63248b2d0c866cb2";
+
 #[test]
 fn digest_of_the_real_model_matches_an_independent_implementation() {
     let out = run(&["digest", model_dir().to_str().unwrap()]);
     assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("sha256-manifest-v2:"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(out.stdout.trim(), python_digest(&model_dir()));
+    let v1 = run(&["digest", "--v1", model_dir().to_str().unwrap()]);
+    assert_eq!(v1.stdout.trim(), python_digest_of(&model_dir(), "v1"));
+    assert_eq!(
+        v1.stdout.trim(),
+        MINILM_V1,
+        "the first version must keep its values"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&run(&["digest", model_dir().to_str().unwrap(), "-o", "json"]).stdout)
             .unwrap();
@@ -592,48 +628,85 @@ fn tree(dir: &Path) -> Vec<String> {
 
 const HOSTILE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The published listing of `src` with its files renamed by `rename`
+/// (their contents kept), its digest recomputed in `version` so that it is
+/// consistent, as a hostile source would serve it.
+fn renamed_listing(src: &Path, version: Version, rename: impl Fn(&str) -> String) -> String {
+    let text = std::fs::read_to_string(src.join(".openmodel-manifest.json")).unwrap();
+    let mut listing = Manifest::from_json(&text, "listing").unwrap();
+    for f in &mut listing.files {
+        f.path = rename(&f.path);
+    }
+    listing.files.sort_by(|a, b| a.path.cmp(&b.path));
+    serde_json::to_string(&listing.in_version(version).unwrap()).unwrap()
+}
+
+/// A folder served as a source: `listing` as its manifest, the files of
+/// `src` renamed by `rename` beside it.
+fn serve_renamed(src: &Path, listing: &str, rename: impl Fn(&str) -> String) -> tempfile::TempDir {
+    let served = tempfile::tempdir().unwrap();
+    for rel in walk(src) {
+        let renamed = rename(&rel);
+        // Files under hostile names are never asked for; not writing them
+        // keeps this test itself inside its folders.
+        if openmodel_server::fetch::paths::check_relative(&renamed).is_ok() {
+            let to = served.path().join(renamed);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(src.join(&rel), to).unwrap();
+        }
+    }
+    std::fs::write(served.path().join(".openmodel-manifest.json"), listing).unwrap();
+    served
+}
+
 #[test]
 fn listings_naming_paths_outside_the_destination_are_refused() {
     let (src, digest) = published_model();
+    let v1 = run(&["digest", "--v1", src.path().to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_owned();
     let parent = tempfile::tempdir().unwrap();
     let absolute = parent.path().join("absolute.json");
-    let listing: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(src.path().join(".openmodel-manifest.json")).unwrap(),
-    )
-    .unwrap();
     let hostile = [
         "../escaped.json".to_owned(),
         "1_Pooling/../../escaped.json".to_owned(),
         absolute.display().to_string(),
         ".git/hooks/post-checkout".to_owned(),
     ];
-    for (i, path) in hostile.iter().enumerate() {
-        // The listing renames its first file, which keeps the old digest
-        // (it covers contents, not names), and publishes it.
-        let mut renamed = listing.clone();
-        renamed["files"][0]["path"] = path.as_str().into();
-        let served = tempfile::tempdir().unwrap();
-        std::fs::write(
-            served.path().join(".openmodel-manifest.json"),
-            serde_json::to_vec(&renamed).unwrap(),
-        )
-        .unwrap();
-        let server = TestServer::start(served.path().to_owned(), Misbehave::None);
-        let dest = parent.path().join(format!("dest{i}"));
-        let out = fetch_within(HOSTILE_WITHIN, &server.addr, &dest, &digest, &[]);
-        assert!(!out.ok, "{path}: fetched");
-        assert!(
-            out.stderr.contains("refusing the path")
-                && out.stderr.contains(&format!("{path:?}"))
-                && out.stderr.contains("relative paths inside its folder"),
-            "{path}: {}",
-            out.stderr
-        );
-        assert_eq!(
-            server.requests().len(),
-            1,
-            "{path}: only the listing may be read"
-        );
+    let mut n = 0;
+    for path in &hostile {
+        // The listing renames config.json, which keeps the v1 digest (it
+        // covers contents, not names): the issue's reproduction. Paths are
+        // checked before any digest, so v2 is refused the same way.
+        let rename = |rel: &str| {
+            if rel == "config.json" {
+                path.clone()
+            } else {
+                rel.to_owned()
+            }
+        };
+        for (expect, version) in [(&v1, Version::V1), (&digest, Version::V2)] {
+            let listing = renamed_listing(src.path(), version, rename);
+            let served = serve_renamed(src.path(), &listing, rename);
+            let server = TestServer::start(served.path().to_owned(), Misbehave::None);
+            let dest = parent.path().join(format!("dest{n}"));
+            n += 1;
+            let out = fetch_within(HOSTILE_WITHIN, &server.addr, &dest, expect, &[]);
+            assert!(!out.ok, "{path}: fetched");
+            assert!(
+                out.stderr.contains("refusing the path")
+                    && out.stderr.contains(&format!("{path:?}"))
+                    && out.stderr.contains("relative paths inside its folder"),
+                "{path}: {}",
+                out.stderr
+            );
+            assert_eq!(
+                server.requests().len(),
+                1,
+                "{path}: only the listing may be read"
+            );
+        }
     }
     let written = tree(parent.path());
     assert!(
@@ -643,6 +716,66 @@ fn listings_naming_paths_outside_the_destination_are_refused() {
         "written outside the destinations, or before the check: {written:?}"
     );
     assert!(!absolute.exists());
+}
+
+#[test]
+fn a_renamed_file_changes_the_digest_and_its_listing_is_refused() {
+    let (src, digest) = published_model();
+    let src_dir = src.path().to_str().unwrap();
+    let v1 = run(&["digest", "--v1", src_dir]).stdout.trim().to_owned();
+    // README.md → README.txt: still between 1_Pooling/ and config.json.
+    let rename = |rel: &str| rel.replace("README.md", "README.txt");
+    assert!(walk(src.path()).contains(&"README.md".to_owned()));
+    let listing = renamed_listing(src.path(), Version::V2, rename);
+    let served = serve_renamed(src.path(), &listing, rename);
+    let served_dir = served.path().to_str().unwrap();
+    let renamed_v2 = run(&["digest", served_dir]).stdout.trim().to_owned();
+    assert_ne!(renamed_v2, digest, "v2 covers the names");
+    assert_eq!(
+        run(&["digest", "--v1", served_dir]).stdout.trim(),
+        v1,
+        "v1 does not: the order is kept"
+    );
+
+    let server = TestServer::start(served.path().to_owned(), Misbehave::None);
+    let dest = tempfile::tempdir().unwrap();
+    let log = dest.path().join("log");
+    let out = fetch_within(
+        HOSTILE_WITHIN,
+        &server.addr,
+        &dest.path().join("v2"),
+        &digest,
+        &["--termination-log", log.to_str().unwrap()],
+    );
+    assert!(
+        !out.ok
+            && out.stderr.contains("describes other files than expected")
+            && out
+                .stderr
+                .contains(&format!("expected {digest}, got {renamed_v2}")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("digest mismatch"),
+        "the operator tells a digest mismatch by these words"
+    );
+    assert_eq!(server.requests().len(), 1, "refused before any download");
+
+    // Pinned in the first version, the same listing verifies, as it always
+    // did: v1 means what it meant.
+    let out = fetch_within(
+        HOSTILE_WITHIN,
+        &server.addr,
+        &dest.path().join("v1"),
+        &v1,
+        &["--termination-log", log.to_str().unwrap()],
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), v1);
+    assert!(dest.path().join("v1/README.txt").is_file());
 }
 
 #[test]

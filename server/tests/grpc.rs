@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use openmodel_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use openmodel_proto::inference::infer_parameter::ParameterChoice;
+use openmodel_server::manifest::Version;
 
 #[test]
 fn tritonclient_gets_correct_embeddings_and_the_digest() {
@@ -109,25 +110,51 @@ fn overload_answers_resource_exhausted() {
 }
 
 #[test]
-fn a_digest_mismatch_refuses_to_start() {
-    let wrong = format!("sha256:{}", "0".repeat(64));
-    let out = Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
-        .args([
-            "serve",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--expect-digest",
-            &wrong,
-        ])
-        .arg("--model-dir")
-        .arg(model_dir())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&wrong) && err.contains(&digest()) && err.contains("refusing to serve"),
-        "{err}"
+fn a_digest_mismatch_refuses_to_start_in_either_version() {
+    for (version, prefix) in [
+        (Version::V2, "sha256-manifest-v2:"),
+        (Version::V1, "sha256:"),
+    ] {
+        let wrong = format!("{prefix}{}", "0".repeat(64));
+        let out = Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
+            .args([
+                "serve",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--expect-digest",
+                &wrong,
+            ])
+            .arg("--model-dir")
+            .arg(model_dir())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Checked by the rule of the expected version, so it names the
+        // folder's digest in that version.
+        assert!(
+            err.contains(&wrong)
+                && err.contains(&format!("got {}", digest_in(version)))
+                && err.contains("refusing to serve"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn answers_name_the_weights_in_the_version_the_expectation_pins() {
+    let v1 = digest_in(Version::V1);
+    let server = InProcess::start(|c| c.expect_digest = Some(v1.clone())).await;
+    let mut client = server.ready_client().await;
+    let answer = client
+        .model_infer(infer_request(text_input(&[b"pinned before v2"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.parameters["model_digest"].parameter_choice,
+        Some(ParameterChoice::StringParam(v1)),
+        "a model pinned by its v1 digest is served and named by it, as the ledger records it"
     );
 }
 

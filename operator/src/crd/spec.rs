@@ -77,12 +77,15 @@ pub struct ModelSpec {
     pub source: String,
     /// What the model computes.
     pub task: Task,
-    /// The manifest digest the weights must have: `sha256:<64 hex>`, as
-    /// printed by `openmodel-server digest DIR`. Pods refuse other weights.
-    #[x_kube(validation = Rule::new("self.matches('^sha256:[0-9a-f]{64}$')")
-        .message("digest must be sha256: followed by 64 lowercase hex digits (openmodel-server digest DIR prints it)"))]
+    /// The manifest digest the weights must have, as printed by
+    /// `openmodel-server digest DIR`: `sha256-manifest-v2:<64 hex>` (covers
+    /// each file's path, size and content), or `sha256:<64 hex>` (the first
+    /// version, contents only) for weights pinned before it. Pods refuse
+    /// other weights.
+    #[x_kube(validation = Rule::new(openmodel_contract::digest::CEL_RULE)
+        .message("digest must be sha256: followed by 64 lowercase hex digits (the first version) or sha256-manifest-v2: followed by 64 lowercase hex digits (openmodel-server digest DIR prints it)"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 71))]
+    #[schemars(length(max = openmodel_contract::digest::MAX_LEN))]
     pub digest: Option<String>,
     /// The revision of an `hf://` source given without `@<revision>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -31,9 +31,19 @@ pub const MODEL: &str = "minilm";
 /// How long a server may take to load and warm up the model.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
-/// The manifest digest of the test model.
+/// The manifest digest of the test model (the current version, what a
+/// server without an expectation serves).
 pub fn digest() -> String {
     openmodel_server::manifest::Manifest::of_folder(&model_dir())
+        .unwrap()
+        .digest
+}
+
+/// The manifest digest of the test model in `version`.
+pub fn digest_in(version: openmodel_server::manifest::Version) -> String {
+    openmodel_server::manifest::Manifest::of_folder(&model_dir())
+        .unwrap()
+        .in_version(version)
         .unwrap()
         .digest
 }
