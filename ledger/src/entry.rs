@@ -460,14 +460,38 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 /// Checks the `sha256:<64 lowercase hex>` form.
 pub fn check_digest(field: &str, digest: &str) -> Result<()> {
-    let ok = digest.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    check_digest_with(field, digest, &["sha256:"])
+}
+
+/// The forms of a model's weights digest (the manifest digest): `sha256:`,
+/// the first version, over the files' contents; `sha256-manifest-v2:`,
+/// which binds each file's path and size too (openmodel-contract's
+/// `digest::Version`). Entries recorded with either keep verifying as what
+/// they were.
+pub const MODEL_DIGEST_PREFIXES: [&str; 2] = ["sha256:", "sha256-manifest-v2:"];
+
+/// Checks that `digest` is a model's weights digest of one of
+/// [`MODEL_DIGEST_PREFIXES`] followed by 64 lowercase hex digits.
+pub fn check_model_digest(field: &str, digest: &str) -> Result<()> {
+    check_digest_with(field, digest, &MODEL_DIGEST_PREFIXES)
+}
+
+fn check_digest_with(field: &str, digest: &str, prefixes: &[&str]) -> Result<()> {
+    let ok = prefixes.iter().any(|prefix| {
+        digest.strip_prefix(prefix).is_some_and(|h| {
+            h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
     });
     if ok {
         Ok(())
     } else {
+        let forms = prefixes
+            .iter()
+            .map(|p| format!("{p}<64 lowercase hex digits>"))
+            .collect::<Vec<_>>()
+            .join(" or ");
         Err(invalid(format!(
-            "{field} {digest:?} is not a digest of the form sha256:<64 lowercase hex digits>"
+            "{field} {digest:?} is not a digest of the form {forms}"
         )))
     }
 }
@@ -606,13 +630,13 @@ impl Entry {
                 }
             }
             EntryBody::WeightsVerified(w) => {
-                check_digest("data.digest", &w.digest)?;
+                check_model_digest("data.digest", &w.digest)?;
                 check_non_empty("data.source", &w.source)?;
             }
-            EntryBody::ModelDeployed(m) => check_digest("data.digest", &m.digest)?,
+            EntryBody::ModelDeployed(m) => check_model_digest("data.digest", &m.digest)?,
             EntryBody::ModelRetired(m) => {
                 if let Some(d) = &m.last_digest {
-                    check_digest("data.lastDigest", d)?;
+                    check_model_digest("data.lastDigest", d)?;
                 }
             }
             EntryBody::LedgerKey(k) => {
@@ -713,6 +737,25 @@ impl Entry {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn model_digests_of_both_manifest_versions_are_accepted_dataset_digests_are_sha256() {
+        let v2 = format!("sha256-manifest-v2:{}", "1f".repeat(32));
+        let entry = sample().replace(&format!("sha256:{}", "0".repeat(64)), &v2);
+        Entry::parse_draft(entry.as_bytes()).unwrap();
+        assert!(check_model_digest("d", &v2).is_ok());
+        let err = check_digest("data.digest", &v2).unwrap_err().to_string();
+        assert!(err.contains("sha256:<64 lowercase hex digits>"), "{err}");
+        let err = check_model_digest("data.digest", "sha256-manifest-v3:00")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "sha256:<64 lowercase hex digits> or sha256-manifest-v2:<64 lowercase hex digits>"
+            ),
+            "{err}"
+        );
+    }
 
     pub(crate) fn sample() -> &'static str {
         r#"{"v":1,"kind":"weights.verified","cluster":"prod","source":"controller","actor":null,

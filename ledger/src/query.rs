@@ -15,7 +15,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params_from_iter};
 
 use crate::checkpoint::SignedCheckpoint;
-use crate::entry::{KINDS, Timestamp, check_digest};
+use crate::entry::{KINDS, Timestamp, check_model_digest};
 use crate::store::{Ledger, StoredEntry};
 use crate::{Error, Result};
 
@@ -86,7 +86,7 @@ impl Query {
             )));
         }
         if let Some(d) = &self.digest {
-            check_digest("digest", d).map_err(|e| Error::InvalidQuery(e.to_string()))?;
+            check_model_digest("digest", d).map_err(|e| Error::InvalidQuery(e.to_string()))?;
         }
         if let (Some(s), Some(u)) = (self.since, self.until)
             && u < s
