@@ -12,6 +12,10 @@
 # OPENMODEL_CACHE=$(mktemp -d) forces a cold run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# No incremental compilation: a CI run builds each crate once, and the
+# incremental caches (one per test binary) doubled the target folder's size
+# on disk, enough to fill a CI machine's disk (No space left on device).
+export CARGO_INCREMENTAL=0
 step() { printf '\n==> [%d s] %s\n' "$SECONDS" "$*"; }
 
 step "setup"
