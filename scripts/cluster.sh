@@ -62,6 +62,14 @@ bridge=openmodel0
 # Sockets and containerd's state live under /run: unix socket paths are
 # limited to 108 bytes and containerd's state must not outlive a reboot.
 run_dir=/run/openmodel-cluster
+# The kubelet's root folder holds unix sockets (pod-resources/<10 digits>,
+# plugins), and a socket's path may not exceed 107 bytes: under a long state
+# folder (the tests' is in the per-user cache) it moves to a short folder of
+# its own, named after the state folder.
+kubelet_root="$dir/kubelet/root"
+if [ $((${#kubelet_root} + 32)) -gt 107 ]; then
+  kubelet_root="/var/tmp/openmodel-kubelet-$(printf '%s' "$dir" | sha256sum | cut -c1-12)"
+fi
 containerd_sock="$run_dir/containerd.sock"
 etcd_port=23791
 etcd_peer_port=23801
@@ -466,7 +474,7 @@ EOF
   start kubelet "$bin/kubelet" \
     --config "$dir/kubelet/config.yaml" \
     --kubeconfig "$dir/kubelet.kubeconfig" \
-    --root-dir "$dir/kubelet/root" \
+    --root-dir "$kubelet_root" \
     --hostname-override "$node" --node-ip "$ip"
   wait_for "node $node" 180 kubectl wait --for condition=Ready "node/$node" --timeout 1s
 }
@@ -623,6 +631,7 @@ down() {
   ip link del "$bridge" 2>/dev/null || true
   ip addr del "$ip/32" dev lo 2>/dev/null || true
   unmount_under "$dir/"
+  unmount_under "$kubelet_root/"
   unmount_under "$run_dir/"
   remove_cgroups
   rm -rf "$run_dir" "$dir/cni/ipam"
@@ -663,7 +672,7 @@ case "${1:-}" in
   up) up ;;
   down)
     down
-    if [ "${2:-}" = --purge ]; then rm -rf "$dir"; say "removed ${dir#"$root"/}"; fi
+    if [ "${2:-}" = --purge ]; then rm -rf "$dir" "$kubelet_root"; say "removed ${dir#"$root"/}"; fi
     ;;
   status) status ;;
   import) import_images ;;

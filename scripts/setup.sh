@@ -79,6 +79,35 @@ else
   fi
 fi
 
+# Disk: the shared target folder only grows (a changed profile or dependency
+# adds new artifacts beside the old), and a build that fills the disk fails
+# half-way ("No space left on device"). A cold run of scripts/test.sh
+# leaves 5.4 GiB there (2026-12-02, without incremental compilation); when
+# the folder has grown past twice $target_budget_gib GiB, or the disk it is
+# on has less than $min_free_gib GiB free, the target folders of other Rust
+# versions go first, then this one (the next build is cold).
+# OPENMODEL_TARGET_BUDGET_GIB and OPENMODEL_MIN_FREE_GIB change the bounds.
+target_budget_gib=${OPENMODEL_TARGET_BUDGET_GIB:-8}
+min_free_gib=${OPENMODEL_MIN_FREE_GIB:-10}
+gib_free() { df -Pk "$1" | awk 'NR == 2 { print int($4 / 1048576) }'; }
+gib_used() { du -sk "$1" 2>/dev/null | awk '{ print int($1 / 1048576) }'; }
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "${target_dest:-}" ]; then
+  for other in "$OPENMODEL_CACHE"/cargo-target/*; do
+    if [ "$other" != "$target_dest" ] && [ -d "$other" ] &&
+      [ "$(gib_free "$target_dest")" -lt "$min_free_gib" ]; then
+      echo "setup: less than $min_free_gib GiB free: removing the build of another Rust version, $other" >&2
+      rm -rf "$other"
+    fi
+  done
+  used=$(gib_used "$target_dest")
+  if [ "$used" -gt $((2 * target_budget_gib)) ] || [ "$(gib_free "$target_dest")" -lt "$min_free_gib" ]; then
+    echo "setup: the target folder holds $used GiB with $(gib_free "$target_dest") GiB free on its disk: removing it (stale builds; this build is cold)" >&2
+    rm -rf "$target_dest"
+    mkdir -p "$target_dest"
+  fi
+  target_note="$target_note; $(gib_free "$target_dest") GiB free"
+fi
+
 # Test vectors shared by the team live beside the checkout (../shared/testdata)
 # unless OPENMODEL_TESTDATA points elsewhere; the vector tests fail with this
 # hint if they are missing.
