@@ -598,9 +598,11 @@ remove_cgroups() {
   done
 }
 
+# unmount_under <folder>: unmounts the folder and everything mounted below
+# it, deepest first.
 unmount_under() {
   local mounts
-  mounts=$(awk -v d="$1" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r)
+  mounts=$(awk -v d="${1%/}" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/self/mounts | sort -r)
   [ -z "$mounts" ] || echo "$mounts" | xargs -r -n1 umount -l 2>/dev/null || true
 }
 
@@ -630,9 +632,9 @@ down() {
   done
   ip link del "$bridge" 2>/dev/null || true
   ip addr del "$ip/32" dev lo 2>/dev/null || true
-  unmount_under "$dir/"
-  unmount_under "$kubelet_root/"
-  unmount_under "$run_dir/"
+  unmount_under "$dir"
+  unmount_under "$kubelet_root"
+  unmount_under "$run_dir"
   remove_cgroups
   rm -rf "$run_dir" "$dir/cni/ipam"
   say "down"
