@@ -176,7 +176,9 @@ ledger_ip=$(kubectl -n "$system" get service openmodel-ledger -o jsonpath='{.spe
 kubectl -n "$system" get secret openmodel-ledger-tls -o jsonpath='{.data.ca\.crt}' | base64 -d >"$out/ledger-ca.crt"
 export OPENMODEL_SERVER="https://$ledger_ip:8443" OPENMODEL_CA_FILE="$out/ledger-ca.crt"
 export OPENMODEL_TLS_SERVER_NAME="openmodel-ledger.$system.svc" XDG_CONFIG_HOME="$out/auditor"
-OPENMODEL_TOKEN=$(kubectl -n "$system" create token compliance)
+# A token for the ledger's audience (the chart's ledger.tokenAudience): the
+# API server itself does not take it.
+OPENMODEL_TOKEN=$(kubectl -n "$system" create token compliance --audience openmodel-ledger)
 export OPENMODEL_TOKEN
 om audit log --model "$ns/minilm" --all
 

@@ -1,19 +1,21 @@
 //! The commands: each parses its inputs, asks a [`Source`] (a ledger file
 //! or the ledger service) or the ledger library, and prints.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use anyhow::{Context, Result, bail};
+use openmodel_history::confirm::{self, Confirmations};
 use openmodel_history::inventory::inventory as replay_inventory;
 use openmodel_ledger::Ledger;
 use openmodel_ledger::entry::{Entry, Timestamp};
 use openmodel_ledger::export::{BundleWriter, to_csv};
 use openmodel_ledger::note::{Signer, Verifier};
 use openmodel_ledger::proof_file::TlogProof;
-use openmodel_ledger::query::{Query, parse_object};
+use openmodel_ledger::query::{MAX_LIMIT, Query, parse_object};
 use openmodel_ledger::store::{OpenCheck, PendingAppend, StoredEntry};
 use openmodel_ledger::verify::verify_bundle;
 
@@ -230,16 +232,53 @@ fn log(
     merged.scanned = first.scanned.start..last.scanned.end;
     match format {
         Format::Table => {
-            print!("{}", output::table(&merged.entries));
+            let unconfirmed = unconfirmed_admissions(source, &merged.entries)?;
+            print!("{}", output::table(&merged.entries, &unconfirmed));
             eprintln!("{}", output::coverage(&merged, source.proves_entries()));
         }
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&output::page_json(&merged))?
+            serde_json::to_string_pretty(&output::page_json(
+                &merged,
+                &unconfirmed_admissions(source, &merged.entries)?
+            ))?
         ),
         Format::Csv => print!("{}", to_csv(&merged.entries, true)),
     }
     Ok(ExitCode::Ok)
+}
+
+/// The admission entries among `entries` that no controller entry logged
+/// so far confirms: each of their objects' `spec.changed` entries from its
+/// first admission on the page are read.
+fn unconfirmed_admissions(source: &mut Source, entries: &[StoredEntry]) -> Result<BTreeSet<u64>> {
+    let mut first_by_object: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for e in entries {
+        if let (Some(_), Some(o)) = (confirm::admission(e.index, &e.entry), &e.entry.object) {
+            first_by_object
+                .entry((o.namespace.clone(), o.name.clone()))
+                .or_insert(e.index);
+        }
+    }
+    let mut confirmations = Confirmations::default();
+    for ((namespace, name), start) in first_by_object {
+        let mut query = Query {
+            object: Some((namespace, Some(name))),
+            kind: Some("spec.changed".into()),
+            start,
+            limit: MAX_LIMIT,
+            ..Query::default()
+        };
+        loop {
+            let page = source.query(&query, false)?;
+            page.entries.iter().for_each(|e| confirmations.read(e));
+            match page.next {
+                Some(next) => query.start = next,
+                None => break,
+            }
+        }
+    }
+    Ok(confirmations.unconfirmed().collect())
 }
 
 fn show(source: &mut Source, index: u64, format: Format) -> Result<ExitCode> {
@@ -336,6 +375,9 @@ fn inventory(
         for warning in &m.warnings {
             eprintln!("warning: {}/{}: {warning}", m.namespace, m.name);
         }
+        if let Some(note) = output::unconfirmed_note(&m.unconfirmed_admissions) {
+            eprintln!("note: {}/{}: {note}", m.namespace, m.name);
+        }
     }
     match format {
         Format::Table => {
@@ -354,7 +396,11 @@ fn inventory(
 /// Verifies a server's whole log against its signed checkpoint.
 fn verify_log(source: &mut Source) -> Result<ExitCode> {
     let checkpoint = source.checkpoint()?;
-    let walked = walk(source, &checkpoint, None, |_, _| Ok(()))?;
+    let mut confirmations = Confirmations::default();
+    let walked = walk(source, &checkpoint, None, |entry, _| {
+        confirmations.read(entry);
+        Ok(())
+    })?;
     let cp = &checkpoint.checkpoint;
     let key = source.verifier().map_or_else(
         || "nobody (--no-verify)".to_owned(),
@@ -367,6 +413,10 @@ fn verify_log(source: &mut Source) -> Result<ExitCode> {
     );
     if let Some(seen) = source.seen() {
         println!("CONSISTENT with every checkpoint seen before; {seen}");
+    }
+    let unconfirmed: Vec<u64> = confirmations.unconfirmed().collect();
+    if let Some(note) = output::unconfirmed_note(&unconfirmed) {
+        println!("NOTE: {note}");
     }
     Ok(ExitCode::Ok)
 }
@@ -436,5 +486,23 @@ fn verify_ledger(path: &Path, verifier: &Verifier) -> Result<ExitCode> {
         "VERIFIED: {size} entries and every stored hash recomputed; {} signed checkpoints match",
         report.checkpoints
     );
+    let mut confirmations = Confirmations::default();
+    let mut query = Query {
+        kind: Some("spec.changed".into()),
+        limit: MAX_LIMIT,
+        ..Query::default()
+    };
+    loop {
+        let page = ledger.query(&query)?;
+        page.entries.iter().for_each(|e| confirmations.read(e));
+        match page.next {
+            Some(next) => query.start = next,
+            None => break,
+        }
+    }
+    let unconfirmed: Vec<u64> = confirmations.unconfirmed().collect();
+    if let Some(note) = output::unconfirmed_note(&unconfirmed) {
+        println!("NOTE: {note}");
+    }
     Ok(ExitCode::Ok)
 }

@@ -28,8 +28,9 @@ pub enum Token {
 }
 
 /// How to make a token (for the messages that say what to pass instead).
-const MAKE_ONE: &str = "pass --token \"$(kubectl create token <service-account> -n <namespace>)\" \
-     or --token-file FILE, or use a kubeconfig context whose user has a token";
+const MAKE_ONE: &str = "pass --token \"$(kubectl create token <service-account> -n <namespace> \
+     --audience openmodel-ledger)\" or --token-file FILE, or use a kubeconfig context whose user \
+     has a token for the ledger's audience";
 
 /// The token the command line and the kubeconfig give.
 pub fn token(args: &ServerArgs) -> Result<Token> {

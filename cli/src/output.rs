@@ -1,5 +1,6 @@
 //! Rendering entries for people (tables) and programs (JSON, CSV).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use openmodel_history::inventory::{Inventory, LiveModel};
@@ -39,8 +40,13 @@ fn short(digest: &str) -> String {
     digest.chars().take(19).collect()
 }
 
-/// Entries as an aligned table.
-pub fn table(entries: &[StoredEntry]) -> String {
+/// What the table says after an admission entry no controller entry
+/// confirms.
+pub const UNCONFIRMED: &str = " [unconfirmed: no controller entry confirms this change]";
+
+/// Entries as an aligned table; the admission entries in `unconfirmed` are
+/// marked so.
+pub fn table(entries: &[StoredEntry], unconfirmed: &BTreeSet<u64>) -> String {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
@@ -59,7 +65,11 @@ pub fn table(entries: &[StoredEntry]) -> String {
                     .as_ref()
                     .map(|a| a.username.clone())
                     .unwrap_or_else(|| "-".into()),
-                detail(&e.entry),
+                if unconfirmed.contains(&e.index) {
+                    format!("{}{UNCONFIRMED}", detail(&e.entry))
+                } else {
+                    detail(&e.entry)
+                },
             ]
         })
         .collect();
@@ -122,15 +132,38 @@ pub fn coverage(page: &Page, proven: bool) -> String {
     )
 }
 
-/// A page as JSON, with its completeness statement.
-pub fn page_json(page: &Page) -> serde_json::Value {
+/// A page as JSON, with its completeness statement and the admission
+/// entries on it that no controller entry confirms.
+pub fn page_json(page: &Page, unconfirmed: &BTreeSet<u64>) -> serde_json::Value {
     serde_json::json!({
         "checkpoint": page.checkpoint.note,
         "treeSize": page.checkpoint.checkpoint.size,
         "scanned": {"from": page.scanned.start, "to": page.scanned.end},
         "next": page.next,
         "entries": page.entries.iter().map(StoredEntry::to_json).collect::<Vec<_>>(),
+        "unconfirmedAdmissions": unconfirmed,
     })
+}
+
+/// The note about admission entries no controller entry confirms, when
+/// there are any.
+pub fn unconfirmed_note(unconfirmed: &[u64]) -> Option<String> {
+    const SHOWN: usize = 20;
+    let (count, shown) = (unconfirmed.len(), unconfirmed.len().min(SHOWN));
+    if count == 0 {
+        return None;
+    }
+    let mut list: Vec<String> = unconfirmed[..shown].iter().map(u64::to_string).collect();
+    if count > shown {
+        list.push(format!("and {} more", count - shown));
+    }
+    Some(format!(
+        "{count} admission entr{} no controller entry confirms ({}): changes refused after the \
+         webhook admitted them, forged requests, or changes not reconciled yet \
+         (docs/ledger.md, \"Confirmed admissions\")",
+        if count == 1 { "y" } else { "ies" },
+        list.join(", ")
+    ))
 }
 
 /// One line per dataset: `name=uri` with `@digest` when known.
@@ -247,6 +280,7 @@ mod tests {
             live_since: Timestamp(1_000_000),
             digest,
             datasets,
+            unconfirmed_admissions: vec![],
             warnings: vec![],
         };
         let dataset = |name: &str, digest: Option<&str>| DatasetInForce {

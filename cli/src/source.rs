@@ -40,8 +40,10 @@ use crate::cli::ServerArgs;
 use crate::kubeconfig::{self, Token};
 use crate::trust::{Store, Trust};
 
-/// Inclusion proofs asked for at once.
-const PROOFS_IN_FLIGHT: usize = 16;
+/// Inclusion proofs asked for at once: half the calls one caller may have
+/// in progress at the ledger service by default (`--max-calls-per-caller`
+/// 8), leaving room for the caller's other calls.
+const PROOFS_IN_FLIGHT: usize = 4;
 
 /// A ledger file or a ledger service, and what is checked of its answers.
 pub struct Source {
@@ -254,12 +256,15 @@ impl Source {
         match (code, no_token) {
             (Code::Unauthenticated, Some(why)) => anyhow!(
                 "{what}\nNo bearer token was sent: {why}. Pass --token \"$(kubectl create \
-                 token <service-account> -n <namespace>)\", --token-file FILE or \
-                 OPENMODEL_TOKEN, or use a kubeconfig context whose user has a token."
+                 token <service-account> -n <namespace> --audience openmodel-ledger)\", \
+                 --token-file FILE or OPENMODEL_TOKEN, or use a kubeconfig context whose user \
+                 has a token for the ledger's audience."
             ),
             (Code::Unauthenticated, None) => anyhow!(
-                "{what}\nThe token was refused: it may have expired or be for another \
-                 cluster; get a new one (kubectl create token <service-account> -n <namespace>)."
+                "{what}\nThe token was refused: it may have expired, be for another \
+                 cluster, or be issued for another audience than the ledger's; get a new one \
+                 (kubectl create token <service-account> -n <namespace> --audience \
+                 openmodel-ledger)."
             ),
             _ => anyhow!("{what}"),
         }

@@ -26,7 +26,7 @@ use openmodel_ledger::note::Signer;
 use openmodel_ledger_service::client::{Credentials, append_request};
 use openmodel_tests::audit_access::{Grant, audit_reader};
 use openmodel_tests::{
-    ControlPlane, LEDGER_ORIGIN, LedgerService, bin_dir, create_namespace, service_account_token,
+    ControlPlane, LEDGER_ORIGIN, LedgerService, bin_dir, create_namespace, ledger_token,
     service_account_user,
 };
 use serde_json::{Value, json};
@@ -216,7 +216,7 @@ impl World {
     async fn new(test: &str) -> Result<World> {
         let admin = control_plane().await.client()?;
         let namespace = create_namespace(&admin, test).await?;
-        let operator = service_account_token(&admin, &namespace, "operator").await?;
+        let operator = ledger_token(&admin, &namespace, "operator").await?;
         let appenders = vec![service_account_user(&namespace, "operator")];
         let service = LedgerService::start(admin.clone(), vec![], appenders).await?;
         let auditor = audit_reader(&admin, &namespace, "auditor", Grant::Cluster).await?;

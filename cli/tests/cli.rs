@@ -429,3 +429,80 @@ fn inventory_and_export_work_on_a_ledger_file() {
         run.stderr
     );
 }
+
+#[test]
+fn admissions_no_controller_entry_confirms_are_shown_as_such() {
+    let ws = Workspace::new();
+    let object = r#""object":{"apiVersion":"serving.openmodel.dev/v1alpha1","kind":"OpenModel","namespace":"search","name":"minilm","uid":"u1"}"#;
+    let change = |source: &str, actor: &str, operation: &str, patch: &str, confirms: &str| {
+        format!(
+            r#"{{"v":1,"kind":"spec.changed","cluster":"test","source":"{source}","actor":{actor},{object},"data":{{{confirms}"operation":"{operation}","patch":{patch}}}}}"#
+        )
+    };
+    let alice = r#"{"username":"alice","groups":["dev"]}"#;
+    let create = r#"[{"op":"add","path":"/spec","value":{"runtime":{"replicas":1}}}]"#;
+    let set =
+        |n: u64| format!(r#"[{{"op":"replace","path":"/spec/runtime/replicas","value":{n}}}]"#);
+    let indexes = ws.record(&[
+        // 1: alice's create, 2: the controller's, confirming it.
+        change("admission", alice, "CREATE", create, ""),
+        change("controller", "null", "CREATE", create, r#""confirms":[1],"#),
+        // 3: a change the API server refused after the webhook admitted it;
+        // 4: one it stored, which 5 confirms.
+        change("admission", alice, "UPDATE", &set(7), ""),
+        change("admission", alice, "UPDATE", &set(2), ""),
+        change(
+            "controller",
+            "null",
+            "UPDATE",
+            &set(2),
+            r#""confirms":[4],"#,
+        ),
+    ]);
+    assert_eq!(indexes, [1, 2, 3, 4, 5]);
+
+    let table = ws.run(&["audit", "log"]).ok();
+    let marked: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("[unconfirmed"))
+        .collect();
+    assert_eq!(marked.len(), 1, "{table}");
+    assert!(marked[0].starts_with("3 "), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ws.run(&["audit", "log", "-o", "json"]).ok()).unwrap();
+    assert_eq!(json["unconfirmedAdmissions"], serde_json::json!([3]));
+    // A page that holds only the admission still finds its confirmation
+    // further on.
+    let page = ws
+        .run(&["audit", "log", "--start", "4", "--limit", "1"])
+        .ok();
+    assert!(!page.contains("[unconfirmed"), "{page}");
+
+    let verified = ws.run(&["audit", "verify", "--key", "key.pub"]).ok();
+    assert!(
+        verified.contains("1 admission entry no controller entry confirms (3)"),
+        "{verified}"
+    );
+    let inventory = ws.run(&["audit", "inventory", "-o", "json"]);
+    let live: serde_json::Value = serde_json::from_str(&inventory.stdout).unwrap();
+    assert_eq!(
+        live["models"][0]["unconfirmedAdmissions"],
+        serde_json::json!([3])
+    );
+    assert!(
+        inventory
+            .stderr
+            .contains("search/minilm: 1 admission entry"),
+        "{}",
+        inventory.stderr
+    );
+
+    // A controller entry may confirm; no other may.
+    let forged = change("admission", alice, "UPDATE", &set(3), r#""confirms":[3],"#);
+    let run = ws.run_with_stdin(&["audit", "record", "--key-file", "key"], &forged);
+    assert!(
+        run.stderr.contains("only the controller's entries confirm"),
+        "{}",
+        run.stderr
+    );
+}

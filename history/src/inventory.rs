@@ -36,6 +36,7 @@ use serde_json::Value;
 use openmodel_ledger::entry::{DatasetReferenced, EntryBody, Operation, Source, Timestamp};
 use openmodel_ledger::store::StoredEntry;
 
+use crate::confirm::Confirmations;
 use crate::spec::{self, DATASETS_POINTER};
 
 /// Every model live at one moment.
@@ -72,6 +73,12 @@ pub struct LiveModel {
     pub digest: Option<Served>,
     /// The datasets behind it.
     pub datasets: Vec<DatasetInForce>,
+    /// Its admission entries (changes asked for through the webhook) that
+    /// no controller entry logged by then confirms: changes refused after
+    /// the webhook admitted them, forged requests, or changes not
+    /// reconciled yet ([`crate::confirm`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed_admissions: Vec<u64>,
     /// What could not be replayed exactly (empty when all went well).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -166,6 +173,8 @@ struct State {
     requested_spec: SpecReplay,
     /// Latest `dataset.referenced` per dataset name.
     referenced: BTreeMap<String, (u64, DatasetReferenced)>,
+    /// Its admission entries that may be confirmed.
+    admissions: Vec<u64>,
     warnings: Vec<String>,
 }
 
@@ -180,6 +189,7 @@ impl State {
             stored_spec: SpecReplay::default(),
             requested_spec: SpecReplay::default(),
             referenced: BTreeMap::new(),
+            admissions: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -227,8 +237,19 @@ impl State {
     }
 
     /// The model as answered, if it is live.
-    fn into_live(mut self, namespace: String, name: String) -> Option<LiveModel> {
+    fn into_live(
+        mut self,
+        namespace: String,
+        name: String,
+        confirmations: &Confirmations,
+    ) -> Option<LiveModel> {
         let live_since = self.live_since?;
+        let unconfirmed_admissions = self
+            .admissions
+            .iter()
+            .copied()
+            .filter(|index| !confirmations.is_confirmed(*index))
+            .collect();
         Some(LiveModel {
             datasets: self.datasets(),
             namespace,
@@ -237,6 +258,7 @@ impl State {
             generation: self.generation,
             live_since,
             digest: self.deployed.or(self.verified),
+            unconfirmed_admissions,
             warnings: self.warnings,
         })
     }
@@ -251,12 +273,14 @@ pub fn inventory<'a>(
 ) -> Inventory {
     let mut models: BTreeMap<(String, String), State> = BTreeMap::new();
     let mut replayed = 0;
+    let mut confirmations = Confirmations::default();
     for stored in entries {
         let entry = &stored.entry;
         if entry.time.is_none_or(|t| t > at) {
             continue;
         }
         replayed = replayed.max(stored.index + 1);
+        confirmations.read(stored);
         let Some(object) = &entry.object else {
             continue;
         };
@@ -284,6 +308,9 @@ pub fn inventory<'a>(
         match &entry.body {
             EntryBody::SpecChanged(change) => {
                 state.live_since.get_or_insert(time);
+                if confirmations.is_admission(stored.index) {
+                    state.admissions.push(stored.index);
+                }
                 if change.operation != Operation::Delete {
                     let spec = match entry.source {
                         Source::Controller => &mut state.stored_spec,
@@ -308,7 +335,7 @@ pub fn inventory<'a>(
     }
     let models = models
         .into_iter()
-        .filter_map(|((namespace, name), state)| state.into_live(namespace, name))
+        .filter_map(|((namespace, name), state)| state.into_live(namespace, name, &confirmations))
         .collect();
     Inventory {
         at,

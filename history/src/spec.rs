@@ -20,6 +20,7 @@ use openmodel_ledger::store::StoredEntry;
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::confirm::{self, MAX_CANDIDATES, Pending};
 
 /// Where a spec document lists the model's datasets.
 pub const DATASETS_POINTER: &str = "/spec/provenance/datasets";
@@ -47,8 +48,8 @@ pub fn replay<'a>(
     generation: i64,
 ) -> Result<Option<Value>, Error> {
     let mut replay = Replay::new(uid);
-    for entry in entries {
-        if !replay.read(entry, generation)? {
+    for (index, entry) in (0..).zip(entries) {
+        if !replay.read(index, entry, generation)? {
             break;
         }
     }
@@ -66,6 +67,9 @@ pub struct Replay {
     applied: Option<i64>,
     /// Every entry before this index has been read.
     next: u64,
+    /// The object's admission entries read and not yet confirmed, logged
+    /// after the last confirmed one (at most [`MAX_CANDIDATES`], the newest).
+    pending: Vec<Pending>,
 }
 
 impl Replay {
@@ -76,6 +80,7 @@ impl Replay {
             document: None,
             applied: None,
             next: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -101,23 +106,50 @@ impl Replay {
         self.document.as_ref()
     }
 
-    /// Reads `entry`, the log's next one about the object, towards the spec
-    /// before `generation`. False when reading must stop at it: it is the
-    /// object's controller entry of `generation` or later, read again when
-    /// a later generation is asked for.
-    pub fn read(&mut self, entry: &Entry, generation: i64) -> Result<bool, Error> {
+    /// The generation of the last patch applied (`None` before the first).
+    pub fn applied(&self) -> Option<i64> {
+        self.applied
+    }
+
+    /// The object's admission entries read so far that no controller entry
+    /// has confirmed, in log order: what the controller's entry for the
+    /// generation asked for may confirm ([`crate::confirm::chain`]).
+    pub fn pending(&self) -> &[Pending] {
+        &self.pending
+    }
+
+    /// Reads `entry`, logged at `index`, the log's next one about the
+    /// object, towards the spec before `generation`. False when reading
+    /// must stop at it: it is the object's controller entry of `generation`
+    /// or later, read again when a later generation is asked for.
+    pub fn read(&mut self, index: u64, entry: &Entry, generation: i64) -> Result<bool, Error> {
         let Some(object) = entry.object.as_ref() else {
             return Ok(true);
         };
         let EntryBody::SpecChanged(change) = &entry.body else {
             return Ok(true);
         };
-        if entry.source != Source::Controller || object.uid.as_deref() != Some(&self.uid) {
+        if object.uid.as_deref() != Some(&self.uid) {
+            return Ok(true);
+        }
+        if let Some(admission) = confirm::admission(index, entry) {
+            if self.pending.len() == MAX_CANDIDATES {
+                self.pending.remove(0);
+            }
+            self.pending.push(admission);
+            return Ok(true);
+        }
+        if entry.source != Source::Controller {
             return Ok(true);
         }
         let of = object.generation.unwrap_or(0);
         if of >= generation {
             return Ok(false);
+        }
+        // Admissions logged before the last one confirmed can no longer be:
+        // the next stored change was logged after it.
+        if let Some(&last) = change.confirms.last() {
+            self.pending.retain(|pending| pending.index > last);
         }
         if self.applied.is_some_and(|applied| of <= applied) {
             return Ok(true);
@@ -140,7 +172,7 @@ impl Replay {
     ) -> Result<bool, Error> {
         let from = self.next;
         for stored in entries.iter().filter(|stored| stored.index >= from) {
-            if !self.read(&stored.entry, generation)? {
+            if !self.read(stored.index, &stored.entry, generation)? {
                 self.next = stored.index;
                 return Ok(true);
             }
@@ -160,6 +192,7 @@ mod tests {
 
     fn change(source: Source, uid: &str, generation: i64, patch: Value) -> Entry {
         Entry {
+            appender: None,
             time: None,
             cluster: "c".into(),
             object: Some(ObjectRef {
@@ -180,6 +213,7 @@ mod tests {
                     Operation::Update
                 },
                 patch: patch.as_array().unwrap().clone(),
+                confirms: Vec::new(),
                 request_uid: None,
             }),
         }
@@ -318,6 +352,44 @@ mod tests {
             replay(&log, "u1", 5).unwrap(),
             Some(json!({"spec": {"replicas": 4}}))
         );
+    }
+
+    #[test]
+    fn admissions_wait_for_the_controller_entry_that_confirms_them() {
+        let create = json!([{"op": "add", "path": "/spec", "value": {"replicas": 1}}]);
+        let set = |g: i64| json!([{"op": "replace", "path": "/spec/replicas", "value": g}]);
+        let mut confirming = change(Source::Controller, "u1", 1, create.clone());
+        if let EntryBody::SpecChanged(c) = &mut confirming.body {
+            c.confirms = vec![0];
+        }
+        let log: Vec<StoredEntry> = [
+            change(Source::Admission, "u1", 1, create),
+            confirming,
+            change(Source::Admission, "u1", 2, set(7)), // refused after admission
+            change(Source::Admission, "u2", 2, set(2)), // another object
+            change(Source::Admission, "u1", 2, set(2)),
+        ]
+        .into_iter()
+        .zip(0..)
+        .map(|(entry, index)| StoredEntry {
+            index,
+            leaf: Vec::new(),
+            entry,
+        })
+        .collect();
+        let mut replay = Replay::new("u1");
+        assert!(!replay.read_page(&log, 5, 2).unwrap());
+        let pending: Vec<u64> = replay.pending().iter().map(|p| p.index).collect();
+        assert_eq!(pending, [2, 4], "0 was confirmed; 3 is another object's");
+        let current = json!({"spec": {"replicas": 2}});
+        let step = crate::confirm::Step {
+            previous: replay.document(),
+            from: replay.applied().unwrap_or(0),
+            current: &current,
+            to: 2,
+        };
+        let chain = crate::confirm::chain(step, replay.pending());
+        assert_eq!(chain, [4], "the refused change is not confirmed");
     }
 
     #[test]

@@ -21,12 +21,20 @@
 //! [`Error::Unauthenticated`] without a token the API server accepts,
 //! [`Error::PermissionDenied`] without the permission, naming the
 //! permission to ask for.
+//!
+//! Bounded against callers who send garbage: a token longer than
+//! [`MAX_TOKEN_BYTES`] is refused unread; refused tokens are remembered
+//! apart from accepted ones, so a stream of bad tokens cannot push good ones
+//! out; each cache holds a bounded number of answers and forgets the oldest
+//! first; and at most `--max-reviews` reviews are in flight at once, the
+//! callers beyond waiting (and finding the answer cached when they may go
+//! on, if another caller asked the same).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -35,7 +43,9 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
+use crate::calls::CallerKey;
 use crate::{Error, Result};
 
 /// The API group of the permission.
@@ -54,9 +64,9 @@ pub const ALLOWED_TTL: Duration = Duration::from_secs(10);
 /// reviews).
 pub const DENIED_TTL: Duration = Duration::from_secs(2);
 
-/// Most remembered answers per kind; beyond it, expired ones are dropped
-/// (and if none has expired, all are).
-const CACHE_CAPACITY: usize = 10_000;
+/// The longest bearer token read: tokens the Kubernetes API server issues
+/// are a few KiB at most.
+pub const MAX_TOKEN_BYTES: usize = 16 << 10;
 
 /// A caller, as the Kubernetes API server authenticated them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -104,15 +114,22 @@ pub trait Access: Send + Sync + 'static {
 /// identity needs `create` on `tokenreviews` (authentication.k8s.io) and
 /// `subjectaccessreviews` (authorization.k8s.io), as the built-in ClusterRole
 /// `system:auth-delegator` grants.
+///
+/// Tokens are reviewed for the service's audiences (`--token-audience`):
+/// the API server accepts only tokens issued for one of them, so a token
+/// a caller sends here cannot be one that works against the API server
+/// itself, unless the API server's own audience is in the list.
 #[derive(Clone)]
 pub struct KubeAccess {
     client: kube::Client,
+    audiences: Vec<String>,
 }
 
 impl KubeAccess {
-    /// Asks the API server `client` talks to.
-    pub fn new(client: kube::Client) -> KubeAccess {
-        KubeAccess { client }
+    /// Asks the API server `client` talks to, accepting tokens issued for
+    /// one of `audiences` (the API server's own when empty).
+    pub fn new(client: kube::Client, audiences: Vec<String>) -> KubeAccess {
+        KubeAccess { client, audiences }
     }
 }
 
@@ -128,7 +145,7 @@ impl Access for KubeAccess {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),
-                audiences: None,
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
             },
             ..TokenReview::default()
         };
@@ -199,7 +216,7 @@ pub enum Need {
 }
 
 /// The token in an `authorization` header value: `Bearer <token>` (the
-/// scheme in any case, as RFC 9110 allows).
+/// scheme in any case, as RFC 9110 allows), at most [`MAX_TOKEN_BYTES`].
 pub fn bearer_token(header: Option<&[u8]>) -> Result<&str> {
     let header = header.ok_or_else(|| {
         Error::Unauthenticated(
@@ -208,6 +225,13 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<&str> {
                 .into(),
         )
     })?;
+    if header.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
+        return Err(Error::Unauthenticated(format!(
+            "the authorization header is {} bytes; a bearer token may have at most \
+             {MAX_TOKEN_BYTES} (tokens from the Kubernetes API server are far shorter)",
+            header.len()
+        )));
+    }
     let malformed = || {
         Error::Unauthenticated(
             "the authorization header is not `Bearer <token>` (one visible-ASCII token)".into(),
@@ -225,36 +249,77 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<&str> {
     Ok(token)
 }
 
-/// Answers remembered for a while.
-struct TtlCache<K, V> {
-    entries: Mutex<HashMap<K, (V, Instant)>>,
+/// Who is calling, for counting calls and remembering answers: the SHA-256
+/// of the bearer token (of the whole header when it holds none that
+/// parses; all callers without a header are one caller). Tokens themselves
+/// are never kept.
+pub(crate) fn token_key(header: Option<&[u8]>) -> CallerKey {
+    let Some(raw) = header else {
+        return [0; 32];
+    };
+    let token = bearer_token(Some(raw)).map_or(raw, str::as_bytes);
+    Sha256::digest(token).into()
 }
 
-impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
-    fn new() -> Self {
+/// Answers remembered for a while: at most `capacity`, the oldest forgotten
+/// first when full.
+struct TtlCache<K, V> {
+    capacity: usize,
+    inner: Mutex<CacheInner<K, V>>,
+}
+
+struct CacheInner<K, V> {
+    entries: HashMap<K, (V, Instant)>,
+    /// Keys in the order they were inserted, with the expiry they were
+    /// inserted with (a key inserted again is found by its newer expiry).
+    order: VecDeque<(K, Instant)>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
+    fn new(capacity: usize) -> Self {
         TtlCache {
-            entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            inner: Mutex::new(CacheInner {
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+            }),
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner<K, V>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
+        self.lock()
+            .entries
             .get(key)
             .filter(|(_, expires)| *expires > Instant::now())
             .map(|(value, _)| value.clone())
     }
 
     fn insert(&self, key: K, value: V, ttl: Duration) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if entries.len() >= CACHE_CAPACITY {
-            entries.retain(|_, (_, expires)| *expires > now);
-            if entries.len() >= CACHE_CAPACITY {
-                entries.clear();
+        let mut inner = self.lock();
+        let expires = Instant::now() + ttl;
+        while inner.order.len() >= self.capacity {
+            let Some((oldest, inserted)) = inner.order.pop_front() else {
+                break;
+            };
+            if inner
+                .entries
+                .get(&oldest)
+                .is_some_and(|(_, e)| *e == inserted)
+            {
+                inner.entries.remove(&oldest);
             }
         }
-        entries.insert(key, (value, now + ttl));
+        inner.order.push_back((key.clone(), expires));
+        inner.entries.insert(key, (value, expires));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
     }
 }
 
@@ -263,43 +328,88 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 pub struct Gate<A> {
     access: A,
     append_users: BTreeSet<String>,
-    /// By SHA-256 of the token: the tokens themselves are not kept.
-    users: TtlCache<[u8; 32], Option<User>>,
+    /// Accepted tokens, by SHA-256 (the tokens themselves are not kept).
+    accepted: TtlCache<CallerKey, User>,
+    /// Refused tokens, apart, so that they cannot push accepted ones out.
+    refused: TtlCache<CallerKey, ()>,
     decisions: TtlCache<(User, Scope), bool>,
+    /// Reviews in flight.
+    reviews: Semaphore,
 }
 
 impl<A: Access> Gate<A> {
-    /// Decides with `access`; `append_users` may append.
-    pub fn new(access: A, append_users: impl IntoIterator<Item = String>) -> Gate<A> {
+    /// Decides with `access`; `append_users` may append. At most
+    /// `max_reviews` questions are asked of `access` at once, and at most
+    /// `cache_entries` answers of each kind are remembered.
+    pub fn new(
+        access: A,
+        append_users: impl IntoIterator<Item = String>,
+        max_reviews: usize,
+        cache_entries: usize,
+    ) -> Gate<A> {
         Gate {
             access,
             append_users: append_users.into_iter().collect(),
-            users: TtlCache::new(),
-            decisions: TtlCache::new(),
+            accepted: TtlCache::new(cache_entries),
+            refused: TtlCache::new(cache_entries),
+            decisions: TtlCache::new(cache_entries),
+            reviews: Semaphore::new(max_reviews.max(1)),
         }
+    }
+
+    /// The remembered answer for a token, if any: `Some(None)` when it was
+    /// refused.
+    fn remembered(&self, key: &CallerKey) -> Option<Option<User>> {
+        if let Some(user) = self.accepted.get(key) {
+            return Some(Some(user));
+        }
+        self.refused.get(key).map(|()| None)
+    }
+
+    /// True when `user` may append.
+    pub(crate) fn may_append(&self, user: &User) -> bool {
+        self.append_users.contains(&user.username)
+    }
+
+    /// True when `caller`'s token was accepted lately as one of a user who
+    /// may append (nothing is asked of the API server).
+    pub(crate) fn is_known_appender(&self, caller: &CallerKey) -> bool {
+        self.accepted
+            .get(caller)
+            .is_some_and(|user| self.may_append(&user))
     }
 
     /// The user of an `authorization` header value.
     pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<User> {
         let token = bearer_token(header)?;
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let user = match self.users.get(&key) {
+        let key: CallerKey = Sha256::digest(token.as_bytes()).into();
+        let user = match self.remembered(&key) {
             Some(user) => user,
             None => {
-                let user = self.access.authenticate(token).await?;
-                let ttl = if user.is_some() {
-                    ALLOWED_TTL
-                } else {
-                    DENIED_TTL
-                };
-                self.users.insert(key, user.clone(), ttl);
-                user
+                let _permit = self.reviews.acquire().await.map_err(|_| {
+                    Error::AuthorizationUnavailable("the service is shutting down".into())
+                })?;
+                // Another caller may have asked about the same token while
+                // this one waited.
+                match self.remembered(&key) {
+                    Some(user) => user,
+                    None => {
+                        let user = self.access.authenticate(token).await?;
+                        match &user {
+                            Some(user) => self.accepted.insert(key, user.clone(), ALLOWED_TTL),
+                            None => self.refused.insert(key, (), DENIED_TTL),
+                        }
+                        user
+                    }
+                }
             }
         };
         user.ok_or_else(|| {
             Error::Unauthenticated(
-                "the Kubernetes API server did not accept the bearer token (expired, revoked, or \
-                 meant for another cluster): get a new one, e.g. with `kubectl create token`"
+                "the Kubernetes API server did not accept the bearer token for this service's \
+                 audiences (expired, revoked, meant for another cluster, or issued for another \
+                 audience): get one for the ledger, e.g. `kubectl create token <service-account> \
+                 --audience openmodel-ledger` (the service's --token-audience)"
                     .into(),
             )
         })
@@ -325,10 +435,18 @@ impl<A: Access> Gate<A> {
         let allowed = match self.decisions.get(&key) {
             Some(allowed) => allowed,
             None => {
-                let allowed = self.access.may_read(user, scope).await?;
-                let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
-                self.decisions.insert(key, allowed, ttl);
-                allowed
+                let _permit = self.reviews.acquire().await.map_err(|_| {
+                    Error::AuthorizationUnavailable("the service is shutting down".into())
+                })?;
+                match self.decisions.get(&key) {
+                    Some(allowed) => allowed,
+                    None => {
+                        let allowed = self.access.may_read(user, scope).await?;
+                        let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
+                        self.decisions.insert(key, allowed, ttl);
+                        allowed
+                    }
+                }
             }
         };
         if allowed {
@@ -425,7 +543,7 @@ mod tests {
     }
 
     fn gate(access: FakeAccess) -> Gate<FakeAccess> {
-        Gate::new(access, ["operator".to_string()])
+        Gate::new(access, ["operator".to_string()], 4, 100)
     }
 
     #[test]
@@ -536,15 +654,94 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_expires_and_stays_bounded() {
-        let cache = TtlCache::new();
+    fn the_cache_expires_and_stays_bounded_forgetting_the_oldest() {
+        let cache = TtlCache::new(100);
         cache.insert(1, "a", Duration::ZERO);
         assert_eq!(cache.get(&1), None, "expired");
         cache.insert(2, "b", Duration::from_secs(60));
         assert_eq!(cache.get(&2), Some("b"));
-        for i in 0..CACHE_CAPACITY as u64 + 10 {
+        for i in 0..150 {
             cache.insert(i + 100, "x", Duration::from_secs(60));
         }
-        assert!(cache.entries.lock().unwrap().len() <= CACHE_CAPACITY);
+        assert!(cache.len() <= 100);
+        assert_eq!(cache.get(&2), None, "the oldest went first");
+        assert_eq!(cache.get(&249), Some("x"), "the newest stays");
+        // A key inserted again keeps its newer answer.
+        cache.insert(249, "y", Duration::from_secs(60));
+        for i in 0..99 {
+            cache.insert(i + 1000, "z", Duration::from_secs(60));
+        }
+        assert_eq!(cache.get(&249), Some("y"));
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_bad_tokens_pushes_no_good_one_out() {
+        let gate = gate(FakeAccess::granting(&[("alice", ns("a"))]));
+        let alice = Some(&b"Bearer token-alice"[..]);
+        gate.check(alice, &Need::Read(ns("a"))).await.unwrap();
+        for i in 0..500 {
+            let bad = format!("Bearer garbage-{i}");
+            gate.authenticate(Some(bad.as_bytes())).await.unwrap_err();
+        }
+        let asked = gate.access.asked.load(Ordering::SeqCst);
+        gate.check(alice, &Need::Read(ns("a"))).await.unwrap();
+        assert_eq!(
+            gate.access.asked.load(Ordering::SeqCst),
+            asked,
+            "alice's answers were still remembered"
+        );
+        // The same bad token again is answered from the cache.
+        gate.authenticate(Some(b"Bearer garbage-499"))
+            .await
+            .unwrap_err();
+        assert_eq!(gate.access.asked.load(Ordering::SeqCst), asked);
+        assert!(gate.refused.len() <= 100);
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_for_a_review_find_the_answer_of_the_first() {
+        let gate = std::sync::Arc::new(Gate::new(FakeAccess::default(), Vec::new(), 1, 100));
+        let callers: Vec<_> = (0..20)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.authenticate(Some(b"Bearer token-bob")).await })
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap().unwrap().username, "bob");
+        }
+        assert_eq!(gate.access.asked.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn oversized_tokens_are_refused_unread_and_callers_keyed_by_token() {
+        let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        let err = bearer_token(Some(huge.as_bytes())).unwrap_err();
+        assert!(err.to_string().contains("at most 16384"), "{err}");
+        assert_eq!(token_key(None), [0; 32]);
+        assert_eq!(
+            token_key(Some(b"Bearer abc")),
+            token_key(Some(b"bearer  abc"))
+        );
+        assert_ne!(
+            token_key(Some(b"Bearer abc")),
+            token_key(Some(b"Bearer abd"))
+        );
+        assert_ne!(token_key(Some(b"garbage")), token_key(None));
+    }
+
+    #[tokio::test]
+    async fn known_appenders_are_recognized_from_the_cache_only() {
+        let gate = gate(FakeAccess::default());
+        let operator = token_key(Some(b"Bearer token-operator"));
+        assert!(!gate.is_known_appender(&operator), "not reviewed yet");
+        gate.authenticate(Some(b"Bearer token-operator"))
+            .await
+            .unwrap();
+        assert!(gate.is_known_appender(&operator));
+        gate.authenticate(Some(b"Bearer token-alice"))
+            .await
+            .unwrap();
+        assert!(!gate.is_known_appender(&token_key(Some(b"Bearer token-alice"))));
     }
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::limits::Limits;
 use crate::{Error, Ledger, Result};
 use openmodel_ledger::note::Signer;
 use openmodel_ledger::store::OpenCheck;
@@ -12,6 +13,11 @@ use openmodel_ledger::store::OpenCheck;
 /// The identity of the OpenModel operator's service account in the chart's
 /// namespace: the one appender by default.
 pub const DEFAULT_APPEND_USER: &str = "system:serviceaccount:openmodel-system:openmodel-operator";
+
+/// The audience of the tokens callers send the ledger service by default,
+/// the operator's among them (a projected service-account token): tokens
+/// for it do not work against the Kubernetes API server.
+pub const DEFAULT_TOKEN_AUDIENCE: &str = "openmodel-ledger";
 
 /// Configuration of one ledger service.
 #[derive(Clone, Debug)]
@@ -35,6 +41,8 @@ pub struct Config {
     pub tls_key: PathBuf,
     /// The Kubernetes user names that may call `Append`.
     pub append_users: Vec<String>,
+    /// How much the service takes on (sizes, calls at once, time).
+    pub limits: Limits,
 }
 
 /// Reads a whole file, naming it and the setting it came from on failure.
@@ -45,8 +53,15 @@ pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
 
 impl Config {
     /// Opens the ledger for appending with the key from `key_file`, or
-    /// creates it when it is missing and `create` is set. Blocking.
+    /// creates it when it is missing and `create` is set, reading as
+    /// `limits` says. Blocking.
     pub(crate) fn open_ledger(&self) -> Result<Ledger> {
+        Ok(self
+            .open_or_create()?
+            .with_read_limits(self.limits.read_limits())?)
+    }
+
+    fn open_or_create(&self) -> Result<Ledger> {
         let key = read_file(&self.key_file, "ledger key file (--key-file)")?;
         let signer: Signer = String::from_utf8_lossy(&key).trim().parse().map_err(|e| {
             Error::Config(format!(
@@ -78,6 +93,7 @@ mod tests {
             tls_cert: dir.join("tls.crt"),
             tls_key: dir.join("tls.key"),
             append_users: vec![DEFAULT_APPEND_USER.into()],
+            limits: Limits::default(),
         }
     }
 

@@ -18,6 +18,10 @@ pub enum Error {
     /// A caller may not do what they asked.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A caller, or all callers together, reached one of the service's
+    /// limits (calls at once, watches, entry bundles, an unread watch).
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// The Kubernetes API server could not be asked who a caller is or what
     /// they may do.
     #[error("cannot check the caller with the Kubernetes API server: {0}")]
@@ -62,6 +66,7 @@ impl Error {
         match self {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::AuthorizationUnavailable(_) | Error::Transport(_) => Code::Unavailable,
             Error::Refused { code, .. } => *code,
             Error::Config(_) => Code::Internal,
@@ -73,6 +78,7 @@ impl Error {
                 | L::InvalidProof(_)
                 | L::InvalidTilePath(_) => Code::InvalidArgument,
                 L::IndexOutOfRange { .. } => Code::OutOfRange,
+                L::ReadTimedOut { .. } => Code::ResourceExhausted,
                 L::NotFound(_) => Code::NotFound,
                 L::DedupeConflict { .. } => Code::AlreadyExists,
                 _ => Code::Internal,

@@ -1,8 +1,9 @@
 //! From the wire to the ledger and back, defined once for both ends: a
 //! [`Query`] becomes an `EntryFilter` ([`entry_filter`], the client's side)
 //! and an `EntryFilter` becomes the [`Query`] plus the [`Scope`] its answer
-//! needs ([`query`], the service's side); a [`StoredEntry`] becomes a
-//! `LoggedEntry` (index and leaf bytes) and names the scope reading it needs.
+//! needs ([`query`], the service's side); an entry travels as a
+//! `LoggedEntry` (index and leaf bytes), and a [`StoredEntry`] names the
+//! scope reading it needs.
 
 use openmodel_proto::audit::{EntryFilter, LoggedEntry};
 
@@ -101,11 +102,8 @@ pub(crate) fn entry_scope(entry: &StoredEntry) -> Scope {
 }
 
 /// An entry as it travels: index and leaf bytes.
-pub(crate) fn logged(entry: StoredEntry) -> LoggedEntry {
-    LoggedEntry {
-        index: entry.index,
-        leaf: entry.leaf,
-    }
+pub(crate) fn logged(index: u64, leaf: Vec<u8>) -> LoggedEntry {
+    LoggedEntry { index, leaf }
 }
 
 #[cfg(test)]
@@ -217,6 +215,7 @@ mod tests {
     fn entries_are_read_in_their_namespace_or_cluster_wide() {
         let leaf = |body, object| {
             let entry = Entry {
+                appender: None,
                 time: Some(Timestamp(1)),
                 cluster: "c".into(),
                 object,
@@ -255,7 +254,7 @@ mod tests {
             }),
         );
         assert_eq!(entry_scope(&weights), Scope::Namespace("a".into()));
-        let wire = logged(weights.clone());
+        let wire = logged(weights.index, weights.leaf.clone());
         assert_eq!((wire.index, wire.leaf), (3, weights.leaf));
     }
 }

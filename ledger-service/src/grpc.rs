@@ -11,20 +11,16 @@ use openmodel_proto::audit::{
     GetInclusionProofRequest, GetInclusionProofResponse, ListEntriesRequest, ListEntriesResponse,
     WatchEntriesRequest, WatchEntriesResponse,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::EXISTING_INDEX_HEADER;
 use crate::authz::Need;
 use crate::filter::{entry_scope, logged, query};
+use crate::outbox::{Inbox, outbox};
 use crate::{Access, Shared, follow};
 use crate::{Error, Result};
-use openmodel_ledger::entry::Entry;
-
-/// Messages a `WatchEntries` stream may hold before its reader catches up.
-const WATCH_BUFFER: usize = 16;
+use openmodel_ledger::entry::{Appender, Entry};
 
 /// The service; one per server, shared by every connection.
 pub(crate) struct AuditApi<A> {
@@ -73,7 +69,15 @@ impl<A: Access> AuditApi<A> {
             .gate
             .check(authorization(&request), &Need::Append)
             .await?;
-        let entry = Entry::parse_draft(&request.get_ref().entry)?;
+        // Only the --append-user identities get here (the operator), so
+        // only they write admission and controller entries; each entry
+        // names the one that appended it, as the API server authenticated
+        // them (a draft naming an appender is refused).
+        let mut entry = Entry::parse_draft(&request.get_ref().entry)?;
+        entry.appender = Some(Appender {
+            uid: user.uid.clone(),
+            username: user.username.clone(),
+        });
         let kind = entry.kind();
         let receipt = self.shared.append(entry).await?;
         tracing::info!(
@@ -98,9 +102,14 @@ impl<A: Access> AuditApi<A> {
         let r = request.get_ref();
         let (query, scope) = query(r.filter.as_ref(), r.start, r.limit)?;
         gate.authorize(&user, &Need::Read(scope)).await?;
-        let page = self.shared.read(move |l| l.query(&query)).await?;
+        let budget = self.shared.limits.page_budget(query.limit);
+        let page = self.shared.read_page(&user, query, budget).await?;
         Ok(ListEntriesResponse {
-            entries: page.entries.into_iter().map(logged).collect(),
+            entries: page
+                .entries
+                .into_iter()
+                .map(|e| logged(e.index, e.bytes))
+                .collect(),
             checkpoint: page.checkpoint.note,
             scanned_start: page.scanned.start,
             scanned_end: page.scanned.end,
@@ -116,7 +125,7 @@ impl<A: Access> AuditApi<A> {
         gate.authorize(&user, &Need::Read(entry_scope(&entry)))
             .await?;
         Ok(GetEntryResponse {
-            entry: Some(logged(entry)),
+            entry: Some(logged(entry.index, entry.leaf)),
         })
     }
 
@@ -128,7 +137,7 @@ impl<A: Access> AuditApi<A> {
             .gate
             .check(authorization(&request), &Need::Authenticated)
             .await?;
-        let signed = self.shared.read(|l| l.checkpoint()).await?;
+        let signed = self.shared.checkpoint().await?;
         let cp = signed.checkpoint;
         Ok(GetCheckpointResponse {
             checkpoint: signed.note,
@@ -153,7 +162,7 @@ impl<A: Access> AuditApi<A> {
         gate.authorize(&user, &Need::Read(entry_scope(&entry)))
             .await?;
         Ok(GetInclusionProofResponse {
-            entry: Some(logged(entry)),
+            entry: Some(logged(entry.index, entry.leaf)),
             hashes: proof.path.iter().map(|h| h.0.to_vec()).collect(),
             tlog_proof: proof.encode(),
             checkpoint: proof.checkpoint,
@@ -183,16 +192,32 @@ impl<A: Access> AuditApi<A> {
     async fn watch(
         &self,
         request: Request<WatchEntriesRequest>,
-    ) -> Result<ReceiverStream<Result<WatchEntriesResponse, Status>>> {
+    ) -> Result<Inbox<Result<WatchEntriesResponse, Status>>> {
         let gate = &self.shared.gate;
         let user = gate.authenticate(authorization(&request)).await?;
         let r = request.get_ref();
         let (query, scope) = query(r.filter.as_ref(), r.start, follow::PAGE as u32)?;
         let need = Need::Read(scope);
         gate.authorize(&user, &need).await?;
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(follow::follow(self.shared.clone(), user, need, query, tx));
-        Ok(ReceiverStream::new(rx))
+        let open = Arc::clone(&self.shared.watches)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Error::ResourceExhausted(format!(
+                    "{} watches are open, the most this service keeps (--max-watches): retry \
+                     later, or read pages with ListEntries",
+                    self.shared.limits.max_watches
+                ))
+            })?;
+        let (outbox, inbox) = outbox();
+        tokio::spawn(follow::follow(
+            self.shared.clone(),
+            user,
+            need,
+            query,
+            outbox,
+            open,
+        ));
+        Ok(inbox)
     }
 }
 

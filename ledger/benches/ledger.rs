@@ -27,6 +27,7 @@ const CONCURRENCY: usize = 64;
 
 fn entry(i: u64) -> Entry {
     Entry {
+        appender: None,
         time: None,
         cluster: "bench-cluster".into(),
         object: Some(ObjectRef {

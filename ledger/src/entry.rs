@@ -140,6 +140,23 @@ pub struct Actor {
     pub username: String,
 }
 
+/// Who appended an entry, as the ledger service authenticated them (a
+/// TokenReview of their bearer token). The service writes it into every
+/// entry it appends and refuses it in a request, so no caller can claim
+/// another's identity. Absent from entries written straight into a ledger
+/// file (`openmodel audit`, a local ledger), whose writer is whoever may
+/// write the file, and from entries logged before it existed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Appender {
+    /// The user's UID, when the API server gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The user name, e.g.
+    /// `system:serviceaccount:openmodel-system:openmodel-operator`.
+    pub username: String,
+}
+
 /// The path through which an entry was recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +185,15 @@ pub enum Operation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpecChanged {
+    /// On a controller entry: the indexes of the admission entries (the
+    /// webhook's `spec.changed`) whose patches, applied in log order to the
+    /// spec recorded before, give this generation's spec. An admission entry
+    /// that no controller entry names was never seen to take effect (a
+    /// change refused after the webhook admitted it, a forged request, or
+    /// one not reconciled yet). Absent when empty, so entries without it
+    /// serialize as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirms: Vec<u64>,
     /// Admission operation.
     pub operation: Operation,
     /// RFC 6902 JSON Patch from the old spec to the new one.
@@ -320,6 +346,9 @@ pub struct Entry {
     pub object: Option<ObjectRef>,
     /// Who acted (`None` for the system itself).
     pub actor: Option<Actor>,
+    /// Who appended it, as the ledger service authenticated them (`None`
+    /// in drafts and in entries not appended through the service).
+    pub appender: Option<Appender>,
     /// Recording path.
     pub source: Source,
     /// Makes a retried append idempotent: a second append with the same key
@@ -341,6 +370,8 @@ struct WireIn {
     cluster: String,
     object: Option<ObjectRef>,
     actor: Option<Actor>,
+    #[serde(default)]
+    appender: Option<Appender>,
     source: Source,
     #[serde(default)]
     dedupe_key: Option<String>,
@@ -360,6 +391,8 @@ struct WireIn {
 #[serde(rename_all = "camelCase")]
 struct WireOut<'a> {
     actor: &'a Option<Actor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appender: &'a Option<Appender>,
     cluster: &'a str,
     data: BodyData<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -557,6 +590,12 @@ impl Entry {
             (true, None) => return Err(invalid("a logged entry must carry \"time\"")),
             _ => {}
         }
+        if !logged && wire.appender.is_some() {
+            return Err(invalid(
+                "\"appender\" is written by the ledger service from the caller's authenticated \
+                 identity; remove it",
+            ));
+        }
         let body = parse_body(&wire.kind, wire.data.get())?;
         let time = wire
             .time
@@ -576,6 +615,7 @@ impl Entry {
             cluster: wire.cluster,
             object: wire.object,
             actor: wire.actor,
+            appender: wire.appender,
             source: wire.source,
             dedupe_key: wire.dedupe_key,
             body,
@@ -616,11 +656,26 @@ impl Entry {
         if let Some(a) = &self.actor {
             check_non_empty("actor.username", &a.username)?;
         }
+        if let Some(a) = &self.appender {
+            check_non_empty("appender.username", &a.username)?;
+        }
         if let Some(k) = &self.dedupe_key {
             check_non_empty("dedupeKey", k)?;
         }
         match &self.body {
-            EntryBody::SpecChanged(s) => check_patch(&s.patch)?,
+            EntryBody::SpecChanged(s) => {
+                check_patch(&s.patch)?;
+                if !s.confirms.is_empty() && self.source != Source::Controller {
+                    return Err(invalid(
+                        "data.confirms: only the controller's entries confirm admissions",
+                    ));
+                }
+                if !s.confirms.is_sorted_by(|a, b| a < b) {
+                    return Err(invalid(
+                        "data.confirms: indexes must be in increasing order, each once",
+                    ));
+                }
+            }
             EntryBody::DatasetReferenced(d) => {
                 check_non_empty("data.name", &d.name)?;
                 check_non_empty("data.uri", &d.uri)?;
@@ -658,6 +713,9 @@ impl Entry {
         if let Some(g) = self.object.as_ref().and_then(|o| o.generation) {
             out.push(("object.generation", g.unsigned_abs()));
         }
+        if let EntryBody::SpecChanged(s) = &self.body {
+            out.extend(s.confirms.iter().map(|&index| ("data.confirms", index)));
+        }
         if let EntryBody::ModelDeployed(m) = &self.body {
             out.push(("data.replicas", u64::from(m.replicas)));
             if let Some(w) = m.weights_entry {
@@ -676,6 +734,7 @@ impl Entry {
             cluster: &self.cluster,
             object: &self.object,
             actor: &self.actor,
+            appender: &self.appender,
             source: self.source,
             dedupe_key: self.dedupe_key.as_deref(),
             data: BodyData(&self.body),
@@ -929,6 +988,7 @@ mod tests {
                 let body = match kind {
                     0 => EntryBody::SpecChanged(SpecChanged {
                         operation: Operation::Update,
+                        confirms: { let mut c: Vec<u64> = nums.iter().map(|&n| u64::from(n)).collect(); c.sort_unstable(); c.dedup(); c },
                         patch: vec![serde_json::json!({"op": "add", "path": "/x", "value": {"é": a, "z": nums, "a": float.is_finite().then_some(float), "\u{10000}": 1, "\u{e000}": 2}})],
                         request_uid: Some(b),
                     }),
@@ -937,7 +997,12 @@ mod tests {
                     _ => EntryBody::ModelDeployed(ModelDeployed { digest: format!("sha256:{}", "ab".repeat(32)), replicas: nums.first().copied().unwrap_or(0), image: Some(b), weights_entry: Some(7) }),
                 };
                 let actor = actor.map(|(username, uid, groups, extra)| Actor { username, uid, groups, extra });
-                Entry { time: Some(Timestamp(1_700_000_000_000_000)), cluster, object, actor, source: Source::Admission, dedupe_key: dedupe, body }
+                let (source, appender) = if kind == 0 {
+                    (Source::Controller, Some(Appender { uid: dedupe.clone(), username: "system:serviceaccount:o:p".into() }))
+                } else {
+                    (Source::Admission, None)
+                };
+                Entry { time: Some(Timestamp(1_700_000_000_000_000)), cluster, object, actor, appender, source, dedupe_key: dedupe, body }
             })
     }
 

@@ -16,7 +16,7 @@ use rusqlite::{Connection, params_from_iter};
 
 use crate::checkpoint::SignedCheckpoint;
 use crate::entry::{KINDS, Timestamp, check_model_digest};
-use crate::store::{Ledger, StoredEntry};
+use crate::store::{Ledger, StoredEntry, leaf};
 use crate::{Error, Result};
 
 /// Largest page.
@@ -45,17 +45,29 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// One page of answers.
+/// One page of answers: parsed entries ([`StoredEntry`], from
+/// [`Ledger::query_within`]) or leaf bytes as stored ([`Leaf`], from
+/// [`Ledger::query_leaves`]).
 #[derive(Clone, Debug)]
-pub struct Page {
+pub struct Page<E = StoredEntry> {
     /// Matching entries, in index order.
-    pub entries: Vec<StoredEntry>,
+    pub entries: Vec<E>,
     /// The checkpoint the answer is consistent with.
     pub checkpoint: SignedCheckpoint,
     /// Every matching entry with an index in this range is in `entries`.
     pub scanned: Range<u64>,
     /// Where the next page starts, when there is more.
     pub next: Option<u64>,
+}
+
+/// An entry as stored, not parsed: for a server that passes leaves on to
+/// clients who check them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Its index.
+    pub index: u64,
+    /// Its leaf bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Parses `namespace/name` or `namespace/` (every object in a namespace).
@@ -122,6 +134,23 @@ impl Ledger {
     /// continue. A page holds at least one entry when any matches, however
     /// large, so paging always moves on.
     pub fn query_within(&self, query: &Query, max_bytes: usize) -> Result<Page> {
+        let page = self.query_leaves(query, max_bytes)?;
+        let entries = page
+            .entries
+            .into_iter()
+            .map(|leaf| StoredEntry::from_leaf(leaf.index, leaf.bytes))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            entries,
+            checkpoint: page.checkpoint,
+            scanned: page.scanned,
+            next: page.next,
+        })
+    }
+
+    /// [`Ledger::query_within`], with the leaves as stored, not parsed:
+    /// what a server sends on, its clients checking each leaf.
+    pub fn query_leaves(&self, query: &Query, max_bytes: usize) -> Result<Page<Leaf>> {
         query.validate()?;
         self.read(|c| {
             let checkpoint = self.checkpoint_in(c)?;
@@ -135,7 +164,11 @@ impl Ledger {
                 hi = hi.min(first_index_at(c, t, size)?);
             }
             let hi = hi.max(lo);
-            let mut sql = String::from("SELECT idx, leaf FROM entries WHERE idx >= ? AND idx < ?");
+            // The matching indexes and leaf sizes first: sorting them (when
+            // the planner filters through an index) moves integers, not
+            // leaves; then the leaves of those that fit the budget.
+            let mut sql =
+                String::from("SELECT idx, length(leaf) FROM entries WHERE idx >= ? AND idx < ?");
             let mut args: Vec<SqlValue> = vec![(lo as i64).into(), (hi as i64).into()];
             let mut filter = |clause: &str, value: &str| {
                 sql.push_str(clause);
@@ -163,22 +196,30 @@ impl Ledger {
             args.push((query.limit as i64 + 1).into());
             let mut stmt = c.prepare(&sql)?;
             let mut rows = stmt.query(params_from_iter(args))?;
-            let mut entries: Vec<StoredEntry> = Vec::new();
+            let mut fitting = Vec::new();
             let mut bytes = 0usize;
             let mut cut = false;
             while let Some(row) = rows.next()? {
-                // Sized before it is copied: the row that does not fit is
-                // never read into memory.
-                let len = row.get_ref(1)?.as_bytes().map_or(0, <[u8]>::len);
-                let over_budget = !entries.is_empty() && bytes.saturating_add(len) > max_bytes;
-                if entries.len() == query.limit || over_budget {
+                let (idx, len): (i64, i64) = (row.get(0)?, row.get(1)?);
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                let over_budget = !fitting.is_empty() && bytes.saturating_add(len) > max_bytes;
+                if fitting.len() == query.limit || over_budget {
                     cut = true;
                     break;
                 }
-                bytes += len;
-                let idx = row.get::<_, i64>(0)? as u64;
-                entries.push(StoredEntry::from_leaf(idx, row.get(1)?)?);
+                bytes = bytes.saturating_add(len);
+                fitting.push(idx as u64);
             }
+            let entries = fitting
+                .into_iter()
+                .map(|index| {
+                    let bytes = leaf(c, index)?.ok_or_else(|| Error::Tampered {
+                        index,
+                        detail: "the entry vanished while it was read".into(),
+                    })?;
+                    Ok(Leaf { index, bytes })
+                })
+                .collect::<Result<Vec<_>>>()?;
             let (scanned, next) = match entries.last() {
                 Some(last) if cut => (lo..last.index + 1, Some(last.index + 1)),
                 _ => (lo..hi, None),

@@ -276,8 +276,11 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     // 1. A new generation goes into the ledger first.
     let observed = model.status.as_ref().and_then(|s| s.observed_generation);
     if observed != model.metadata.generation {
-        let recorded = journal.recorded_spec(model).await?;
-        let entries = records::spec_entries(model, recorded.as_ref(), journal.cluster());
+        let recorded = journal.recorded(model).await?;
+        let previous = recorded.document.as_ref();
+        let confirms =
+            records::confirmed_admissions(model, previous, recorded.generation, &recorded.pending);
+        let entries = records::spec_entries(model, previous, confirms, journal.cluster());
         for recorded in journal.record_all(entries).await? {
             keep_newest(recorded);
         }

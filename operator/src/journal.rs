@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
 use kube::ResourceExt;
+use openmodel_history::confirm::Pending;
 use openmodel_history::spec::Replay;
 use openmodel_ledger::Ledger;
 use openmodel_ledger::entry::{Entry, MAX_ENTRY_SIZE, Source};
@@ -306,6 +307,13 @@ impl Journal {
     /// generation reads only the entries logged since the last one, in
     /// pages of [`HISTORY_PAGE`] entries.
     pub async fn recorded_spec(&self, model: &OpenModel) -> Result<Option<Value>, Error> {
+        Ok(self.recorded(model).await?.document)
+    }
+
+    /// [`Journal::recorded_spec`], with the model's admission entries read
+    /// on the way that no controller entry has confirmed yet (in log
+    /// order): those the entry of the current generation may confirm.
+    pub async fn recorded(&self, model: &OpenModel) -> Result<Recorded, Error> {
         let uid = model.uid().unwrap_or_default();
         let generation = model.metadata.generation.unwrap_or(0);
         let mut replay = self
@@ -332,10 +340,25 @@ impl Journal {
                 _ => break,
             }
         }
-        let document = replay.document().cloned();
+        let recorded = Recorded {
+            document: replay.document().cloned(),
+            generation: replay.applied().unwrap_or(0),
+            pending: replay.pending().to_vec(),
+        };
         self.replays.put(replay);
-        Ok(document)
+        Ok(recorded)
     }
+}
+
+/// What the ledger holds about a model before its current generation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recorded {
+    /// The `{"spec": …}` document of the last recorded generation.
+    pub document: Option<Value>,
+    /// That generation (0 when none was recorded).
+    pub generation: i64,
+    /// Its admission entries not yet confirmed, in log order.
+    pub pending: Vec<Pending>,
 }
 
 /// The most entries one page of a model's spec history asks for: a page of
@@ -507,7 +530,7 @@ mod tests {
 
     /// A change as the admission webhook records it, by `user`.
     fn admission(m: &OpenModel, user: &str) -> Entry {
-        let mut entry = spec_entries(m, None, "unit").remove(0);
+        let mut entry = spec_entries(m, None, Vec::new(), "unit").remove(0);
         entry.source = Source::Admission;
         entry.actor = Some(Actor {
             extra: Default::default(),
@@ -658,11 +681,11 @@ mod tests {
         let mut previous = None;
         for generation in 1..=generations {
             let m = at_generation(generation);
-            let mut asked = spec_entries(&m, previous.as_ref(), "unit").remove(0);
+            let mut asked = spec_entries(&m, previous.as_ref(), Vec::new(), "unit").remove(0);
             asked.source = Source::Admission;
             asked.dedupe_key = Some(format!("uid-1/spec.changed/admission/{generation}"));
             entries.push(asked);
-            entries.extend(spec_entries(&m, previous.as_ref(), "unit"));
+            entries.extend(spec_entries(&m, previous.as_ref(), Vec::new(), "unit"));
             previous = Some(spec_document(&m.spec));
         }
         entries
@@ -720,7 +743,7 @@ mod tests {
 
         // A new generation reads only what was logged since.
         let recorded = journal
-            .record_all(spec_entries(&m, recorded.as_ref(), "unit"))
+            .record_all(spec_entries(&m, recorded.as_ref(), Vec::new(), "unit"))
             .await
             .unwrap();
         assert_eq!(recorded.len(), 1);
@@ -745,7 +768,7 @@ mod tests {
         let journal = journal(dir.path()).await;
         let mut m = model();
         assert_eq!(journal.recorded_spec(&m).await.unwrap(), None);
-        for entry in spec_entries(&m, None, "unit") {
+        for entry in spec_entries(&m, None, Vec::new(), "unit") {
             journal.record(entry).await.unwrap();
         }
         let first = spec_document(&m.spec);
@@ -755,7 +778,7 @@ mod tests {
             journal.recorded_spec(&m).await.unwrap(),
             Some(first.clone())
         );
-        for entry in spec_entries(&m, Some(&first), "unit") {
+        for entry in spec_entries(&m, Some(&first), Vec::new(), "unit") {
             journal.record(entry).await.unwrap();
         }
         m.metadata.generation = Some(3);

@@ -62,7 +62,9 @@ struct RunArgs {
     )]
     ledger_ca_file: PathBuf,
     /// The bearer token for the ledger service, re-read as it rotates: the
-    /// operator's service-account token.
+    /// operator's service-account token, best a projected one issued for the
+    /// ledger's audience (the chart mounts one for `openmodel-ledger`), so
+    /// the ledger never holds a token that works against the API server.
     #[arg(
         long,
         env = "OPENMODEL_LEDGER_TOKEN_FILE",

@@ -19,6 +19,7 @@
 //! so the ledger alone holds the whole history of every spec.
 
 use kube::{Resource, ResourceExt};
+use openmodel_history::confirm::{self, Pending, Step};
 use openmodel_history::spec::DATASETS_POINTER;
 use openmodel_ledger::entry::{
     DatasetReferenced, Entry, EntryBody, ModelDeployed, ModelRetired, ObjectRef, Operation, Source,
@@ -54,6 +55,7 @@ fn entry(model: &OpenModel, cluster: &str, event: Option<String>, body: EntryBod
         key = format!("{key}/{event}");
     }
     Entry {
+        appender: None,
         time: None,
         cluster: cluster.to_string(),
         object: Some(object_ref(model)),
@@ -68,7 +70,14 @@ fn entry(model: &OpenModel, cluster: &str, event: Option<String>, body: EntryBod
 /// ledger last recorded for it (`None` if it has none): `spec.changed` when
 /// the spec differs, then `dataset.referenced` for every dataset that is new
 /// or changed.
-pub fn spec_entries(model: &OpenModel, previous: Option<&Value>, cluster: &str) -> Vec<Entry> {
+/// The `spec.changed` entry names the admission entries it `confirms`
+/// ([`confirmed_admissions`]).
+pub fn spec_entries(
+    model: &OpenModel,
+    previous: Option<&Value>,
+    confirms: Vec<u64>,
+    cluster: &str,
+) -> Vec<Entry> {
     let generation = model.metadata.generation.unwrap_or(0);
     let current = spec_document(&model.spec);
     let empty = json!({});
@@ -90,6 +99,7 @@ pub fn spec_entries(model: &OpenModel, previous: Option<&Value>, cluster: &str) 
         cluster,
         Some(generation.to_string()),
         EntryBody::SpecChanged(SpecChanged {
+            confirms,
             operation,
             patch,
             request_uid: None,
@@ -115,6 +125,27 @@ pub fn spec_entries(model: &OpenModel, previous: Option<&Value>, cluster: &str) 
         ));
     }
     entries
+}
+
+/// The admission entries among `pending` (the model's not yet confirmed, in
+/// log order) that the `spec.changed` of its current generation confirms:
+/// one per generation since `previous` (recorded at `previous_generation`),
+/// whose patches lead to the current spec
+/// ([`openmodel_history::confirm::chain`]).
+pub fn confirmed_admissions(
+    model: &OpenModel,
+    previous: Option<&Value>,
+    previous_generation: i64,
+    pending: &[Pending],
+) -> Vec<u64> {
+    let current = spec_document(&model.spec);
+    let step = Step {
+        previous,
+        from: previous_generation,
+        current: &current,
+        to: model.metadata.generation.unwrap_or(0),
+    };
+    confirm::chain(step, pending)
 }
 
 /// `weights.verified`: a pod of the current generation fetched the weights
@@ -162,16 +193,21 @@ pub fn model_deployed(
 }
 
 /// Whether `logged`, the entry the log holds under the dedupe key of
-/// `entry`, records the same event: equal but for the time the log assigned
-/// and what two observers of one event may see differently (which pod
-/// verified a digest). Anything else under the key is another event's
-/// entry, and `entry` is not recorded by it.
+/// `entry`, records the same event: equal but for what the log added (the
+/// time, the authenticated appender) and what two observers of one event
+/// may see differently (which pod verified a digest; which admissions a
+/// generation confirms, when one observer read admissions logged later).
+/// Anything else under the key is another event's entry, and `entry` is not
+/// recorded by it.
 pub fn same_event(logged: &Entry, entry: &Entry) -> bool {
     let event = |entry: &Entry| {
         let mut event = entry.clone();
         event.time = None;
-        if let EntryBody::WeightsVerified(verified) = &mut event.body {
-            verified.pod = None;
+        event.appender = None;
+        match &mut event.body {
+            EntryBody::WeightsVerified(verified) => verified.pod = None,
+            EntryBody::SpecChanged(changed) => changed.confirms.clear(),
+            _ => {}
         }
         event
     };
@@ -217,7 +253,7 @@ mod tests {
     #[test]
     fn the_first_generation_is_a_create_of_the_whole_spec() {
         let m = model();
-        let entries = spec_entries(&m, None, "prod");
+        let entries = spec_entries(&m, None, Vec::new(), "prod");
         assert_eq!(entries.len(), 1);
         let change = &entries[0];
         assert_eq!(change.dedupe_key.as_deref(), Some("uid-1/spec.changed/1"));
@@ -244,7 +280,7 @@ mod tests {
             .unwrap()
             .datasets
             .push(dataset("b", "https://example.com/b"));
-        let entries = spec_entries(&m, Some(&previous), "prod");
+        let entries = spec_entries(&m, Some(&previous), Vec::new(), "prod");
         assert_eq!(
             patch_of(&entries[0]),
             json!([
@@ -261,17 +297,17 @@ mod tests {
             e.validate().unwrap();
         }
         // Nothing changed: nothing to record.
-        assert!(spec_entries(&m, Some(&spec_document(&m.spec)), "prod").is_empty());
+        assert!(spec_entries(&m, Some(&spec_document(&m.spec)), Vec::new(), "prod").is_empty());
     }
 
     #[test]
     fn replaying_recorded_patches_rebuilds_each_generation() {
         let mut m = model();
-        let mut log = spec_entries(&m, None, "c");
+        let mut log = spec_entries(&m, None, Vec::new(), "c");
         let first = spec_document(&m.spec);
         m.metadata.generation = Some(2);
         m.spec.runtime.replicas = 5;
-        log.extend(spec_entries(&m, Some(&first), "c"));
+        log.extend(spec_entries(&m, Some(&first), Vec::new(), "c"));
         let second = spec_document(&m.spec);
         assert_eq!(
             openmodel_history::spec::replay(&log, "uid-1", 1).unwrap(),
@@ -317,7 +353,7 @@ mod tests {
 
         // A change's entry must match in full: another user or another
         // patch under its key is another change.
-        let change = spec_entries(&m, None, "c").remove(0);
+        let change = spec_entries(&m, None, Vec::new(), "c").remove(0);
         let mut forged = change.clone();
         forged.actor = Some(openmodel_ledger::entry::Actor {
             extra: Default::default(),

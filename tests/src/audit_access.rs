@@ -22,7 +22,7 @@ use kube::api::{Api, PostParams};
 use openmodel_ledger_service::{AUDIT_API_GROUP, AUDIT_RESOURCE, AUDIT_SUBRESOURCE, AUDIT_VERB};
 
 use crate::Error;
-use crate::identities::{service_account_token, service_account_user, wait_for_permission};
+use crate::identities::{ledger_token, service_account_user, wait_for_permission};
 
 /// Where a service account may read audit entries.
 #[derive(Clone, Copy, Debug)]
@@ -45,7 +45,7 @@ pub async fn audit_reader(
     name: &str,
     grant: Grant<'_>,
 ) -> Result<String, Error> {
-    let token = service_account_token(client, namespace, name).await?;
+    let token = ledger_token(client, namespace, name).await?;
     let subject = Subject {
         kind: "ServiceAccount".into(),
         name: name.into(),

@@ -12,6 +12,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 
 use crate::Error;
+use openmodel_ledger_service::DEFAULT_TOKEN_AUDIENCE;
 
 /// How long RBAC gets to grant what was just bound.
 const PERMISSION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,11 +23,34 @@ pub fn service_account_user(namespace: &str, name: &str) -> String {
 }
 
 /// Creates service account `name` in `namespace` and returns a token for it
-/// from the TokenRequest API (valid for an hour).
+/// from the TokenRequest API (valid for an hour), for the API server's own
+/// audience.
 pub async fn service_account_token(
     client: &Client,
     namespace: &str,
     name: &str,
+) -> Result<String, Error> {
+    token_for(client, namespace, name, None).await
+}
+
+/// [`service_account_token`], for the ledger service's audience
+/// ([`DEFAULT_TOKEN_AUDIENCE`]), as a projected token or `kubectl create
+/// token --audience` makes it: the API server itself does not take it.
+pub async fn ledger_token(client: &Client, namespace: &str, name: &str) -> Result<String, Error> {
+    token_for(
+        client,
+        namespace,
+        name,
+        Some(vec![DEFAULT_TOKEN_AUDIENCE.into()]),
+    )
+    .await
+}
+
+async fn token_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    audiences: Option<Vec<String>>,
 ) -> Result<String, Error> {
     let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
     let account = ServiceAccount {
@@ -40,6 +64,7 @@ pub async fn service_account_token(
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
+            audiences,
             ..TokenRequestSpec::default()
         }),
         ..TokenRequest::default()

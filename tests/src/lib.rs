@@ -53,7 +53,10 @@ pub use controlplane::{
     BIN_ENV, ControlPlane, WEBHOOK_CLIENT_NAME, bin_dir, remove_stale_data_dirs,
 };
 pub use error::Error;
-pub use identities::{service_account_token, service_account_user, wait_for_permission};
+pub use identities::{
+    ledger_token, service_account_token, service_account_user, wait_for_permission,
+};
+pub use ledger_service::LedgerProcess;
 pub use ledger_service::{LEDGER_ORIGIN, LedgerService};
 pub use process::is_running;
 pub use resources::{TEST_LABEL, create_namespace, install_crds};

@@ -30,7 +30,8 @@ use openmodel_proto::audit::{
 };
 use openmodel_tests::audit_access::{Grant, audit_reader};
 use openmodel_tests::{
-    ControlPlane, LedgerService, create_namespace, service_account_user, serving_certificate,
+    ControlPlane, LedgerService, create_namespace, service_account_token, service_account_user,
+    serving_certificate,
 };
 use tonic::{Code, Status};
 
@@ -43,6 +44,7 @@ async fn control_plane() -> &'static ControlPlane {
 /// A `weights.verified` entry for `namespace/name` with digest number `n`.
 fn weights(namespace: &str, name: &str, n: u64) -> Entry {
     Entry {
+        appender: None,
         time: None,
         cluster: "test-cluster".into(),
         object: Some(ObjectRef {
@@ -299,6 +301,21 @@ async fn callers_without_a_token_or_the_permission_are_refused() -> Result<()> {
         refused(client.watch_entries(watch).await, Code::Unauthenticated)?;
     }
 
+    // A real token of a reader, but issued for the API server's audience,
+    // not the ledger's: the service does not take it, so a token that
+    // works against the API server is never one it is sent.
+    let api_token = service_account_token(&f.admin, &f.a, "api-audience").await?;
+    let mut api_audience = f.client(Some(&api_token)).await?;
+    let status = refused(
+        api_audience.get_checkpoint(GetCheckpointRequest {}).await,
+        Code::Unauthenticated,
+    )?;
+    assert!(
+        status.message().contains("--audience openmodel-ledger"),
+        "{}",
+        status.message()
+    );
+
     // Authenticated, but granted nothing: hashes yes, entries no.
     let token = f.identity("stranger", Grant::Nowhere).await?;
     let mut stranger = f.client(Some(&token)).await?;
@@ -490,6 +507,11 @@ async fn appends_are_for_the_appender_only_and_idempotent() -> Result<()> {
     let logged = stored_entry(logged.entry.context("entry")?)?;
     assert_eq!(first.leaf_hash, logged.leaf_hash().0);
     assert_eq!(first.time, logged.entry.time.context("time")?.to_string());
+    // The service wrote who appended it, as the API server authenticated
+    // the token.
+    let appender = logged.entry.appender.context("the appender")?;
+    assert_eq!(appender.username, service_account_user(&f.a, "operator"));
+    assert!(appender.uid.is_some_and(|uid| !uid.is_empty()));
 
     // A retry names the same entry and logs nothing.
     let again = operator.append(append_request(&entry)?).await?.into_inner();
@@ -514,6 +536,22 @@ async fn appends_are_for_the_appender_only_and_idempotent() -> Result<()> {
         };
         refused(operator.append(request).await, Code::InvalidArgument)?;
     }
+    // An entry that names its own appender is refused: only the service
+    // writes it.
+    let mut claimed = weights(&f.a, "m6", 60);
+    claimed.appender = Some(openmodel_ledger::entry::Appender {
+        uid: None,
+        username: "system:serviceaccount:kube-system:someone-else".into(),
+    });
+    let request = AppendRequest {
+        entry: claimed.canonical_bytes()?,
+    };
+    let status = refused(operator.append(request).await, Code::InvalidArgument)?;
+    assert!(
+        status.message().contains("appender"),
+        "{}",
+        status.message()
+    );
     let mut timed = weights(&f.a, "m5", 50);
     timed.time = Some(openmodel_ledger::entry::Timestamp::now());
     let request = AppendRequest {

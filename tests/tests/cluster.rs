@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use openmodel_ledger::entry::{Entry, EntryBody, Operation, Source};
 use openmodel_ledger::note::Signer;
+use openmodel_ledger_service::DEFAULT_TOKEN_AUDIENCE;
 use openmodel_tests::cluster::{Cluster, HttpFolder, NODE_IP, kubectl, workspace_binary};
 use openmodel_tests::helm::{chart_dir, helm};
 use openmodel_tests::workspace;
@@ -492,7 +493,8 @@ fn a_model_applied_with_kubectl_serves_a_triton_client_and_the_ledger_tells_its_
     let token = |account: &str, ns: &str| {
         run(cluster
             .kubectl()
-            .args(["create", "token", account, "-n", ns]))
+            .args(["create", "token", account, "-n", ns])
+            .args(["--audience", DEFAULT_TOKEN_AUDIENCE]))
     };
     // The log's verifier key, as its operator publishes it to auditors: the
     // public half of the key the chart generated.

@@ -769,7 +769,12 @@ fn recorded_history(ns: &str, generations: i64) -> Result<Vec<Entry>> {
     let mut previous = None;
     for generation in 1..=generations {
         let model = at_generation(ns, generation)?;
-        entries.extend(spec_entries(&model, previous.as_ref(), "test-cluster"));
+        entries.extend(spec_entries(
+            &model,
+            previous.as_ref(),
+            Vec::new(),
+            "test-cluster",
+        ));
         previous = Some(spec_document(&model.spec));
     }
     Ok(entries)
@@ -824,7 +829,12 @@ async fn a_spec_history_of_20_000_generations_is_read_back_through_the_ledger_se
     // The next generation is recorded against it, and read back.
     let next = at_generation(&ns, GENERATIONS + 1)?;
     journal
-        .record_all(spec_entries(&next, recorded.as_ref(), "test-cluster"))
+        .record_all(spec_entries(
+            &next,
+            recorded.as_ref(),
+            Vec::new(),
+            "test-cluster",
+        ))
         .await?;
     let started = Instant::now();
     let recorded = journal

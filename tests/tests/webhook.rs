@@ -23,6 +23,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, PostParams};
+use openmodel_history::confirm::Confirmations;
 use openmodel_ledger::entry::{EntryBody, Operation, Source};
 use openmodel_ledger::store::StoredEntry;
 use openmodel_operator::journal::LedgerLocation;
@@ -328,6 +329,24 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
         )
     );
 
+    // alice creates the model again: the webhook admits and records the
+    // CREATE, then the API server refuses it (the name is taken). The
+    // controller confirms every admission that took effect (its entries
+    // name them), never that one: it shows as unconfirmed.
+    let output = kubectl(
+        control_plane,
+        &alice,
+        &["create", "-n", &ns, "-f", EXAMPLE_PATH],
+    )?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && stderr.contains("already exists"),
+        "a second create of the same name must be refused: {stderr}"
+    );
+    let entries = wait_for_admissions(&ledger, &ns, 6).await?;
+    assert_eq!(summary(&entries[5]).1, Operation::Create);
+    wait_for_confirmations(&ledger, &ns, &[entries[5].index]).await?;
+
     // Someone on the network posts an AdmissionReview naming alice: without
     // the API server's client certificate it is refused at the handshake,
     // with a certificate the cluster CA signed for a user too.
@@ -357,7 +376,7 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     assert_eq!(status, 400, "{body}");
     assert_eq!(
         admissions(&ledger, &ns)?.len(),
-        5,
+        6,
         "a forged review must append nothing"
     );
 
@@ -367,8 +386,8 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
         &bob,
         &["delete", "openmodel", "minilm", "-n", &ns, "--wait=false"],
     )?)?;
-    let entries = wait_for_admissions(&ledger, &ns, 6).await?;
-    let (user, operation, _) = summary(&entries[5]);
+    let entries = wait_for_admissions(&ledger, &ns, 7).await?;
+    let (user, operation, _) = summary(&entries[6]);
     assert_eq!((user.as_str(), operation), ("bob", Operation::Delete));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !ledger_entries(&ledger, &ns, Some("minilm"))?
@@ -399,6 +418,27 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     assert_eq!(admissions(&ledger, &ns)?.len(), before);
     webhooks.delete(&configuration, &Default::default()).await?;
     Ok(())
+}
+
+/// Waits (at most 30 s) until the admission entries about `ns` that no
+/// controller entry confirms are exactly `left`.
+async fn wait_for_confirmations(ledger: &Path, ns: &str, left: &[u64]) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut confirmations = Confirmations::default();
+        for entry in ledger_entries(ledger, ns, None)? {
+            confirmations.read(&entry);
+        }
+        let unconfirmed: Vec<u64> = confirmations.unconfirmed().collect();
+        if unconfirmed == left {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "after 30 s the unconfirmed admissions are {unconfirmed:?}, not {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// An AdmissionReview as the API server would send it for alice's change

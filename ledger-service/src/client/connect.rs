@@ -34,6 +34,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status};
 
+use crate::limits::MAX_MESSAGE_BYTES;
 use crate::{Error, Result};
 use openmodel_ledger::entry::Entry;
 use openmodel_ledger::store::StoredEntry;
@@ -143,8 +144,15 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The most a client sends in one request: an append carries one entry of
+/// at most 64 KiB.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
 /// Connects to the service at `endpoint` (`https://host:port`), trusting
-/// the CA certificates in `ca_pem` (PEM) for its serving certificate.
+/// the CA certificates in `ca_pem` (PEM) for its serving certificate. The
+/// client accepts answers of up to [`MAX_MESSAGE_BYTES`] (the service keeps
+/// its pages within its `--max-response-bytes`, which may not exceed that)
+/// and sends requests of up to [`MAX_REQUEST_BYTES`].
 pub async fn connect(
     endpoint: &str,
     ca_pem: &[u8],
@@ -182,7 +190,9 @@ pub async fn connect_expecting(
         .connect()
         .await
         .map_err(|e| failed(&e))?;
-    Ok(AuditServiceClient::with_interceptor(channel, credentials))
+    Ok(AuditServiceClient::with_interceptor(channel, credentials)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES))
 }
 
 /// The request that appends `entry`, which must be valid and carry no time
@@ -249,6 +259,7 @@ mod tests {
         use openmodel_ledger::entry::{EntryBody, KeyEvent, LedgerKey, Source, Timestamp};
 
         let mut entry = Entry {
+            appender: None,
             time: None,
             cluster: "c".into(),
             object: None,

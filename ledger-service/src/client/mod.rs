@@ -34,8 +34,8 @@ use openmodel_ledger::store::StoredEntry;
 
 pub(crate) use connect::error_chain;
 pub use connect::{
-    AuditClient, Credentials, TOKEN_FILE_REFRESH, append_request, connect, connect_expecting,
-    stored_entry,
+    AuditClient, Credentials, MAX_REQUEST_BYTES, TOKEN_FILE_REFRESH, append_request, connect,
+    connect_expecting, stored_entry,
 };
 pub use local::LocalLog;
 pub(crate) use local::read_blocking;
@@ -101,7 +101,8 @@ pub trait AuditLog: Send + Sync {
     fn append(&self, entry: Entry) -> BoxFuture<'_, Result<Appended>>;
 
     /// One page of `query` (at most [`MAX_LIMIT`] entries), against the
-    /// latest checkpoint.
+    /// latest checkpoint. The ledger service may stop a page early to keep
+    /// its answer within its size limit; `next` then says where to go on.
     fn query(&self, query: Query) -> BoxFuture<'_, Result<Page>>;
 
     /// The latest signed checkpoint.

@@ -221,6 +221,7 @@ impl Ledger {
         let key = signer.verifier().to_string();
         let ledger = Self::open(path, signer, OpenCheck::Quick)?;
         ledger.append(Entry {
+            appender: None,
             time: None,
             cluster: cluster.to_owned(),
             object: None,

@@ -72,6 +72,7 @@ pub fn digest(n: u64) -> String {
 /// A `weights.verified` entry for model `ns/name` with digest `n`.
 pub fn weights(ns: &str, name: &str, n: u64) -> Entry {
     Entry {
+        appender: None,
         time: None,
         cluster: "test-cluster".into(),
         object: Some(object(ns, name)),
@@ -89,6 +90,7 @@ pub fn weights(ns: &str, name: &str, n: u64) -> Entry {
 /// A `spec.changed` entry by `user`.
 pub fn spec_change(ns: &str, name: &str, user: &str, replicas: u64) -> Entry {
     Entry {
+        appender: None,
         time: None,
         cluster: "test-cluster".into(),
         object: Some(object(ns, name)),
@@ -105,6 +107,7 @@ pub fn spec_change(ns: &str, name: &str, user: &str, replicas: u64) -> Entry {
             patch: vec![
                 serde_json::json!({"op": "replace", "path": "/spec/runtime/replicas", "value": replicas}),
             ],
+            confirms: Vec::new(),
             request_uid: None,
         }),
     }
@@ -113,6 +116,7 @@ pub fn spec_change(ns: &str, name: &str, user: &str, replicas: u64) -> Entry {
 /// A `dataset.referenced` entry.
 pub fn dataset(ns: &str, name: &str, uri: &str) -> Entry {
     Entry {
+        appender: None,
         time: None,
         cluster: "test-cluster".into(),
         object: Some(object(ns, name)),

@@ -91,6 +91,17 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub revision: Option<String>,
+    /// The most the model's files may take, as a Kubernetes quantity of
+    /// bytes (`500Mi`, `20Gi`, `1G`): the fetch refuses a source that holds
+    /// more, and the pod's weights volume is given that size (an `emptyDir`
+    /// `sizeLimit`, with a little room beside it), so no source can fill the
+    /// node's disk. Default 20Gi.
+    #[x_kube(validation = Rule::new(
+        "self.matches('^[1-9][0-9]{0,15}(Ki|Mi|Gi|Ti|k|M|G|T)?$')"
+    ).message("size must be a whole number of bytes with an optional unit: Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T (powers of 1000), e.g. 500Mi"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 18))]
+    pub size: Option<String>,
 }
 
 /// What a model computes.

@@ -25,7 +25,7 @@ use kube::ResourceExt;
 use openmodel_contract::{fetch, flag, serve};
 use sha2::{Digest, Sha256};
 
-use super::quantity::whole_cpus;
+use super::quantity::{bytes, whole_cpus};
 use super::{GRPC_PORT, METRICS_PORT, labels, owned_metadata, selector_labels};
 use crate::crd::{OpenModel, OpenModelSpec};
 
@@ -59,6 +59,27 @@ const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// liveness probe takes over.
 const STARTUP_PERIOD_SECONDS: i32 = 10;
 const STARTUP_FAILURE_THRESHOLD: i32 = 60;
+
+/// The most a model's files may take when its spec gives no `size`.
+pub const DEFAULT_MODEL_SIZE: u64 = 20 << 30;
+
+/// Room on the weights volume beside the model's files (the fetch's
+/// listing and partial files): a sixteenth of the size, at least 64 MiB.
+fn volume_room(size: u64) -> u64 {
+    (size / 16).max(64 << 20)
+}
+
+/// The bytes `model`'s files may take: its `size`, or
+/// [`DEFAULT_MODEL_SIZE`] (the CRD refuses a `size` this cannot read).
+pub fn model_size(model: &OpenModel) -> u64 {
+    model
+        .spec
+        .model
+        .size
+        .as_deref()
+        .and_then(bytes)
+        .unwrap_or(DEFAULT_MODEL_SIZE)
+}
 
 /// How long a rollout may make no progress before the Deployment reports
 /// `ProgressDeadlineExceeded` (fetching large weights takes a while).
@@ -136,7 +157,11 @@ fn pod_template(model: &OpenModel) -> PodTemplateSpec {
         spec: Some(PodSpec {
             init_containers: Some(vec![fetch_container(model)]),
             containers: vec![server_container(model)],
-            volumes: Some(vec![empty_dir("model"), empty_dir("tmp"), podinfo()]),
+            volumes: Some(vec![
+                sized_empty_dir("model", model_size(model)),
+                empty_dir("tmp"),
+                podinfo(),
+            ]),
             automount_service_account_token: Some(false),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
@@ -170,6 +195,8 @@ fn fetch_container(model: &OpenModel) -> Container {
         model.spec.model.digest.clone().unwrap_or_default(),
         flag(fetch::TERMINATION_LOG),
         "/dev/termination-log".into(),
+        flag(fetch::MAX_BYTES),
+        model_size(model).to_string(),
     ];
     Container {
         name: FETCH_CONTAINER.into(),
@@ -372,6 +399,19 @@ fn empty_dir(name: &str) -> Volume {
     }
 }
 
+/// An `emptyDir` for `size` bytes of files: its `sizeLimit` is the size and
+/// a little room (the kubelet evicts a pod that writes more).
+fn sized_empty_dir(name: &str, size: u64) -> Volume {
+    let limit = size.saturating_add(volume_room(size));
+    Volume {
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(limit.to_string())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..empty_dir(name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +470,33 @@ mod tests {
         let startup = server.startup_probe.as_ref().unwrap();
         let budget = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
         assert!(budget >= 600, "startup budget {budget}s");
+    }
+
+    #[test]
+    fn the_weights_volume_and_the_fetch_are_bounded_by_the_model_size() {
+        let limit = |d: &Deployment| {
+            let volume = &pod_spec(d).volumes.as_ref().unwrap()[0];
+            assert_eq!(volume.name, "model");
+            let quantity = volume.empty_dir.as_ref().unwrap().size_limit.clone();
+            quantity.unwrap().0.parse::<u64>().unwrap()
+        };
+        let max_bytes = |d: &Deployment| {
+            let fetch = &pod_spec(d).init_containers.as_ref().unwrap()[0];
+            arg_after(fetch, "--max-bytes")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        // No size: 20 GiB, and a sixteenth more of room.
+        let d = deployment(&model());
+        assert_eq!(max_bytes(&d), 20 << 30);
+        assert_eq!(limit(&d), (20 << 30) + (20 << 30) / 16);
+        // A small model: its size and at least 64 MiB of room.
+        let mut small = model();
+        small.spec.model.size = Some("100Mi".into());
+        let d = deployment(&small);
+        assert_eq!(max_bytes(&d), 100 << 20);
+        assert_eq!(limit(&d), (100 << 20) + (64 << 20));
     }
 
     #[test]

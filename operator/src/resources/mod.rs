@@ -90,6 +90,7 @@ pub(crate) mod fixtures {
                     task: Task::Embedding,
                     digest: Some(DIGEST.into()),
                     revision: None,
+                    size: None,
                 },
                 provenance: None,
                 runtime: Runtime {

@@ -153,6 +153,7 @@ fn spec_changed(
     patch: Vec<Value>,
 ) -> Entry {
     Entry {
+        appender: None,
         time: None,
         cluster: cluster.to_string(),
         object: Some(object),
@@ -162,6 +163,7 @@ fn spec_changed(
         body: EntryBody::SpecChanged(SpecChanged {
             operation,
             patch,
+            confirms: Vec::new(),
             request_uid: None,
         }),
     }
