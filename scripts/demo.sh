@@ -163,8 +163,24 @@ kubectl -n "$ns" get openmodel,deployment,service,pods
 
 step "A request through the Service, with the unmodified Triton client"
 service_ip=$(kubectl -n "$ns" get service minilm -o jsonpath='{.spec.clusterIP}')
-.cache/venv-client/bin/python examples/clients/embed.py "$service_ip:8001" minilm \
-  "A man is eating food." "A man is eating a piece of bread."
+# Retried for up to a minute, as a client would: on a second run the cluster
+# restarts with the model's old status (Ready) while its pod and the
+# Service's rules are still coming back.
+client_log=$(mktemp)
+for attempt in $(seq 1 30); do
+  if .cache/venv-client/bin/python examples/clients/embed.py "$service_ip:8001" minilm \
+    "A man is eating food." "A man is eating a piece of bread." 2>"$client_log"; then
+    break
+  fi
+  if [ "$attempt" = 30 ]; then
+    cat "$client_log" >&2
+    echo "the model did not answer through its Service within 60 s" >&2
+    exit 1
+  fi
+  echo "  the Service did not answer yet ($(tail -n 1 "$client_log" | cut -c1-120)); again in 2 s"
+  sleep 2
+done
+rm -f "$client_log"
 
 step "bob: scale minilm to 2 replicas"
 kubectl --kubeconfig "$bob" -n "$ns" scale openmodel minilm --replicas=2

@@ -22,11 +22,16 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use openmodel_history::confirm::Confirmations;
-use openmodel_ledger::entry::{EntryBody, Operation, Source};
-use openmodel_ledger::store::StoredEntry;
+use openmodel_ledger::Ledger;
+use openmodel_ledger::entry::{EntryBody, Operation, Source, WeightsVerified};
+use openmodel_ledger::note::Signer;
+use openmodel_ledger::store::{OpenCheck, StoredEntry};
+use openmodel_operator::crd::OpenModel;
 use openmodel_operator::journal::LedgerLocation;
+use openmodel_operator::webhook::review::change_key;
 use openmodel_operator::webhook::{CertificateSource, PATH, WebhookConfig};
 use openmodel_runtime::https::ClientAuth;
 use openmodel_tests::operator::{
@@ -290,6 +295,29 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
         entries[2].entry.actor
     );
 
+    // Someone who could write to the ledger claims the dedupe key of
+    // carol's next change first, with an entry that records something
+    // else: the change is refused with a message naming that entry, never
+    // admitted as if the claim recorded it.
+    let claimed = claim_next_change_key(&client, &ns, &ledger, &entries[2]).await?;
+    let six = r#"{"spec":{"runtime":{"replicas":6}}}"#;
+    let output = kubectl_patch(
+        control_plane,
+        control_plane.kubeconfig(),
+        &ns,
+        six,
+        &["--as", "carol", "--as-group", EDITORS],
+    )?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success()
+            && stderr.contains(&format!(
+                "already used by a different entry at index {claimed}"
+            ))
+            && stderr.contains(&format!("openmodel audit show {claimed}")),
+        "a change whose key was claimed must be refused, naming the claim: {stderr}"
+    );
+
     // A dry run, and a change the API server refuses (CEL: replicas ≥ 0),
     // are not recorded.
     let dry = r#"{"spec":{"runtime":{"replicas":5}}}"#;
@@ -418,6 +446,48 @@ async fn the_ledger_says_who_changed_what_before_it_is_admitted() -> Result<()> 
     assert_eq!(admissions(&ledger, &ns)?.len(), before);
     webhooks.delete(&configuration, &Default::default()).await?;
     Ok(())
+}
+
+/// Appends to `ledger` (beside the operator, as a second writer would)
+/// an entry that is not a change under the dedupe key the webhook will give
+/// the change of the model's replicas to 6 by the user of `previous` (an
+/// admission entry of that user): the index of the claim.
+async fn claim_next_change_key(
+    client: &Client,
+    ns: &str,
+    ledger: &Path,
+    previous: &StoredEntry,
+) -> Result<u64> {
+    let model = Api::<OpenModel>::namespaced(client.clone(), ns)
+        .get("minilm")
+        .await?;
+    let actor = previous.entry.actor.clone().context("an actor")?;
+    let patch = vec![json!({"op": "replace", "path": "/spec/runtime/replicas", "value": 6})];
+    let key = change_key(
+        &model.uid().context("a uid")?,
+        &model.metadata.generation.unwrap_or(0).to_string(),
+        Operation::Update,
+        &actor,
+        &patch,
+    );
+    let key_file = ledger.with_file_name("ledger.key");
+    let signer: Signer = std::fs::read_to_string(&key_file)?.trim().parse()?;
+    let mut claim = previous.entry.clone();
+    claim.time = None;
+    claim.source = Source::Controller;
+    claim.actor = None;
+    claim.dedupe_key = Some(key);
+    claim.body = EntryBody::WeightsVerified(WeightsVerified {
+        digest: format!("sha256:{}", "c".repeat(64)),
+        pod: None,
+        source: "hf://someone/else@1".into(),
+    });
+    let ledger = ledger.to_owned();
+    let receipt = tokio::task::spawn_blocking(move || {
+        Ledger::open(&ledger, signer, OpenCheck::Quick)?.append(claim)
+    })
+    .await??;
+    Ok(receipt.index)
 }
 
 /// Waits (at most 30 s) until the admission entries about `ns` that no

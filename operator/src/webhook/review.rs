@@ -55,7 +55,13 @@ pub fn admission_entry(
     if object.namespace.is_empty() {
         object.namespace = request.namespace.clone().unwrap_or_default();
     }
-    let dedupe_key = change_key(model, request, operation, &actor, &patch);
+    let from = request
+        .old_object
+        .as_ref()
+        .and_then(|old| old.metadata.generation)
+        .unwrap_or(0);
+    let uid = model.uid().unwrap_or_default();
+    let dedupe_key = change_key(&uid, &from.to_string(), operation, &actor, &patch);
     Ok(spec_changed(
         cluster, object, actor, dedupe_key, operation, patch,
     ))
@@ -114,12 +120,12 @@ pub fn scale_entry(
         .as_ref()
         .and_then(|old| old.metadata.resource_version.clone())
         .unwrap_or_default();
-    let what = json!({"operation": Operation::Update, "actor": actor, "patch": patch});
-    let digest = Sha256::digest(what.to_string().as_bytes());
-    let dedupe_key = format!(
-        "{}/spec.changed/admission/scale/{from}/{}",
-        uid.unwrap_or_default(),
-        hex::encode(&digest[..16])
+    let dedupe_key = change_key(
+        uid.as_deref().unwrap_or_default(),
+        &format!("scale/{from}"),
+        Operation::Update,
+        &actor,
+        &patch,
     );
     Ok(spec_changed(
         cluster,
@@ -175,26 +181,22 @@ fn spec_changed(
 /// The API server calls the webhook again, with a new request uid, whenever
 /// it retries a write that lost a race (for example with the operator
 /// adding its finalizer), so the request uid cannot be the key. A change is
-/// instead named by what it starts from (the model's uid and the generation
-/// of the spec it changes) and what it is (the operation, who asks, and the
-/// patch): a retry repeats all of these, any other change differs in one.
-fn change_key(
-    model: &OpenModel,
-    request: &AdmissionRequest<OpenModel>,
+/// instead named by what it starts from (the model's `uid`, and `from`: the
+/// generation of the spec it changes, or `scale/<resourceVersion>` for a
+/// change through the scale subresource) and what it is (the operation, who
+/// asks, and the patch): a retry repeats all of these, any other change
+/// differs in one.
+pub fn change_key(
+    uid: &str,
+    from: &str,
     operation: Operation,
     actor: &Actor,
     patch: &[Value],
 ) -> String {
-    let from = request
-        .old_object
-        .as_ref()
-        .and_then(|old| old.metadata.generation)
-        .unwrap_or(0);
     let what = json!({"operation": operation, "actor": actor, "patch": patch});
     let digest = Sha256::digest(what.to_string().as_bytes());
     format!(
-        "{}/spec.changed/admission/{from}/{}",
-        model.uid().unwrap_or_default(),
+        "{uid}/spec.changed/admission/{from}/{}",
         hex::encode(&digest[..16])
     )
 }
