@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use kube::config::{AuthInfo, Kubeconfig};
+use openmodel_ledger_service::DEFAULT_TOKEN_AUDIENCE;
 use secrecy::ExposeSecret as _;
 
 use crate::cli::ServerArgs;
@@ -27,10 +28,16 @@ pub enum Token {
     None(String),
 }
 
-/// How to make a token (for the messages that say what to pass instead).
-const MAKE_ONE: &str = "pass --token \"$(kubectl create token <service-account> -n <namespace> \
-     --audience openmodel-ledger)\" or --token-file FILE, or use a kubeconfig context whose user \
-     has a token for the ledger's audience";
+/// How to make a token the ledger service takes (for the messages that say
+/// what to pass instead): one for its audience, by default
+/// [`DEFAULT_TOKEN_AUDIENCE`].
+pub fn make_one() -> String {
+    format!(
+        "pass --token \"$(kubectl create token <service-account> -n <namespace> --audience \
+         {DEFAULT_TOKEN_AUDIENCE})\", --token-file FILE or OPENMODEL_TOKEN, or use a kubeconfig \
+         context whose user has a token for the ledger's audience"
+    )
+}
 
 /// The token the command line and the kubeconfig give.
 pub fn token(args: &ServerArgs) -> Result<Token> {
@@ -124,7 +131,8 @@ fn user_token(auth: &AuthInfo) -> Result<Token> {
     let refused = |how: &str| -> Result<Token> {
         bail!(
             "authenticates with {how}, which the ledger service cannot check (it accepts bearer \
-             tokens, checked with a TokenReview): {MAKE_ONE}"
+             tokens, checked with a TokenReview): {}",
+            make_one()
         )
     };
     if auth.client_certificate.is_some() || auth.client_certificate_data.is_some() {

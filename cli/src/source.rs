@@ -255,16 +255,13 @@ impl Source {
         let what = format!("{} from {endpoint}: {message}", code_name(code));
         match (code, no_token) {
             (Code::Unauthenticated, Some(why)) => anyhow!(
-                "{what}\nNo bearer token was sent: {why}. Pass --token \"$(kubectl create \
-                 token <service-account> -n <namespace> --audience openmodel-ledger)\", \
-                 --token-file FILE or OPENMODEL_TOKEN, or use a kubeconfig context whose user \
-                 has a token for the ledger's audience."
+                "{what}\nNo bearer token was sent: {why}. To send one, {}.",
+                kubeconfig::make_one()
             ),
             (Code::Unauthenticated, None) => anyhow!(
-                "{what}\nThe token was refused: it may have expired, be for another \
-                 cluster, or be issued for another audience than the ledger's; get a new one \
-                 (kubectl create token <service-account> -n <namespace> --audience \
-                 openmodel-ledger)."
+                "{what}\nThe token was refused (the service says why above); to send another, \
+                 {}.",
+                kubeconfig::make_one()
             ),
             _ => anyhow!("{what}"),
         }

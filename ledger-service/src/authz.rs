@@ -108,6 +108,12 @@ pub trait Access: Send + Sync + 'static {
     /// Whether `user` may `get openmodels/audit` (group
     /// `serving.openmodel.dev`) in `scope`.
     fn may_read(&self, user: &User, scope: &Scope) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The audiences tokens are accepted for (empty: the authority's own),
+    /// for the message that tells a refused caller which token to get.
+    fn audiences(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// [`Access`] answered by the Kubernetes API server. The client's own
@@ -168,6 +174,10 @@ impl Access for KubeAccess {
             groups: info.groups.unwrap_or_default(),
             extra: info.extra.unwrap_or_default(),
         }))
+    }
+
+    fn audiences(&self) -> &[String] {
+        &self.audiences
     }
 
     async fn may_read(&self, user: &User, scope: &Scope) -> Result<bool> {
@@ -259,6 +269,20 @@ pub(crate) fn token_key(header: Option<&[u8]>) -> CallerKey {
     };
     let token = bearer_token(Some(raw)).map_or(raw, str::as_bytes);
     Sha256::digest(token).into()
+}
+
+/// Why a token was refused, and how to get one the service takes, for the
+/// `audiences` tokens are reviewed for (empty: the API server's own).
+fn refusal(audiences: &[String]) -> String {
+    let why = "the Kubernetes API server did not accept the bearer token (expired, revoked, or \
+               meant for another cluster";
+    match audiences.first() {
+        None => format!("{why}): get a new one, e.g. with `kubectl create token`"),
+        Some(first) => format!(
+            "{why}, or issued for another audience than this service's, {audiences:?}): get \
+             one for it, e.g. `kubectl create token <service-account> --audience {first}`"
+        ),
+    }
 }
 
 /// Answers remembered for a while: at most `capacity`, the oldest forgotten
@@ -404,15 +428,7 @@ impl<A: Access> Gate<A> {
                 }
             }
         };
-        user.ok_or_else(|| {
-            Error::Unauthenticated(
-                "the Kubernetes API server did not accept the bearer token for this service's \
-                 audiences (expired, revoked, meant for another cluster, or issued for another \
-                 audience): get one for the ledger, e.g. `kubectl create token <service-account> \
-                 --audience openmodel-ledger` (the service's --token-audience)"
-                    .into(),
-            )
-        })
+        user.ok_or_else(|| Error::Unauthenticated(refusal(self.access.audiences())))
     }
 
     /// Whether `user` has what `need` asks for; the refusal names the
@@ -711,6 +727,16 @@ mod tests {
             assert_eq!(caller.await.unwrap().unwrap().username, "bob");
         }
         assert_eq!(gate.access.asked.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_refused_token_is_told_which_audience_to_get() {
+        let ledger = refusal(&["openmodel-ledger".into(), "oidc-client".into()]);
+        assert!(
+            ledger.contains("--audience openmodel-ledger") && ledger.contains("oidc-client"),
+            "{ledger}"
+        );
+        assert!(!refusal(&[]).contains("--audience"), "{}", refusal(&[]));
     }
 
     #[test]

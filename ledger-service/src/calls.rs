@@ -83,6 +83,13 @@ impl CallLimiter {
     }
 }
 
+impl CallPermit {
+    /// Whether the call was let through uncounted: its caller may append.
+    pub(crate) fn is_exempt(&self) -> bool {
+        self.counted.is_none()
+    }
+}
+
 impl Drop for CallPermit {
     fn drop(&mut self) {
         let Some((limiter, caller)) = self.counted.take() else {
@@ -125,6 +132,7 @@ mod tests {
         );
         // Those who may append pass uncounted, even now.
         let exempt = limiter.start(carol, true).unwrap();
+        assert!(exempt.is_exempt() && !a1.is_exempt());
         assert_eq!(limiter.total(), 3);
         drop(exempt);
         assert_eq!(limiter.total(), 3);

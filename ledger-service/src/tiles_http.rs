@@ -251,11 +251,8 @@ async fn entry_bundle<A: Access>(
             shared.limits.max_bundle_requests
         )));
     };
-    let exempt = headers.get(AUTHORIZATION).is_some_and(|h| {
-        shared
-            .gate
-            .is_known_appender(&token_key(Some(h.as_bytes())))
-    });
+    // A bundle needs a token, so the request was admitted as a call.
+    let exempt = admitted.as_ref().is_some_and(CallPermit::is_exempt);
     let bytes = shared
         .paced_read(exempt, move |l| l.tile(resource), Vec::len)
         .await

@@ -25,10 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use openmodel_ledger::entry::{Entry, EntryBody, ObjectRef, Source, WeightsVerified};
+use openmodel_ledger::entry::{Entry, EntryBody};
 use openmodel_ledger_service::client::{AuditClient, Credentials, append_request};
 use openmodel_proto::audit::{EntryFilter, ListEntriesRequest, WatchEntriesRequest};
 use openmodel_tests::audit_access::{Grant, audit_reader};
+use openmodel_tests::entries::weights_verified;
 use openmodel_tests::{ControlPlane, LedgerProcess, create_namespace, service_account_user};
 use tonic::Code;
 
@@ -54,29 +55,14 @@ const MAX_APPEND_P99: Duration = Duration::from_millis(500);
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// A `weights.verified` entry about `namespace/model` whose source is
-/// padded to make the entry about [`ENTRY_BYTES`] long.
+/// padded with `padding` bytes, to make the entry about [`ENTRY_BYTES`] long.
 fn large_entry(namespace: &str, n: u64, padding: usize) -> Entry {
-    Entry {
-        appender: None,
-        time: None,
-        cluster: "test-cluster".into(),
-        object: Some(ObjectRef {
-            api_version: "serving.openmodel.dev/v1alpha1".into(),
-            generation: Some(1),
-            kind: "OpenModel".into(),
-            name: "model".into(),
-            namespace: namespace.into(),
-            uid: Some("uid-model".into()),
-        }),
-        actor: None,
-        source: Source::Controller,
-        dedupe_key: Some(format!("{namespace}/model/{n}")),
-        body: EntryBody::WeightsVerified(WeightsVerified {
-            digest: format!("sha256:{n:064x}"),
-            pod: None,
-            source: format!("hf://org/model@{n}#{}", "x".repeat(padding)),
-        }),
+    let mut entry = weights_verified(namespace, "model", n);
+    if let EntryBody::WeightsVerified(verified) = &mut entry.body {
+        verified.source.push('#');
+        verified.source.push_str(&"x".repeat(padding));
     }
+    entry
 }
 
 /// A small entry, as the operator appends them.

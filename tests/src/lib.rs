@@ -39,6 +39,7 @@ mod certs;
 pub mod cluster;
 pub mod cluster_components;
 mod controlplane;
+pub mod entries;
 mod error;
 pub mod helm;
 mod identities;

@@ -16,7 +16,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use kube::Client;
 use openmodel_ledger::checkpoint::SignedCheckpoint;
-use openmodel_ledger::entry::{Entry, EntryBody, ObjectRef, Source, WeightsVerified};
 use openmodel_ledger::hash::leaf_hash;
 use openmodel_ledger::proof_file::TlogProof;
 use openmodel_ledger::tiles::{TileResource, bundles_for_size, tiles_for_size};
@@ -29,6 +28,7 @@ use openmodel_proto::audit::{
     GetInclusionProofRequest, ListEntriesRequest, LoggedEntry, WatchEntriesRequest,
 };
 use openmodel_tests::audit_access::{Grant, audit_reader};
+use openmodel_tests::entries::weights_verified;
 use openmodel_tests::{
     ControlPlane, LedgerService, create_namespace, service_account_token, service_account_user,
     serving_certificate,
@@ -39,31 +39,6 @@ async fn control_plane() -> &'static ControlPlane {
     ControlPlane::shared()
         .await
         .unwrap_or_else(|err| panic!("starting the control plane: {err}"))
-}
-
-/// A `weights.verified` entry for `namespace/name` with digest number `n`.
-fn weights(namespace: &str, name: &str, n: u64) -> Entry {
-    Entry {
-        appender: None,
-        time: None,
-        cluster: "test-cluster".into(),
-        object: Some(ObjectRef {
-            api_version: "serving.openmodel.dev/v1alpha1".into(),
-            generation: Some(1),
-            kind: "OpenModel".into(),
-            name: name.into(),
-            namespace: namespace.into(),
-            uid: Some(format!("uid-{namespace}-{name}")),
-        }),
-        actor: None,
-        source: Source::Controller,
-        dedupe_key: Some(format!("{namespace}/{name}/weights/{n}")),
-        body: EntryBody::WeightsVerified(WeightsVerified {
-            digest: format!("sha256:{n:064x}"),
-            pod: None,
-            source: format!("hf://org/{name}@{n}"),
-        }),
-    }
 }
 
 /// One test's world: two namespaces, a service on a seeded ledger.
@@ -85,11 +60,11 @@ impl Fixture {
         let a = create_namespace(&admin, &format!("{test}_a")).await?;
         let b = create_namespace(&admin, &format!("{test}_b")).await?;
         let entries = vec![
-            weights(&a, "m1", 1),
-            weights(&b, "m2", 2),
-            weights(&a, "m1", 3),
-            weights(&b, "m2", 4),
-            weights(&a, "m3", 5),
+            weights_verified(&a, "m1", 1),
+            weights_verified(&b, "m2", 2),
+            weights_verified(&a, "m1", 3),
+            weights_verified(&b, "m2", 4),
+            weights_verified(&a, "m3", 5),
         ];
         let append_users = appender
             .map(|name| service_account_user(&a, name))
@@ -290,7 +265,7 @@ async fn callers_without_a_token_or_the_permission_are_refused() -> Result<()> {
         )?;
         refused(
             client
-                .append(append_request(&weights(&f.a, "m9", 9))?)
+                .append(append_request(&weights_verified(&f.a, "m9", 9))?)
                 .await,
             Code::Unauthenticated,
         )?;
@@ -482,7 +457,7 @@ async fn appends_are_for_the_appender_only_and_idempotent() -> Result<()> {
     let operator_token = f.identity("operator", Grant::Nowhere).await?;
     let mut auditor = f.client(Some(&auditor_token)).await?;
     let mut operator = f.client(Some(&operator_token)).await?;
-    let entry = weights(&f.a, "m4", 40);
+    let entry = weights_verified(&f.a, "m4", 40);
 
     // Reading everything is no licence to write.
     let status = refused(
@@ -518,7 +493,7 @@ async fn appends_are_for_the_appender_only_and_idempotent() -> Result<()> {
     assert_eq!((again.index, again.tree_size, again.existing), (6, 7, true));
     assert_eq!(again.leaf_hash, first.leaf_hash);
     // The same key for other content is a conflict.
-    let mut other = weights(&f.a, "m4", 41);
+    let mut other = weights_verified(&f.a, "m4", 41);
     other.dedupe_key = entry.dedupe_key.clone();
     let status = refused(
         operator.append(append_request(&other)?).await,
@@ -538,7 +513,7 @@ async fn appends_are_for_the_appender_only_and_idempotent() -> Result<()> {
     }
     // An entry that names its own appender is refused: only the service
     // writes it.
-    let mut claimed = weights(&f.a, "m6", 60);
+    let mut claimed = weights_verified(&f.a, "m6", 60);
     claimed.appender = Some(openmodel_ledger::entry::Appender {
         uid: None,
         username: "system:serviceaccount:kube-system:someone-else".into(),
@@ -552,7 +527,7 @@ async fn appends_are_for_the_appender_only_and_idempotent() -> Result<()> {
         "{}",
         status.message()
     );
-    let mut timed = weights(&f.a, "m5", 50);
+    let mut timed = weights_verified(&f.a, "m5", 50);
     timed.time = Some(openmodel_ledger::entry::Timestamp::now());
     let request = AppendRequest {
         entry: timed.canonical_bytes()?,
@@ -602,11 +577,11 @@ async fn a_watch_follows_the_log_within_its_namespace() -> Result<()> {
 
     // ... then what is appended after the watch began, in A only.
     let b_entry = operator
-        .append(append_request(&weights(&f.b, "m2", 60))?)
+        .append(append_request(&weights_verified(&f.b, "m2", 60))?)
         .await?
         .into_inner();
     let a_entry = operator
-        .append(append_request(&weights(&f.a, "m1", 61))?)
+        .append(append_request(&weights_verified(&f.a, "m1", 61))?)
         .await?
         .into_inner();
     assert_eq!((b_entry.index, a_entry.index), (6, 7));
