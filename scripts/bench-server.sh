@@ -14,7 +14,7 @@ cargo build --quiet --release -p openmodel-server
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 target/release/openmodel-server serve --model-dir "$model" --model-name minilm \
-  --grpc-listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" --threads "$threads" >/dev/null 2>&1 &
+  --grpc-listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" --http-listen 127.0.0.1:0 --threads "$threads" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 ours=$("$client" tools/bench/server_bench.py client "127.0.0.1:$port" minilm)

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # Sourced by the scripts that download or build third-party things
 # (build-control-plane.sh, fetch-kwok.sh, fetch-helm.sh, fetch-model.sh,
-# fetch-triton-descriptors.sh, client-venv.sh, make-reference.sh, setup.sh):
+# fetch-smollm2.sh, fetch-triton-descriptors.sh, client-venv.sh,
+# make-reference.sh, make-generation-reference.sh, llamacpp-venv.sh,
+# setup.sh):
 # those live in a per-user cache outside the clone, so that a machine that
 # built them once (for any clone) does not build them again, while a new
 # machine still builds everything.
@@ -117,4 +119,37 @@ cache_wheel() {
     found="$wheels/${found##*/}"
   fi
   printf '%s\n' "${found%%$'\n'*}"
+}
+
+# cache_venv <who> <name> <requirements file> [<extra key text>]: prints the
+# path of a virtualenv in the cache with the pinned <requirements file>
+# installed, $OPENMODEL_CACHE/venv-<name>-<key>-py<python version>, where
+# <key> is 16 hex digits of the SHA-256 of the requirements file followed by
+# <extra key text> (e.g. build flags that the install depends on; the key is
+# the file's own SHA-256 when there is none). A venv holds its own absolute
+# path, so it is built in place, under a lock (cache_lock), with the full
+# SHA-256 written last to its stamp .requirements.sha256; a venv whose stamp
+# is missing or different (an interrupted install) is removed and built
+# again. The install's output goes to stderr; the environment (CMAKE_ARGS
+# and the like) is passed on to pip. <who> names the calling script.
+cache_venv() {
+  local who=$1 name=$2 reqs=$3 extra=${4-} want venv stamp
+  command -v python3 >/dev/null 2>&1 || { echo "$who: python3 is missing" >&2; return 1; }
+  [ -f "$reqs" ] || { echo "$who: $reqs is missing" >&2; return 1; }
+  want=$({ cat "$reqs"; printf '%s' "$extra"; } | sha256sum)
+  want=${want%% *}
+  venv="$OPENMODEL_CACHE/venv-$name-${want:0:16}-py$(cache_python_version)"
+  stamp="$venv/.requirements.sha256"
+  if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    cache_lock "$venv"
+    if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+      echo "$who: installing $reqs into $venv" >&2
+      rm -rf "$venv"
+      python3 -m venv "$venv" >&2
+      "$venv/bin/python" -m pip install --quiet --progress-bar off -r "$reqs" >&2 \
+        || { echo "$who: pip install -r $reqs failed (is the Python package index reachable?)" >&2; return 1; }
+      echo "$want" >"$stamp"
+    fi
+  fi
+  printf '%s\n' "$venv"
 }

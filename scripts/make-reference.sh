@@ -8,9 +8,10 @@
 # $OPENMODEL_CACHE/venv-reference-<hash of tools/reference/requirements.txt>-py<python version>,
 # linked from .cache/venv-reference. CI only reads the committed fixture.
 #
-# Idempotent: creates the virtualenv when missing (a new one when
-# tools/reference/requirements.txt changed; built in place under a lock, its
-# stamp written last, so an interrupted install is redone), fetches the model folder with
+# Idempotent: creates the virtualenv when missing (cache_venv in
+# scripts/cache-env.sh: a new one when tools/reference/requirements.txt
+# changed; built in place under a lock, its stamp written last, so an
+# interrupted install is redone), fetches the model folder with
 # scripts/fetch-model.sh (a no-op when present), runs
 # tools/reference/make_reference.py, and prints where the fixture went.
 # Nothing is downloaded from a model hub (HF_HUB_OFFLINE=1): the model is
@@ -24,19 +25,7 @@ root=$PWD
 reqs="tools/reference/requirements.txt"
 out="server/tests/fixtures/minilm_reference.json"
 
-want=$(sha256sum "$reqs" | cut -d' ' -f1)
-real_venv="$OPENMODEL_CACHE/venv-reference-${want:0:16}-py$(cache_python_version)"
-stamp="$real_venv/.requirements.sha256"
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  cache_lock "$real_venv"
-  if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-    echo "make-reference: installing $reqs into $real_venv (PyTorch: a large download)" >&2
-    rm -rf "$real_venv"
-    python3 -m venv "$real_venv"
-    "$real_venv/bin/python" -m pip install --quiet --progress-bar off -r "$reqs" >&2
-    echo "$want" >"$stamp"
-  fi
-fi
+real_venv=$(cache_venv make-reference reference "$reqs")
 cache_link "$root/.cache/venv-reference" "$real_venv"
 venv=".cache/venv-reference"
 

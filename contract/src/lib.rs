@@ -31,6 +31,11 @@ pub fn flag(name: &str) -> String {
 /// `--grpc-listen` port and the one the operator's Service and probes use.
 pub const GRPC_PORT: u16 = 8001;
 
+/// The OpenAI-compatible HTTP port of text-generation servers: the
+/// server's default `--http-listen` port (vLLM's) and the one the
+/// operator's Service exposes.
+pub const HTTP_PORT: u16 = 8000;
+
 /// The Prometheus port (`GET /metrics`): the server's default
 /// `--metrics-listen` port and the one the operator's Service exposes.
 pub const METRICS_PORT: u16 = 9090;
@@ -58,6 +63,10 @@ pub mod serve {
     pub const GRPC_LISTEN: &str = "grpc-listen";
     /// The Prometheus metrics address (`host:port`).
     pub const METRICS_LISTEN: &str = "metrics-listen";
+    /// The OpenAI-compatible HTTP API's address.
+    pub const HTTP_LISTEN: &str = "http-listen";
+    /// What the model does: `auto`, `embeddings` or `text-generation`.
+    pub const TASK: &str = "task";
     /// The downward-API file of the pod's annotations, followed for
     /// [`WEIGHTS_ENTRY_ANNOTATION`](crate::WEIGHTS_ENTRY_ANNOTATION).
     pub const POD_ANNOTATIONS: &str = "pod-annotations";
@@ -117,6 +126,12 @@ pub mod response {
     /// ModelMetadata response header (decimal): the ledger index of the
     /// `weights.verified` entry of the served weights, once known.
     pub const LEDGER_INDEX_HEADER: &str = "ledger-index";
+    /// HTTP response header of the OpenAI-compatible API: the manifest
+    /// digest of the served weights.
+    pub const HTTP_DIGEST_HEADER: &str = "x-openmodel-model-digest";
+    /// HTTP response header of the OpenAI-compatible API (decimal): the
+    /// ledger index of the `weights.verified` entry, once known.
+    pub const HTTP_LEDGER_INDEX_HEADER: &str = "x-openmodel-ledger-index";
 }
 
 /// The manifest digest that names a model's weights: its forms, one per

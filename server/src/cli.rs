@@ -7,14 +7,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use openmodel_contract::{GRPC_PORT, METRICS_PORT, fetch, serve};
+use openmodel_contract::{GRPC_PORT, HTTP_PORT, METRICS_PORT, fetch, serve};
 use openmodel_runtime::logging::LogArgs;
 
 use crate::Result;
 use crate::batching::Limits;
+use crate::generate::engine::EngineLimits;
+use crate::generate::params::{self, GenerationBounds};
 use crate::limits::{self, RequestLimits};
 use crate::model::engine::Engine;
-use crate::server::Config;
+use crate::server::{Config, GenerationConfig, TaskChoice};
 
 /// OpenModel's data plane: fetch and verify model weights, and serve them.
 ///
@@ -82,6 +84,25 @@ pub struct ServeArgs {
         default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, GRPC_PORT))
     )]
     pub grpc_listen: SocketAddr,
+    /// What the model does. `auto`: text generation for a folder holding a
+    /// .gguf file or whose config.json names a *ForCausalLM architecture,
+    /// embeddings otherwise.
+    #[arg(long = serve::TASK, env = "OPENMODEL_TASK", value_enum, default_value_t = TaskChoice::Auto)]
+    pub task: TaskChoice,
+    /// OpenAI-compatible HTTP API address (/v1/completions,
+    /// /v1/chat/completions, /v1/embeddings, /v1/models).
+    #[arg(
+        long = serve::HTTP_LISTEN,
+        env = "OPENMODEL_HTTP_LISTEN",
+        default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, HTTP_PORT))
+    )]
+    pub http_listen: SocketAddr,
+    /// Most bytes of one HTTP request body; more answers 413.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_http_body_bytes: usize,
+    /// Text generation.
+    #[command(flatten)]
+    pub generation: GenerationArgs,
     /// Prometheus metrics address (GET /metrics; also /healthz and /readyz).
     #[arg(
         long = serve::METRICS_LISTEN,
@@ -155,6 +176,65 @@ pub struct ServeArgs {
     pub log: LogArgs,
 }
 
+/// The text-generation engine's limits (vLLM's flag names where vLLM has
+/// one).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Text generation")]
+pub struct GenerationArgs {
+    /// Sequences generated at once (the running batch).
+    #[arg(long, default_value_t = 32)]
+    pub max_num_seqs: usize,
+    /// Tokens one forward pass processes: one per running sequence, the
+    /// rest for chunks of prompts, so long prompts never stall streams.
+    #[arg(long, default_value_t = 256)]
+    pub max_num_batched_tokens: usize,
+    /// Requests waiting for room in the batch; more answer
+    /// RESOURCE_EXHAUSTED (HTTP 429).
+    #[arg(long, default_value_t = 256)]
+    pub max_waiting_requests: usize,
+    /// Bytes of KV cache all sequences may hold. Each request reserves
+    /// room for its prompt and max_tokens when it starts; requests wait
+    /// while the budget is full, and one that could never fit is refused.
+    #[arg(long, default_value_t = 2 << 30)]
+    pub kv_cache_bytes: usize,
+    /// Longest prompt, in tokens.
+    #[arg(long, default_value_t = 8192)]
+    pub max_prompt_tokens: usize,
+    /// Most tokens one request may generate (and what max_tokens: null
+    /// asks for, within the model's context).
+    #[arg(long = params::MAX_NEW_TOKENS, default_value_t = params::DEFAULT_MAX_NEW_TOKENS)]
+    pub max_new_tokens: u32,
+    /// Most stop strings in one request.
+    #[arg(long = params::MAX_STOP_STRINGS, default_value_t = params::DEFAULT_MAX_STOP_STRINGS)]
+    pub max_stop_strings: usize,
+    /// Most bytes of one stop string.
+    #[arg(long = params::MAX_STOP_STRING_BYTES, default_value_t = params::DEFAULT_MAX_STOP_STRING_BYTES)]
+    pub max_stop_string_bytes: usize,
+    /// Most stop token ids in one request.
+    #[arg(long = params::MAX_STOP_TOKEN_IDS, default_value_t = params::DEFAULT_MAX_STOP_TOKEN_IDS)]
+    pub max_stop_token_ids: usize,
+}
+
+impl GenerationArgs {
+    fn config(&self) -> GenerationConfig {
+        GenerationConfig {
+            engine: EngineLimits {
+                max_sequences: self.max_num_seqs,
+                max_waiting: self.max_waiting_requests,
+                max_batched_tokens: self.max_num_batched_tokens,
+                kv_cache_bytes: self.kv_cache_bytes,
+            },
+            bounds: GenerationBounds {
+                max_tokens: self.max_new_tokens,
+                max_stop_strings: self.max_stop_strings,
+                max_stop_string_bytes: self.max_stop_string_bytes,
+                max_stop_token_ids: self.max_stop_token_ids,
+            },
+            max_prompt_tokens: self.max_prompt_tokens,
+        }
+    }
+}
+
 /// clap's parser for --ledger-index: the same rules as the pod annotation.
 fn parse_ledger_index(text: &str) -> Result<u64, String> {
     crate::provenance::parse_index(text).map_err(|e| e.to_string())
@@ -173,6 +253,10 @@ impl ServeArgs {
         let threads = self.threads();
         Ok(Config {
             threads,
+            task: self.task,
+            http_listen: self.http_listen,
+            max_http_body_bytes: self.max_http_body_bytes,
+            generation: self.generation.config(),
             engine: Engine::parse(&self.device)?,
             model_dir: self.model_dir,
             expect_digest: self.expect_digest,

@@ -37,6 +37,7 @@ use std::time::Instant;
 use openmodel_contract::response::{
     DIGEST_HEADER, DIGEST_PARAMETER, LEDGER_INDEX_HEADER, LEDGER_INDEX_PARAMETER,
 };
+use openmodel_proto::inference::ModelStreamInferResponse;
 use openmodel_proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use openmodel_proto::inference::infer_parameter::ParameterChoice;
 use openmodel_proto::inference::model_infer_request::InferInputTensor;
@@ -48,11 +49,22 @@ use openmodel_proto::inference::{
     ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     ServerReadyResponse,
 };
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::Error;
-use crate::inference::{EmbedOptions, Embeddings, Inference};
+use crate::generate::engine::Event;
+use crate::generate::params::SamplingParams;
+use crate::inference::{EmbedOptions, Embeddings, Inference, Prompt, ServedTask, Stream};
 use crate::limits::RequestLimits;
+
+pub mod generation;
+
+/// Responses of one ModelStreamInfer call waiting to be sent; beyond it
+/// the requests' tasks wait for the client to read.
+const STREAM_BUFFER: usize = 64;
 
 /// Name of the input tensor.
 pub const INPUT: &str = "text";
@@ -185,21 +197,40 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = req.into_inner();
         self.core.check_model(&r.name, &r.version).map_err(status)?;
-        let dim = self.core.dimension().map_err(status)? as i64;
+        let (inputs, outputs) = match self.core.task().map_err(status)? {
+            ServedTask::Embedding => {
+                let dim = self.core.dimension().map_err(status)? as i64;
+                (
+                    vec![TensorMetadata {
+                        name: INPUT.into(),
+                        datatype: "BYTES".into(),
+                        shape: vec![-1],
+                    }],
+                    vec![TensorMetadata {
+                        name: OUTPUT.into(),
+                        datatype: "FP32".into(),
+                        shape: vec![-1, dim],
+                    }],
+                )
+            }
+            ServedTask::Generation => {
+                let one = |(name, datatype): &(&str, &str)| TensorMetadata {
+                    name: (*name).into(),
+                    datatype: (*datatype).into(),
+                    shape: vec![1],
+                };
+                (
+                    generation::INPUTS.iter().map(one).collect(),
+                    generation::OUTPUTS.iter().map(one).collect(),
+                )
+            }
+        };
         let mut resp = Response::new(ModelMetadataResponse {
             name: self.core.model_name().to_owned(),
             versions: vec!["1".into()],
             platform: "openmodel".into(),
-            inputs: vec![TensorMetadata {
-                name: INPUT.into(),
-                datatype: "BYTES".into(),
-                shape: vec![-1],
-            }],
-            outputs: vec![TensorMetadata {
-                name: OUTPUT.into(),
-                datatype: "FP32".into(),
-                shape: vec![-1, dim],
-            }],
+            inputs,
+            outputs,
         });
         if let Ok(v) = self.core.digest().parse() {
             resp.metadata_mut().insert(DIGEST_HEADER, v);
@@ -224,6 +255,37 @@ impl GrpcInferenceService for InferenceService {
         self.core.metrics().request(&outcome, started.elapsed());
         result.map(Response::new)
     }
+
+    async fn model_stream_infer(
+        &self,
+        req: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<BoxStream<ModelStreamInferResponse>>, Status> {
+        let mut requests = req.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let service = self.clone();
+        tokio::spawn(async move {
+            // Each request runs on its own task; the stream ends once the
+            // client has sent its last request and every answer is out.
+            loop {
+                let next = tokio::select! {
+                    next = requests.message() => next,
+                    () = tx.closed() => return,
+                };
+                match next {
+                    Ok(Some(r)) => {
+                        let (service, tx) = (service.clone(), tx.clone());
+                        tokio::spawn(async move { service.stream_one(r, tx).await });
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 }
 
 /// `InvalidArgument` → `invalid_argument`.
@@ -239,13 +301,24 @@ fn status_label(code: tonic::Code) -> String {
 }
 
 impl InferenceService {
-    /// ModelInfer: admit, check the model, decode, embed, encode.
+    /// ModelInfer: admit, check the model, decode, embed (or generate),
+    /// encode.
     async fn infer(&self, r: ModelInferRequest) -> Result<ModelInferResponse, Status> {
-        let _permit = self.core.admit().map_err(status)?;
+        let permit = self.core.admit().map_err(status)?;
         self.core
             .check_model(&r.model_name, &r.model_version)
             .map_err(status)?;
         self.core.check_loaded().map_err(status)?;
+        if self.core.task().map_err(status)? == ServedTask::Generation {
+            let (call, stream) = self.start_generation(permit, &r).await?;
+            if call.stream {
+                return Err(Status::invalid_argument(
+                    "stream is true: streamed generation needs ModelStreamInfer (tritonclient's start_stream and async_stream_infer); send stream false for one answer",
+                ));
+            }
+            return self.whole(&r, &call, stream).await;
+        }
+        let _permit = permit;
         let texts = decode_texts(&r, self.core.request_limits())?;
         let options = EmbedOptions {
             truncate: bool_param(&r.parameters, "truncate")?.unwrap_or(false),
@@ -256,14 +329,189 @@ impl InferenceService {
         Ok(self.encode(r.id, count, embeddings))
     }
 
-    /// The response: the embeddings as little-endian f32 in
-    /// `raw_output_contents[0]`, and the provenance parameters.
-    fn encode(&self, id: String, count: usize, embeddings: Embeddings) -> ModelInferResponse {
-        let raw = embeddings
-            .values
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
+    /// One request of a ModelStreamInfer call: its answers (or its error,
+    /// in `error_message`, the stream staying open) go to `tx`.
+    async fn stream_one(
+        &self,
+        r: ModelInferRequest,
+        tx: mpsc::Sender<Result<ModelStreamInferResponse, Status>>,
+    ) {
+        let started = Instant::now();
+        let outcome = self.stream_answers(&r, &tx).await;
+        let label = match &outcome {
+            Ok(()) => "success".to_owned(),
+            Err(s) => status_label(s.code()),
+        };
+        self.core.metrics().request(&label, started.elapsed());
+        if let Err(s) = outcome {
+            let _ = tx
+                .send(Ok(ModelStreamInferResponse {
+                    error_message: s.message().to_owned(),
+                    infer_response: None,
+                }))
+                .await;
+        }
+    }
+
+    async fn stream_answers(
+        &self,
+        r: &ModelInferRequest,
+        tx: &mpsc::Sender<Result<ModelStreamInferResponse, Status>>,
+    ) -> Result<(), Status> {
+        let permit = self.core.admit().map_err(status)?;
+        self.core
+            .check_model(&r.model_name, &r.model_version)
+            .map_err(status)?;
+        self.core.check_loaded().map_err(status)?;
+        let send = |response: ModelInferResponse| async move {
+            tx.send(Ok(ModelStreamInferResponse {
+                error_message: String::new(),
+                infer_response: Some(response),
+            }))
+            .await
+            .is_ok()
+        };
+        if self.core.task().map_err(status)? == ServedTask::Embedding {
+            drop(permit);
+            let response = self.infer(r.clone()).await?;
+            send(response).await;
+            return Ok(());
+        }
+        let (mut call, mut stream) = self.start_generation(permit, r).await?;
+        if !call.stream {
+            // One answer, flagged final as every stream's last.
+            let mut response = self.whole(r, &call, stream).await?;
+            response.parameters.insert(
+                generation::FINAL_RESPONSE.into(),
+                InferParameter {
+                    parameter_choice: Some(ParameterChoice::BoolParam(true)),
+                },
+            );
+            send(response).await;
+            return Ok(());
+        }
+        let mut pending = if call.exclude_input == Some(false) {
+            stream.prompt_text.clone()
+        } else {
+            String::new()
+        };
+        let mut sent_tokens = 0;
+        let first_input_tokens = stream.prompt_tokens;
+        loop {
+            let Some(event) = stream.events.recv().await else {
+                return Err(Status::internal("the generation engine stopped"));
+            };
+            let (finish, tokens) = match event {
+                Event::Text { text, generated } => {
+                    pending.push_str(&text);
+                    // Text and the end often come from one step: one answer.
+                    match stream.events.try_recv() {
+                        Ok(Event::Finished { reason, usage }) => {
+                            (Some(reason), usage.completion_tokens)
+                        }
+                        Ok(Event::Text { text, generated }) => {
+                            pending.push_str(&text);
+                            (None, generated)
+                        }
+                        Ok(Event::Failed(m)) => return Err(Status::internal(m)),
+                        Err(_) => (None, generated),
+                    }
+                }
+                Event::Finished { reason, usage } => (Some(reason), usage.completion_tokens),
+                Event::Failed(m) => return Err(Status::internal(m)),
+            };
+            let piece = generation::Piece {
+                text: std::mem::take(&mut pending),
+                finish,
+                input_tokens: first_input_tokens,
+                output_tokens: tokens - sent_tokens,
+            };
+            sent_tokens = tokens;
+            let response = generation::response(&call, &piece, self.base(r), self.parameters());
+            if !send(response).await {
+                // The client left: dropping the stream cancels the sequence.
+                return Ok(());
+            }
+            if finish.is_some() {
+                return Ok(());
+            }
+            call.exclude_input = Some(true);
+        }
+    }
+
+    /// Decodes a generation request and starts it.
+    async fn start_generation(
+        &self,
+        permit: crate::inference::Permit,
+        r: &ModelInferRequest,
+    ) -> Result<(generation::GenerateCall, Stream), Status> {
+        let generator = self.core.generator().map_err(status)?;
+        let call = generation::decode(r, self.core.request_limits().max_text_bytes)?;
+        let params = match &call.sampling_parameters {
+            Some(json) => SamplingParams::from_json(json, &generator.bounds).map_err(status)?,
+            None => SamplingParams::default(),
+        };
+        let stream = self
+            .core
+            .generate(permit, Prompt::Text(call.prompt.clone()), params)
+            .await
+            .map_err(status)?;
+        Ok((call, stream))
+    }
+
+    /// Waits for the whole output: one response, the prompt in front
+    /// unless `exclude_input_in_output`.
+    async fn whole(
+        &self,
+        r: &ModelInferRequest,
+        call: &generation::GenerateCall,
+        mut stream: Stream,
+    ) -> Result<ModelInferResponse, Status> {
+        let mut text = if call.exclude_input == Some(true) {
+            String::new()
+        } else {
+            stream.prompt_text.clone()
+        };
+        loop {
+            match stream.events.recv().await {
+                Some(Event::Text { text: piece, .. }) => text.push_str(&piece),
+                Some(Event::Finished { reason, usage }) => {
+                    let piece = generation::Piece {
+                        text,
+                        finish: Some(reason),
+                        input_tokens: usage.prompt_tokens,
+                        output_tokens: usage.completion_tokens,
+                    };
+                    let whole = generation::GenerateCall {
+                        stream: false,
+                        ..call.clone()
+                    };
+                    return Ok(generation::response(
+                        &whole,
+                        &piece,
+                        self.base(r),
+                        self.parameters(),
+                    ));
+                }
+                Some(Event::Failed(m)) => return Err(Status::internal(m)),
+                None => return Err(Status::internal("the generation engine stopped")),
+            }
+        }
+    }
+
+    /// A response to `r` without outputs.
+    fn base(&self, r: &ModelInferRequest) -> ModelInferResponse {
+        ModelInferResponse {
+            model_name: self.core.model_name().to_owned(),
+            model_version: "1".into(),
+            id: r.id.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The parameters every response carries: the manifest digest, and the
+    /// ledger index once known.
+    fn parameters(&self) -> HashMap<String, InferParameter> {
         let mut parameters = HashMap::from([(
             DIGEST_PARAMETER.to_owned(),
             InferParameter {
@@ -279,6 +527,18 @@ impl InferenceService {
                 },
             );
         }
+        parameters
+    }
+
+    /// The response: the embeddings as little-endian f32 in
+    /// `raw_output_contents[0]`, and the provenance parameters.
+    fn encode(&self, id: String, count: usize, embeddings: Embeddings) -> ModelInferResponse {
+        let raw = embeddings
+            .values
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let parameters = self.parameters();
         ModelInferResponse {
             model_name: self.core.model_name().to_owned(),
             model_version: "1".into(),

@@ -27,6 +27,10 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+mod generation;
+
+pub use generation::{Generator, Prompt, Stream};
+
 use crate::batching::Batcher;
 use crate::limits::RequestLimits;
 use crate::metrics::Metrics;
@@ -35,17 +39,33 @@ use crate::model::pooling::normalize;
 use crate::provenance::LedgerIndex;
 use crate::{Error, Result};
 
-/// The model once loaded and warmed up, with its batcher.
-pub struct Loaded {
-    embedder: Arc<Embedder>,
-    batcher: Batcher<Vec<f32>>,
+/// The model once loaded and warmed up, with what runs it.
+pub enum Loaded {
+    /// An embedding model and the batcher running it.
+    Embedding {
+        /// The model.
+        embedder: Arc<Embedder>,
+        /// Its batcher.
+        batcher: Batcher<Vec<f32>>,
+    },
+    /// A generative model and its engine.
+    Generation(Generator),
 }
 
 impl Loaded {
     /// A loaded embedder and the batcher running it.
     pub fn new(embedder: Arc<Embedder>, batcher: Batcher<Vec<f32>>) -> Loaded {
-        Loaded { embedder, batcher }
+        Loaded::Embedding { embedder, batcher }
     }
+}
+
+/// The kinds of model a server serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServedTask {
+    /// Sentence embeddings.
+    Embedding,
+    /// Text generation.
+    Generation,
 }
 
 /// Options of an embedding request.
@@ -64,6 +84,8 @@ pub struct Embeddings {
     pub dimension: usize,
     /// The vectors, one after another (`texts × dimension` values).
     pub values: Vec<f32>,
+    /// Tokens of all the texts, special tokens included.
+    pub tokens: usize,
 }
 
 /// How much the core takes on at once.
@@ -223,32 +245,50 @@ impl Inference {
         })
     }
 
+    /// The embedding model, or why this server has none.
+    fn embedding(&self) -> Result<(&Arc<Embedder>, &Batcher<Vec<f32>>)> {
+        match self.loaded()? {
+            Loaded::Embedding { embedder, batcher } => Ok((embedder, batcher)),
+            Loaded::Generation(_) => Err(Error::BadInput(format!(
+                "model {:?} generates text; send text_input (Triton's generate tensors) or use /v1/completions",
+                self.model_name
+            ))),
+        }
+    }
+
+    /// Which task the loaded model does, once loaded.
+    pub fn task(&self) -> Result<ServedTask> {
+        Ok(match self.loaded()? {
+            Loaded::Embedding { .. } => ServedTask::Embedding,
+            Loaded::Generation(_) => ServedTask::Generation,
+        })
+    }
+
     /// Width of the embeddings, once the model is loaded.
     pub fn dimension(&self) -> Result<usize> {
-        Ok(self.loaded()?.embedder.spec().dimension())
+        Ok(self.embedding()?.0.spec().dimension())
     }
 
     /// Embeds `texts`: checked against the request limits, given room in
     /// the batch queue, tokenized on the bounded blocking pool, batched with
     /// other requests' texts, normalized once at the end if asked.
     pub async fn embed(&self, texts: Vec<String>, options: EmbedOptions) -> Result<Embeddings> {
-        let loaded = self.loaded()?;
+        let (embedder, batcher) = self.embedding()?;
         self.bounds.request.check_texts(&texts)?;
-        let normalize_output = options
-            .normalize
-            .unwrap_or(loaded.embedder.spec().normalize);
+        let normalize_output = options.normalize.unwrap_or(embedder.spec().normalize);
         // Room for every text before any work on them: a full queue refuses
         // the request before it costs a tokenization.
-        let mut reservation = loaded.batcher.reserve(texts.len())?;
+        let mut reservation = batcher.reserve(texts.len())?;
         let tokenized = self
-            .tokenize(Arc::clone(&loaded.embedder), texts, options.truncate)
+            .tokenize(Arc::clone(embedder), texts, options.truncate)
             .await?;
+        let tokens = tokenized.iter().map(Vec::len).sum();
         let mut replies = Vec::with_capacity(tokenized.len());
         for ids in tokenized {
             replies.push(reservation.submit(ids)?);
         }
         drop(reservation);
-        let dimension = loaded.embedder.spec().dimension();
+        let dimension = embedder.spec().dimension();
         let mut values = Vec::with_capacity(replies.len() * dimension);
         for answer in replies {
             let mut vector = answer
@@ -259,7 +299,11 @@ impl Inference {
             }
             values.extend(vector);
         }
-        Ok(Embeddings { dimension, values })
+        Ok(Embeddings {
+            dimension,
+            values,
+            tokens,
+        })
     }
 
     /// Tokenizes `texts` on tokio's blocking pool once one of the

@@ -6,12 +6,18 @@
 //! - [`server`]: the [`Server`] built from a [`server::Config`] (the binary
 //!   makes it from [`cli`]): binds the ports, loads the model, runs until a
 //!   shutdown future completes;
-//! - [`grpc`]: the Open Inference Protocol; maps the wire to and from the
-//!   core, and [`Error`]s to status codes;
+//! - [`grpc`]: the Open Inference Protocol (embeddings, and generation with
+//!   Triton's vLLM-backend tensors, streamed on ModelStreamInfer); maps the
+//!   wire to and from the core, and [`Error`]s to status codes;
+//! - [`openai`]: the OpenAI-compatible HTTP API (completions, chat,
+//!   embeddings, models; Server-Sent Events);
 //! - [`limits`]: what one request may hold (texts, bytes per text),
 //!   checked before any work;
 //! - [`inference`]: the protocol-neutral core: admission, the model check,
 //!   tokenization on a bounded blocking pool, the batcher, post-processing;
+//! - [`generate`]: text generation: sampling parameters, sampler, stops,
+//!   incremental detokenization, chat templates, and the continuous-batching
+//!   engine;
 //! - [`batching`]: token-budget dynamic batching over a bounded queue with
 //!   the model on its own thread, for any [`model::task::Task`];
 //! - [`model`]: tasks (embeddings), engines (native CPU kernels, candle),
@@ -40,6 +46,7 @@ pub mod cli;
 pub mod cpu;
 mod error;
 pub mod fetch;
+pub mod generate;
 pub mod grpc;
 pub mod inference;
 #[allow(unsafe_code)]
@@ -48,6 +55,7 @@ pub mod limits;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+pub mod openai;
 pub mod podinfo;
 pub mod provenance;
 pub mod server;

@@ -5,7 +5,10 @@
 //! (`success` or the gRPC status: `invalid_argument`, `not_found`,
 //! `resource_exhausted`, `unavailable`, `internal`); histograms time whole
 //! requests, tokenization, queueing and inference, and size batches in
-//! inputs and tokens; a gauge shows the queue.
+//! inputs and tokens; a gauge shows the queue. Text generation adds
+//! vLLM's metrics under vLLM's names ([`GenerationMetrics`]).
+
+mod generation;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::batching::BatchObserver;
+pub use generation::GenerationMetrics;
 
 /// Label of `openmodel_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +34,8 @@ pub struct Outcome {
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
+    vllm: Registry,
+    generation: GenerationMetrics,
     requests: Family<Outcome, Counter>,
     request_duration: Histogram,
     tokenization_duration: Histogram,
@@ -49,7 +55,11 @@ impl Metrics {
     /// A fresh set of metrics.
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("openmodel");
+        let mut vllm = Registry::default();
+        let generation = GenerationMetrics::new(&mut vllm);
         let m = Metrics {
+            vllm: Registry::default(),
+            generation,
             requests: Family::default(),
             request_duration: seconds(),
             tokenization_duration: seconds(),
@@ -102,7 +112,11 @@ impl Metrics {
             "Inputs dropped because their caller went away",
             m.dropped.clone(),
         );
-        Arc::new(Metrics { registry, ..m })
+        Arc::new(Metrics {
+            registry,
+            vllm,
+            ..m
+        })
     }
 
     /// Counts one request and its duration.
@@ -115,6 +129,11 @@ impl Metrics {
         self.request_duration.observe(took.as_secs_f64());
     }
 
+    /// The text-generation metrics (vLLM's names).
+    pub fn generation(&self) -> &GenerationMetrics {
+        &self.generation
+    }
+
     /// Records the tokenization time of one request.
     pub fn tokenized(&self, took: Duration) {
         self.tokenization_duration.observe(took.as_secs_f64());
@@ -124,6 +143,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String");
+        // Both registries end in `# EOF`; keep the last one only.
+        if let Some(body) = out.strip_suffix("# EOF\n") {
+            out.truncate(body.len());
+        }
+        encode(&mut out, &self.vllm).expect("writing to a String");
         out
     }
 }

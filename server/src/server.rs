@@ -30,22 +30,75 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::batching::{BatchObserver, Batcher, Limits};
+use crate::generate::Model as GenerationModel;
+use crate::generate::engine::{EngineLimits, start as start_engine};
+use crate::generate::params::GenerationBounds;
 use crate::grpc::InferenceService;
+use crate::inference::Generator;
 use crate::inference::{Bounds, Inference, Loaded};
 use crate::limits::RequestLimits;
 use crate::manifest::{Expectation, Manifest};
 use crate::metrics::Metrics;
+use crate::model::decoder::{KvCache, Logits, Step};
 use crate::model::embedding::Embedder;
 use crate::model::engine::Engine;
+use crate::openai;
 use crate::provenance::{self, AnnotationsFile, LedgerIndex, Update};
 use crate::{Error, Result};
+use axum::serve::ListenerExt;
 
 /// Largest gRPC message accepted or sent (a batch of long texts, or of embeddings).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Which task to serve (`--task`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskChoice {
+    /// From the folder: text generation for a `.gguf` file or a
+    /// `*ForCausalLM` config.json, embeddings otherwise.
+    Auto,
+    /// Sentence embeddings.
+    Embeddings,
+    /// Text generation.
+    TextGeneration,
+}
+
+/// The text-generation settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerationConfig {
+    /// The engine's limits.
+    pub engine: EngineLimits,
+    /// What sampling parameters may ask.
+    pub bounds: GenerationBounds,
+    /// Longest prompt, in tokens.
+    pub max_prompt_tokens: usize,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> GenerationConfig {
+        GenerationConfig {
+            engine: EngineLimits {
+                max_sequences: 32,
+                max_waiting: 256,
+                max_batched_tokens: 256,
+                kv_cache_bytes: 2 << 30,
+            },
+            bounds: GenerationBounds::default(),
+            max_prompt_tokens: 8192,
+        }
+    }
+}
+
 /// What to serve, and how.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Which task (`--task`).
+    pub task: TaskChoice,
+    /// The OpenAI-compatible HTTP API's address.
+    pub http_listen: SocketAddr,
+    /// Most bytes of one HTTP request body.
+    pub max_http_body_bytes: usize,
+    /// Text-generation settings.
+    pub generation: GenerationConfig,
     /// The model folder.
     pub model_dir: PathBuf,
     /// The manifest digest the folder must have (`sha256:…` or a manifest file).
@@ -80,12 +133,15 @@ pub struct Config {
 pub struct Addresses {
     /// gRPC.
     pub grpc: SocketAddr,
+    /// The OpenAI-compatible HTTP API.
+    pub http: SocketAddr,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub metrics: SocketAddr,
 }
 
 struct Bound {
     grpc: TcpListener,
+    http: TcpListener,
     endpoints: BoundEndpoints,
     addresses: Addresses,
 }
@@ -197,6 +253,13 @@ impl Server {
         };
         let grpc = TcpListener::bind(listen).await.map_err(grpc_error)?;
         let grpc_addr = grpc.local_addr().map_err(grpc_error)?;
+        let http_listen = self.config.http_listen;
+        let http_error = |e: std::io::Error| Error::Grpc {
+            addr: http_listen,
+            reason: format!("HTTP API: {e} (is another process using the port?)"),
+        };
+        let http = TcpListener::bind(http_listen).await.map_err(http_error)?;
+        let http_addr = http.local_addr().map_err(http_error)?;
         let (metrics, ready) = (Arc::clone(&self.core), Arc::clone(&self.core));
         let endpoints = Endpoints::new(
             move || metrics.metrics().render(),
@@ -206,11 +269,13 @@ impl Server {
         .await?;
         let addresses = Addresses {
             grpc: grpc_addr,
+            http: http_addr,
             metrics: endpoints.local_addr(),
         };
-        tracing::info!(grpc = %addresses.grpc, metrics = %addresses.metrics, "listening");
+        tracing::info!(grpc = %addresses.grpc, http = %addresses.http, metrics = %addresses.metrics, "listening");
         self.bound = Some(Bound {
             grpc,
+            http,
             endpoints,
             addresses,
         });
@@ -224,6 +289,7 @@ impl Server {
         self.bind().await?;
         let Bound {
             grpc: listener,
+            http,
             endpoints,
             addresses,
         } = self.bound.take().expect("bound above");
@@ -247,6 +313,19 @@ impl Server {
         let (stop, stopping) = watch::channel(false);
         let stopped = move || shutdown::stopped(&stopping);
         let mut metrics = tokio::spawn(endpoints.serve(stopped()));
+        let api = openai::router(Arc::clone(&core), self.config.max_http_body_bytes);
+        let mut http_api = tokio::spawn(
+            axum::serve(
+                http.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY on an HTTP connection");
+                    }
+                }),
+                api,
+            )
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+        );
         if let Some(file) = self.annotations.take() {
             tokio::spawn(follow_annotations(
                 file,
@@ -282,6 +361,12 @@ impl Server {
                     // Ends only on an error before the stop signal.
                     return served.map_err(grpc_error);
                 }
+                ended = &mut http_api => {
+                    return match ended {
+                        Ok(result) => result.map_err(|e| Error::Thread(format!("the HTTP API failed: {e}"))),
+                        Err(e) => Err(Error::Thread(format!("the HTTP API crashed: {e}"))),
+                    };
+                }
                 ended = &mut metrics => {
                     return match ended {
                         Ok(result) => result.map_err(Error::from),
@@ -298,6 +383,9 @@ impl Server {
         set_serving(&health, ServingStatus::NotServing).await;
         let _ = stop.send(true);
         let served = serving.await.map_err(grpc_error);
+        if let Err(e) = http_api.await {
+            tracing::warn!(error = %e, "the HTTP API crashed while stopping");
+        }
         let metrics_ended = metrics
             .await
             .map_err(|e| Error::Thread(format!("the metrics endpoint crashed: {e}")))?;
@@ -326,6 +414,19 @@ fn check_config(config: &Config) -> Result<()> {
         )));
     }
     config.request_limits.validate()?;
+    let engine = config.generation.engine;
+    if engine.max_sequences == 0
+        || engine.max_waiting == 0
+        || engine.max_batched_tokens == 0
+        || engine.kv_cache_bytes == 0
+        || config.generation.max_prompt_tokens == 0
+        || config.max_http_body_bytes == 0
+    {
+        return Err(Error::BadConfig(
+            "--max-num-seqs, --max-waiting-requests, --max-num-batched-tokens, --kv-cache-bytes, --max-prompt-tokens and --max-http-body-bytes must be at least 1".into(),
+        ));
+    }
+    config.generation.bounds.validate()?;
     if limits.max_queued < config.request_limits.max_texts {
         return Err(Error::BadConfig(format!(
             "{} ({}) is smaller than {} ({}): a full request could never be queued; raise the first or lower the second",
@@ -359,8 +460,13 @@ async fn set_serving(health: &HealthReporter, status: ServingStatus) {
 /// then serves it and reports ready.
 async fn load(config: Config, core: Arc<Inference>, health: HealthReporter) -> Result<()> {
     let observer: Arc<dyn BatchObserver> = core.metrics().clone();
+    let metrics = Arc::clone(core.metrics());
     let (dir, engine, limits) = (config.model_dir, config.engine, config.limits);
+    let (task, generation) = (config.task, config.generation);
     let loaded = tokio::task::spawn_blocking(move || -> Result<Loaded> {
+        if resolve_task(task, &dir)? == TaskChoice::TextGeneration {
+            return load_generator(&dir, &engine, generation, metrics);
+        }
         let embedder = Arc::new(Embedder::load(&dir, &engine)?);
         embedder.embed(&["warm-up"], true, None)?;
         let batcher = Batcher::start(Arc::clone(&embedder), limits, Some(observer))?;
@@ -372,6 +478,70 @@ async fn load(config: Config, core: Arc<Inference>, health: HealthReporter) -> R
     set_serving(&health, ServingStatus::Serving).await;
     tracing::info!("model loaded and warmed up: ready");
     Ok(())
+}
+
+/// The task `choice` means for the folder `dir`.
+fn resolve_task(choice: TaskChoice, dir: &std::path::Path) -> Result<TaskChoice> {
+    if choice != TaskChoice::Auto {
+        return Ok(choice);
+    }
+    if dir.is_file() || crate::model::decoder::single_gguf(dir)?.is_some() {
+        return Ok(TaskChoice::TextGeneration);
+    }
+    let causal = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|config| {
+            config["architectures"].as_array().map(|a| {
+                a.iter()
+                    .any(|n| n.as_str().is_some_and(|n| n.ends_with("ForCausalLM")))
+            })
+        })
+        .unwrap_or(false);
+    Ok(if causal {
+        TaskChoice::TextGeneration
+    } else {
+        TaskChoice::Embeddings
+    })
+}
+
+/// Loads a generative model, warms it up (one short pass) and starts its
+/// engine.
+fn load_generator(
+    dir: &std::path::Path,
+    engine: &Engine,
+    settings: GenerationConfig,
+    metrics: Arc<Metrics>,
+) -> Result<Loaded> {
+    if !matches!(engine, Engine::Native) {
+        return Err(Error::BadConfig(format!(
+            "text generation runs on the native CPU engine only in this build; drop {} {}",
+            flag(serve::DEVICE),
+            engine.describe()
+        )));
+    }
+    let model = Arc::new(GenerationModel::load(dir)?);
+    let config = model.decoder.config().clone();
+    let mut cache = KvCache::new(&config, 2);
+    model.decoder.forward(&mut [Step {
+        tokens: &[0],
+        cache: &mut cache,
+        logits: Logits::Last,
+    }])?;
+    tracing::info!(
+        arch = config.arch.name(),
+        layers = config.layers,
+        vocab = config.vocab,
+        context = model.decoder.max_positions(),
+        "text-generation model loaded"
+    );
+    let handle = start_engine(Arc::clone(&model), settings.engine, metrics)?;
+    Ok(Loaded::Generation(Generator {
+        model,
+        engine: handle,
+        bounds: settings.bounds,
+        max_prompt_tokens: settings.max_prompt_tokens,
+    }))
 }
 
 /// Serves `index` from now on, saying so when it changes.

@@ -15,7 +15,7 @@ const LANES: usize = 16;
 /// result, nor its product with a softmax normalizer (≥ 1/512), is ever
 /// subnormal, and subnormal arithmetic costs ~100× (a microcode assist).
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     let x = x.clamp(-80.0, 88.0);
     let n = (x * LOG2E).round_ties_even();
@@ -64,7 +64,7 @@ multiversion! {
 /// turns into one vector operation, so short slices (a 32-wide tile row, a
 /// 16-token softmax) are vectorized too, not left to a scalar remainder.
 #[inline(always)]
-fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32) {
+pub(crate) fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32) {
     let mut chunks = x.chunks_exact_mut(LANES);
     for chunk in &mut chunks {
         let lanes: &mut [f32; LANES] = chunk.try_into().expect("chunk of LANES");
@@ -95,7 +95,7 @@ fn max(x: &[f32]) -> f32 {
 
 /// Sum of `f(x)` over `x`, with per-lane partial sums so that it vectorizes.
 #[inline(always)]
-fn sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+pub(crate) fn sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();

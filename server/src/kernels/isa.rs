@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 pub enum Level {
     /// Anything: the compiler's baseline.
     Generic,
-    /// x86-64 with AVX2 and FMA.
+    /// x86-64 with AVX2, FMA and F16C.
     Avx2,
     /// x86-64 with AVX-512F, VL and DQ (plus AVX2 and FMA).
     Avx512,
@@ -41,7 +41,11 @@ impl Isa {
     fn best_supported() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            // Every CPU with AVX2 and FMA has F16C too; checked all the same,
+            // as the quantized kernels convert f16 scales with it.
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
             let avx512 = is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx512dq");
@@ -75,6 +79,17 @@ impl Isa {
     /// Its level.
     pub fn level(self) -> Level {
         self.0
+    }
+
+    /// Whether this instruction set includes AVX-512 VNNI and BW (8-bit
+    /// dot products in one instruction, `vpdpbusd`): at the AVX-512 level
+    /// only, and only where the CPU has them.
+    pub fn avx512_vnni(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self.0 == Level::Avx512 {
+            return is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw");
+        }
+        false
     }
 
     /// A short name for logs.
@@ -135,5 +150,6 @@ mod tests {
         assert_eq!(best.at_most(Level::Avx512), best);
         assert_eq!(best.at_most(Level::Generic).level(), Level::Generic);
         assert!(all.contains(&best.at_most(Level::Avx2)));
+        assert!(!best.at_most(Level::Avx2).avx512_vnni());
     }
 }

@@ -22,6 +22,18 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
+/// SmolLM2-135M-Instruct (GGUF Q4_1) made by scripts/fetch-smollm2.sh.
+pub fn smollm2_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.cache/models-smollm2/SmolLM2-135M-Instruct");
+    assert!(
+        dir.join("SmolLM2-135M-Instruct.Q4_1.gguf").is_file(),
+        "the SmolLM2-135M-Instruct GGUF is missing at {}: run scripts/fetch-smollm2.sh",
+        dir.display()
+    );
+    dir
+}
+
 /// The Python of the tritonclient virtualenv made by scripts/client-venv.sh.
 pub fn client_python() -> PathBuf {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/venv-client/bin/python");

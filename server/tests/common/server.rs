@@ -5,6 +5,7 @@
 //! send it.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use openmodel_proto::inference::{
 use openmodel_server::batching::Limits;
 use openmodel_server::limits::RequestLimits;
 use openmodel_server::model::engine::Engine;
+use openmodel_server::server::{GenerationConfig, TaskChoice};
 use openmodel_server::{Addresses, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -68,7 +70,11 @@ pub fn config() -> Config {
         expect_digest: None,
         model_name: Some(MODEL.into()),
         grpc_listen: any,
+        http_listen: any,
         metrics_listen: any,
+        task: TaskChoice::Auto,
+        max_http_body_bytes: 4 << 20,
+        generation: GenerationConfig::default(),
         limits: Limits {
             max_batch_tokens: 16384,
             max_batch_requests: 64,
@@ -227,6 +233,8 @@ pub struct Binary {
     pub port: u16,
     /// Its Prometheus port.
     pub metrics_port: u16,
+    /// Its OpenAI-compatible HTTP port.
+    pub http_port: u16,
 }
 
 impl Binary {
@@ -238,15 +246,23 @@ impl Binary {
 
     /// [`Binary::start`] with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::start_model(&model_dir(), MODEL, extra, env)
+    }
+
+    /// Starts `serve` of the model in `dir` as `name` on free ports, with
+    /// extra flags and environment variables.
+    pub fn start_model(dir: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Binary {
         let (port, metrics_port) = free_ports();
+        let (http_port, _) = free_ports();
         let child = Command::new(env!("CARGO_BIN_EXE_openmodel-server"))
             .envs(env.iter().copied())
-            .args(["serve", "--model-name", MODEL])
+            .args(["serve", "--model-name", name])
             .args(["--grpc-listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(extra)
             .arg("--model-dir")
-            .arg(model_dir())
+            .arg(dir)
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
@@ -254,6 +270,7 @@ impl Binary {
             child,
             port,
             metrics_port,
+            http_port,
         }
     }
 

@@ -1,0 +1,210 @@
+//! Text-generation benchmark of our engine on a GGUF model (default
+//! SmolLM2-135M-Instruct Q4_1 from scripts/fetch-smollm2.sh; another with
+//! `OPENMODEL_GEN_MODEL_DIR`): time to first token of a 128-token prompt
+//! (prefill), decode tokens/s of one stream, and aggregate generated
+//! tokens/s of 1, 4 and 16 concurrent greedy streams of 128 new tokens
+//! through the continuous-batching engine (prefill included, as serving
+//! benchmarks count it).
+//!
+//! `cargo bench -p openmodel-server --bench generate [-- --json]`; the
+//! threads are the rayon pool's (`RAYON_NUM_THREADS`).
+//! `scripts/bench-generate.sh` runs it beside llama.cpp on the same file
+//! and threads and prints both.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openmodel_server::generate::Model;
+use openmodel_server::generate::engine::{self, EngineLimits, Event, Request};
+use openmodel_server::generate::params::{GenerationBounds, SamplingParams};
+use openmodel_server::generate::sampler::Sampler;
+use openmodel_server::kernels::isa::Isa;
+use openmodel_server::metrics::Metrics;
+use openmodel_server::model::decoder::{KvCache, Logits, Step};
+use tokio::sync::mpsc;
+
+const PROMPT_TOKENS: usize = 128;
+const NEW_TOKENS: usize = 128;
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("OPENMODEL_GEN_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../.cache/models-smollm2/SmolLM2-135M-Instruct")
+        })
+}
+
+/// A prompt of exactly [`PROMPT_TOKENS`] tokens.
+fn prompt(model: &Model) -> Vec<u32> {
+    let text = "The history of computing is a story of people who wanted to calculate faster \
+                than they could by hand, from the abacus to mechanical calculators, punched \
+                cards, vacuum tubes, transistors and integrated circuits. ";
+    let mut ids = Vec::new();
+    while ids.len() < PROMPT_TOKENS {
+        ids.extend(model.encode(text).unwrap());
+    }
+    ids.truncate(PROMPT_TOKENS);
+    ids
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Prefill time and decode tokens/s of one sequence, straight on the model.
+fn single(model: &Model, prompt: &[u32]) -> (Duration, f64) {
+    let config = model.decoder.config();
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for _ in 0..5 {
+        let mut cache = KvCache::new(config, PROMPT_TOKENS + NEW_TOKENS + 1);
+        let started = Instant::now();
+        let mut logits = model
+            .decoder
+            .forward(&mut [Step {
+                tokens: prompt,
+                cache: &mut cache,
+                logits: Logits::Last,
+            }])
+            .unwrap()
+            .remove(0);
+        prefill.push(started.elapsed());
+        let started = Instant::now();
+        for _ in 0..NEW_TOKENS {
+            let token = argmax(&logits);
+            logits = model
+                .decoder
+                .forward(&mut [Step {
+                    tokens: &[token],
+                    cache: &mut cache,
+                    logits: Logits::Last,
+                }])
+                .unwrap()
+                .remove(0);
+        }
+        decode.push(started.elapsed());
+    }
+    let decode = median(decode);
+    (median(prefill), NEW_TOKENS as f64 / decode.as_secs_f64())
+}
+
+/// Aggregate generated tokens/s of `streams` concurrent greedy requests.
+async fn concurrent(model: &Arc<Model>, prompt: &[u32], streams: usize) -> f64 {
+    let handle = engine::start(
+        Arc::clone(model),
+        EngineLimits {
+            max_sequences: streams.max(1),
+            max_waiting: 64,
+            max_batched_tokens: 256,
+            kv_cache_bytes: 4 << 30,
+        },
+        Metrics::new(),
+    )
+    .unwrap();
+    let params = SamplingParams {
+        temperature: 0.0,
+        ignore_eos: true,
+        max_tokens: Some(NEW_TOKENS as u32),
+        ..SamplingParams::default()
+    }
+    .validate(&GenerationBounds::default())
+    .unwrap();
+    let started = Instant::now();
+    let mut receivers = Vec::new();
+    for i in 0..streams {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ids = prompt.to_vec();
+        // Different prompts, the same length.
+        ids[PROMPT_TOKENS - 1] = (ids[PROMPT_TOKENS - 1] + i as u32) % 1000 + 100;
+        handle
+            .submit(Request {
+                prompt: ids,
+                params: params.clone(),
+                max_tokens: NEW_TOKENS as u32,
+                sampler: Sampler::with_seed(&params, &model.eos, 0),
+                events: tx,
+                arrived: Instant::now(),
+            })
+            .unwrap();
+        receivers.push(rx);
+    }
+    let mut generated = 0;
+    for mut rx in receivers {
+        loop {
+            match rx.recv().await.unwrap() {
+                Event::Text { .. } => {}
+                Event::Finished { usage, .. } => {
+                    generated += usage.completion_tokens;
+                    break;
+                }
+                Event::Failed(e) => panic!("{e}"),
+            }
+        }
+    }
+    generated as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    let dir = model_dir();
+    assert!(
+        dir.exists(),
+        "{} is missing: run scripts/fetch-smollm2.sh (or set OPENMODEL_GEN_MODEL_DIR)",
+        dir.display()
+    );
+    let model = Arc::new(Model::load(&dir).unwrap());
+    let prompt = prompt(&model);
+    let threads = rayon::current_num_threads();
+    // Warm-up: page the weights in.
+    single(&model, &prompt[..16]);
+    let (prefill, decode) = single(&model, &prompt);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let aggregate: Vec<(usize, f64)> = [1, 4, 16]
+        .into_iter()
+        .map(|n| (n, runtime.block_on(concurrent(&model, &prompt, n))))
+        .collect();
+    if json {
+        let aggregate: serde_json::Map<String, serde_json::Value> = aggregate
+            .iter()
+            .map(|(n, t)| (n.to_string(), serde_json::json!(t)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "engine": "openmodel",
+                "isa": Isa::detect().name(),
+                "threads": threads,
+                "prompt_tokens": PROMPT_TOKENS,
+                "new_tokens": NEW_TOKENS,
+                "prefill_ms": prefill.as_secs_f64() * 1e3,
+                "decode_tokens_per_s": decode,
+                "aggregate_tokens_per_s": aggregate,
+            })
+        );
+        return;
+    }
+    println!(
+        "openmodel ({}, {threads} threads): prefill of {PROMPT_TOKENS} tokens {:.1} ms, decode {decode:.1} tokens/s",
+        Isa::detect().name(),
+        prefill.as_secs_f64() * 1e3
+    );
+    for (n, t) in aggregate {
+        println!("  {n:>2} streams × {NEW_TOKENS} new tokens: {t:.1} tokens/s in all");
+    }
+}

@@ -1,0 +1,389 @@
+//! The generation engine: continuous batching on one thread.
+//!
+//! Requests wait in a bounded queue. Between two forward passes the engine
+//! takes in new requests, drops those whose client went away, and admits
+//! waiting ones while the KV budget and the sequence limit allow (each
+//! reserves room for its prompt and its `max_tokens` at admission, so a
+//! running sequence never runs out of memory). A pass advances every
+//! running sequence by one token and spends what is left of its token
+//! budget on prompt chunks of sequences still prefilling, oldest first, so
+//! a long prompt never stalls the decodes. Each sequence samples with its
+//! own sampler, detokenizes incrementally and checks its stop conditions;
+//! what it may show goes to its client as soon as it exists.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc;
+
+use super::detok::IncrementalDecoder;
+use super::params::SamplingParams;
+use super::sampler::Sampler;
+use super::stop::{FinishReason, StopChecker};
+use super::{Model, Usage};
+use crate::metrics::Metrics;
+use crate::model::decoder::{KvCache, Logits, Step};
+use crate::{Error, Result};
+
+/// How much the engine takes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Sequences running at once (`--max-num-seqs`).
+    pub max_sequences: usize,
+    /// Requests waiting for admission (`--max-waiting-requests`).
+    pub max_waiting: usize,
+    /// Tokens one forward pass processes (`--max-num-batched-tokens`):
+    /// one per running decode, the rest for prompt chunks.
+    pub max_batched_tokens: usize,
+    /// Bytes of KV cache all sequences may reserve (`--kv-cache-bytes`).
+    pub kv_cache_bytes: usize,
+}
+
+/// What a client receives: pieces of text as they become final, then the
+/// end.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// New text that became final.
+    Text {
+        /// The text.
+        text: String,
+        /// Tokens generated so far.
+        generated: usize,
+    },
+    /// The sequence ended.
+    Finished {
+        /// Why.
+        reason: FinishReason,
+        /// Tokens of the prompt and of the output.
+        usage: Usage,
+    },
+    /// The sequence failed; nothing follows.
+    Failed(String),
+}
+
+/// A request for the engine: a tokenized prompt and how to continue it.
+pub struct Request {
+    /// The prompt's token ids.
+    pub prompt: Vec<u32>,
+    /// Validated sampling parameters.
+    pub params: SamplingParams,
+    /// Tokens it may generate (its `max_tokens`, resolved).
+    pub max_tokens: u32,
+    /// Its sampler (seeded).
+    pub sampler: Sampler,
+    /// Where its events go; dropping the receiver cancels it.
+    pub events: mpsc::UnboundedSender<Event>,
+    /// When it arrived (for the queue-time metric).
+    pub arrived: Instant,
+}
+
+/// The sending side, shared by the protocols.
+#[derive(Clone)]
+pub struct EngineHandle {
+    submit: mpsc::Sender<Request>,
+    limits: EngineLimits,
+    kv_bytes_per_token: usize,
+}
+
+impl EngineHandle {
+    /// Queues `request`; [`Error::QueueFull`] when `--max-waiting-requests`
+    /// wait already, [`Error::BadInput`] when it could never fit the KV
+    /// budget, [`Error::Unavailable`] when the engine stopped.
+    pub fn submit(&self, request: Request) -> Result<()> {
+        let tokens = request.prompt.len() + request.max_tokens as usize;
+        let need = tokens * self.kv_bytes_per_token;
+        if need > self.limits.kv_cache_bytes {
+            return Err(Error::BadInput(format!(
+                "the prompt ({} tokens) and max_tokens ({}) need {} MiB of KV cache; this server has {} MiB (--kv-cache-bytes): shorten the prompt or lower max_tokens",
+                request.prompt.len(),
+                request.max_tokens,
+                need >> 20,
+                self.limits.kv_cache_bytes >> 20
+            )));
+        }
+        self.submit.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::QueueFull {
+                capacity: self.limits.max_waiting,
+            },
+            mpsc::error::TrySendError::Closed(_) => {
+                Error::Unavailable("the generation engine stopped".into())
+            }
+        })
+    }
+}
+
+/// One admitted sequence.
+struct Sequence {
+    request: Request,
+    cache: KvCache,
+    /// Prompt tokens already in the cache.
+    prefilled: usize,
+    output: Vec<u32>,
+    decoder: IncrementalDecoder<Arc<Tokenizer>>,
+    stop: StopChecker,
+    reserved_tokens: usize,
+    last_token: Option<Instant>,
+}
+
+impl Sequence {
+    fn prefilling(&self) -> bool {
+        self.prefilled < self.request.prompt.len()
+    }
+}
+
+/// Starts the engine on its own thread; it stops when every handle is
+/// dropped and no sequence is left.
+pub fn start(
+    model: Arc<Model>,
+    limits: EngineLimits,
+    metrics: Arc<Metrics>,
+) -> Result<EngineHandle> {
+    let (tx, rx) = mpsc::channel(limits.max_waiting.max(1));
+    let kv_bytes_per_token = model.decoder.config().kv_bytes_per_token();
+    std::thread::Builder::new()
+        .name("generation".into())
+        .spawn(move || {
+            Engine {
+                model,
+                limits,
+                metrics,
+                incoming: rx,
+                waiting: VecDeque::new(),
+                running: Vec::new(),
+                reserved_tokens: 0,
+                kv_bytes_per_token,
+            }
+            .run()
+        })
+        .map_err(|e| Error::Thread(format!("starting the generation thread: {e}")))?;
+    Ok(EngineHandle {
+        submit: tx,
+        limits,
+        kv_bytes_per_token,
+    })
+}
+
+struct Engine {
+    model: Arc<Model>,
+    limits: EngineLimits,
+    metrics: Arc<Metrics>,
+    incoming: mpsc::Receiver<Request>,
+    waiting: VecDeque<Request>,
+    running: Vec<Sequence>,
+    reserved_tokens: usize,
+    kv_bytes_per_token: usize,
+}
+
+impl Engine {
+    fn run(mut self) {
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                match self.incoming.blocking_recv() {
+                    Some(r) => self.waiting.push_back(r),
+                    None => return,
+                }
+            }
+            while let Ok(r) = self.incoming.try_recv() {
+                self.waiting.push_back(r);
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.report();
+            if !self.running.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn drop_cancelled(&mut self) {
+        self.waiting.retain(|r| !r.events.is_closed());
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].request.events.is_closed() {
+                let seq = self.running.swap_remove(i);
+                self.metrics
+                    .generation()
+                    .finished(FinishReason::Abort.as_str());
+                self.release(&seq);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn release(&mut self, seq: &Sequence) {
+        self.reserved_tokens -= seq.reserved_tokens;
+    }
+
+    fn admit(&mut self) {
+        let budget_tokens = self.limits.kv_cache_bytes / self.kv_bytes_per_token.max(1);
+        while self.running.len() < self.limits.max_sequences {
+            let Some(front) = self.waiting.front() else {
+                break;
+            };
+            let tokens = front.prompt.len() + front.max_tokens as usize;
+            if self.reserved_tokens + tokens > budget_tokens {
+                break;
+            }
+            let request = self.waiting.pop_front().expect("front exists");
+            self.metrics
+                .generation()
+                .queued(request.arrived.elapsed().as_secs_f64());
+            self.reserved_tokens += tokens;
+            let seq = self.sequence(request, tokens);
+            self.running.push(seq);
+        }
+    }
+
+    fn sequence(&self, request: Request, tokens: usize) -> Sequence {
+        let stop = StopChecker::new(&request.params, &self.model.eos, request.max_tokens);
+        let decoder = IncrementalDecoder::new(
+            Arc::clone(&self.model.tokenizer),
+            &request.prompt,
+            request.params.skip_special_tokens,
+        );
+        Sequence {
+            cache: KvCache::new(self.model.decoder.config(), tokens),
+            prefilled: 0,
+            output: Vec::new(),
+            decoder,
+            stop,
+            reserved_tokens: tokens,
+            last_token: None,
+            request,
+        }
+    }
+
+    fn report(&self) {
+        let kv_used = self.reserved_tokens as f64
+            / (self.limits.kv_cache_bytes / self.kv_bytes_per_token.max(1)).max(1) as f64;
+        self.metrics
+            .generation()
+            .occupancy(self.running.len(), self.waiting.len(), kv_used);
+    }
+
+    /// One forward pass over every running sequence.
+    fn step(&mut self) {
+        let decodes = self.running.iter().filter(|s| !s.prefilling()).count();
+        let mut prompt_budget = self
+            .limits
+            .max_batched_tokens
+            .saturating_sub(decodes)
+            .max(1);
+        let mut steps = Vec::with_capacity(self.running.len());
+        // Per step: the sequence, how far its prompt is in the cache after
+        // the pass, and whether it samples.
+        let mut order = Vec::with_capacity(self.running.len());
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            let Sequence {
+                request,
+                cache,
+                prefilled,
+                output,
+                ..
+            } = seq;
+            if *prefilled < request.prompt.len() {
+                if prompt_budget == 0 {
+                    continue;
+                }
+                let end = request.prompt.len().min(*prefilled + prompt_budget);
+                prompt_budget -= end - *prefilled;
+                let last = end == request.prompt.len();
+                steps.push(Step {
+                    tokens: &request.prompt[*prefilled..end],
+                    cache,
+                    logits: if last { Logits::Last } else { Logits::None },
+                });
+                order.push((i, end, last));
+            } else if let Some(token) = output.last() {
+                steps.push(Step {
+                    tokens: std::slice::from_ref(token),
+                    cache,
+                    logits: Logits::Last,
+                });
+                order.push((i, *prefilled, true));
+            }
+        }
+        let outcome = self.model.decoder.forward(&mut steps);
+        drop(steps);
+        let mut done = vec![false; self.running.len()];
+        match outcome {
+            Err(e) => {
+                for (i, _, _) in &order {
+                    let _ = self.running[*i]
+                        .request
+                        .events
+                        .send(Event::Failed(e.to_string()));
+                    done[*i] = true;
+                }
+            }
+            Ok(all_logits) => {
+                for ((i, prefilled, samples), mut logits) in order.into_iter().zip(all_logits) {
+                    let seq = &mut self.running[i];
+                    seq.prefilled = prefilled;
+                    if samples {
+                        done[i] = advance(&self.metrics, seq, &mut logits);
+                    }
+                }
+            }
+        }
+        let mut index = 0;
+        let mut released = 0;
+        self.running.retain(|seq| {
+            let keep = !done[index];
+            index += 1;
+            if !keep {
+                released += seq.reserved_tokens;
+            }
+            keep
+        });
+        self.reserved_tokens -= released;
+    }
+}
+
+/// Samples a sequence's next token from `logits`, shows its client what
+/// became final, and says whether the sequence ended.
+fn advance(metrics: &Metrics, seq: &mut Sequence, logits: &mut [f32]) -> bool {
+    let token = seq
+        .request
+        .sampler
+        .sample(logits, &seq.request.prompt, &seq.output);
+    seq.output.push(token);
+    let now = Instant::now();
+    let generation = metrics.generation();
+    match seq.last_token {
+        None => generation.first_token(now.duration_since(seq.request.arrived).as_secs_f64()),
+        Some(previous) => generation.inter_token(now.duration_since(previous).as_secs_f64()),
+    }
+    seq.last_token = Some(now);
+    let piece = match seq.decoder.push(token) {
+        Ok(piece) => piece,
+        Err(e) => {
+            let _ = seq.request.events.send(Event::Failed(e.to_string()));
+            return true;
+        }
+    };
+    let verdict = seq.stop.push(token, &piece);
+    if !verdict.text.is_empty() {
+        let _ = seq.request.events.send(Event::Text {
+            text: verdict.text,
+            generated: seq.output.len(),
+        });
+    }
+    match verdict.finish {
+        Some(reason) => {
+            let usage = Usage {
+                prompt_tokens: seq.request.prompt.len(),
+                completion_tokens: seq.output.len(),
+            };
+            generation.finished(reason.as_str());
+            generation.tokens(usage.prompt_tokens, usage.completion_tokens);
+            generation.end_to_end(now.duration_since(seq.request.arrived).as_secs_f64());
+            let _ = seq.request.events.send(Event::Finished { reason, usage });
+            true
+        }
+        None => false,
+    }
+}

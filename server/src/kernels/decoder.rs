@@ -1,0 +1,324 @@
+//! The element-wise kernels of decoder-only language models (Llama, Qwen):
+//! RMSNorm, SwiGLU's `silu(gate) · up`, rotary position embeddings, and
+//! causal attention of new tokens over a sequence's cached keys and values
+//! (grouped-query: several query heads share one key/value head).
+
+#[cfg(test)]
+use super::elementwise::softmax_in_place;
+use super::elementwise::{exp, map_in_place, sum_of};
+use super::isa::{Isa, multiversion};
+
+multiversion! {
+    /// RMSNorm of each `weight.len()`-wide row of `x` into `out`:
+    /// `x / √(mean(x²) + eps) · weight`.
+    pub(crate) fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+        let width = weight.len();
+        for (row, dst) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+            let mean = sum_of(row, |v| v * v) / width as f32;
+            let inv = 1.0 / (mean + eps).sqrt();
+            for ((o, v), w) in dst.iter_mut().zip(row).zip(weight) {
+                *o = *v * inv * *w;
+            }
+        }
+    }
+}
+
+/// RMSNorm of each row of `x` in place (Qwen3's per-head norms of Q and K).
+pub fn rms_norm_in_place(isa: Isa, x: &mut [f32], weight: &[f32], eps: f32) {
+    let copy = x.to_vec();
+    rms_norm_into(isa, &copy, weight, eps, x);
+}
+
+multiversion! {
+    /// `gate = silu(gate) · up`, element by element (SwiGLU).
+    pub(crate) fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        map_in_place(gate, |g| g / (1.0 + exp(-g)));
+        for (g, u) in gate.iter_mut().zip(up) {
+            *g *= *u;
+        }
+    }
+}
+
+/// Which elements rotary embeddings rotate together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Element `i` with `i + d/2` (transformers' `rotate_half`; GGUF Qwen).
+    Half,
+    /// Element `2i` with `2i + 1` (GGUF Llama, whose Q and K rows
+    /// llama.cpp's converter permuted to this order).
+    Interleaved,
+}
+
+/// Rotary position embeddings: cosines and sines per position, computed
+/// once up to the longest context.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    head_dim: usize,
+    style: RopeStyle,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    /// The table for `positions` positions of heads `head_dim` wide, base
+    /// `theta`: frequency `i` is `theta^(−2i/d)`, as transformers computes
+    /// it (in f32, then the angle `position · frequency` in f32).
+    pub fn new(head_dim: usize, theta: f32, positions: usize, style: RopeStyle) -> Rope {
+        let half = head_dim / 2;
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for f in &freqs {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Rope {
+            head_dim,
+            style,
+            cos,
+            sin,
+        }
+    }
+
+    /// Positions the table covers.
+    pub fn positions(&self) -> usize {
+        self.cos.len() / (self.head_dim / 2).max(1)
+    }
+
+    /// Rotates every head of `row` (`heads × head_dim`) for `position`.
+    pub fn apply(&self, row: &mut [f32], position: usize) {
+        let half = self.head_dim / 2;
+        let cos = &self.cos[position * half..][..half];
+        let sin = &self.sin[position * half..][..half];
+        for head in row.chunks_exact_mut(self.head_dim) {
+            match self.style {
+                RopeStyle::Half => {
+                    let (a, b) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (x, y) = (a[i], b[i]);
+                        a[i] = x * cos[i] - y * sin[i];
+                        b[i] = y * cos[i] + x * sin[i];
+                    }
+                }
+                RopeStyle::Interleaved => {
+                    for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                        let (x, y) = (pair[0], pair[1]);
+                        pair[0] = x * cos[i] - y * sin[i];
+                        pair[1] = y * cos[i] + x * sin[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The shape of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (divides `heads`).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+multiversion! {
+    /// Causal attention of `queries` (`rows × heads·head_dim`, the last
+    /// `rows` positions of a sequence of `keys.len() / (kv_heads·head_dim)`
+    /// positions) over the cached `keys` and `values` (`positions ×
+    /// kv_heads·head_dim`), into `out` (shaped as `queries`). `scores` is
+    /// scratch space.
+    pub(crate) fn causal_attention(
+        queries: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        shape: Heads,
+        out: &mut [f32],
+        scores: &mut Vec<f32>,
+    ) {
+        let Heads { heads, kv_heads, head_dim } = shape;
+        let q_width = heads * head_dim;
+        let kv_width = kv_heads * head_dim;
+        let positions = keys.len() / kv_width;
+        let rows = queries.len() / q_width;
+        let group = heads / kv_heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        for r in 0..rows {
+            let visible = positions - rows + r + 1;
+            for h in 0..heads {
+                let kvh = h / group;
+                let q = &queries[r * q_width + h * head_dim..][..head_dim];
+                scores.clear();
+                scores.extend((0..visible).map(|p| {
+                    let k = &keys[p * kv_width + kvh * head_dim..][..head_dim];
+                    dot(q, k)
+                }));
+                softmax_in_place_inline(scores, scale);
+                let o = &mut out[r * q_width + h * head_dim..][..head_dim];
+                o.fill(0.0);
+                for (p, w) in scores.iter().enumerate() {
+                    let v = &values[p * kv_width + kvh * head_dim..][..head_dim];
+                    for (o, v) in o.iter_mut().zip(v) {
+                        *o = w.mul_add(*v, *o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Dot product with per-lane partial sums, so that it vectorizes.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            lanes[i] = x[i].mul_add(y[i], lanes[i]);
+        }
+    }
+    rest + lanes.iter().sum::<f32>()
+}
+
+/// The softmax body inlined into the caller's instruction set.
+#[inline(always)]
+fn softmax_in_place_inline(x: &mut [f32], scale: f32) {
+    let top = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    map_in_place(x, |v| exp((v - top) * scale));
+    let inv = 1.0 / sum_of(x, |v| v);
+    map_in_place(x, |v| v * inv);
+}
+
+/// The same softmax as the encoder's, for tests comparing the two.
+#[cfg(test)]
+fn softmax_reference(x: &mut [f32], scale: f32) {
+    softmax_in_place(Isa::detect(), x, scale);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_its_formula_on_every_isa() {
+        let x: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let w: Vec<f32> = (0..20).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let mut expected = vec![0.0; 40];
+        for r in 0..2 {
+            let row = &x[r * 20..][..20];
+            let ms: f64 = row.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / 20.0;
+            for i in 0..20 {
+                expected[r * 20 + i] =
+                    (f64::from(row[i]) / (ms + 1e-6).sqrt() * f64::from(w[i])) as f32;
+            }
+        }
+        for isa in Isa::all_supported() {
+            let mut out = vec![0.0; 40];
+            rms_norm_into(isa, &x, &w, 1e-6, &mut out);
+            close(&out, &expected, 1e-6);
+        }
+    }
+
+    #[test]
+    fn silu_mul_matches_its_formula() {
+        let g: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 9.0).collect();
+        let u: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.1).collect();
+        for isa in Isa::all_supported() {
+            let mut out = g.clone();
+            silu_mul(isa, &mut out, &u);
+            let expected: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| {
+                    (f64::from(*g) / (1.0 + (-f64::from(*g)).exp()) * f64::from(*u)) as f32
+                })
+                .collect();
+            close(&out, &expected, 1e-6);
+        }
+    }
+
+    #[test]
+    fn rope_styles_are_the_same_rotation_of_permuted_elements() {
+        let d = 8;
+        let half = Rope::new(d, 10_000.0, 16, RopeStyle::Half);
+        let inter = Rope::new(d, 10_000.0, 16, RopeStyle::Interleaved);
+        let x: Vec<f32> = (0..2 * d).map(|i| i as f32 * 0.3 - 1.0).collect();
+        // Interleaved order: (a0, b0, a1, b1, …) for the half order (a…, b…).
+        let to_inter = |v: &[f32]| -> Vec<f32> {
+            v.chunks(d)
+                .flat_map(|h| (0..d / 2).flat_map(move |i| [h[i], h[i + d / 2]]))
+                .collect()
+        };
+        let mut a = x.clone();
+        half.apply(&mut a, 5);
+        let mut b = to_inter(&x);
+        inter.apply(&mut b, 5);
+        close(&to_inter(&a), &b, 1e-6);
+        let mut zero = x.clone();
+        half.apply(&mut zero, 0);
+        close(&zero, &x, 0.0);
+        assert_eq!(half.positions(), 16);
+    }
+
+    #[test]
+    fn causal_attention_sees_only_the_past_and_groups_heads() {
+        let shape = Heads {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 4,
+        };
+        let positions = 5;
+        let keys: Vec<f32> = (0..positions * 8).map(|i| (i as f32 * 0.7).sin()).collect();
+        let values: Vec<f32> = (0..positions * 8).map(|i| (i as f32 * 0.3).cos()).collect();
+        let queries: Vec<f32> = (0..2 * 16).map(|i| (i as f32 * 0.11).sin()).collect();
+        let mut out = vec![0.0; 32];
+        let mut scores = Vec::new();
+        for isa in Isa::all_supported() {
+            causal_attention(isa, &queries, &keys, &values, shape, &mut out, &mut scores);
+            for r in 0..2 {
+                let visible = positions - 2 + r + 1;
+                for h in 0..4 {
+                    let kvh = h / 2;
+                    let q = &queries[r * 16 + h * 4..][..4];
+                    let mut s: Vec<f32> = (0..visible)
+                        .map(|p| {
+                            q.iter()
+                                .zip(&keys[p * 8 + kvh * 4..][..4])
+                                .map(|(a, b)| a * b)
+                                .sum()
+                        })
+                        .collect();
+                    softmax_reference(&mut s, 0.5);
+                    let expected: Vec<f32> = (0..4)
+                        .map(|j| {
+                            (0..visible)
+                                .map(|p| s[p] * values[p * 8 + kvh * 4 + j])
+                                .sum()
+                        })
+                        .collect();
+                    close(&out[r * 16 + h * 4..][..4], &expected, 1e-5);
+                }
+            }
+        }
+    }
+}

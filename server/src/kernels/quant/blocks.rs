@@ -1,0 +1,195 @@
+//! The GGML block formats byte for byte, their reference quantization and
+//! dequantization, and the 8-bit activations the kernels multiply them with.
+//!
+//! A block holds 32 consecutive weights of a row, little endian:
+//!
+//! | format | bytes | layout                                   | weight `j`                  |
+//! |--------|-------|------------------------------------------|-----------------------------|
+//! | Q4_0   | 18    | f16 `d`, 16 bytes of nibbles             | `d · (q_j − 8)`             |
+//! | Q4_1   | 20    | f16 `d`, f16 `m`, 16 bytes of nibbles    | `d · q_j + m`               |
+//! | Q8_0   | 34    | f16 `d`, 32 × i8                         | `d · q_j`                   |
+//!
+//! Nibble byte `i` (0..16) holds weight `i` in its low half and weight
+//! `i + 16` in its high half.
+
+use half::f16;
+
+use super::super::isa::Isa;
+use super::super::isa::multiversion;
+
+/// Weights per block, in every format.
+pub const BLOCK: usize = 32;
+
+/// A GGML block format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantFormat {
+    /// 4-bit weights, one scale per block: 4.5 bits per weight.
+    Q4_0,
+    /// 4-bit weights, a scale and a minimum per block: 5 bits per weight.
+    Q4_1,
+    /// 8-bit weights, one scale per block: 8.5 bits per weight.
+    Q8_0,
+}
+
+impl QuantFormat {
+    /// Bytes of one block of 32 weights.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            QuantFormat::Q4_0 => 18,
+            QuantFormat::Q4_1 => 20,
+            QuantFormat::Q8_0 => 34,
+        }
+    }
+
+    /// GGML's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantFormat::Q4_0 => "Q4_0",
+            QuantFormat::Q4_1 => "Q4_1",
+            QuantFormat::Q8_0 => "Q8_0",
+        }
+    }
+}
+
+/// The f16 at `bytes[at..at + 2]`, as f32.
+#[inline]
+pub fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
+}
+
+/// `x` rounded to the nearest f16, as f32 (what GGML stores).
+#[inline]
+fn through_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+/// Writes the 32 weights of `block` (in `format`) to `out`.
+pub fn dequantize_block(format: QuantFormat, block: &[u8], out: &mut [f32]) {
+    let out = &mut out[..BLOCK];
+    let d = f16_at(block, 0);
+    match format {
+        QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+            let (offset, min) = match format {
+                QuantFormat::Q4_0 => (-8.0 * d, 2),
+                _ => (f16_at(block, 2), 4),
+            };
+            let (low, high) = out.split_at_mut(BLOCK / 2);
+            for ((q, lo), hi) in block[min..][..BLOCK / 2].iter().zip(low).zip(high) {
+                *lo = d * f32::from(q & 0x0F) + offset;
+                *hi = d * f32::from(q >> 4) + offset;
+            }
+        }
+        QuantFormat::Q8_0 => {
+            for (q, o) in block[2..][..BLOCK].iter().zip(out) {
+                *o = d * f32::from(*q as i8);
+            }
+        }
+    }
+}
+
+/// Appends the block GGML's reference code (`quantize_row_*_ref`) makes of
+/// 32 values.
+pub fn quantize_block(format: QuantFormat, x: &[f32], out: &mut Vec<u8>) {
+    let x = &x[..BLOCK];
+    match format {
+        QuantFormat::Q4_0 => {
+            // The value of largest magnitude, with its sign, maps to -8.
+            let max = x
+                .iter()
+                .fold(0f32, |max, v| if v.abs() > max.abs() { *v } else { max });
+            let d = max / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+            let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+            out.extend((0..BLOCK / 2).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
+        }
+        QuantFormat::Q4_1 => {
+            let min = x.iter().fold(f32::MAX, |a, v| a.min(*v));
+            let max = x.iter().fold(-f32::MAX, |a, v| a.max(*v));
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+            out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
+            let q = |v: f32| (((v - min) * id + 0.5) as i8).min(15) as u8;
+            out.extend((0..BLOCK / 2).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
+        }
+        QuantFormat::Q8_0 => {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+            out.extend(x.iter().map(|v| (v * id).round() as i8 as u8));
+        }
+    }
+}
+
+/// Rows of activations quantized to 8 bits per 32-block, as llama.cpp's
+/// x86 code does for its `Q8_0`/`Q8_1` operands: `d = max|x| / 127`,
+/// `q = round_half_even(x / d)`, `d` rounded to f16. Stored as arrays rather
+/// than GGML blocks, so that the kernels load 32 aligned-enough bytes and
+/// broadcast scalars.
+#[derive(Debug, Default)]
+pub struct Activations {
+    /// Blocks per row.
+    pub blocks: usize,
+    /// The 8-bit values, `blocks · 32` per row.
+    pub qs: Vec<i8>,
+    /// Per block: the scale `d` (f16-exact).
+    pub d: Vec<f32>,
+    /// Per block: `Σq`, for offsets (`Q4_0`'s 8) taken out in integers.
+    pub sum: Vec<i32>,
+    /// Per block: `d · Σq` rounded to f16, `Q8_1`'s `s` (times `Q4_1`'s `m`).
+    pub s: Vec<f32>,
+}
+
+impl Activations {
+    /// Quantizes `m` rows of `cols` values (`cols % 32 == 0`).
+    pub fn quantize(isa: Isa, x: &[f32], m: usize, cols: usize) -> Activations {
+        assert_eq!(cols % BLOCK, 0, "columns not a multiple of {BLOCK}");
+        assert_eq!(x.len(), m * cols, "activation length");
+        let blocks = m * cols / BLOCK;
+        let mut acts = Activations {
+            blocks: cols / BLOCK,
+            qs: vec![0; m * cols],
+            d: vec![0.0; blocks],
+            sum: vec![0; blocks],
+            s: vec![0.0; blocks],
+        };
+        quantize_rows(
+            isa,
+            x,
+            &mut acts.qs,
+            &mut acts.d,
+            &mut acts.sum,
+            &mut acts.s,
+        );
+        acts
+    }
+
+    /// The 32 values of block `b` of row `r`.
+    #[inline]
+    pub fn block(&self, r: usize, b: usize) -> &[i8] {
+        &self.qs[(r * self.blocks + b) * BLOCK..][..BLOCK]
+    }
+}
+
+multiversion! {
+    /// Quantizes consecutive 32-blocks of `x` into `qs`, `d`, `sum` and `s`.
+    fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32], s: &mut [f32]) {
+        let blocks = x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK));
+        for ((((x, q), d), sum), s) in blocks.zip(d).zip(sum).zip(s) {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let scale = amax / 127.0;
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let mut total = 0i32;
+            for (v, q) in x.iter().zip(q.iter_mut()) {
+                let r = (v * id).round_ties_even() as i32;
+                total += r;
+                *q = r as i8;
+            }
+            *d = through_f16(scale);
+            *sum = total;
+            *s = through_f16(scale * total as f32);
+        }
+    }
+}

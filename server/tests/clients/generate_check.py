@@ -1,0 +1,216 @@
+"""Text generation through the unmodified clients: tritonclient[grpc]
+(ModelInfer, and ModelStreamInfer streaming token by token) and the openai
+package (completions, chat completions, streamed and not), against a
+running openmodel-server serving a generative model.
+
+Checks that both protocols give the same greedy text, that streams arrive
+in several pieces with the final flag and usage last, that every answer
+names the digest and ledger index, that a seed reproduces a sample, that
+stop strings, max_tokens and EOS end sequences as vLLM does, that errors
+are clear (and, on a stream, leave it open), and that a client leaving a
+stream cancels its sequence (vllm:request_success_total{finished_reason=
+"abort"} grows).
+
+Usage: generate_check.py GRPC_URL HTTP_BASE_URL METRICS_URL MODEL DIGEST LEDGER_INDEX
+Prints one JSON line of what it saw, for the Rust test to check too.
+"""
+
+import json
+import queue
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import openai
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+grpc_url, http_url, metrics_url, model, digest, ledger_index = sys.argv[1:7]
+ledger_index = int(ledger_index)
+client = grpcclient.InferenceServerClient(url=grpc_url)
+api = openai.OpenAI(base_url=http_url + "/v1", api_key="unused", max_retries=0)
+seen = {}
+
+deadline = time.time() + 180
+while True:
+    try:
+        if client.is_server_ready():
+            break
+    except InferenceServerException:
+        pass
+    if time.time() > deadline:
+        sys.exit("server did not become ready within 180 s")
+    time.sleep(0.2)
+
+PROMPT = "The capital of France is"
+
+
+def inputs(prompt, stream, params, **flags):
+    tensors = []
+
+    def add(name, datatype, value):
+        t = grpcclient.InferInput(name, [1], datatype)
+        t.set_data_from_numpy(np.array([value], dtype=np.object_ if datatype == "BYTES" else bool))
+        tensors.append(t)
+
+    add("text_input", "BYTES", prompt.encode())
+    add("stream", "BOOL", stream)
+    add("sampling_parameters", "BYTES", json.dumps(params).encode())
+    for name, value in flags.items():
+        add(name, "BOOL", value)
+    return tensors
+
+
+def check_provenance(params):
+    assert params["model_digest"].string_param == digest, params
+    assert params["ledger_index"].int64_param == ledger_index, params
+
+
+# 1. ModelInfer, greedy, the prompt excluded.
+greedy = {"temperature": 0, "max_tokens": 24, "ignore_eos": True}
+r = client.infer(model, inputs(PROMPT, False, greedy, exclude_input_in_output=True,
+                               return_finish_reason=True, return_num_input_tokens=True,
+                               return_num_output_tokens=True))
+whole = r.as_numpy("text_output")[0].decode()
+assert r.as_numpy("finish_reason")[0] == b"length", r.as_numpy("finish_reason")
+assert r.as_numpy("num_output_tokens")[0] == 24, r.as_numpy("num_output_tokens")
+prompt_tokens = int(r.as_numpy("num_input_tokens")[0])
+check_provenance(r.get_response().parameters)
+seen["triton_whole"] = whole
+# Without exclude_input_in_output the prompt comes first (as the vLLM backend).
+r = client.infer(model, inputs(PROMPT, False, greedy))
+assert r.as_numpy("text_output")[0].decode() == PROMPT + whole
+
+# 2. ModelStreamInfer: the same text in several pieces, the last one final.
+responses = queue.Queue()
+client.start_stream(callback=lambda result, error: responses.put((result, error)))
+client.async_stream_infer(model, inputs(PROMPT, True, greedy, return_finish_reason=True,
+                                        return_num_output_tokens=True), request_id="a")
+pieces, counts = [], []
+while True:
+    result, error = responses.get(timeout=120)
+    assert error is None, error
+    response = result.get_response()
+    assert response.id == "a"
+    check_provenance(response.parameters)
+    pieces.append(result.as_numpy("text_output")[0].decode())
+    counts.append(int(result.as_numpy("num_output_tokens")[0]))
+    if response.parameters["triton_final_response"].bool_param:
+        assert result.as_numpy("finish_reason")[0] == b"length"
+        break
+assert "".join(pieces) == whole, (pieces, whole)
+assert len(pieces) >= 8, f"the stream came in {len(pieces)} pieces, not token by token"
+assert sum(counts) == 24, counts
+seen["stream_pieces"] = len(pieces)
+
+# 3. An error on the stream arrives as its error, and the stream stays open.
+client.async_stream_infer(model, inputs(PROMPT, True, {"temperature": -1}), request_id="bad")
+result, error = responses.get(timeout=60)
+assert error is not None and "temperature" in str(error), error
+client.async_stream_infer(model, inputs(PROMPT, True, {"temperature": 0, "max_tokens": 2}), request_id="after")
+texts = []
+while True:
+    result, error = responses.get(timeout=60)
+    assert error is None, error
+    texts.append(result.as_numpy("text_output")[0].decode())
+    if result.get_response().parameters["triton_final_response"].bool_param:
+        break
+assert "".join(texts) == whole[: len("".join(texts))], texts
+client.stop_stream()
+
+# 4. Bad requests over gRPC: clear INVALID_ARGUMENT / NOT_FOUND.
+for what, call, needle in [
+    ("unknown parameter", lambda: client.infer(model, inputs(PROMPT, False, {"temprature": 1})), "temprature"),
+    ("invalid JSON", lambda: client.infer(model, inputs(PROMPT, False, "not json")), "JSON"),
+    ("out of range", lambda: client.infer(model, inputs(PROMPT, False, {"top_p": 2})), "top_p"),
+    ("unknown model", lambda: client.infer("nope", inputs(PROMPT, False, greedy)), "nope"),
+    ("stream on ModelInfer", lambda: client.infer(model, inputs(PROMPT, True, greedy)), "ModelStreamInfer"),
+]:
+    try:
+        call()
+    except InferenceServerException as e:
+        assert needle in e.message(), (what, e.message())
+        continue
+    sys.exit(f"{what}: answered instead of refused")
+
+# 5. OpenAI completions: the same greedy text, headers naming the weights.
+raw = api.completions.with_raw_response.create(model=model, prompt=PROMPT, max_tokens=24,
+                                                temperature=0, extra_body={"ignore_eos": True})
+assert raw.headers["x-openmodel-model-digest"] == digest, raw.headers
+assert raw.headers["x-openmodel-ledger-index"] == str(ledger_index), raw.headers
+completion = raw.parse()
+assert completion.choices[0].text == whole, (completion.choices[0].text, whole)
+assert completion.choices[0].finish_reason == "length"
+assert completion.usage.completion_tokens == 24
+assert completion.usage.prompt_tokens == prompt_tokens
+
+# Seeded sampling repeats itself; max_tokens and stop strings end it.
+sampled = [api.completions.create(model=model, prompt=PROMPT, max_tokens=16, temperature=0.9,
+                                  seed=1234).choices[0].text for _ in range(2)]
+assert sampled[0] == sampled[1], sampled
+stop_at = whole.split()[1]
+stopped = api.completions.create(model=model, prompt=PROMPT, max_tokens=24, temperature=0,
+                                 stop=[stop_at])
+assert stopped.choices[0].finish_reason == "stop", stopped
+assert stopped.choices[0].text == whole[: whole.index(stop_at)], (stopped.choices[0].text, stop_at)
+# EOS: a chat answer ends by itself well before a generous max_tokens.
+ended = api.chat.completions.create(model=model, max_tokens=400, temperature=0,
+                                    messages=[{"role": "user", "content": "Say hello."}])
+assert ended.choices[0].finish_reason == "stop", ended
+assert ended.usage.completion_tokens < 400
+seen["chat_answer"] = ended.choices[0].message.content
+
+# 6. Streamed chat: a role chunk, content chunks, usage with the last.
+chunks = list(api.chat.completions.create(model=model, max_tokens=400, temperature=0, stream=True,
+                                          stream_options={"include_usage": True},
+                                          messages=[{"role": "user", "content": "Say hello."}]))
+content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+assert content == ended.choices[0].message.content, (content, ended.choices[0].message.content)
+assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2, chunks
+assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == ended.usage.completion_tokens
+seen["chat_chunks"] = len(chunks)
+
+# 7. OpenAI errors: clear, with the right class.
+for what, call, error, needle in [
+    ("bad temperature", lambda: api.completions.create(model=model, prompt=PROMPT, temperature=-1),
+     openai.BadRequestError, "temperature"),
+    ("unknown model", lambda: api.completions.create(model="nope", prompt=PROMPT), openai.NotFoundError, "nope"),
+    ("too long", lambda: api.completions.create(model=model, prompt="word " * 200),
+     openai.BadRequestError, "--max-prompt-tokens"),
+    ("too many tokens", lambda: api.completions.create(model=model, prompt=PROMPT, max_tokens=10**9),
+     openai.BadRequestError, "max_tokens"),
+]:
+    try:
+        call()
+    except error as e:
+        assert needle in str(e), (what, str(e))
+        continue
+    sys.exit(f"{what}: answered instead of refused")
+models = api.models.list()
+assert [m.id for m in models.data] == [model]
+
+
+# 8. A client that leaves a stream cancels its sequence.
+def aborted():
+    text = urllib.request.urlopen(metrics_url).read().decode()
+    for line in text.splitlines():
+        if line.startswith('vllm:request_success_total{finished_reason="abort"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+before = aborted()
+stream = api.completions.create(model=model, prompt=PROMPT, max_tokens=2000, temperature=0,
+                                stream=True, extra_body={"ignore_eos": True})
+for i, _ in enumerate(stream):
+    if i == 3:
+        break
+stream.close()
+deadline = time.time() + 30
+while aborted() <= before:
+    if time.time() > deadline:
+        sys.exit("a stream the client closed was not aborted within 30 s")
+    time.sleep(0.1)
+
+print(json.dumps(seen))

@@ -1,0 +1,197 @@
+//! The decoder against transformers, in FP32: tiny random Llama, Qwen2 and
+//! Qwen3 checkpoints, made here by tools/reference/tiny_checkpoint.py
+//! (plain Python, deterministic from a seed; the files' SHA-256 are pinned
+//! in the fixture), give the logits transformers gave
+//! (server/tests/fixtures/tiny_generation_reference.json, made by
+//! scripts/make-generation-reference.sh) within 1e-4 at the prompt and at
+//! each of 32 greedy steps, and the same 32 greedy tokens. Prefill in
+//! chunks and decode in a batch with another sequence change nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use openmodel_server::model::decoder::{Decoder, KvCache, Logits, Step};
+use sha2::{Digest, Sha256};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn fixture() -> serde_json::Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_generation_reference.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; it is committed, made by scripts/make-generation-reference.sh",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Writes the checkpoint of `arch` with `seed` into a new folder.
+fn checkpoint(arch: &str, seed: u64, expected: &serde_json::Value) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/reference/tiny_checkpoint.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--arch", arch, "--seed", &seed.to_string(), "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed to write the tiny checkpoints: {e}"));
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (file, sha) in expected.as_object().unwrap() {
+        let bytes = std::fs::read(dir.path().join(file)).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            sha.as_str().unwrap(),
+            "{arch}: {file} differs from the one the reference was made from"
+        );
+    }
+    let path = dir.path().to_path_buf();
+    (dir, path)
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn one(decoder: &Decoder, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
+    decoder
+        .forward(&mut [Step {
+            tokens,
+            cache,
+            logits: Logits::Last,
+        }])
+        .unwrap()
+        .remove(0)
+}
+
+#[test]
+fn tiny_checkpoints_give_transformers_logits_and_greedy_tokens() {
+    let fixture = fixture();
+    for (arch, reference) in fixture["archs"].as_object().unwrap() {
+        let seed = reference["seed"].as_u64().unwrap();
+        let (_dir, path) = checkpoint(arch, seed, &reference["files_sha256"]);
+        let decoder = Decoder::load(&path).unwrap();
+        let prompt = ids(&reference["prompt"]);
+        let greedy = ids(&reference["greedy_tokens"]);
+        let rows: Vec<Vec<f32>> = reference["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect();
+        let mut cache = KvCache::new(decoder.config(), 64);
+        let mut logits = one(&decoder, &prompt, &mut cache);
+        let mut worst = 0f32;
+        for (step, expected_token) in greedy.iter().enumerate() {
+            let diff = max_diff(&logits, &rows[step]);
+            worst = worst.max(diff);
+            assert!(
+                diff <= TOLERANCE,
+                "{arch}: logits at step {step} differ by {diff}"
+            );
+            let token = argmax(&logits);
+            assert_eq!(token, *expected_token, "{arch}: greedy token {step}");
+            logits = one(&decoder, &[token], &mut cache);
+        }
+        let diff = max_diff(&logits, &rows[greedy.len()]);
+        assert!(diff <= TOLERANCE, "{arch}: last logits differ by {diff}");
+        eprintln!(
+            "{arch}: 33 rows of logits within {worst:e} of transformers, 32 greedy tokens equal"
+        );
+
+        // Prefill in chunks of 3, and decode beside another sequence.
+        let mut chunked = KvCache::new(decoder.config(), 64);
+        let mut last = Vec::new();
+        for chunk in prompt.chunks(3) {
+            last = one(&decoder, chunk, &mut chunked);
+        }
+        assert!(
+            max_diff(&last, &rows[0]) <= TOLERANCE,
+            "{arch}: chunked prefill"
+        );
+        let mut other = KvCache::new(decoder.config(), 64);
+        one(&decoder, &prompt[..5], &mut other);
+        let both = decoder
+            .forward(&mut [
+                Step {
+                    tokens: &greedy[..1],
+                    cache: &mut chunked,
+                    logits: Logits::Last,
+                },
+                Step {
+                    tokens: &[7, 8],
+                    cache: &mut other,
+                    logits: Logits::All,
+                },
+            ])
+            .unwrap();
+        assert!(
+            max_diff(&both[0], &rows[1]) <= TOLERANCE,
+            "{arch}: batched decode"
+        );
+        assert_eq!(both[1].len(), 2 * decoder.config().vocab);
+    }
+}
+
+#[test]
+fn a_cache_refuses_tokens_past_its_room_and_ids_past_the_vocabulary() {
+    let fixture = fixture();
+    let reference = &fixture["archs"]["llama"];
+    let (_dir, path) = checkpoint("llama", 7, &reference["files_sha256"]);
+    let decoder = Decoder::load(&path).unwrap();
+    let mut cache = KvCache::new(decoder.config(), 4);
+    let e = decoder
+        .forward(&mut [Step {
+            tokens: &[1, 2, 3, 4, 5],
+            cache: &mut cache,
+            logits: Logits::Last,
+        }])
+        .unwrap_err();
+    assert!(e.to_string().contains("exceed"), "{e}");
+    let e = decoder
+        .forward(&mut [Step {
+            tokens: &[256],
+            cache: &mut cache,
+            logits: Logits::Last,
+        }])
+        .unwrap_err();
+    assert!(e.to_string().contains("outside the vocabulary"), "{e}");
+    assert!(cache.is_empty(), "a refused step left tokens in the cache");
+}

@@ -1,0 +1,139 @@
+//! Text generation end to end: the real binary serving the real
+//! SmolLM2-135M-Instruct GGUF (scripts/fetch-smollm2.sh), called by the
+//! unmodified tritonclient[grpc] and openai packages
+//! (scripts/client-venv.sh; tests/clients/generate_check.py says what they
+//! check), and the engine in-process: 16 concurrent greedy requests of
+//! mixed lengths give exactly the tokens each gives alone.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use common::server::Binary;
+use common::{client_python, client_script, smollm2_dir};
+use openmodel_server::generate::Model;
+use openmodel_server::generate::engine::{self, EngineLimits, Event, Request};
+use openmodel_server::generate::params::{GenerationBounds, SamplingParams};
+use openmodel_server::generate::sampler::Sampler;
+use openmodel_server::manifest::Manifest;
+use openmodel_server::metrics::Metrics;
+use tokio::sync::mpsc;
+
+const NAME: &str = "smollm2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_and_openai_stream_and_complete_with_provenance() {
+    let dir = smollm2_dir();
+    let digest = Manifest::of_folder(&dir).unwrap().digest;
+    let mut server = Binary::start_model(
+        &dir,
+        NAME,
+        &[
+            "--ledger-index",
+            "41",
+            "--max-prompt-tokens",
+            "128",
+            "--threads",
+            "2",
+        ],
+        &[],
+    );
+    server.ready_client().await;
+    let out = Command::new(client_python())
+        .arg(client_script("generate_check.py"))
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg(format!("http://127.0.0.1:{}", server.http_port))
+        .arg(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
+        .args([NAME, &digest, "41"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "generate_check.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    eprintln!("the clients saw: {seen}");
+    assert!(seen["stream_pieces"].as_u64().unwrap() >= 8, "{seen}");
+    let answer = seen["chat_answer"].as_str().unwrap();
+    assert!(!answer.trim().is_empty(), "{seen}");
+    assert!(server.is_running());
+}
+
+/// Runs `prompts` greedily through one engine at once; the text of each.
+async fn generate_all(model: &Arc<Model>, prompts: &[Vec<u32>], max_tokens: u32) -> Vec<String> {
+    let handle = engine::start(
+        Arc::clone(model),
+        EngineLimits {
+            max_sequences: 16,
+            max_waiting: 64,
+            max_batched_tokens: 64,
+            kv_cache_bytes: 1 << 30,
+        },
+        Metrics::new(),
+    )
+    .unwrap();
+    let params = SamplingParams {
+        temperature: 0.0,
+        ignore_eos: true,
+        max_tokens: Some(max_tokens),
+        ..SamplingParams::default()
+    }
+    .validate(&GenerationBounds::default())
+    .unwrap();
+    let mut streams = Vec::new();
+    for prompt in prompts {
+        let (tx, rx) = mpsc::unbounded_channel();
+        handle
+            .submit(Request {
+                prompt: prompt.clone(),
+                params: params.clone(),
+                max_tokens,
+                sampler: Sampler::with_seed(&params, &model.eos, 0),
+                events: tx,
+                arrived: std::time::Instant::now(),
+            })
+            .unwrap();
+        streams.push(rx);
+    }
+    let mut texts = Vec::new();
+    for mut rx in streams {
+        let mut text = String::new();
+        loop {
+            match rx.recv().await.unwrap() {
+                Event::Text { text: piece, .. } => text.push_str(&piece),
+                Event::Finished { usage, .. } => {
+                    assert_eq!(usage.completion_tokens, max_tokens as usize);
+                    break;
+                }
+                Event::Failed(e) => panic!("{e}"),
+            }
+        }
+        texts.push(text);
+    }
+    texts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_batching_changes_no_greedy_token() {
+    let model = Arc::new(Model::load(&smollm2_dir()).unwrap());
+    let base = "Once upon a time in a land far away, there lived a curious engineer who";
+    let prompts: Vec<Vec<u32>> = (0..16)
+        .map(|i| {
+            let text = format!(
+                "{} {}",
+                base.repeat(1 + i % 4),
+                ["built", "asked", "wrote", "found"][i % 4]
+            );
+            model.encode(&text[..text.len() - i]).unwrap()
+        })
+        .collect();
+    let together = generate_all(&model, &prompts, 12).await;
+    for (i, prompt) in prompts.iter().enumerate() {
+        let alone = generate_all(&model, std::slice::from_ref(prompt), 12).await;
+        assert_eq!(together[i], alone[0], "request {i} changed when batched");
+    }
+}
