@@ -22,8 +22,9 @@ step "setup"
 scripts/setup.sh
 step "shell scripts: shellcheck and the SIGPIPE guard (scripts/lint-shell.sh)"
 scripts/lint-shell.sh
-step "model weights, Triton's protocol descriptors and the tritonclient venv for the tests (per-user cache)"
+step "model weights (all-MiniLM-L6-v2, SmolLM2-135M-Instruct GGUF), Triton's protocol descriptors and the tritonclient/openai venv for the tests (per-user cache)"
 scripts/fetch-model.sh
+scripts/fetch-smollm2.sh
 scripts/fetch-triton-descriptors.sh
 scripts/client-venv.sh
 # The control plane is the longest third-party build (about 12 min cold on

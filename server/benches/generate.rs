@@ -191,6 +191,7 @@ fn main() {
                 "isa": Isa::detect().name(),
                 "threads": threads,
                 "prompt_tokens": PROMPT_TOKENS,
+                "prompt_ids": prompt,
                 "new_tokens": NEW_TOKENS,
                 "prefill_ms": prefill.as_secs_f64() * 1e3,
                 "decode_tokens_per_s": decode,

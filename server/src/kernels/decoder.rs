@@ -129,13 +129,15 @@ pub struct Heads {
 }
 
 multiversion! {
-    /// Causal attention of `queries` (`rows × heads·head_dim`, the last
-    /// `rows` positions of a sequence of `keys.len() / (kv_heads·head_dim)`
-    /// positions) over the cached `keys` and `values` (`positions ×
-    /// kv_heads·head_dim`), into `out` (shaped as `queries`). `scores` is
+    /// Causal attention of `queries` (`rows × heads·head_dim`, positions
+    /// `first`, `first + 1`, … of a sequence) over the cached `keys` and
+    /// `values` (`positions × kv_heads·head_dim`, at least up to the last
+    /// query's position), into `out` (shaped as `queries`). `scores` is
     /// scratch space.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn causal_attention(
         queries: &[f32],
+        first: usize,
         keys: &[f32],
         values: &[f32],
         shape: Heads,
@@ -145,12 +147,12 @@ multiversion! {
         let Heads { heads, kv_heads, head_dim } = shape;
         let q_width = heads * head_dim;
         let kv_width = kv_heads * head_dim;
-        let positions = keys.len() / kv_width;
         let rows = queries.len() / q_width;
+        debug_assert!(first + rows <= keys.len() / kv_width, "queries past the cache");
         let group = heads / kv_heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
         for r in 0..rows {
-            let visible = positions - rows + r + 1;
+            let visible = first + r + 1;
             for h in 0..heads {
                 let kvh = h / group;
                 let q = &queries[r * q_width + h * head_dim..][..head_dim];
@@ -294,7 +296,16 @@ mod tests {
         let mut out = vec![0.0; 32];
         let mut scores = Vec::new();
         for isa in Isa::all_supported() {
-            causal_attention(isa, &queries, &keys, &values, shape, &mut out, &mut scores);
+            causal_attention(
+                isa,
+                &queries,
+                positions - 2,
+                &keys,
+                &values,
+                shape,
+                &mut out,
+                &mut scores,
+            );
             for r in 0..2 {
                 let visible = positions - 2 + r + 1;
                 for h in 0..4 {

@@ -12,7 +12,7 @@ pub enum Level {
     Generic,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
-    /// x86-64 with AVX-512F, VL and DQ (plus AVX2 and FMA).
+    /// x86-64 with AVX-512F, VL and DQ (plus AVX2, FMA and F16C).
     Avx512,
 }
 

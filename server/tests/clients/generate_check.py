@@ -120,7 +120,15 @@ assert "".join(texts) == whole[: len("".join(texts))], texts
 client.stop_stream()
 
 # 4. Bad requests over gRPC: clear INVALID_ARGUMENT / NOT_FOUND.
+def wrong_type():
+    t = grpcclient.InferInput("text_input", [1], "FP32")
+    t.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+    return client.infer(model, [t])
+
+
 for what, call, needle in [
+    ("wrong tensor type", wrong_type, "must be BYTES"),
+    ("prompt too long", lambda: client.infer(model, inputs("word " * 200, False, greedy)), "--max-prompt-tokens"),
     ("unknown parameter", lambda: client.infer(model, inputs(PROMPT, False, {"temprature": 1})), "temprature"),
     ("invalid JSON", lambda: client.infer(model, inputs(PROMPT, False, "not json")), "JSON"),
     ("out of range", lambda: client.infer(model, inputs(PROMPT, False, {"top_p": 2})), "top_p"),

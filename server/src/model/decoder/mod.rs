@@ -300,25 +300,39 @@ impl Decoder {
                 }
                 row_index += step.tokens.len();
             }
-            // Attention, sequence by sequence, in parallel.
+            // Attention in parallel: each sequence's new rows in chunks,
+            // so that one long prompt also uses every core.
             let mut jobs = Vec::with_capacity(steps.len());
             let (mut rest_ctx, mut offset) = (&mut context[..], 0);
+            let chunk = rows.div_ceil(rayon::current_num_threads().max(1)).max(8);
             for step in steps.iter() {
                 let n = step.tokens.len();
-                let (mine, tail) = rest_ctx.split_at_mut(n * qw);
-                rest_ctx = tail;
-                jobs.push((offset, n, &step.cache.layers[layer], mine));
+                let start = step.cache.len;
+                let mut done = 0;
+                while done < n {
+                    let take = chunk.min(n - done);
+                    let (mine, tail) = rest_ctx.split_at_mut(take * qw);
+                    rest_ctx = tail;
+                    jobs.push((
+                        offset + done,
+                        take,
+                        start + done,
+                        &step.cache.layers[layer],
+                        mine,
+                    ));
+                    done += take;
+                }
                 offset += n;
             }
             let qkv_ref = &qkv;
             jobs.into_par_iter().for_each_init(
                 || (Vec::new(), Vec::new()),
-                |(queries, scores), (offset, n, (keys, values), out)| {
+                |(queries, scores), (row, n, first, (keys, values), out)| {
                     queries.clear();
                     for r in 0..n {
-                        queries.extend_from_slice(&qkv_ref[(offset + r) * qkv_width..][..qw]);
+                        queries.extend_from_slice(&qkv_ref[(row + r) * qkv_width..][..qw]);
                     }
-                    causal_attention(isa, queries, keys, values, shape, out, scores);
+                    causal_attention(isa, queries, first, keys, values, shape, out, scores);
                 },
             );
             block.o.forward(&context, rows, &mut projected);
