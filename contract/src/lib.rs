@@ -5,8 +5,8 @@
 //!   operator passes to them in the pods it generates (the server's clap
 //!   definition uses the same constants, and the operator's tests parse
 //!   the generated arguments with it);
-//! - [`GRPC_PORT`] and [`METRICS_PORT`]: the ports the server listens on by
-//!   default and the operator exposes;
+//! - [`GRPC_PORT`], [`HTTP_PORT`] and [`METRICS_PORT`]: the ports the
+//!   server listens on by default and the operator exposes;
 //! - [`WEIGHTS_ENTRY_ANNOTATION`]: the pod annotation the operator sets and
 //!   the server follows;
 //! - [`response`]: what every answer carries about the served weights;
@@ -31,9 +31,10 @@ pub fn flag(name: &str) -> String {
 /// `--grpc-listen` port and the one the operator's Service and probes use.
 pub const GRPC_PORT: u16 = 8001;
 
-/// The OpenAI-compatible HTTP port of text-generation servers: the
-/// server's default `--http-listen` port (vLLM's) and the one the
-/// operator's Service exposes.
+/// The OpenAI-compatible HTTP port (completions and chat of
+/// text-generation models, embeddings of embedding models): the server's
+/// default `--http-listen` port (vLLM's) and the one the operator's
+/// Service exposes.
 pub const HTTP_PORT: u16 = 8000;
 
 /// The Prometheus port (`GET /metrics`): the server's default
@@ -65,8 +66,13 @@ pub mod serve {
     pub const METRICS_LISTEN: &str = "metrics-listen";
     /// The OpenAI-compatible HTTP API's address.
     pub const HTTP_LISTEN: &str = "http-listen";
-    /// What the model does: `auto`, `embeddings` or `text-generation`.
+    /// What the model does: `auto`, [`TASK_EMBEDDINGS`] or
+    /// [`TASK_TEXT_GENERATION`].
     pub const TASK: &str = "task";
+    /// The `--task` value for sentence embeddings.
+    pub const TASK_EMBEDDINGS: &str = "embeddings";
+    /// The `--task` value for text generation.
+    pub const TASK_TEXT_GENERATION: &str = "text-generation";
     /// The downward-API file of the pod's annotations, followed for
     /// [`WEIGHTS_ENTRY_ANNOTATION`](crate::WEIGHTS_ENTRY_ANNOTATION).
     pub const POD_ANNOTATIONS: &str = "pod-annotations";
@@ -85,6 +91,14 @@ pub mod serve {
     /// Most texts waiting for the model; a request that would queue more
     /// answers RESOURCE_EXHAUSTED.
     pub const MAX_QUEUED_TEXTS: &str = "max-queued-texts";
+    /// Text generation: sequences generated at once (vLLM's name).
+    pub const MAX_NUM_SEQS: &str = "max-num-seqs";
+    /// Text generation: bytes of KV cache all sequences may hold.
+    pub const KV_CACHE_BYTES: &str = "kv-cache-bytes";
+    /// Text generation: the longest prompt, in tokens.
+    pub const MAX_PROMPT_TOKENS: &str = "max-prompt-tokens";
+    /// Text generation: most tokens one request may generate.
+    pub const MAX_NEW_TOKENS: &str = "max-new-tokens";
     /// Where the model runs (`cpu`, [`DEVICE_CUDA`], …).
     pub const DEVICE: &str = "device";
     /// The `--device` value for the first GPU.

@@ -230,7 +230,7 @@ pub fn model_retired(model: &OpenModel, last_digest: Option<&str>, cluster: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{DatasetRole, Provenance};
+    use crate::crd::{DatasetRole, Format, Generation, Provenance, Task};
     use crate::resources::fixtures::{DIGEST, model};
 
     fn patch_of(entry: &Entry) -> Value {
@@ -298,6 +298,46 @@ mod tests {
         }
         // Nothing changed: nothing to record.
         assert!(spec_entries(&m, Some(&spec_document(&m.spec)), Vec::new(), "prod").is_empty());
+    }
+
+    /// A model that becomes a text generator, then changes a generation
+    /// limit: each patch names the new fields, and replaying them gives the
+    /// spec back.
+    #[test]
+    fn generation_settings_are_recorded_and_replayed() {
+        let mut m = model();
+        let mut log = spec_entries(&m, None, Vec::new(), "c");
+        let first = spec_document(&m.spec);
+        m.metadata.generation = Some(2);
+        m.spec.model.task = Task::TextGeneration;
+        m.spec.model.format = Some(Format::Gguf);
+        m.spec.generation = Some(Generation {
+            max_tokens: Some(256),
+            ..Generation::default()
+        });
+        let second_entries = spec_entries(&m, Some(&first), Vec::new(), "c");
+        assert_eq!(
+            patch_of(&second_entries[0]),
+            json!([
+                {"op": "add", "path": "/spec/generation", "value": {"maxTokens": 256}},
+                {"op": "add", "path": "/spec/model/format", "value": "gguf"},
+                {"op": "replace", "path": "/spec/model/task", "value": "text-generation"}
+            ])
+        );
+        log.extend(second_entries);
+        let second = spec_document(&m.spec);
+        m.metadata.generation = Some(3);
+        m.spec.generation.as_mut().unwrap().max_tokens = Some(1024);
+        let third_entries = spec_entries(&m, Some(&second), Vec::new(), "c");
+        assert_eq!(
+            patch_of(&third_entries[0]),
+            json!([{"op": "replace", "path": "/spec/generation/maxTokens", "value": 1024}])
+        );
+        log.extend(third_entries);
+        assert_eq!(
+            openmodel_history::spec::replay(&log, "uid-1", 4).unwrap(),
+            Some(spec_document(&m.spec))
+        );
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub struct ServeArgs {
 #[command(next_help_heading = "Text generation")]
 pub struct GenerationArgs {
     /// Sequences generated at once (the running batch).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long = serve::MAX_NUM_SEQS, default_value_t = 32)]
     pub max_num_seqs: usize,
     /// Tokens one forward pass processes: one per running sequence, the
     /// rest for chunks of prompts, so long prompts never stall streams.
@@ -195,10 +195,10 @@ pub struct GenerationArgs {
     /// Bytes of KV cache all sequences may hold. Each request reserves
     /// room for its prompt and max_tokens when it starts; requests wait
     /// while the budget is full, and one that could never fit is refused.
-    #[arg(long, default_value_t = 2 << 30)]
+    #[arg(long = serve::KV_CACHE_BYTES, default_value_t = 2 << 30)]
     pub kv_cache_bytes: usize,
     /// Longest prompt, in tokens.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long = serve::MAX_PROMPT_TOKENS, default_value_t = 8192)]
     pub max_prompt_tokens: usize,
     /// Most tokens one request may generate (and what max_tokens: null
     /// asks for, within the model's context).

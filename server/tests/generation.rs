@@ -137,3 +137,64 @@ async fn continuous_batching_changes_no_greedy_token() {
         assert_eq!(together[i], alone[0], "request {i} changed when batched");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_kv_budget_makes_requests_wait_and_one_too_big_is_refused() {
+    let model = Arc::new(Model::load(&smollm2_dir()).unwrap());
+    let per_token = model.decoder.config().kv_bytes_per_token();
+    // Room for one sequence of 40 tokens at a time.
+    let handle = engine::start(
+        Arc::clone(&model),
+        EngineLimits {
+            max_sequences: 8,
+            max_waiting: 8,
+            max_batched_tokens: 64,
+            kv_cache_bytes: 40 * per_token,
+        },
+        Metrics::new(),
+    )
+    .unwrap();
+    let params = SamplingParams {
+        temperature: 0.0,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    }
+    .validate(&GenerationBounds::default())
+    .unwrap();
+    let prompt = model
+        .encode("Three requests share one sequence's room:")
+        .unwrap();
+    let request = |max_tokens: u32, tx| Request {
+        prompt: prompt.clone(),
+        params: params.clone(),
+        max_tokens,
+        sampler: Sampler::with_seed(&params, &model.eos, 0),
+        events: tx,
+        arrived: std::time::Instant::now(),
+    };
+    let too_big = handle
+        .submit(request(40, mpsc::unbounded_channel().0))
+        .unwrap_err();
+    assert!(
+        too_big.to_string().contains("--kv-cache-bytes"),
+        "{too_big}"
+    );
+    let mut receivers = Vec::new();
+    for _ in 0..3 {
+        let (tx, rx) = mpsc::unbounded_channel();
+        handle.submit(request(8, tx)).unwrap();
+        receivers.push(rx);
+    }
+    for mut rx in receivers {
+        loop {
+            match rx.recv().await.unwrap() {
+                Event::Text { .. } => {}
+                Event::Finished { usage, .. } => {
+                    assert_eq!(usage.completion_tokens, 8);
+                    break;
+                }
+                Event::Failed(e) => panic!("{e}"),
+            }
+        }
+    }
+}

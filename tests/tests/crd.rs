@@ -1,13 +1,16 @@
 //! The OpenModel CRD (crds/openmodel.yaml) in the real kube-apiserver: the
-//! example applies with kubectl and round-trips through the Rust client,
-//! the printer columns and the scale subresource work, and invalid models
-//! are refused with the CEL rules' messages.
+//! examples (embedding and text generation) apply with kubectl and
+//! round-trip through the Rust client, the printer columns and the scale
+//! subresource work, and invalid models are refused with the CEL rules'
+//! messages.
 
 use std::process::Output;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use kube::api::{Api, PostParams};
-use openmodel_operator::crd::{DatasetRef, DatasetRole, OpenModel, Policy, Provenance};
+use openmodel_operator::crd::{
+    DatasetRef, DatasetRole, Format, Generation, OpenModel, Policy, Provenance, Task,
+};
 use openmodel_tests::ControlPlane;
 use openmodel_tests::operator::{EXAMPLE_PATH as EXAMPLE, example, namespace};
 
@@ -76,6 +79,46 @@ async fn kubectl_applies_the_example_and_prints_its_columns() -> Result<()> {
     Ok(())
 }
 
+const GENERATION_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smollm2.yaml");
+
+#[tokio::test]
+async fn kubectl_applies_the_text_generation_example() -> Result<()> {
+    let control_plane = control_plane().await;
+    let client = control_plane.client()?;
+    let ns = namespace(&client, "kubectl_generation").await?;
+    let applied = kubectl(
+        control_plane,
+        &["apply", "-n", &ns, "-f", GENERATION_EXAMPLE],
+    )?;
+    ensure!(
+        applied.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let table = kubectl(control_plane, &["get", "om", "-n", &ns])?;
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("smollm2") && table.contains("text-generation"),
+        "{table}"
+    );
+    let expected: OpenModel =
+        serde_saphyr::from_str(&std::fs::read_to_string(GENERATION_EXAMPLE)?)?;
+    let stored = Api::<OpenModel>::namespaced(client, &ns)
+        .get("smollm2")
+        .await?;
+    assert_eq!(stored.spec, expected.spec);
+    let generation = stored.spec.generation.as_ref().context("spec.generation")?;
+    assert_eq!(generation.kv_cache_bytes.as_deref(), Some("512Mi"));
+    Ok(())
+}
+
+/// A text-generation model from the embedding example: `mutate` then
+/// changes it.
+fn generator(m: &mut OpenModel, generation: Generation) {
+    m.spec.model.task = Task::TextGeneration;
+    m.spec.generation = Some(generation);
+}
+
 /// The message of the API error `create` fails with.
 async fn refusal(api: &Api<OpenModel>, model: &OpenModel) -> Result<String> {
     match api.create(&PostParams::default(), model).await {
@@ -94,7 +137,7 @@ async fn invalid_models_are_refused_with_the_cel_messages() -> Result<()> {
     let ns = namespace(&client, "cel_rules").await?;
     let api: Api<OpenModel> = Api::namespaced(client, &ns);
     type Mutation = fn(&mut OpenModel);
-    let cases: [(&str, Mutation, &str); 8] = [
+    let cases: [(&str, Mutation, &str); 13] = [
         (
             "bad-digest",
             |m| m.spec.model.digest = Some("sha256:abc".into()),
@@ -149,6 +192,60 @@ async fn invalid_models_are_refused_with_the_cel_messages() -> Result<()> {
             },
             "dataset names must be unique",
         ),
+        (
+            "gguf-embedding",
+            |m| m.spec.model.format = Some(Format::Gguf),
+            "format gguf is served for task text-generation only",
+        ),
+        (
+            "generation-embedding",
+            |m| {
+                m.spec.generation = Some(Generation {
+                    max_tokens: Some(16),
+                    ..Generation::default()
+                })
+            },
+            "spec.generation applies to text generation only",
+        ),
+        (
+            "kv-cache-unit",
+            |m| {
+                generator(
+                    m,
+                    Generation {
+                        kv_cache_bytes: Some("2GB".into()),
+                        ..Generation::default()
+                    },
+                )
+            },
+            "kvCacheBytes must be a whole number of bytes",
+        ),
+        (
+            "max-tokens",
+            |m| {
+                generator(
+                    m,
+                    Generation {
+                        max_tokens: Some(131_073),
+                        ..Generation::default()
+                    },
+                )
+            },
+            "spec.generation.maxTokens: Invalid value",
+        ),
+        (
+            "max-num-seqs",
+            |m| {
+                generator(
+                    m,
+                    Generation {
+                        max_num_seqs: Some(0),
+                        ..Generation::default()
+                    },
+                )
+            },
+            "spec.generation.maxNumSeqs: Invalid value",
+        ),
     ];
     for (name, mutate, message) in cases {
         let mut model = example(&ns)?;
@@ -169,6 +266,22 @@ async fn invalid_models_are_refused_with_the_cel_messages() -> Result<()> {
     model.spec.model.source = "hf://org/repo".into();
     model.spec.model.revision = Some("abc".into());
     model.spec.runtime.replicas = 0;
+    api.create(&PostParams::default(), &model).await?;
+
+    // A text generator from safetensors, every generation limit at its
+    // largest.
+    let mut model = example(&ns)?;
+    model.metadata.name = Some("generator".into());
+    model.spec.model.format = Some(Format::Safetensors);
+    generator(
+        &mut model,
+        Generation {
+            max_tokens: Some(131_072),
+            context_length: Some(1_048_576),
+            kv_cache_bytes: Some("9999999Ti".into()),
+            max_num_seqs: Some(4096),
+        },
+    );
     api.create(&PostParams::default(), &model).await?;
 
     // kubectl shows the same message.

@@ -103,6 +103,10 @@ async fn apply_and_update_roll_through_server_side_apply_and_the_ledger() -> Res
             .port,
         8001
     );
+    let args = server.args.as_ref().unwrap();
+    for expected in [["--task", "embeddings"], ["--http-listen", "0.0.0.0:8000"]] {
+        assert!(args.windows(2).any(|w| w == expected), "{args:?}");
+    }
     let env = server.env.as_ref().unwrap();
     assert_eq!(
         (env[0].name.as_str(), env[0].value.as_deref()),
@@ -119,7 +123,7 @@ async fn apply_and_update_roll_through_server_side_apply_and_the_ledger() -> Res
         .iter()
         .map(|p| p.port)
         .collect();
-    assert_eq!(ports, [8001, 9090]);
+    assert_eq!(ports, [8001, 8000, 9090]);
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
     assert!(budgets.get_opt("minilm").await?.is_some());
     let model = wait_for(&models(&client, &ns), "minilm", "the first status", |m| {

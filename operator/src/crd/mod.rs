@@ -5,8 +5,8 @@ mod spec;
 mod status;
 
 pub use spec::{
-    DatasetRef, DatasetRole, ModelSpec, OpenModel, OpenModelSpec, Policy, Provenance, Resources,
-    Runtime, Serving, Task, Training,
+    DatasetRef, DatasetRole, Format, Generation, ModelSpec, OpenModel, OpenModelSpec, Policy,
+    Provenance, Resources, Runtime, Serving, Task, Training,
 };
 pub use status::{Condition, LedgerStatus, OpenModelStatus};
 
@@ -29,6 +29,8 @@ mod tests {
 
     const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/openmodel.yaml");
     const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/minilm.yaml");
+    const GENERATION_EXAMPLE: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smollm2.yaml");
 
     #[test]
     fn the_committed_crd_is_generated_from_these_types() {
@@ -99,8 +101,12 @@ mod tests {
         );
     }
 
+    fn read_example(path: &str) -> OpenModel {
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
     fn example() -> OpenModel {
-        serde_saphyr::from_str(&std::fs::read_to_string(EXAMPLE).unwrap()).unwrap()
+        read_example(EXAMPLE)
     }
 
     /// The messages of the CEL rules `model` breaks, evaluated locally.
@@ -139,6 +145,65 @@ mod tests {
         ];
         for (mutate, message) in cases {
             let mut model = example();
+            mutate(&mut model);
+            let broken = broken_rules(&model);
+            assert!(broken.contains(message), "{message}: {broken}");
+        }
+    }
+
+    #[test]
+    fn cel_rules_accept_the_generation_example_and_keep_generation_to_it() {
+        let smollm2 = read_example(GENERATION_EXAMPLE);
+        assert_eq!(smollm2.spec.model.task, Task::TextGeneration);
+        assert_eq!(smollm2.spec.model.format, Some(Format::Gguf));
+        assert_eq!(broken_rules(&smollm2), "");
+        // Safetensors may generate text too, and embed.
+        let mut safetensors = smollm2.clone();
+        safetensors.spec.model.format = Some(Format::Safetensors);
+        assert_eq!(broken_rules(&safetensors), "");
+        let mut embedding = example();
+        embedding.spec.model.format = Some(Format::Safetensors);
+        assert_eq!(broken_rules(&embedding), "");
+        // kvCacheBytes: whole bytes, with a unit or without, never past
+        // u64 (the Deployment's test reads the largest ones).
+        for (text, accepted) in [
+            ("2Gi", true),
+            ("512Mi", true),
+            ("1000000k", true),
+            ("9999999Ti", true),
+            ("9999999999999999999", true),
+            ("10000000Ti", false),
+            ("99999999999999999999", false),
+            ("1.5Gi", false),
+            ("0", false),
+            ("2GB", false),
+        ] {
+            let mut model = smollm2.clone();
+            model.spec.generation.as_mut().unwrap().kv_cache_bytes = Some(text.into());
+            let broken = broken_rules(&model);
+            if accepted {
+                assert_eq!(broken, "", "{text}");
+            } else {
+                assert!(broken.contains("kvCacheBytes must be"), "{text}: {broken}");
+            }
+        }
+
+        type Mutation = fn(&mut OpenModel);
+        let cases: [(Mutation, &str); 2] = [
+            (
+                |m| m.spec.model.task = Task::Embedding,
+                "spec.generation applies to text generation only",
+            ),
+            (
+                |m| {
+                    m.spec.model.task = Task::Embedding;
+                    m.spec.generation = None;
+                },
+                "format gguf is served for task text-generation only",
+            ),
+        ];
+        for (mutate, message) in cases {
+            let mut model = smollm2.clone();
             mutate(&mut model);
             let broken = broken_rules(&model);
             assert!(broken.contains(message), "{message}: {broken}");

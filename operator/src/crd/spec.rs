@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::status::OpenModelStatus;
 
-/// An embedding model served over the Open Inference Protocol, with its
-/// provenance; every change and every digest that goes live is recorded in
-/// the audit ledger.
+/// A model served over the Open Inference Protocol and an OpenAI-compatible
+/// HTTP API (sentence embeddings or text generation), with its provenance;
+/// every change and every digest that goes live is recorded in the audit
+/// ledger.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "serving.openmodel.dev",
@@ -44,6 +45,9 @@ use super::status::OpenModelStatus;
 #[x_kube(validation = Rule::new(
     "has(self.model.digest) || (has(self.policy) && has(self.policy.requireDigest) && !self.policy.requireDigest)"
 ).message("spec.model.digest is required (policy.requireDigest is true): set it to the output of `openmodel-server digest DIR`"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.generation) || self.model.task == 'text-generation'"
+).message("spec.generation applies to text generation only: set spec.model.task to text-generation, or remove spec.generation"))]
 #[serde(rename_all = "camelCase")]
 pub struct OpenModelSpec {
     /// The weights to serve.
@@ -56,6 +60,13 @@ pub struct OpenModelSpec {
     /// Batching and admission limits of the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<Serving>,
+    /// Limits of text generation (task `text-generation` only).
+    // Beside `serving`, not in it: these are the generation engine's own
+    // settings (vLLM's names), none of which means anything to an embedding
+    // model, so one rule on the whole object refuses them for one; `serving`
+    // keeps the embedding batcher's limits and the server-wide cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<Generation>,
     /// What the operator insists on before serving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
@@ -66,6 +77,9 @@ pub struct OpenModelSpec {
 #[x_kube(validation = Rule::new(
     "!self.source.startsWith('hf://') || (self.source.contains('@') != has(self.revision))"
 ).message("an hf:// source needs exactly one revision: hf://<org>/<repo>@<commit>, or hf://<org>/<repo> with spec.model.revision"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.format) || self.format != 'gguf' || self.task == 'text-generation'"
+).message("format gguf is served for task text-generation only: set spec.model.task to text-generation, or give an embedding model as safetensors"))]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     /// `hf://<org>/<repo>[@<revision>]`, `https://…/` or `http://…/` (a folder
@@ -77,6 +91,9 @@ pub struct ModelSpec {
     pub source: String,
     /// What the model computes.
     pub task: Task,
+    /// How the weights are stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
     /// The manifest digest the weights must have, as printed by
     /// `openmodel-server digest DIR`: `sha256-manifest-v2:<64 hex>` (covers
     /// each file's path, size and content), or `sha256:<64 hex>` (the first
@@ -104,12 +121,44 @@ pub struct ModelSpec {
     pub size: Option<String>,
 }
 
-/// What a model computes.
+/// What a model computes: `embedding` (sentence embeddings) or
+/// `text-generation` (a decoder-only model).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Task {
     /// Sentence embeddings (the BERT family, e.g. all-MiniLM-L6-v2).
     Embedding,
+    /// Text generation by a decoder-only model (Llama, Qwen2, Qwen3, e.g.
+    /// SmolLM2-135M-Instruct), served over the OpenAI-compatible HTTP API
+    /// and the Open Inference Protocol.
+    TextGeneration,
+}
+
+impl Task {
+    /// The server's `--task` value for this task.
+    pub fn serve_task(self) -> &'static str {
+        match self {
+            Task::Embedding => openmodel_contract::serve::TASK_EMBEDDINGS,
+            Task::TextGeneration => openmodel_contract::serve::TASK_TEXT_GENERATION,
+        }
+    }
+}
+
+/// How a model's weights are stored: `gguf` (one `.gguf` file, text
+/// generation only) or `safetensors` (the Hugging Face layout). The server
+/// finds the files in the folder itself; this says what the folder holds,
+/// so that the API server refuses a combination the server cannot serve and
+/// the ledger records it with the rest of the spec.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One `.gguf` file holding the weights (possibly quantized: GGML
+    /// Q4_0, Q4_1, Q8_0), the tokenizer and the chat template; text
+    /// generation only.
+    Gguf,
+    /// `*.safetensors` files with `config.json` and `tokenizer.json` (the
+    /// Hugging Face layout).
+    Safetensors,
 }
 
 /// Where a model came from.
@@ -268,6 +317,37 @@ pub struct Serving {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_concurrent_requests: Option<u32>,
+}
+
+/// Limits of text generation, passed to `openmodel-server serve` (each
+/// unset one keeps the server's default).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Generation {
+    /// Most tokens one request may generate, and what a request that
+    /// names no `max_tokens` gets (`--max-new-tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 131072))]
+    pub max_tokens: Option<u32>,
+    /// Longest prompt, in tokens (`--max-prompt-tokens`); a longer one is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1048576))]
+    pub context_length: Option<u32>,
+    /// Memory for the KV cache of all running sequences, as a Kubernetes
+    /// quantity of bytes (`512Mi`, `2Gi`; `--kv-cache-bytes`): each request
+    /// reserves room for its prompt and `max_tokens` when it starts, others
+    /// wait while it is full. Counts against `runtime.resources.memory`.
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([1-9][0-9]{0,18}|[1-9][0-9]{0,6}(Ki|Mi|Gi|Ti|k|M|G|T))$')"
+    ).message("kvCacheBytes must be a whole number of bytes (at most 19 digits) or a whole number of at most 7 digits with a unit: Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T (powers of 1000), e.g. 2Gi"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 19))]
+    pub kv_cache_bytes: Option<String>,
+    /// Sequences generated at once, the running batch (`--max-num-seqs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_num_seqs: Option<u32>,
 }
 
 /// What the operator insists on.

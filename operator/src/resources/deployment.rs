@@ -4,8 +4,9 @@
 //! downloads the weights into an `emptyDir` at `/model`, refuses them unless
 //! their manifest digest is the expected one, and writes the verified digest
 //! (or why it failed) to its termination log, where the operator reads it.
-//! Then `openmodel-server serve` loads `/model`, checks the digest again and
-//! reports ready over the standard gRPC health protocol once warmed up.
+//! Then `openmodel-server serve --task <task>` loads `/model`, checks the
+//! digest again and reports ready over the standard gRPC health protocol
+//! once warmed up; it answers over gRPC and the OpenAI-compatible HTTP API.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +27,7 @@ use openmodel_contract::{fetch, flag, serve};
 use sha2::{Digest, Sha256};
 
 use super::quantity::{bytes, whole_cpus};
-use super::{GRPC_PORT, METRICS_PORT, labels, owned_metadata, selector_labels};
+use super::{GRPC_PORT, HTTP_PORT, METRICS_PORT, labels, owned_metadata, selector_labels};
 use crate::crd::{OpenModel, OpenModelSpec};
 
 /// The init container that fetches and verifies the weights.
@@ -221,8 +222,12 @@ fn server_container(model: &OpenModel) -> Container {
         spec.model.digest.clone().unwrap_or_default(),
         flag(serve::MODEL_NAME),
         model.name_any(),
+        flag(serve::TASK),
+        spec.model.task.serve_task().into(),
         flag(serve::GRPC_LISTEN),
         format!("0.0.0.0:{GRPC_PORT}"),
+        flag(serve::HTTP_LISTEN),
+        format!("0.0.0.0:{HTTP_PORT}"),
         flag(serve::METRICS_LISTEN),
         format!("0.0.0.0:{METRICS_PORT}"),
         flag(serve::POD_ANNOTATIONS),
@@ -242,13 +247,33 @@ fn server_container(model: &OpenModel) -> Container {
             }
         }
     }
+    if let Some(generation) = &spec.generation {
+        let kv_cache_bytes = generation.kv_cache_bytes.as_deref().and_then(bytes);
+        for (name, value) in [
+            (serve::MAX_NEW_TOKENS, generation.max_tokens.map(u64::from)),
+            (
+                serve::MAX_PROMPT_TOKENS,
+                generation.context_length.map(u64::from),
+            ),
+            (serve::KV_CACHE_BYTES, kv_cache_bytes),
+            (serve::MAX_NUM_SEQS, generation.max_num_seqs.map(u64::from)),
+        ] {
+            if let Some(value) = value {
+                args.extend([flag(name), value.to_string()]);
+            }
+        }
+    }
     if spec.runtime.resources.gpu > 0 {
         args.extend([flag(serve::DEVICE), serve::DEVICE_CUDA.into()]);
     }
     let mut container = Container {
         name: SERVER_CONTAINER.into(),
         args: Some(args),
-        ports: Some(vec![port("grpc", GRPC_PORT), port("metrics", METRICS_PORT)]),
+        ports: Some(vec![
+            port("grpc", GRPC_PORT),
+            port("http", HTTP_PORT),
+            port("metrics", METRICS_PORT),
+        ]),
         volume_mounts: Some(vec![
             mount("model", MODEL_DIR, true),
             mount("tmp", "/tmp", false),
@@ -415,6 +440,7 @@ fn sized_empty_dir(name: &str, size: u64) -> Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::{Format, Generation, Task};
     use crate::resources::fixtures::{DIGEST, model};
 
     fn pod_spec(deployment: &Deployment) -> &PodSpec {
@@ -563,12 +589,22 @@ mod tests {
         );
     }
 
+    /// `container`'s command line, parsed by the server's own definition.
+    fn parse(container: &Container) -> openmodel_server::cli::Command {
+        use clap::Parser as _;
+        let mut argv = container.command.clone().unwrap();
+        argv.extend(container.args.clone().unwrap());
+        openmodel_server::cli::Cli::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("{}: {argv:?} does not parse:\n{e}", container.name))
+            .command
+    }
+
     /// The arguments of both containers parse with the server's own command
     /// line, so a flag renamed on one side fails here.
     #[test]
     fn the_server_s_command_line_accepts_the_generated_arguments() {
-        use clap::Parser as _;
-        use openmodel_server::cli::{Cli, Command};
+        use openmodel_server::cli::Command;
+        use openmodel_server::server::TaskChoice;
 
         let mut m = model();
         m.spec.runtime.resources.gpu = 1;
@@ -579,18 +615,14 @@ mod tests {
         });
         let d = deployment(&m);
         let pod = pod_spec(&d);
-        let parse = |container: &Container| {
-            let mut argv = container.command.clone().unwrap();
-            argv.extend(container.args.clone().unwrap());
-            Cli::try_parse_from(&argv)
-                .unwrap_or_else(|e| panic!("{}: {argv:?} does not parse:\n{e}", container.name))
-                .command
-        };
         match parse(&pod.containers[0]) {
             Command::Serve(args) => {
                 assert_eq!(args.model_dir, std::path::Path::new(MODEL_DIR));
                 assert_eq!(args.expect_digest.as_deref(), Some(DIGEST));
+                assert_eq!(args.task, TaskChoice::Embeddings);
                 assert_eq!(args.grpc_listen.port(), openmodel_contract::GRPC_PORT);
+                assert_eq!(args.http_listen.port(), openmodel_contract::HTTP_PORT);
+                assert!(args.http_listen.ip().is_unspecified());
                 assert_eq!(args.metrics_listen.port(), openmodel_contract::METRICS_PORT);
                 assert_eq!((args.max_batch_tokens, args.max_batch_requests), (4096, 16));
                 assert_eq!(args.max_concurrent_requests, 128);
@@ -606,6 +638,84 @@ mod tests {
                 assert!(args.termination_log.is_some());
             }
             other => panic!("the init container runs {other:?}, not fetch"),
+        }
+    }
+
+    /// A text-generation model: `--task text-generation`, its generation
+    /// limits as the server reads them (the KV cache in bytes), the HTTP
+    /// port named `http`, and the probes on gRPC as for any model.
+    #[test]
+    fn text_generation_passes_the_task_and_its_limits() {
+        use openmodel_server::cli::Command;
+        use openmodel_server::server::TaskChoice;
+
+        let mut m = model();
+        m.spec.model.task = Task::TextGeneration;
+        m.spec.model.format = Some(Format::Gguf);
+        m.spec.generation = Some(Generation {
+            max_tokens: Some(512),
+            context_length: Some(4096),
+            kv_cache_bytes: Some("1536Mi".into()),
+            max_num_seqs: Some(8),
+        });
+        let d = deployment(&m);
+        let server = &pod_spec(&d).containers[0];
+        match parse(server) {
+            Command::Serve(args) => {
+                assert_eq!(args.task, TaskChoice::TextGeneration);
+                assert_eq!(args.http_listen.port(), openmodel_contract::HTTP_PORT);
+                let g = &args.generation;
+                assert_eq!(g.max_new_tokens, 512);
+                assert_eq!(g.max_prompt_tokens, 4096);
+                assert_eq!(g.kv_cache_bytes, 1536 << 20);
+                assert_eq!(g.max_num_seqs, 8);
+            }
+            other => panic!("the server container runs {other:?}, not serve"),
+        }
+        let ports: Vec<_> = server
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("grpc", 8001), ("http", 8000), ("metrics", 9090)]);
+        assert_eq!(
+            server
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .grpc
+                .as_ref()
+                .unwrap()
+                .port,
+            8001
+        );
+
+        // The largest KV caches the CRD accepts still fit in bytes.
+        for (text, expected) in [
+            ("9999999Ti", 9_999_999_u64 << 40),
+            ("9999999999999999999", 9_999_999_999_999_999_999),
+        ] {
+            m.spec.generation.as_mut().unwrap().kv_cache_bytes = Some(text.into());
+            let d = deployment(&m);
+            let server = &pod_spec(&d).containers[0];
+            assert_eq!(
+                arg_after(server, "--kv-cache-bytes"),
+                Some(expected.to_string().as_str())
+            );
+        }
+
+        // Unset limits keep the server's defaults: no flag at all.
+        m.spec.generation = Some(Generation {
+            max_tokens: Some(64),
+            ..Generation::default()
+        });
+        let d = deployment(&m);
+        let server = &pod_spec(&d).containers[0];
+        assert_eq!(arg_after(server, "--max-new-tokens"), Some("64"));
+        for absent in ["--max-prompt-tokens", "--kv-cache-bytes", "--max-num-seqs"] {
+            assert_eq!(arg_after(server, absent), None, "{absent}");
         }
     }
 

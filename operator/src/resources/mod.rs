@@ -31,6 +31,9 @@ pub const MODEL_LABEL: &str = "serving.openmodel.dev/model";
 /// The gRPC (Open Inference Protocol) port of the server.
 pub const GRPC_PORT: i32 = openmodel_contract::GRPC_PORT as i32;
 
+/// The OpenAI-compatible HTTP port of the server.
+pub const HTTP_PORT: i32 = openmodel_contract::HTTP_PORT as i32;
+
 /// The Prometheus metrics port of the server.
 pub const METRICS_PORT: i32 = openmodel_contract::METRICS_PORT as i32;
 
@@ -88,6 +91,7 @@ pub(crate) mod fixtures {
                 model: ModelSpec {
                     source: "hf://sentence-transformers/all-MiniLM-L6-v2@c9745ed".into(),
                     task: Task::Embedding,
+                    format: None,
                     digest: Some(DIGEST.into()),
                     revision: None,
                     size: None,
@@ -103,6 +107,7 @@ pub(crate) mod fixtures {
                     env: vec![],
                 },
                 serving: None,
+                generation: None,
                 policy: None,
             },
         );

@@ -1,10 +1,10 @@
 //! The Service in front of a model's server pods: gRPC (Open Inference
-//! Protocol) and Prometheus metrics.
+//! Protocol), the OpenAI-compatible HTTP API and Prometheus metrics.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{GRPC_PORT, METRICS_PORT, owned_metadata, selector_labels};
+use super::{GRPC_PORT, HTTP_PORT, METRICS_PORT, owned_metadata, selector_labels};
 use crate::crd::OpenModel;
 
 /// The ClusterIP Service named after `model`.
@@ -24,6 +24,7 @@ pub fn service(model: &OpenModel) -> Service {
             selector: Some(selector_labels(model)),
             ports: Some(vec![
                 port("grpc", GRPC_PORT, "kubernetes.io/h2c"),
+                port("http", HTTP_PORT, "http"),
                 port("metrics", METRICS_PORT, "http"),
             ]),
             ..ServiceSpec::default()
@@ -38,7 +39,7 @@ mod tests {
     use crate::resources::fixtures::model;
 
     #[test]
-    fn grpc_and_metrics_ports_select_the_model_pods() {
+    fn grpc_http_and_metrics_ports_select_the_model_pods() {
         let s = service(&model());
         let spec = s.spec.unwrap();
         let ports: Vec<_> = spec
@@ -47,7 +48,14 @@ mod tests {
             .iter()
             .map(|p| (p.name.clone().unwrap(), p.port))
             .collect();
-        assert_eq!(ports, [("grpc".into(), 8001), ("metrics".into(), 9090)]);
+        assert_eq!(
+            ports,
+            [
+                ("grpc".into(), 8001),
+                ("http".into(), 8000),
+                ("metrics".into(), 9090)
+            ]
+        );
         assert_eq!(
             spec.selector.unwrap()["serving.openmodel.dev/model"],
             "minilm"

@@ -284,6 +284,28 @@ mod tests {
         assert_eq!(changed(&entry).operation, Operation::Update);
     }
 
+    /// The generation limits travel with the rest of the spec: a change of
+    /// one is recorded as such, not lost on the way through the typed
+    /// request.
+    #[test]
+    fn a_generation_limit_change_is_recorded() {
+        let mut old = model();
+        old.spec.model.task = crate::crd::Task::TextGeneration;
+        old.spec.generation = Some(crate::crd::Generation {
+            max_tokens: Some(256),
+            kv_cache_bytes: Some("512Mi".into()),
+            ..Default::default()
+        });
+        let mut new = old.clone();
+        new.spec.generation.as_mut().unwrap().max_tokens = Some(1024);
+        let entry =
+            admission_entry(&request("UPDATE", Some(&new), Some(&old), false), "c").unwrap();
+        assert_eq!(
+            Value::Array(changed(&entry).patch.clone()),
+            json!([{"op": "replace", "path": "/spec/generation/maxTokens", "value": 1024}])
+        );
+    }
+
     #[test]
     fn a_retried_call_for_the_same_change_gives_the_same_entry() {
         let mut old = model();

@@ -23,8 +23,9 @@ use serde_json::{Map, Value};
 
 use crate::{Error, Result};
 
-/// The flag (without its `--`) of [`GenerationBounds::max_tokens`].
-pub const MAX_NEW_TOKENS: &str = "max-new-tokens";
+/// The flag (without its `--`) of [`GenerationBounds::max_tokens`], the
+/// one the operator passes.
+pub use openmodel_contract::serve::MAX_NEW_TOKENS;
 /// The flag (without its `--`) of [`GenerationBounds::max_stop_strings`].
 pub const MAX_STOP_STRINGS: &str = "max-stop-strings";
 /// The flag (without its `--`) of [`GenerationBounds::max_stop_string_bytes`].
