@@ -156,11 +156,14 @@ multiversion! {
             for h in 0..heads {
                 let kvh = h / group;
                 let q = &queries[r * q_width + h * head_dim..][..head_dim];
+                // Plain loops: a closure handed to an iterator adapter is
+                // compiled apart, without this function's instruction set
+                // (its mul_add became a call to a software fmaf).
                 scores.clear();
-                scores.extend((0..visible).map(|p| {
-                    let k = &keys[p * kv_width + kvh * head_dim..][..head_dim];
-                    dot(q, k)
-                }));
+                scores.resize(visible, 0.0);
+                for (p, score) in scores.iter_mut().enumerate() {
+                    *score = dot(q, &keys[p * kv_width + kvh * head_dim..][..head_dim]);
+                }
                 softmax_in_place_inline(scores, scale);
                 let o = &mut out[r * q_width + h * head_dim..][..head_dim];
                 o.fill(0.0);
@@ -180,25 +183,31 @@ multiversion! {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut lanes = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let rest: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            lanes[i] = x[i].mul_add(y[i], lanes[i]);
+    let whole = a.len() / LANES * LANES;
+    let mut i = 0;
+    while i < whole {
+        for l in 0..LANES {
+            lanes[l] = a[i + l].mul_add(b[i + l], lanes[l]);
         }
+        i += LANES;
     }
-    rest + lanes.iter().sum::<f32>()
+    let mut total = 0.0;
+    for j in whole..a.len() {
+        total += a[j] * b[j];
+    }
+    for lane in lanes {
+        total += lane;
+    }
+    total
 }
 
 /// The softmax body inlined into the caller's instruction set.
 #[inline(always)]
 fn softmax_in_place_inline(x: &mut [f32], scale: f32) {
-    let top = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut top = f32::NEG_INFINITY;
+    for v in x.iter() {
+        top = top.max(*v);
+    }
     map_in_place(x, |v| exp((v - top) * scale));
     let inv = 1.0 / sum_of(x, |v| v);
     map_in_place(x, |v| v * inv);
