@@ -7,13 +7,18 @@
 #      per-user cache, $OPENMODEL_CACHE, linked from .cache/ and target/;
 #      docs/testing.md, "The caches"),
 #   2. starts the cluster and installs OpenModel with helm,
-#   3. serves all-MiniLM-L6-v2 from a local model store (plain HTTP),
+#   3. serves all-MiniLM-L6-v2 and SmolLM2-135M-Instruct (GGUF) from a local
+#      model store (plain HTTP),
 #   4. alice applies examples/minilm-local.yaml; the pod fetches the weights,
 #      checks their digest and serves them,
 #   5. sends a request with the Triton client and prints the answer's digest
 #      and ledger index,
 #   6. bob scales the model to 2 replicas,
-#   7. prints the model's audit trail from the ledger service (every entry
+#   7. alice applies examples/smollm2.yaml; a generation streams token by
+#      token through the Triton client (ModelStreamInfer) and a chat
+#      completion comes through the OpenAI client, each naming its digest
+#      and ledger index,
+#   8. prints both models' audit trails from the ledger service (every entry
 #      proven included in the signed log) and verifies an export offline.
 #
 #   scripts/demo.sh               run it (the cluster stays up afterwards)
@@ -67,6 +72,7 @@ esac
 step "Prerequisites: Rust, the model, the Triton client, Kubernetes, helm, image tools (cached)"
 scripts/setup.sh
 scripts/fetch-model.sh
+smollm2_dir=$(scripts/fetch-smollm2.sh)
 scripts/client-venv.sh
 scripts/build-control-plane.sh
 scripts/fetch-helm.sh
@@ -111,6 +117,11 @@ stop_store
 if [ ! -f "$out/store/all-MiniLM-L6-v2/model.safetensors" ]; then
   cp -r .cache/models/all-MiniLM-L6-v2 "$out/store/"
 fi
+if [ ! -f "$out/store/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+  cp -r "$smollm2_dir" "$out/store/"
+fi
+"$target_dir/openmodel-server" digest "$out/store/SmolLM2-135M-Instruct" -o json \
+  >"$out/store/SmolLM2-135M-Instruct/.openmodel-manifest.json"
 manifest="$out/store/all-MiniLM-L6-v2/.openmodel-manifest.json"
 "$target_dir/openmodel-server" digest "$out/store/all-MiniLM-L6-v2" -o json >"$manifest"
 setsid python3 -m http.server --bind "$node_ip" "$store_port" --directory "$out/store" >"$out/store.log" 2>&1 </dev/null &
@@ -132,11 +143,12 @@ echo "bob:   $bob"
 step "alice: kubectl apply -n $ns -f examples/minilm-local.yaml"
 kubectl --kubeconfig "$alice" -n "$ns" apply -f examples/minilm-local.yaml
 
-# wait_ready <replicas>: prints the model's conditions while it converges.
+# wait_ready <model> <replicas>: prints the model's conditions while it
+# converges.
 wait_ready() {
-  local replicas=$1 waited=0 line last="" generation observed ready
+  local model=$1 replicas=$2 waited=0 line last="" generation observed ready
   while :; do
-    line=$(kubectl -n "$ns" get openmodel minilm -o go-template='{{.metadata.generation}} {{.status.observedGeneration}} {{.status.readyReplicas}} {{range .status.conditions}}{{.type}}={{.status}}({{.reason}}) {{end}}' 2>/dev/null || true)
+    line=$(kubectl -n "$ns" get openmodel "$model" -o go-template='{{.metadata.generation}} {{.status.observedGeneration}} {{.status.readyReplicas}} {{range .status.conditions}}{{.type}}={{.status}}({{.reason}}) {{end}}' 2>/dev/null || true)
     read -r generation observed ready _ <<<"$line" || true
     if [ "${generation:-}" = "${observed:-x}" ] && [ "${ready:-}" = "$replicas" ] && [[ "$line" == *"Ready=True"* ]]; then
       echo "  ${line#* * * }"
@@ -147,8 +159,8 @@ wait_ready() {
       last=$line
     fi
     [ "$waited" -lt 300 ] || {
-      kubectl -n "$ns" describe openmodel minilm >&2
-      echo "the model was not Ready with $replicas replicas after 300 s" >&2
+      kubectl -n "$ns" describe openmodel "$model" >&2
+      echo "$model was not Ready with $replicas replicas after 300 s" >&2
       exit 1
     }
     sleep 2
@@ -158,7 +170,7 @@ wait_ready() {
 
 step "Waiting until minilm is Ready (the pod fetches the weights and verifies their digest)"
 kubectl --kubeconfig "$alice" -n "$ns" patch openmodel minilm --type merge -p '{"spec":{"runtime":{"replicas":1}}}' >/dev/null
-wait_ready 1
+wait_ready minilm 1
 kubectl -n "$ns" get openmodel,deployment,service,pods
 
 step "A request through the Service, with the unmodified Triton client"
@@ -184,9 +196,33 @@ rm -f "$client_log"
 
 step "bob: scale minilm to 2 replicas"
 kubectl --kubeconfig "$bob" -n "$ns" scale openmodel minilm --replicas=2
-wait_ready 2
+wait_ready minilm 2
 
-step "The audit trail of $ns/minilm, from the ledger service (each entry proven included)"
+step "alice: kubectl apply -n $ns -f examples/smollm2.yaml (text generation: SmolLM2-135M-Instruct, GGUF Q4_1)"
+kubectl --kubeconfig "$alice" -n "$ns" apply -f examples/smollm2.yaml
+wait_ready smollm2 1
+
+step "A stream token by token through Triton's ModelStreamInfer, and a chat completion through the OpenAI API"
+smollm2_ip=$(kubectl -n "$ns" get service smollm2 -o jsonpath='{.spec.clusterIP}')
+client_log=$(mktemp)
+for attempt in $(seq 1 30); do
+  if .cache/venv-client/bin/python examples/clients/generate.py "$smollm2_ip:8001" smollm2 \
+    "The three primary colors are" 24 2>"$client_log"; then
+    break
+  fi
+  if [ "$attempt" = 30 ]; then
+    cat "$client_log" >&2
+    echo "smollm2 did not answer through its Service within 60 s" >&2
+    exit 1
+  fi
+  echo "  the Service did not answer yet ($(tail -n 1 "$client_log" | cut -c1-120)); again in 2 s"
+  sleep 2
+done
+rm -f "$client_log"
+.cache/venv-client/bin/python examples/clients/chat.py "http://$smollm2_ip:8000/v1" smollm2 \
+  "Say hello."
+
+step "The audit trail of $ns/minilm and $ns/smollm2, from the ledger service (each entry proven included)"
 mkdir -p "$out/auditor"
 ledger_ip=$(kubectl -n "$system" get service openmodel-ledger -o jsonpath='{.spec.clusterIP}')
 kubectl -n "$system" get secret openmodel-ledger-tls -o jsonpath='{.data.ca\.crt}' | base64 -d >"$out/ledger-ca.crt"
@@ -197,6 +233,7 @@ export OPENMODEL_TLS_SERVER_NAME="openmodel-ledger.$system.svc" XDG_CONFIG_HOME=
 OPENMODEL_TOKEN=$(kubectl -n "$system" create token compliance --audience openmodel-ledger)
 export OPENMODEL_TOKEN
 om audit log --model "$ns/minilm" --all
+om audit log --model "$ns/smollm2" --all
 
 step "Export the whole log and verify it offline with the log's public key"
 rm -rf "$out/audit-export"

@@ -36,8 +36,16 @@ fn enum_name(value: &impl serde::Serialize) -> String {
         .unwrap_or_default()
 }
 
+/// A digest for a table: its algorithm and the first 12 hex digits, in
+/// either manifest version (`sha256:8a36265b0b7a`,
+/// `sha256-manifest-v2:0c2163746253`).
 fn short(digest: &str) -> String {
-    digest.chars().take(19).collect()
+    match digest.split_once(':') {
+        Some((algorithm, hex)) => {
+            format!("{algorithm}:{}", hex.chars().take(12).collect::<String>())
+        }
+        None => digest.chars().take(19).collect(),
+    }
 }
 
 /// What the table says after an admission entry no controller entry
@@ -264,6 +272,18 @@ pub fn inventory_coverage(inventory: &Inventory, checkpoint: &SignedCheckpoint) 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn short_digests_keep_twelve_hex_digits_in_both_versions() {
+        assert_eq!(
+            super::short(&format!("sha256:{}", "8a36265b0b7a".repeat(5))),
+            "sha256:8a36265b0b7a"
+        );
+        assert_eq!(
+            super::short(&format!("sha256-manifest-v2:{}", "0c2163746253".repeat(5))),
+            "sha256-manifest-v2:0c2163746253"
+        );
+    }
+
     use openmodel_history::inventory::{DatasetInForce, Served};
     use openmodel_ledger::checkpoint::Checkpoint;
     use openmodel_ledger::entry::Timestamp;
