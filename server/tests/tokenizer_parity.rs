@@ -4,17 +4,22 @@
 //! of transformers' tokenizer for every string of the corpus (unicode,
 //! code, whitespace runs, numbers, special tokens inside text), the
 //! decoding back, and the chat template rendered and tokenized as
-//! transformers does.
+//! transformers does; the same through `tokenizer.json` and
+//! `tokenizer_config.json` in the model's folder.
 
 mod common;
 
 use common::smollm2_dir;
+use openmodel_server::generate::Model;
 use openmodel_server::generate::chat::{ChatTemplate, Message};
 use openmodel_server::model::gguf::Gguf;
 use openmodel_server::model::gguf_tokenizer::{self, GgufTokenizer};
+use tokenizers::Tokenizer;
+
+const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn tokenizer() -> GgufTokenizer {
-    let file = smollm2_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let file = smollm2_dir().join(GGUF);
     gguf_tokenizer::from_gguf(&Gguf::open(&file).unwrap()).unwrap()
 }
 
@@ -37,17 +42,17 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn the_gguf_tokenizer_matches_transformers_on_the_whole_corpus() {
+/// Checks `encode` (and `tokenizer`'s decoding back) against the corpus:
+/// transformers' ids, or llama.cpp's where the two references differ.
+fn check_corpus(tokenizer: &Tokenizer, encode: impl Fn(&str) -> Vec<u32>) {
     let fixture = fixture();
-    let t = tokenizer();
     let cases = fixture["cases"].as_array().unwrap();
     assert!(cases.len() >= 200, "the corpus has {} strings", cases.len());
     let mut wrong = Vec::new();
     let mut as_llama_cpp = 0;
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let got = encode(&t, text);
+        let got = encode(text);
         let want = ids(&case["ids"]);
         if got != want {
             // transformers' GGUF converter builds a plain byte-level
@@ -67,7 +72,7 @@ fn the_gguf_tokenizer_matches_transformers_on_the_whole_corpus() {
             continue;
         }
         if case["decodes_back"].as_bool() == Some(true) {
-            let back = t.tokenizer.decode(&got, false).unwrap();
+            let back = tokenizer.decode(&got, false).unwrap();
             assert_eq!(back, text, "{} does not decode back", case["name"]);
         }
     }
@@ -85,16 +90,10 @@ fn the_gguf_tokenizer_matches_transformers_on_the_whole_corpus() {
     );
 }
 
-#[test]
-fn the_chat_template_renders_and_tokenizes_as_transformers() {
-    let fixture = fixture();
-    let t = tokenizer();
-    let source = t
-        .chat_template
-        .as_deref()
-        .expect("SmolLM2's GGUF has a chat template");
-    let template = ChatTemplate::new(source, String::new(), "<|im_end|>".into()).unwrap();
-    for chat in fixture["chats"].as_array().unwrap() {
+/// Checks that `template` renders the fixture's chats as transformers does,
+/// and `encode` tokenizes them alike.
+fn check_chats(template: &ChatTemplate, encode: impl Fn(&str) -> Vec<u32>) {
+    for chat in fixture()["chats"].as_array().unwrap() {
         let messages: Vec<Message> = serde_json::from_value(chat["messages"].clone()).unwrap();
         let rendered = template.render(&messages, true).unwrap();
         assert_eq!(
@@ -103,7 +102,62 @@ fn the_chat_template_renders_and_tokenizes_as_transformers() {
             "{}",
             chat["name"]
         );
-        assert_eq!(encode(&t, &rendered), ids(&chat["ids"]), "{}", chat["name"]);
+        assert_eq!(encode(&rendered), ids(&chat["ids"]), "{}", chat["name"]);
     }
+}
+
+#[test]
+fn the_gguf_tokenizer_matches_transformers_on_the_whole_corpus() {
+    let t = tokenizer();
+    check_corpus(&t.tokenizer, |text| encode(&t, text));
+}
+
+#[test]
+fn the_chat_template_renders_and_tokenizes_as_transformers() {
+    let t = tokenizer();
+    let source = t
+        .chat_template
+        .as_deref()
+        .expect("SmolLM2's GGUF has a chat template");
+    let template = ChatTemplate::new(source, String::new(), "<|im_end|>".into()).unwrap();
+    check_chats(&template, |text| encode(&t, text));
     assert_eq!(t.eos, Some(2), "SmolLM2 ends its turns with <|im_end|>");
+}
+
+/// A folder with `tokenizer.json` and `tokenizer_config.json` beside the
+/// GGUF file (as Hugging Face repositories of GGUF files often are): the
+/// model takes its tokenizer, end token and chat template from those
+/// files, and tokenizes the corpus as the references do. The two files are
+/// SmolLM2's tokenizer written by the `tokenizers` library and its
+/// template, in the layout transformers reads.
+#[test]
+fn a_folder_with_tokenizer_json_takes_its_tokenizer_and_template_from_there() {
+    let t = tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(smollm2_dir().join(GGUF), dir.path().join(GGUF)).unwrap();
+    t.tokenizer
+        .save(dir.path().join("tokenizer.json"), false)
+        .unwrap();
+    let config = serde_json::json!({
+        "chat_template": t.chat_template,
+        "bos_token": null,
+        "eos_token": {"content": "<|im_end|>", "special": true},
+        "add_bos_token": false,
+    });
+    std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+    let model = Model::load(dir.path()).unwrap();
+    check_corpus(&model.tokenizer, |text| model.encode(text).unwrap());
+    let template = model
+        .chat
+        .as_ref()
+        .expect("the template of tokenizer_config.json");
+    check_chats(template, |text| model.encode(text).unwrap());
+    assert_eq!(model.eos, vec![2], "eos_token of tokenizer_config.json");
+
+    // It is that file the model reads: a broken one is refused by name.
+    std::fs::write(dir.path().join("tokenizer.json"), "{").unwrap();
+    let err = Model::load(dir.path())
+        .err()
+        .expect("a broken tokenizer.json");
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }

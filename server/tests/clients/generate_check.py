@@ -5,11 +5,12 @@ running openmodel-server serving a generative model.
 
 Checks that both protocols give the same greedy text, that streams arrive
 in several pieces with the final flag and usage last, that every answer
-names the digest and ledger index, that a seed reproduces a sample, that
-stop strings, max_tokens and EOS end sequences as vLLM does, that errors
-are clear (and, on a stream, leave it open), and that a client leaving a
-stream cancels its sequence (vllm:request_success_total{finished_reason=
-"abort"} grows).
+names the digest and ledger index, that a seed reproduces a sample (the
+same one on both protocols), that stop strings, max_tokens and EOS end
+sequences as vLLM does on both, that errors are clear (and, on a stream,
+leave it open), and that a client leaving or cancelling a stream, on
+either protocol, cancels its sequence (vllm:request_success_total{
+finished_reason="abort"} grows).
 
 Usage: generate_check.py GRPC_URL HTTP_BASE_URL METRICS_URL MODEL DIGEST LEDGER_INDEX
 Prints one JSON line of what it saw, for the Rust test to check too.
@@ -119,7 +120,29 @@ while True:
 assert "".join(texts) == whole[: len("".join(texts))], texts
 client.stop_stream()
 
-# 4. Bad requests over gRPC: clear INVALID_ARGUMENT / NOT_FOUND.
+# 4. Over ModelInfer too: a seed repeats a sample, a stop string ends the
+# text before it, EOS ends a chat-formatted prompt by itself.
+seeded = {"temperature": 0.9, "max_tokens": 16, "seed": 1234}
+triton_sampled = [client.infer(model, inputs(PROMPT, False, seeded, exclude_input_in_output=True))
+                  .as_numpy("text_output")[0].decode() for _ in range(2)]
+assert triton_sampled[0] == triton_sampled[1], triton_sampled
+stop_at = whole.split()[1]
+r = client.infer(model, inputs(PROMPT, False, {"temperature": 0, "max_tokens": 24, "stop": [stop_at]},
+                               exclude_input_in_output=True, return_finish_reason=True))
+assert r.as_numpy("finish_reason")[0] == b"stop", r.as_numpy("finish_reason")
+assert r.as_numpy("text_output")[0].decode() == whole[: whole.index(stop_at)], (r.as_numpy("text_output"), stop_at)
+# SmolLM2's chat template, rendered for the chat below (special tokens in a
+# text prompt are read as such, as vLLM reads them).
+CHAT_PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+               "<|im_end|>\n<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n")
+r = client.infer(model, inputs(CHAT_PROMPT, False, {"temperature": 0, "max_tokens": 400},
+                               exclude_input_in_output=True, return_finish_reason=True,
+                               return_num_output_tokens=True))
+assert r.as_numpy("finish_reason")[0] == b"stop", r.as_numpy("finish_reason")
+assert r.as_numpy("num_output_tokens")[0] < 400, r.as_numpy("num_output_tokens")
+triton_chat_answer = r.as_numpy("text_output")[0].decode()
+
+# 5. Bad requests over gRPC: clear INVALID_ARGUMENT / NOT_FOUND.
 def wrong_type():
     t = grpcclient.InferInput("text_input", [1], "FP32")
     t.set_data_from_numpy(np.array([1.0], dtype=np.float32))
@@ -142,7 +165,7 @@ for what, call, needle in [
         continue
     sys.exit(f"{what}: answered instead of refused")
 
-# 5. OpenAI completions: the same greedy text, headers naming the weights.
+# 6. OpenAI completions: the same greedy text, headers naming the weights.
 raw = api.completions.with_raw_response.create(model=model, prompt=PROMPT, max_tokens=24,
                                                 temperature=0, extra_body={"ignore_eos": True})
 assert raw.headers["x-openmodel-model-digest"] == digest, raw.headers
@@ -157,7 +180,8 @@ assert completion.usage.prompt_tokens == prompt_tokens
 sampled = [api.completions.create(model=model, prompt=PROMPT, max_tokens=16, temperature=0.9,
                                   seed=1234).choices[0].text for _ in range(2)]
 assert sampled[0] == sampled[1], sampled
-stop_at = whole.split()[1]
+assert sampled[0] == triton_sampled[0], ("the same seed gave different text over the two protocols",
+                                         sampled[0], triton_sampled[0])
 stopped = api.completions.create(model=model, prompt=PROMPT, max_tokens=24, temperature=0,
                                  stop=[stop_at])
 assert stopped.choices[0].finish_reason == "stop", stopped
@@ -167,9 +191,11 @@ ended = api.chat.completions.create(model=model, max_tokens=400, temperature=0,
                                     messages=[{"role": "user", "content": "Say hello."}])
 assert ended.choices[0].finish_reason == "stop", ended
 assert ended.usage.completion_tokens < 400
+assert ended.choices[0].message.content == triton_chat_answer, (ended.choices[0].message.content,
+                                                                triton_chat_answer)
 seen["chat_answer"] = ended.choices[0].message.content
 
-# 6. Streamed chat: a role chunk, content chunks, usage with the last.
+# 7. Streamed chat: a role chunk, content chunks, usage with the last.
 chunks = list(api.chat.completions.create(model=model, max_tokens=400, temperature=0, stream=True,
                                           stream_options={"include_usage": True},
                                           messages=[{"role": "user", "content": "Say hello."}]))
@@ -179,7 +205,7 @@ assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2, 
 assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == ended.usage.completion_tokens
 seen["chat_chunks"] = len(chunks)
 
-# 7. OpenAI errors: clear, with the right class.
+# 8. OpenAI errors: clear, with the right class.
 for what, call, error, needle in [
     ("bad temperature", lambda: api.completions.create(model=model, prompt=PROMPT, temperature=-1),
      openai.BadRequestError, "temperature"),
@@ -199,7 +225,7 @@ models = api.models.list()
 assert [m.id for m in models.data] == [model]
 
 
-# 8. A client that leaves a stream cancels its sequence.
+# 9. A client that leaves a stream cancels its sequence, on either protocol.
 def aborted():
     text = urllib.request.urlopen(metrics_url).read().decode()
     for line in text.splitlines():
@@ -208,6 +234,15 @@ def aborted():
     return 0.0
 
 
+def wait_for_abort(before, what):
+    deadline = time.time() + 30
+    while aborted() <= before:
+        if time.time() > deadline:
+            sys.exit(f"{what} was not aborted within 30 s")
+        time.sleep(0.1)
+
+
+long_run = {"temperature": 0, "max_tokens": 2000, "ignore_eos": True}
 before = aborted()
 stream = api.completions.create(model=model, prompt=PROMPT, max_tokens=2000, temperature=0,
                                 stream=True, extra_body={"ignore_eos": True})
@@ -215,10 +250,16 @@ for i, _ in enumerate(stream):
     if i == 3:
         break
 stream.close()
-deadline = time.time() + 30
-while aborted() <= before:
-    if time.time() > deadline:
-        sys.exit("a stream the client closed was not aborted within 30 s")
-    time.sleep(0.1)
+wait_for_abort(before, "an OpenAI stream the client closed")
+
+before = aborted()
+responses = queue.Queue()
+client.start_stream(callback=lambda result, error: responses.put((result, error)))
+client.async_stream_infer(model, inputs(PROMPT, True, long_run), request_id="long")
+for _ in range(3):
+    result, error = responses.get(timeout=60)
+    assert error is None, error
+client.stop_stream(cancel_requests=True)
+wait_for_abort(before, "a ModelStreamInfer request the client cancelled")
 
 print(json.dumps(seen))
