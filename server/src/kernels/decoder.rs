@@ -132,8 +132,9 @@ multiversion! {
     /// Causal attention of `queries` (`rows × heads·head_dim`, positions
     /// `first`, `first + 1`, … of a sequence) over the cached `keys` and
     /// `values` (`positions × kv_heads·head_dim`, at least up to the last
-    /// query's position), into `out` (shaped as `queries`). `scores` is
-    /// scratch space.
+    /// query's position), for the query heads `only` (all of them, or a
+    /// part, so that one decoded row can be shared between threads), into
+    /// `out` (`rows × only.len()·head_dim`). `scores` is scratch space.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn causal_attention(
         queries: &[f32],
@@ -141,19 +142,22 @@ multiversion! {
         keys: &[f32],
         values: &[f32],
         shape: Heads,
+        only: std::ops::Range<usize>,
         out: &mut [f32],
         scores: &mut Vec<f32>,
     ) {
         let Heads { heads, kv_heads, head_dim } = shape;
         let q_width = heads * head_dim;
         let kv_width = kv_heads * head_dim;
+        let out_width = only.len() * head_dim;
         let rows = queries.len() / q_width;
         debug_assert!(first + rows <= keys.len() / kv_width, "queries past the cache");
+        debug_assert!(only.end <= heads && out.len() == rows * out_width, "head range");
         let group = heads / kv_heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
         for r in 0..rows {
             let visible = first + r + 1;
-            for h in 0..heads {
+            for (slot, h) in only.clone().enumerate() {
                 let kvh = h / group;
                 let q = &queries[r * q_width + h * head_dim..][..head_dim];
                 // Plain loops: a closure handed to an iterator adapter is
@@ -165,7 +169,7 @@ multiversion! {
                     *score = dot(q, &keys[p * kv_width + kvh * head_dim..][..head_dim]);
                 }
                 softmax_in_place_inline(scores, scale);
-                let o = &mut out[r * q_width + h * head_dim..][..head_dim];
+                let o = &mut out[r * out_width + slot * head_dim..][..head_dim];
                 o.fill(0.0);
                 for (p, w) in scores.iter().enumerate() {
                     let v = &values[p * kv_width + kvh * head_dim..][..head_dim];
@@ -178,22 +182,24 @@ multiversion! {
     }
 }
 
-/// Dot product with per-lane partial sums, so that it vectorizes.
+/// Dot product with per-lane partial sums, so that it vectorizes: whole
+/// chunks of fixed-size arrays, because indexing slices by `i + l` kept a
+/// bounds check per element and compiled to scalar multiply-adds.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut lanes = [0f32; LANES];
-    let whole = a.len() / LANES * LANES;
-    let mut i = 0;
-    while i < whole {
-        for l in 0..LANES {
-            lanes[l] = a[i + l].mul_add(b[i + l], lanes[l]);
-        }
-        i += LANES;
-    }
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let mut total = 0.0;
-    for j in whole..a.len() {
-        total += a[j] * b[j];
+    for (x, y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
+        total += x * y;
+    }
+    for (x, y) in a_chunks.zip(b_chunks) {
+        let x: &[f32; LANES] = x.try_into().expect("a whole chunk");
+        let y: &[f32; LANES] = y.try_into().expect("a whole chunk");
+        for l in 0..LANES {
+            lanes[l] = x[l].mul_add(y[l], lanes[l]);
+        }
     }
     for lane in lanes {
         total += lane;
@@ -312,9 +318,26 @@ mod tests {
                 &keys,
                 &values,
                 shape,
+                0..4,
                 &mut out,
                 &mut scores,
             );
+            // Heads 1 and 2 alone: the same numbers, packed.
+            let mut part = vec![0.0; 2 * 8];
+            causal_attention(
+                isa,
+                &queries,
+                positions - 2,
+                &keys,
+                &values,
+                shape,
+                1..3,
+                &mut part,
+                &mut scores,
+            );
+            for r in 0..2 {
+                close(&part[r * 8..][..8], &out[r * 16 + 4..][..8], 0.0);
+            }
             for r in 0..2 {
                 let visible = positions - 2 + r + 1;
                 for h in 0..4 {
