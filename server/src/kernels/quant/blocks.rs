@@ -114,7 +114,14 @@ pub fn quantize_block(format: QuantFormat, x: &[f32], out: &mut Vec<u8>) {
             out.extend((0..BLOCK / 2).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
         }
         QuantFormat::Q8_0 => {
-            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            // The largest magnitude, compared as bits (for floats without
+            // their sign, the same order): a reduction that vectorizes,
+            // where `f32::max`'s NaN rules kept it scalar.
+            let mut top = 0u32;
+            for v in x {
+                top = top.max(v.to_bits() & 0x7FFF_FFFF);
+            }
+            let amax = f32::from_bits(top);
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -178,7 +185,14 @@ multiversion! {
     fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32], s: &mut [f32]) {
         let blocks = x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK));
         for ((((x, q), d), sum), s) in blocks.zip(d).zip(sum).zip(s) {
-            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            // The largest magnitude, compared as bits (for floats without
+            // their sign, the same order): a reduction that vectorizes,
+            // where `f32::max`'s NaN rules kept it scalar.
+            let mut top = 0u32;
+            for v in x {
+                top = top.max(v.to_bits() & 0x7FFF_FFFF);
+            }
+            let amax = f32::from_bits(top);
             let scale = amax / 127.0;
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let mut total = 0i32;
