@@ -3,7 +3,7 @@
 # (build-control-plane.sh, fetch-kwok.sh, fetch-helm.sh, fetch-model.sh,
 # fetch-smollm2.sh, fetch-triton-descriptors.sh, client-venv.sh,
 # make-reference.sh, make-generation-reference.sh, llamacpp-venv.sh,
-# setup.sh):
+# build-cuda.sh, setup.sh):
 # those live in a per-user cache outside the clone, so that a machine that
 # built them once (for any clone) does not build them again, while a new
 # machine still builds everything.
