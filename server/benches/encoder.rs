@@ -140,8 +140,11 @@ fn main() {
         "shape", "native", "candle", "ratio"
     );
     let native = Embedder::load(&dir, &Engine::Native).expect("native engine");
-    let candle =
-        Embedder::load(&dir, &Engine::Candle(candle_core::Device::Cpu)).expect("candle engine");
+    let candle = Embedder::load(
+        &dir,
+        &Engine::Candle(candle_core::Device::Cpu, candle_core::DType::F32),
+    )
+    .expect("candle engine");
     let mut gflops_32x128 = 0.0;
     for (count, len) in [(1, 16), (1, 128), (32, 16), (32, 128)] {
         let ids = batch(count, len);

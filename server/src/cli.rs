@@ -61,6 +61,35 @@ pub enum Command {
     /// --idle-timeout-secs, --total-timeout-secs).
     #[command(name = fetch::COMMAND)]
     Fetch(FetchArgs),
+    /// Run a text-generation model offline and print, as JSON, its logits
+    /// after a prompt and after each of --steps greedy tokens.
+    ///
+    /// For checking a device against a reference implementation (e.g.
+    /// transformers on the same GPU, as scripts/gpu-check.sh does): the
+    /// output is {"prompt": [ids], "tokens": [greedy ids], "logits":
+    /// [[vocab floats] × (steps + 1)], "device": "…"}.
+    Logits(LogitsArgs),
+}
+
+/// The arguments of `logits`.
+#[derive(Args, Debug)]
+pub struct LogitsArgs {
+    /// The model: a `.gguf` file, or a folder with one, or a Hugging Face
+    /// folder (config.json, *.safetensors).
+    #[arg(long = serve::MODEL_DIR)]
+    pub model_dir: PathBuf,
+    /// Where it runs: cpu, cuda, cuda:N or candle-cpu (as for serve).
+    #[arg(long = serve::DEVICE, default_value = "cpu")]
+    pub device: String,
+    /// Precision on a candle device: auto, f32, f16 or bf16 (as for serve).
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// The prompt's token ids, comma-separated (e.g. 1,17,42).
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub prompt_ids: Vec<u32>,
+    /// Greedy steps after the prompt (at most 4096).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub steps: u32,
 }
 
 /// The arguments of `serve`.
@@ -149,6 +178,12 @@ pub struct ServeArgs {
     /// comparison).
     #[arg(long = serve::DEVICE, env = "OPENMODEL_DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Precision of the weights and activations on a candle device:
+    /// `auto` (f16 on a GPU, f32 on candle-cpu), `f32`, `f16` or `bf16`.
+    /// The native CPU kernels compute in f32 (GGML weights stay in their
+    /// blocks), and a GGUF model computes in f32 on any device.
+    #[arg(long, env = "OPENMODEL_DTYPE", default_value = "auto")]
+    pub dtype: String,
     /// Index of the `weights.verified` entry of these weights in the
     /// audit ledger, returned with every response (ModelInfer parameter
     /// `ledger_index`, ModelMetadata header `ledger-index`) so a client
@@ -257,7 +292,7 @@ impl ServeArgs {
             http_listen: self.http_listen,
             max_http_body_bytes: self.max_http_body_bytes,
             generation: self.generation.config(),
-            engine: Engine::parse(&self.device)?,
+            engine: Engine::parse(&self.device, &self.dtype)?,
             model_dir: self.model_dir,
             expect_digest: self.expect_digest,
             model_name: self.model_name,

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::model::decoder::{Decoder, single_gguf};
+use crate::model::engine::Engine;
 use crate::model::gguf::Gguf;
 use crate::model::gguf_tokenizer;
 use crate::{Error, Result};
@@ -66,8 +67,15 @@ impl Model {
     /// Loads the model at `path`: a `.gguf` file or a folder holding one
     /// (its tokenizer from `tokenizer.json` when the folder has one, else
     /// from the file's metadata), or a Hugging Face folder (`config.json`,
-    /// `*.safetensors`, `tokenizer.json`, `tokenizer_config.json`).
+    /// `*.safetensors`, `tokenizer.json`, `tokenizer_config.json`); the
+    /// decoder on our CPU kernels.
     pub fn load(path: &Path) -> Result<Model> {
+        Model::load_for(path, &Engine::Native)
+    }
+
+    /// Loads the model at `path` (as [`Model::load`]) for `engine`: our
+    /// CPU kernels, or a candle device in its precision.
+    pub fn load_for(path: &Path, engine: &Engine) -> Result<Model> {
         let folder = if path.is_file() {
             path.parent().map(Path::to_path_buf).unwrap_or_default()
         } else {
@@ -78,7 +86,7 @@ impl Model {
         } else {
             single_gguf(path)?
         };
-        let decoder = Decoder::load(path)?;
+        let decoder = Decoder::load_for(path, engine)?;
         let json = folder.join("tokenizer.json");
         let mut model = if json.is_file() {
             Model::with_tokenizer_json(decoder, &folder)?

@@ -12,9 +12,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use openmodel_runtime::{logging, shutdown};
 use openmodel_server::Server;
-use openmodel_server::cli::{Cli, Command, DigestArgs, FetchArgs, Output, ServeArgs};
+use openmodel_server::cli::{Cli, Command, DigestArgs, FetchArgs, LogitsArgs, Output, ServeArgs};
 use openmodel_server::fetch::{self, Options, Source};
 use openmodel_server::manifest::{Expectation, Manifest, Version};
+use openmodel_server::model::decoder::Decoder;
+use openmodel_server::model::decoder::trace::greedy_trace;
+use openmodel_server::model::engine::Engine;
 
 fn serve(args: ServeArgs) -> Result<()> {
     logging::init(args.log.log_format);
@@ -47,6 +50,16 @@ fn digest(args: DigestArgs) -> Result<()> {
         Output::Text => println!("{}", m.digest),
         Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
     }
+    Ok(())
+}
+
+fn logits(args: LogitsArgs) -> Result<()> {
+    let engine = Engine::parse(&args.device, &args.dtype)?;
+    let decoder = Decoder::load_for(&args.model_dir, &engine)?;
+    let trace = greedy_trace(&decoder, &args.prompt_ids, args.steps as usize)?;
+    let mut out = serde_json::to_value(&trace)?;
+    out["device"] = decoder.describe().into();
+    println!("{out}");
     Ok(())
 }
 
@@ -103,6 +116,7 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(*args),
         Command::Digest(args) => digest(args),
         Command::Fetch(args) => fetch(args),
+        Command::Logits(args) => logits(args),
     };
     if let Err(e) = &result {
         tracing::error!("{e:#}");

@@ -513,14 +513,7 @@ fn load_generator(
     settings: GenerationConfig,
     metrics: Arc<Metrics>,
 ) -> Result<Loaded> {
-    if !matches!(engine, Engine::Native) {
-        return Err(Error::BadConfig(format!(
-            "text generation runs on the native CPU engine only in this build; drop {} {}",
-            flag(serve::DEVICE),
-            engine.describe()
-        )));
-    }
-    let model = Arc::new(GenerationModel::load(dir)?);
+    let model = Arc::new(GenerationModel::load_for(dir, engine)?);
     let config = model.decoder.config().clone();
     let mut cache = KvCache::new(&config, 2);
     model.decoder.forward(&mut [Step {
@@ -533,6 +526,7 @@ fn load_generator(
         layers = config.layers,
         vocab = config.vocab,
         context = model.decoder.max_positions(),
+        runs_on = %model.decoder.describe(),
         "text-generation model loaded"
     );
     let handle = start_engine(Arc::clone(&model), settings.engine, metrics)?;

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use candle_core::{DType, Device};
 use openmodel_server::model::decoder::{Decoder, KvCache, Logits, Step};
 use sha2::{Digest, Sha256};
 
@@ -103,11 +104,25 @@ fn one(decoder: &Decoder, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
 
 #[test]
 fn tiny_checkpoints_give_transformers_logits_and_greedy_tokens() {
+    check_against_transformers("native", |path| Decoder::load(path).unwrap());
+}
+
+/// The decoder on a candle device (the code `--device cuda` runs), here on
+/// candle's CPU kernels: the same references, the same tolerance.
+#[test]
+fn on_a_candle_device_tiny_checkpoints_give_transformers_logits_and_greedy_tokens() {
+    check_against_transformers("candle-cpu f32", |path| {
+        Decoder::load_on(path, &Device::Cpu, DType::F32).unwrap()
+    });
+}
+
+fn check_against_transformers(label: &str, load: impl Fn(&Path) -> Decoder) {
     let fixture = fixture();
     for (arch, reference) in fixture["archs"].as_object().unwrap() {
         let seed = reference["seed"].as_u64().unwrap();
         let (_dir, path) = checkpoint(arch, seed, &reference["files_sha256"]);
-        let decoder = Decoder::load(&path).unwrap();
+        let arch = &format!("{arch} ({label})");
+        let decoder = load(&path);
         let prompt = ids(&reference["prompt"]);
         let greedy = ids(&reference["greedy_tokens"]);
         let rows: Vec<Vec<f32>> = reference["logits"]

@@ -30,7 +30,10 @@ fn native_embeddings_match_sentence_transformers() {
 
 #[test]
 fn candle_embeddings_match_sentence_transformers() {
-    parity(&Engine::Candle(candle_core::Device::Cpu));
+    parity(&Engine::Candle(
+        candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    ));
 }
 
 fn parity(engine: &Engine) {

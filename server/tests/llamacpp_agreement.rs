@@ -19,7 +19,9 @@
 mod common;
 
 use common::smollm2_dir;
+use candle_core::{DType, Device};
 use openmodel_server::generate::Model;
+use openmodel_server::model::engine::Engine;
 use openmodel_server::model::decoder::{KvCache, Logits, Step};
 
 /// How far below llama.cpp's choice (in its own logits) our choice may be
@@ -47,11 +49,25 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 
 #[test]
 fn greedy_continuations_agree_with_llama_cpp() {
+    agree_with_llama_cpp(&Engine::Native, NEAR_TIE);
+}
+
+/// The decoder on a candle device (what `--device cuda` runs: candle's
+/// quantized kernels, ported from llama.cpp's), here on candle's CPU. Its
+/// logits differ from our kernels' by up to ~1 on this model (measured with
+/// `openmodel-server logits`), and it leaves llama.cpp on raw_story where
+/// llama.cpp led by 0.358: a wider near-tie, 0.4.
+#[test]
+fn on_a_candle_device_greedy_continuations_agree_with_llama_cpp() {
+    agree_with_llama_cpp(&Engine::Candle(Device::Cpu, DType::F32), 0.4);
+}
+
+fn agree_with_llama_cpp(engine: &Engine, near_tie: f64) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/smollm2_llamacpp_greedy.json");
     let fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let model = Model::load(&smollm2_dir()).unwrap();
+    let model = Model::load_for(&smollm2_dir(), engine).unwrap();
     let cases = fixture["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 10);
     let mut agreeing_16 = 0;
@@ -98,7 +114,7 @@ fn greedy_continuations_agree_with_llama_cpp() {
                 // token, llama.cpp's quantized arithmetic is what moved.
                 let transformers_split =
                     case["transformers_f32"]["agrees_with_llamacpp_for"].as_u64() == Some(i as u64);
-                if gap > NEAR_TIE && !transformers_split {
+                if gap > near_tie && !transformers_split {
                     far.push(format!("{} at token {i}: {gap:.3}", case["name"]));
                 }
                 split = Some(gap);
@@ -135,8 +151,9 @@ fn greedy_continuations_agree_with_llama_cpp() {
         ));
     }
     eprintln!(
-        "{}\n{agreeing_16} of 10 agree with llama.cpp for 16 tokens (transformers FP32: {transformers_16} of 10)",
-        report.join("\n")
+        "{}\n{}: {agreeing_16} of 10 agree with llama.cpp for 16 tokens (transformers FP32: {transformers_16} of 10)",
+        report.join("\n"),
+        engine.describe()
     );
     assert!(
         far.is_empty(),

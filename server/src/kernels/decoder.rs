@@ -90,6 +90,11 @@ impl Rope {
         self.cos.len() / (self.head_dim / 2).max(1)
     }
 
+    /// The cosines and sines, `positions × head_dim/2` each, row-major.
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
     /// Rotates every head of `row` (`heads × head_dim`) for `position`.
     pub fn apply(&self, row: &mut [f32], position: usize) {
         let half = self.head_dim / 2;

@@ -80,11 +80,32 @@ pub enum Linear {
     Dense(PackedB),
 }
 
-impl Linear {
-    /// The weights of `parts` stacked (their rows one after another), each
-    /// checked to be `rows × cols` as given: GGML blocks stay blocks when
-    /// all parts have one format; anything else becomes f32.
-    pub fn stack(parts: &[(&Raw, usize)], cols: usize) -> Result<Linear> {
+/// The weights of several tensors stacked (their rows one after
+/// another), before either implementation packs them: GGML blocks when all
+/// parts share one format, else f32.
+#[derive(Clone, Debug)]
+pub struct Stacked {
+    /// Rows (output features) of all parts together.
+    pub rows: usize,
+    /// Columns (input features).
+    pub cols: usize,
+    /// The elements.
+    pub data: StackedData,
+}
+
+/// How a [`Stacked`] weight's elements are stored.
+#[derive(Clone, Debug)]
+pub enum StackedData {
+    /// GGML blocks of one format.
+    Ggml(QuantFormat, Vec<u8>),
+    /// f32 values, row-major.
+    F32(Vec<f32>),
+}
+
+impl Stacked {
+    /// The weights of `parts` stacked, each checked to be `rows × cols` as
+    /// given.
+    pub fn new(parts: &[(&Raw, usize)], cols: usize) -> Result<Stacked> {
         for (raw, rows) in parts {
             if raw.rows != *rows || raw.cols != cols {
                 return Err(Error::BadModel(format!(
@@ -110,17 +131,46 @@ impl Linear {
                     bytes.extend_from_slice(b);
                 }
             }
-            return Ok(Linear::Quant(Arc::new(QuantMatrix::from_ggml(
-                format, rows, cols, bytes,
-            )?)));
+            return Ok(Stacked {
+                rows,
+                cols,
+                data: StackedData::Ggml(format, bytes),
+            });
         }
         let mut values = Vec::with_capacity(rows * cols);
         for (raw, _) in parts {
             values.extend(raw.to_f32()?);
         }
-        Ok(Linear::Dense(PackedB::from_transposed(MatRef::dense(
-            &values, rows, cols,
-        ))))
+        Ok(Stacked {
+            rows,
+            cols,
+            data: StackedData::F32(values),
+        })
+    }
+}
+
+impl Linear {
+    /// The weights of `parts` stacked (see [`Stacked::new`]) and packed for
+    /// our kernels.
+    pub fn stack(parts: &[(&Raw, usize)], cols: usize) -> Result<Linear> {
+        Linear::from_stacked(Stacked::new(parts, cols)?)
+    }
+
+    /// `weight` packed for our kernels.
+    pub fn from_stacked(weight: Stacked) -> Result<Linear> {
+        Ok(match weight.data {
+            StackedData::Ggml(format, bytes) => Linear::Quant(Arc::new(QuantMatrix::from_ggml(
+                format,
+                weight.rows,
+                weight.cols,
+                bytes,
+            )?)),
+            StackedData::F32(values) => Linear::Dense(PackedB::from_transposed(MatRef::dense(
+                &values,
+                weight.rows,
+                weight.cols,
+            ))),
+        })
     }
 
     /// Output features.

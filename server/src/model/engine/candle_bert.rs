@@ -20,15 +20,15 @@ pub struct CandleBert {
 }
 
 impl CandleBert {
-    /// Loads a BERT folder onto `device`.
-    pub fn load(spec: &ModelSpec, device: &Device) -> Result<CandleBert> {
+    /// Loads a BERT folder onto `device`, computing in `dtype`.
+    pub fn load(spec: &ModelSpec, device: &Device, dtype: DType) -> Result<CandleBert> {
         let path = spec.dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let config: CandleBertConfig = serde_json::from_str(&text).map_err(|e| {
             Error::BadModel(format!("config.json is not a BERT configuration: {e}"))
         })?;
         let model = BertModel::load(
-            VarBuilder::from_tensors(load_tensors(spec, device)?, DType::F32, device),
+            VarBuilder::from_tensors(load_tensors(spec, device)?, dtype, device),
             &config,
         )
         .map_err(|e| Error::BadModel(format!("loading BERT weights: {e}")))?;
