@@ -27,6 +27,8 @@ scripts/fetch-model.sh
 scripts/fetch-smollm2.sh
 scripts/fetch-triton-descriptors.sh
 scripts/client-venv.sh
+step "the reference virtualenv (PyTorch on the CPU, transformers; per-user cache, ~5.8 GB) for the GPU check's dry run"
+scripts/reference-venv.sh >/dev/null
 # The control plane is the longest third-party build (about 12 min cold on
 # 2 cores, seconds when cached); it runs in the background beside the cargo
 # builds below, whose single-threaded phases leave a core idle, and is

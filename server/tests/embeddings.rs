@@ -25,18 +25,30 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn native_embeddings_match_sentence_transformers() {
-    parity(&Engine::Native);
+    parity(&Engine::Native, 0.9999);
 }
 
 #[test]
 fn candle_embeddings_match_sentence_transformers() {
-    parity(&Engine::Candle(
-        candle_core::Device::Cpu,
-        candle_core::DType::F32,
-    ));
+    parity(
+        &Engine::Candle(candle_core::Device::Cpu, candle_core::DType::F32),
+        0.9999,
+    );
 }
 
-fn parity(engine: &Engine) {
+/// Half precision, as `--device cuda` runs by default: within the FP16
+/// floor the GPU check holds a GPU to (candle's own BERT masked padding
+/// with `f32::MIN`, −inf in f16, and gave NaN here). bf16, with 8 bits of
+/// mantissa, reaches only 0.989 on this model on candle's CPU kernels.
+#[test]
+fn candle_embeddings_in_f16_match_sentence_transformers() {
+    parity(
+        &Engine::Candle(candle_core::Device::Cpu, candle_core::DType::F16),
+        0.999,
+    );
+}
+
+fn parity(engine: &Engine, floor: f64) {
     let fx = fixture();
     let dir = model_dir();
     // The fixture records the digest in the version of its day; it is
@@ -95,7 +107,7 @@ fn parity(engine: &Engine) {
             if c < worst.0 {
                 worst = (c, format!("{name} ({what})"));
             }
-            assert!(c >= 0.9999, "{name} ({what}): cosine {c} < 0.9999");
+            assert!(c >= floor, "{name} ({what}): cosine {c} < {floor}");
         }
         tokens.push(t.ids);
     }
@@ -114,7 +126,7 @@ fn parity(engine: &Engine) {
             .zip(embedder.embed_tokens(&batch, true).unwrap())
         {
             let c = cosine(&got, &vector(&case["embedding"]));
-            assert!(c >= 0.9999, "{} in a batch: cosine {c}", case["name"]);
+            assert!(c >= floor, "{} in a batch: cosine {c}", case["name"]);
         }
     }
 }

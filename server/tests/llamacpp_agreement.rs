@@ -18,11 +18,11 @@
 
 mod common;
 
-use common::smollm2_dir;
 use candle_core::{DType, Device};
+use common::smollm2_dir;
 use openmodel_server::generate::Model;
-use openmodel_server::model::engine::Engine;
 use openmodel_server::model::decoder::{KvCache, Logits, Step};
+use openmodel_server::model::engine::Engine;
 
 /// How far below llama.cpp's choice (in its own logits) our choice may be
 /// where the two split: twice the spread between llama.cpp's attention
