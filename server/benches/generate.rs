@@ -21,6 +21,7 @@ use openmodel_server::generate::params::{GenerationBounds, SamplingParams};
 use openmodel_server::generate::sampler::Sampler;
 use openmodel_server::kernels::isa::Isa;
 use openmodel_server::metrics::Metrics;
+use openmodel_server::model::decoder::trace::argmax;
 use openmodel_server::model::decoder::{KvCache, Logits, Step};
 use tokio::sync::mpsc;
 
@@ -52,16 +53,6 @@ fn prompt(model: &Model) -> Vec<u32> {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in x.iter().enumerate() {
-        if *v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// Prefill time and decode tokens/s of one sequence, straight on the model.

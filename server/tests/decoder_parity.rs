@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device};
+use openmodel_server::model::decoder::trace::argmax;
 use openmodel_server::model::decoder::{Decoder, KvCache, Logits, Step};
 use sha2::{Digest, Sha256};
 
@@ -71,16 +72,6 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in x.iter().enumerate() {
-        if *v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -21,6 +21,7 @@ mod common;
 use candle_core::{DType, Device};
 use common::smollm2_dir;
 use openmodel_server::generate::Model;
+use openmodel_server::model::decoder::trace::argmax;
 use openmodel_server::model::decoder::{KvCache, Logits, Step};
 use openmodel_server::model::engine::Engine;
 
@@ -28,16 +29,6 @@ use openmodel_server::model::engine::Engine;
 /// where the two split: twice the spread between llama.cpp's attention
 /// paths.
 const NEAR_TIE: f64 = 0.3;
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in x.iter().enumerate() {
-        if *v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()

@@ -18,7 +18,7 @@ use candle_nn::kv_cache::KvCache as DeviceLayerCache;
 use super::config::DecoderConfig;
 use super::linear::{RawData, Stacked, StackedData};
 use super::parts::{BlockParts, TopParts};
-use super::{Step, wanted_rows};
+use super::{Step, split_logits, wanted_rows};
 use crate::Result;
 use crate::kernels::decoder::{Rope, RopeStyle};
 use crate::kernels::quant::QuantFormat;
@@ -227,10 +227,8 @@ impl DeviceWeights {
             .iter()
             .flat_map(|r| r.start as u32..r.end as u32)
             .collect();
-        let mut out = Vec::with_capacity(steps.len());
         if picked.is_empty() {
-            out.resize(steps.len(), Vec::new());
-            return Ok(out);
+            return Ok(vec![Vec::new(); steps.len()]);
         }
         let count = picked.len();
         let picked = Tensor::from_vec(picked, count, &self.device)?;
@@ -242,12 +240,7 @@ impl DeviceWeights {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        let mut taken = 0;
-        for range in wanted {
-            out.push(logits[taken * c.vocab..(taken + range.len()) * c.vocab].to_vec());
-            taken += range.len();
-        }
-        Ok(out)
+        Ok(split_logits(&logits, &wanted, c.vocab))
     }
 
     /// Causal attention of `q` (`1 × heads × n × head_dim`, positions

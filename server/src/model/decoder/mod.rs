@@ -172,6 +172,20 @@ fn wanted_rows(steps: &[Step<'_>]) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// `logits` (the picked rows, `vocab` wide, one after another) split per
+/// step by the row ranges of [`wanted_rows`].
+fn split_logits(logits: &[f32], wanted: &[Range<usize>], vocab: usize) -> Vec<Vec<f32>> {
+    let mut taken = 0;
+    wanted
+        .iter()
+        .map(|range| {
+            let rows = &logits[taken * vocab..(taken + range.len()) * vocab];
+            taken += range.len();
+            rows.to_vec()
+        })
+        .collect()
+}
+
 impl Decoder {
     /// Loads a model for our CPU kernels: `path` is a `.gguf` file, or a
     /// folder holding either one `.gguf` file or `config.json` with

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::config::DecoderConfig;
 use super::linear::{Linear, RawData};
 use super::parts::{BlockParts, TopParts};
-use super::{Step, wanted_rows};
+use super::{Step, split_logits, wanted_rows};
 use crate::Result;
 use crate::kernels::decoder::{
     Heads, Rope, causal_attention, rms_norm_in_place, rms_norm_into, silu_mul,
@@ -193,13 +193,7 @@ impl NativeWeights {
         if picked_rows > 0 {
             self.output.forward(&normed_final, picked_rows, &mut logits);
         }
-        let mut out = Vec::with_capacity(steps.len());
-        let mut taken = 0;
-        for range in wanted {
-            out.push(logits[taken * c.vocab..(taken + range.len()) * c.vocab].to_vec());
-            taken += range.len();
-        }
-        Ok(out)
+        Ok(split_logits(&logits, &wanted, c.vocab))
     }
 }
 

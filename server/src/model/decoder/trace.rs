@@ -50,8 +50,9 @@ pub fn greedy_trace(decoder: &Decoder, prompt: &[u32], steps: usize) -> Result<G
     Ok(trace)
 }
 
-/// The index of the largest value (the first of equals).
-fn argmax(x: &[f32]) -> u32 {
+/// The index of the largest value (the first of equals): the greedy
+/// choice.
+pub fn argmax(x: &[f32]) -> u32 {
     let mut best = 0;
     for (i, v) in x.iter().enumerate() {
         if *v > x[best] {
