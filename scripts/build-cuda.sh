@@ -3,8 +3,11 @@
 # backend, `serve --device cuda`) on a machine with no GPU and no CUDA
 # installed, and writes the stripped binary to target-cuda/openmodel-server.
 #
-#   scripts/build-cuda.sh [--compute-cap N]
+#   scripts/build-cuda.sh [--compute-cap N] [--if-cached]
 #
+#   --if-cached      build only if this cache has built it before (then it is
+#                    the incremental build, a minute or two); otherwise say
+#                    so and exit 0. scripts/test.sh uses it.
 #   --compute-cap N  the GPU generation the kernels are compiled for (also
 #                    OPENMODEL_CUDA_COMPUTE_CAP), default 90: H100, H200,
 #                    GH200 only. One per build: 80 A100, 86 A10/A40, 89
@@ -36,7 +39,9 @@
 #    compiling candle's kernels.
 # 4. strip into target-cuda/openmodel-server, run its --version with the
 #    stub driver (every library it needs must load and every symbol bind),
-#    and print its size, the build's time and its NEEDED libraries.
+#    and print its size, the build's time and its NEEDED libraries; write
+#    target-cuda/cuda-env (where the wheels' libraries and the stub driver
+#    are), which scripts/build-images.sh --cuda reads.
 #
 # Idempotent: the venv (its stamp written last, under a lock) and the link
 # folder (built aside and renamed) are reused while the pins are the same,
@@ -50,11 +55,13 @@ root=$PWD
 fail() { echo "build-cuda: $*" >&2; exit 1; }
 
 cap=${OPENMODEL_CUDA_COMPUTE_CAP:-90}
+if_cached=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --compute-cap) [ $# -ge 2 ] || fail "--compute-cap needs a number, e.g. 90"; cap=$2; shift 2 ;;
     --compute-cap=*) cap=${1#--compute-cap=}; shift ;;
-    -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --if-cached) if_cached=1; shift ;;
+    -h|--help) sed -n '2,51p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -72,6 +79,15 @@ done
 . scripts/cache-env.sh
 reqs=tools/cuda/requirements.txt
 started=$(date +%s)
+# The build's own target folder (step 3): the kernels depend on the toolkit
+# and N, which candle's build scripts do not all watch.
+target_dir="$OPENMODEL_CACHE/cargo-target-cuda/sm$cap-$({ rustc -vV; cat "$reqs"; echo "$cap"; } | cache_key)"
+if [ "$if_cached" = 1 ] && [ ! -x "$target_dir/release/openmodel-server" ]; then
+  echo "build-cuda: not built in this cache before ($target_dir); skipped. Run scripts/build-cuda.sh once (about 30 minutes cold) and later runs with --if-cached rebuild it" >&2
+  # A link left from another toolchain or pin set is not this build.
+  if [ -L "$root/target-cuda" ]; then rm -f "$root/target-cuda"; fi
+  exit 0
+fi
 
 # 1. The toolkit. The wheels are 1 GB: not kept in pip's cache too.
 export PIP_NO_CACHE_DIR=1
@@ -127,9 +143,7 @@ if [ ! -d "$link" ]; then
   trap - EXIT
 fi
 
-# 3. The build, in a target folder of its own: the kernels depend on the
-# toolkit and N, which candle's build scripts do not all watch.
-target_dir="$OPENMODEL_CACHE/cargo-target-cuda/sm$cap-$({ rustc -vV; cat "$reqs"; echo "$cap"; } | cache_key)"
+# 3. The build.
 mkdir -p "$target_dir"
 cache_link "$root/target-cuda" "$target_dir"
 export CUDA_HOME="$cuda_home" PATH="$cuda_home/bin:$PATH" CUDA_COMPUTE_CAP="$cap" CARGO_TARGET_DIR="$target_dir"
@@ -148,6 +162,11 @@ if [ ! -f "$out" ] || [ "$built" -nt "$out" ]; then
 fi
 version=$(LD_LIBRARY_PATH="$link/run:$cuda_home/lib" "$out" --version) \
   || fail "target-cuda/openmodel-server --version failed with the stub driver and the wheels' libraries (above)"
+# Where its libraries are here, for scripts/build-images.sh --cuda and the
+# image test (plain KEY=value lines).
+printf '%s\n' "# written by scripts/build-cuda.sh" "CUDA_LIB_DIR=$cuda_home/lib" \
+  "CUDA_DRIVER_STUB_DIR=$link/run" >"$target_dir/cuda-env.tmp"
+mv -f "$target_dir/cuda-env.tmp" "$target_dir/cuda-env"
 needed=$(readelf -d "$out" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
 size=$(stat -c %s "$out")
 echo "build-cuda: target-cuda/openmodel-server ($version): $((size / 1000000)).$((size / 100000 % 10)) MB stripped ($size bytes), kernels for compute capability $cap"

@@ -69,6 +69,14 @@ scripts/cluster.sh tools
 scripts/cluster.sh down >/dev/null
 step "cargo test --workspace"
 cargo test --workspace --locked
+step "the CUDA server image, when this cache has built the CUDA server before (scripts/build-cuda.sh --if-cached: then an incremental build; the first one takes about 30 minutes, docs/images.md)"
+scripts/build-cuda.sh --if-cached
+if [ -f target-cuda/cuda-env ]; then
+  scripts/build-images.sh --cuda
+  cargo test -p openmodel-tests --locked --test images -- --ignored cuda_server_image
+else
+  echo "not checked: the CUDA image needs scripts/build-cuda.sh run once in this cache (its test, cuda_server_image_holds_the_cuda_runtime_and_runs, is listed as ignored above)"
+fi
 # run_demo <name> <command…>: runs a demo quietly; its output only if it fails.
 run_demo() {
   local name=$1 log
