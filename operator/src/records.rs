@@ -185,7 +185,7 @@ pub fn model_deployed(
         )),
         EntryBody::ModelDeployed(ModelDeployed {
             digest: digest.to_string(),
-            image: Some(model.spec.runtime.image.clone()),
+            image: Some(model.spec.runtime.server_image().into()),
             replicas: u32::try_from(model.spec.runtime.replicas).unwrap_or(0),
             weights_entry,
         }),
@@ -298,6 +298,40 @@ mod tests {
         }
         // Nothing changed: nothing to record.
         assert!(spec_entries(&m, Some(&spec_document(&m.spec)), Vec::new(), "prod").is_empty());
+    }
+
+    /// Moving a model onto GPUs records the new fields in the spec patch,
+    /// and the deployment names the image that serves: the CUDA build.
+    #[test]
+    fn gpu_settings_are_recorded_and_the_serving_image_deployed() {
+        let mut m = model();
+        let previous = spec_document(&m.spec);
+        m.metadata.generation = Some(2);
+        m.spec.runtime.resources.gpu = 1;
+        m.spec.runtime.resources.gpu_resource = Some("amd.com/gpu".into());
+        m.spec.runtime.runtime_class_name = Some("nvidia".into());
+        m.spec.runtime.cuda_image = Some("r.example/openmodel-server:1-cuda".into());
+        let entries = spec_entries(&m, Some(&previous), Vec::new(), "c");
+        assert_eq!(
+            patch_of(&entries[0]),
+            json!([
+                {"op": "add", "path": "/spec/runtime/cudaImage", "value": "r.example/openmodel-server:1-cuda"},
+                {"op": "replace", "path": "/spec/runtime/resources/gpu", "value": 1},
+                {"op": "add", "path": "/spec/runtime/resources/gpuResource", "value": "amd.com/gpu"},
+                {"op": "add", "path": "/spec/runtime/runtimeClassName", "value": "nvidia"}
+            ])
+        );
+        let deployed = model_deployed(&m, &format!("sha256:{}", "a".repeat(64)), Some(4), "c");
+        match &deployed.body {
+            EntryBody::ModelDeployed(d) => {
+                assert_eq!(
+                    d.image.as_deref(),
+                    Some("r.example/openmodel-server:1-cuda")
+                )
+            }
+            other => panic!("not model.deployed: {other:?}"),
+        }
+        deployed.validate().unwrap();
     }
 
     /// A model that becomes a text generator, then changes a generation

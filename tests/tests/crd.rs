@@ -79,36 +79,52 @@ async fn kubectl_applies_the_example_and_prints_its_columns() -> Result<()> {
     Ok(())
 }
 
-const GENERATION_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smollm2.yaml");
+const GENERATION_EXAMPLES: [(&str, &str); 2] = [
+    (
+        "smollm2",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smollm2.yaml"),
+    ),
+    (
+        "smollm2-gpu",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smollm2-gpu.yaml"),
+    ),
+];
 
+/// The text-generation examples, on a CPU and on a GPU, apply and read back
+/// unchanged (the GPU one's runtime class, GPU resource and CUDA image
+/// included).
 #[tokio::test]
-async fn kubectl_applies_the_text_generation_example() -> Result<()> {
+async fn kubectl_applies_the_text_generation_examples() -> Result<()> {
     let control_plane = control_plane().await;
     let client = control_plane.client()?;
     let ns = namespace(&client, "kubectl_generation").await?;
-    let applied = kubectl(
-        control_plane,
-        &["apply", "-n", &ns, "-f", GENERATION_EXAMPLE],
-    )?;
-    ensure!(
-        applied.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let table = kubectl(control_plane, &["get", "om", "-n", &ns])?;
-    let table = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        table.contains("smollm2") && table.contains("text-generation"),
-        "{table}"
-    );
-    let expected: OpenModel =
-        serde_saphyr::from_str(&std::fs::read_to_string(GENERATION_EXAMPLE)?)?;
-    let stored = Api::<OpenModel>::namespaced(client, &ns)
-        .get("smollm2")
+    for (name, path) in GENERATION_EXAMPLES {
+        let applied = kubectl(control_plane, &["apply", "-n", &ns, "-f", path])?;
+        ensure!(
+            applied.status.success(),
+            "kubectl apply {path}: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        let table = kubectl(control_plane, &["get", "om", name, "-n", &ns])?;
+        let table = String::from_utf8_lossy(&table.stdout);
+        assert!(table.contains("text-generation"), "{table}");
+        let expected: OpenModel = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
+        let stored = Api::<OpenModel>::namespaced(client.clone(), &ns)
+            .get(name)
+            .await?;
+        assert_eq!(stored.spec, expected.spec, "{path}");
+        let generation = stored.spec.generation.as_ref().context("spec.generation")?;
+        assert!(generation.kv_cache_bytes.is_some(), "{path}");
+    }
+    let gpu = Api::<OpenModel>::namespaced(client, &ns)
+        .get("smollm2-gpu")
         .await?;
-    assert_eq!(stored.spec, expected.spec);
-    let generation = stored.spec.generation.as_ref().context("spec.generation")?;
-    assert_eq!(generation.kv_cache_bytes.as_deref(), Some("512Mi"));
+    assert_eq!(gpu.spec.runtime.resources.gpu_resource(), "nvidia.com/gpu");
+    assert_eq!(
+        gpu.spec.runtime.runtime_class_name.as_deref(),
+        Some("nvidia")
+    );
+    assert!(gpu.spec.runtime.server_image().ends_with("-cuda"));
     Ok(())
 }
 
@@ -137,7 +153,22 @@ async fn invalid_models_are_refused_with_the_cel_messages() -> Result<()> {
     let ns = namespace(&client, "cel_rules").await?;
     let api: Api<OpenModel> = Api::namespaced(client, &ns);
     type Mutation = fn(&mut OpenModel);
-    let cases: [(&str, Mutation, &str); 13] = [
+    let cases: [(&str, Mutation, &str); 16] = [
+        (
+            "gpu-resource-core",
+            |m| m.spec.runtime.resources.gpu_resource = Some("kubernetes.io/gpu".into()),
+            "gpuResource must be an extended resource name",
+        ),
+        (
+            "gpu-resource-bare",
+            |m| m.spec.runtime.resources.gpu_resource = Some("gpu".into()),
+            "gpuResource must be an extended resource name",
+        ),
+        (
+            "runtime-class",
+            |m| m.spec.runtime.runtime_class_name = Some("NVIDIA_runtime".into()),
+            "runtimeClassName must be a DNS subdomain",
+        ),
         (
             "bad-digest",
             |m| m.spec.model.digest = Some("sha256:abc".into()),

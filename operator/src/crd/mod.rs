@@ -31,6 +31,7 @@ mod tests {
     const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/minilm.yaml");
     const GENERATION_EXAMPLE: &str =
         concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smollm2.yaml");
+    const GPU_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smollm2-gpu.yaml");
 
     #[test]
     fn the_committed_crd_is_generated_from_these_types() {
@@ -120,8 +121,21 @@ mod tests {
     #[test]
     fn cel_rules_accept_the_example_and_name_each_mistake() {
         assert_eq!(broken_rules(&example()), "");
+        assert_eq!(broken_rules(&read_example(GPU_EXAMPLE)), "");
         type Mutation = fn(&mut OpenModel);
-        let cases: [(Mutation, &str); 5] = [
+        let cases: [(Mutation, &str); 8] = [
+            (
+                |m| m.spec.runtime.resources.gpu_resource = Some("kubernetes.io/gpu".into()),
+                "gpuResource must be an extended resource name",
+            ),
+            (
+                |m| m.spec.runtime.resources.gpu_resource = Some("nvidia.com/".into()),
+                "gpuResource must be an extended resource name",
+            ),
+            (
+                |m| m.spec.runtime.runtime_class_name = Some("-nvidia".into()),
+                "runtimeClassName must be a DNS subdomain",
+            ),
             (
                 |m| m.spec.model.digest = Some("md5:0".into()),
                 "digest must be sha256:",

@@ -254,9 +254,25 @@ pub struct Training {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Runtime {
-    /// The `openmodel-server` image (`<registry>/openmodel-server:<version>`).
+    /// The `openmodel-server` image (`<registry>/openmodel-server:<version>`):
+    /// it fetches the weights, and serves them unless `resources.gpu` > 0
+    /// and `cudaImage` is set.
     #[schemars(length(min = 1, max = 1024))]
     pub image: String,
+    /// The CUDA build of the server (`<registry>/openmodel-server:<version>-cuda`),
+    /// which serves instead of `image` when `resources.gpu` > 0. The weights
+    /// are still fetched with `image`: the CUDA build needs the GPU driver
+    /// to start, and only the serving container gets a GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub cuda_image: Option<String>,
+    /// The pods' RuntimeClass (e.g. `nvidia`, where the NVIDIA container
+    /// runtime is not the node's default).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("runtimeClassName must be a DNS subdomain: lowercase letters, digits, '-' and '.'"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub runtime_class_name: Option<String>,
     /// Server pods (0 stops serving but keeps the model).
     #[serde(default = "one")]
     #[x_kube(validation = Rule::new("self >= 0").message("replicas must be 0 or more"))]
@@ -294,11 +310,46 @@ pub struct Resources {
     /// Memory (e.g. `4Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Quantity>,
-    /// NVIDIA GPUs (`nvidia.com/gpu`); with GPUs, rollouts replace pods one
-    /// at a time without surging (`maxSurge: 0`).
+    /// GPUs (of `gpuResource`); with GPUs, rollouts replace pods one at a
+    /// time without surging (`maxSurge: 0`) and the server runs on the
+    /// first one (`--device cuda`).
     #[serde(default)]
     #[x_kube(validation = Rule::new("self >= 0").message("gpu must be 0 or more"))]
     pub gpu: i32,
+    /// The extended resource the device plugin offers GPUs as, and the
+    /// taint tolerated on GPU nodes; default `nvidia.com/gpu` (a MIG
+    /// slice, e.g. `nvidia.com/mig-1g.18gb`, also works).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$') && !self.matches('^([^/]*[.])?kubernetes[.]io/')")
+        .message("gpuResource must be an extended resource name, <domain>/<name> (e.g. nvidia.com/gpu), outside kubernetes.io"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 253))]
+    pub gpu_resource: Option<String>,
+}
+
+/// The GPU resource of pods whose spec names none.
+pub const DEFAULT_GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+impl Runtime {
+    /// Whether the pods get GPUs.
+    pub fn uses_gpu(&self) -> bool {
+        self.resources.gpu > 0
+    }
+
+    /// The image of the serving container: `cudaImage` on GPUs when set,
+    /// else `image`.
+    pub fn server_image(&self) -> &str {
+        match &self.cuda_image {
+            Some(cuda) if self.uses_gpu() => cuda,
+            _ => &self.image,
+        }
+    }
+}
+
+impl Resources {
+    /// The extended resource GPUs are asked for as (and tolerated by).
+    pub fn gpu_resource(&self) -> &str {
+        self.gpu_resource.as_deref().unwrap_or(DEFAULT_GPU_RESOURCE)
+    }
 }
 
 /// Batching and admission limits, passed to `openmodel-server serve`.

@@ -52,9 +52,6 @@ const MODEL_DIR: &str = "/model";
 /// The user the containers run as (no root, no shell needed).
 const NON_ROOT_UID: i64 = 65532;
 
-/// The NVIDIA device plugin's resource and taint.
-const GPU_RESOURCE: &str = "nvidia.com/gpu";
-
 /// Seconds between startup probes, and how many may fail: ten minutes for
 /// the server to compute the digest, load and warm up the model before the
 /// liveness probe takes over.
@@ -125,7 +122,7 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
 /// (there is rarely a spare one to surge onto), and never drop below it
 /// otherwise.
 fn strategy(spec: &OpenModelSpec) -> DeploymentStrategy {
-    let (max_surge, max_unavailable) = if spec.runtime.resources.gpu > 0 {
+    let (max_surge, max_unavailable) = if spec.runtime.uses_gpu() {
         (0, 1)
     } else {
         (1, 0)
@@ -142,9 +139,9 @@ fn strategy(spec: &OpenModelSpec) -> DeploymentStrategy {
 fn pod_template(model: &OpenModel) -> PodTemplateSpec {
     let runtime = &model.spec.runtime;
     let mut tolerations = runtime.tolerations.clone();
-    if runtime.resources.gpu > 0 {
+    if runtime.uses_gpu() {
         tolerations.push(Toleration {
-            key: Some(GPU_RESOURCE.into()),
+            key: Some(runtime.resources.gpu_resource().into()),
             operator: Some("Exists".into()),
             effect: Some("NoSchedule".into()),
             ..Toleration::default()
@@ -179,6 +176,7 @@ fn pod_template(model: &OpenModel) -> PodTemplateSpec {
                 .then(|| runtime.node_selector.clone()),
             tolerations: (!tolerations.is_empty()).then_some(tolerations),
             affinity: runtime.affinity.clone(),
+            runtime_class_name: runtime.runtime_class_name.clone(),
             ..PodSpec::default()
         }),
     }
@@ -263,7 +261,7 @@ fn server_container(model: &OpenModel) -> Container {
             }
         }
     }
-    if spec.runtime.resources.gpu > 0 {
+    if spec.runtime.uses_gpu() {
         args.extend([flag(serve::DEVICE), serve::DEVICE_CUDA.into()]);
     }
     let mut container = Container {
@@ -295,6 +293,7 @@ fn server_container(model: &OpenModel) -> Container {
             failure_threshold: Some(6),
             ..grpc_probe()
         }),
+        image: Some(spec.runtime.server_image().into()),
         ..base_container(model)
     };
     if let Some(threads) = spec.runtime.resources.cpu.as_ref().and_then(whole_cpus) {
@@ -310,7 +309,8 @@ fn server_container(model: &OpenModel) -> Container {
     container
 }
 
-/// What both containers share: image, command, the user's environment and a
+/// What both containers share: the image (`runtime.image`; the server's
+/// own may be the CUDA build), command, the user's environment and a
 /// locked-down security context.
 fn base_container(model: &OpenModel) -> Container {
     let runtime = &model.spec.runtime;
@@ -357,7 +357,10 @@ fn resources(spec: &OpenModelSpec, with_gpu: bool) -> ResourceRequirements {
     }
     let mut limits = amounts.clone();
     if with_gpu && wanted.gpu > 0 {
-        limits.insert(GPU_RESOURCE.into(), Quantity(wanted.gpu.to_string()));
+        limits.insert(
+            wanted.gpu_resource().into(),
+            Quantity(wanted.gpu.to_string()),
+        );
     }
     ResourceRequirements {
         requests: (!amounts.is_empty()).then_some(amounts),
@@ -567,6 +570,50 @@ mod tests {
         assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)));
         assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
         assert_eq!(arg_after(server, "--device"), Some("cuda"));
+    }
+
+    #[test]
+    fn gpu_clusters_get_their_resource_runtime_class_and_cuda_image() {
+        let mut m = model();
+        m.spec.runtime.resources.gpu = 2;
+        m.spec.runtime.resources.gpu_resource = Some("nvidia.com/mig-3g.71gb".into());
+        m.spec.runtime.runtime_class_name = Some("nvidia".into());
+        m.spec.runtime.cuda_image = Some("registry.example/openmodel-server:1.0.0-cuda".into());
+        let d = deployment(&m);
+        let pod = pod_spec(&d);
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
+        let server = &pod.containers[0];
+        let limits = server.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits["nvidia.com/mig-3g.71gb"], Quantity("2".into()));
+        assert!(!limits.contains_key("nvidia.com/gpu"));
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some("nvidia.com/mig-3g.71gb")
+        );
+        assert_eq!(
+            server.image.as_deref(),
+            Some("registry.example/openmodel-server:1.0.0-cuda")
+        );
+        // The fetch runs without a GPU, so with the CPU build.
+        let fetch = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(fetch.image, Some(m.spec.runtime.image.clone()));
+
+        // Without GPUs the CUDA image and the resource name change nothing
+        // but the runtime class.
+        m.spec.runtime.resources.gpu = 0;
+        let d = deployment(&m);
+        let pod = pod_spec(&d);
+        assert_eq!(pod.containers[0].image, Some(m.spec.runtime.image.clone()));
+        assert!(
+            pod.containers[0]
+                .resources
+                .as_ref()
+                .unwrap()
+                .limits
+                .is_none()
+        );
+        assert!(pod.tolerations.is_none());
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub(crate) mod fixtures {
                 provenance: None,
                 runtime: Runtime {
                     image: "registry.example/openmodel-server:0.1.0".into(),
+                    cuda_image: None,
+                    runtime_class_name: None,
                     replicas: 2,
                     resources: Resources::default(),
                     node_selector: Default::default(),
