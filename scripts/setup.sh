@@ -108,6 +108,23 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "${target_dest:-}" ]; then
   target_note="$target_note; $(gib_free "$target_dest") GiB free"
 fi
 
+# The workspace's own crates bake their clone's path in (env!("CARGO_MANIFEST_DIR"),
+# by which the tests find their fixtures), and cargo judges them fresh by the
+# files' times, not their paths: a clone whose files are older than another
+# clone's build into the same target folder would run that clone's test
+# binaries, looking for fixtures under its path. So when another clone built
+# here last, the workspace's crates are cleaned (dependencies kept).
+target_used=$(cd "$root" && cargo metadata --no-deps --format-version 1 --locked 2>/dev/null |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' || true)
+if [ -n "$target_used" ] && [ -d "$target_used" ]; then
+  clone_stamp="$target_used/.openmodel-clone"
+  if [ -f "$clone_stamp" ] && [ "$(cat "$clone_stamp")" != "$root" ]; then
+    echo "setup: the target folder was last built from $(cat "$clone_stamp"): cleaning this workspace's crates there (cargo clean --workspace; dependencies kept)" >&2
+    cargo clean --workspace --locked --quiet
+  fi
+  echo "$root" >"$clone_stamp"
+fi
+
 # Test vectors shared by the team live beside the checkout (../shared/testdata)
 # unless OPENMODEL_TESTDATA points elsewhere; the vector tests fail with this
 # hint if they are missing.
