@@ -114,7 +114,7 @@ fi
 # clone's build into the same target folder would run that clone's test
 # binaries, looking for fixtures under its path. So when another clone built
 # here last, the workspace's crates are cleaned (dependencies kept).
-target_used=$(cd "$root" && cargo metadata --no-deps --format-version 1 --locked 2>/dev/null |
+target_used=$(cargo metadata --no-deps --format-version 1 --locked 2>/dev/null |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' || true)
 if [ -n "$target_used" ] && [ -d "$target_used" ]; then
   clone_stamp="$target_used/.openmodel-clone"
