@@ -604,31 +604,23 @@ mod tests {
         let d = deployment(&m);
         let pod = pod_spec(&d);
         assert_eq!(pod.containers[0].image, Some(m.spec.runtime.image.clone()));
-        assert!(
-            pod.containers[0]
-                .resources
-                .as_ref()
-                .unwrap()
-                .limits
-                .is_none()
-        );
-        assert!(pod.tolerations.is_none());
+        assert_no_gpu(pod);
         assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
+    }
+
+    /// The server asks for nothing beyond CPU and memory (here, nothing at
+    /// all) and tolerates no GPU taint.
+    fn assert_no_gpu(pod: &PodSpec) {
+        let limits = &pod.containers[0].resources.as_ref().unwrap().limits;
+        assert!(limits.is_none(), "{limits:?}");
+        assert!(pod.tolerations.is_none(), "{:?}", pod.tolerations);
     }
 
     #[test]
     fn cpu_models_surge_and_get_no_gpu() {
         let d = deployment(&model());
         let pod = pod_spec(&d);
-        assert!(
-            pod.containers[0]
-                .resources
-                .as_ref()
-                .unwrap()
-                .limits
-                .is_none()
-        );
-        assert!(pod.tolerations.is_none());
+        assert_no_gpu(pod);
         let rolling = d.spec.as_ref().unwrap().strategy.as_ref().unwrap();
         assert_eq!(
             rolling.rolling_update.as_ref().unwrap().max_surge,
