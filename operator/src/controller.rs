@@ -46,6 +46,7 @@ use crate::last_apply::{LastApply, fingerprint};
 use crate::metrics::Metrics;
 use crate::observe::{self, observe, pods_to_annotate};
 use crate::records;
+use crate::resources::gpu::GpuDefaults;
 use crate::resources::{self, MODEL_LABEL, TEMPLATE_HASH_ANNOTATION, WEIGHTS_ENTRY_ANNOTATION};
 use crate::status::{self, Blocker, READY, StatusInput};
 use crate::watches::{self, Caches, Writers, api};
@@ -75,6 +76,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// What GPU pods get when their model's spec leaves it to the cluster.
+    pub gpu: GpuDefaults,
     /// The Deployments, Services and pods, as the watches last saw them.
     caches: Caches,
     /// What was last applied for each model (`namespace/name`).
@@ -102,6 +105,7 @@ impl Context {
         journal: Journal,
         metrics: Arc<Metrics>,
         instance: &str,
+        gpu: GpuDefaults,
     ) -> (Self, Writers) {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
@@ -113,6 +117,7 @@ impl Context {
             client,
             journal,
             metrics,
+            gpu,
             caches,
             last_applies: Mutex::default(),
             without_budget: Mutex::default(),
@@ -287,7 +292,7 @@ async fn apply(model: &OpenModel, context: &Context) -> Result<Action, Error> {
     }
 
     // 2. The owned objects; applying the Deployment answers with its status.
-    let desired = resources::deployment(model);
+    let desired = resources::deployment(model, &context.gpu);
     let namespace = model.namespace().unwrap_or_default();
     let (blocker, deployment) = match model.spec.model.digest {
         None => (Some(Blocker::DigestMissing), None),

@@ -96,12 +96,12 @@ pub fn fingerprint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::fixtures::model;
-    use crate::resources::{deployment, pod_disruption_budget, service};
+    use crate::resources::fixtures::{deployment_of, model};
+    use crate::resources::{pod_disruption_budget, service};
 
     /// The objects as the API server answers an apply.
     fn answered(model: &crate::crd::OpenModel) -> (Deployment, Service) {
-        let mut d = deployment(model);
+        let mut d = deployment_of(model);
         d.metadata.uid = Some("d-1".into());
         d.metadata.generation = Some(1);
         d.metadata.resource_version = Some("100".into());
@@ -115,7 +115,7 @@ mod tests {
     fn nothing_changed_means_nothing_to_apply() {
         let model = model();
         let (d, s) = answered(&model);
-        let desired = fingerprint(&deployment(&model), &service(&model), None);
+        let desired = fingerprint(&deployment_of(&model), &service(&model), None);
         let start = Instant::now();
         let last = LastApply::new(desired, &d, &s, start);
         let later = start + Duration::from_secs(300);
@@ -133,7 +133,7 @@ mod tests {
         let model = model();
         let (d, s) = answered(&model);
         let desired = fingerprint(
-            &deployment(&model),
+            &deployment_of(&model),
             &service(&model),
             pod_disruption_budget(&model).as_ref(),
         );
@@ -145,7 +145,7 @@ mod tests {
         let mut scaled = model.clone();
         scaled.spec.runtime.replicas = 5;
         let other = fingerprint(
-            &deployment(&scaled),
+            &deployment_of(&scaled),
             &service(&scaled),
             pod_disruption_budget(&scaled).as_ref(),
         );

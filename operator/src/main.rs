@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use openmodel_operator::journal::{JournalConfig, LedgerLocation};
 use openmodel_operator::leader::LeaseConfig;
+use openmodel_operator::resources::gpu::{self, DEFAULT_GPU_RESOURCE, GpuDefaults};
 use openmodel_operator::webhook::{CertificateSource, WebhookConfig};
 use openmodel_operator::{Config, crd};
 use openmodel_runtime::https::ClientAuth;
@@ -153,8 +154,34 @@ struct RunArgs {
         requires = "webhook_client_ca"
     )]
     webhook_client_name: Vec<String>,
+    /// The extended resource GPUs are asked for as (and whose taint GPU
+    /// pods tolerate) for models whose spec.runtime.resources.gpuResource
+    /// is unset: another vendor's device plugin, or MIG slices.
+    #[arg(long, env = "OPENMODEL_GPU_RESOURCE", default_value = DEFAULT_GPU_RESOURCE, value_parser = name_parser(gpu::is_extended_resource_name, "an extended resource name: <domain>/<name> outside kubernetes.io, e.g. nvidia.com/gpu or amd.com/gpu"))]
+    gpu_resource: String,
+    /// The RuntimeClass of the pods of models with GPUs whose
+    /// spec.runtime.runtimeClassName is unset (e.g. `nvidia`, where the
+    /// NVIDIA container runtime is not the nodes' default). Unset: the
+    /// nodes' default runtime.
+    #[arg(long, env = "OPENMODEL_GPU_RUNTIME_CLASS_NAME", value_parser = name_parser(gpu::is_dns_subdomain, "a RuntimeClass name: a DNS subdomain of lowercase letters, digits, '-' and '.', e.g. nvidia"))]
+    gpu_runtime_class_name: Option<String>,
     #[command(flatten)]
     log: LogArgs,
+}
+
+/// A value parser accepting the names `valid` accepts; `what` says what
+/// a name must be, with an example.
+fn name_parser(
+    valid: fn(&str) -> bool,
+    what: &'static str,
+) -> impl Fn(&str) -> Result<String, String> + Clone + Send + Sync + 'static {
+    move |name| {
+        if valid(name) {
+            Ok(name.into())
+        } else {
+            Err(format!("'{name}' is not {what}"))
+        }
+    }
 }
 
 async fn run(args: RunArgs) -> Result<()> {
@@ -217,6 +244,10 @@ async fn run(args: RunArgs) -> Result<()> {
         http_listen: Some(args.http_listen),
         concurrency: args.concurrency,
         webhook,
+        gpu: GpuDefaults {
+            resource: args.gpu_resource,
+            runtime_class_name: args.gpu_runtime_class_name,
+        },
     };
     // Before connecting: a bad key file or a missing ledger is the first
     // thing to report.

@@ -18,6 +18,7 @@ use crate::controller::{self, Context};
 use crate::journal::{Journal, JournalConfig, LedgerLocation};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::resources::gpu::GpuDefaults;
 use crate::webhook::{Webhook, WebhookConfig};
 use openmodel_runtime::endpoints::Endpoints;
 use openmodel_runtime::shutdown;
@@ -39,6 +40,8 @@ pub struct Config {
     /// The admission webhook, served while this instance leads (it writes
     /// the ledger); none when `None`.
     pub webhook: Option<WebhookConfig>,
+    /// What GPU pods get when their model's spec leaves it to the cluster.
+    pub gpu: GpuDefaults,
 }
 
 /// Runs the operator until `shutdown` completes (then finishes the
@@ -134,7 +137,13 @@ async fn lead(
         }
         None => None,
     };
-    let (context, writers) = Context::new(client, journal, metrics, &config.lease.identity);
+    let (context, writers) = Context::new(
+        client,
+        journal,
+        metrics,
+        &config.lease.identity,
+        config.gpu.clone(),
+    );
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let lost = async move {
         let _ = lost_rx.wait_for(|lost| *lost).await;

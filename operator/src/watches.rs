@@ -227,12 +227,12 @@ mod tests {
     use super::*;
     use crate::observe::observe;
     use crate::observe::tests::{HASH, pod, terminated};
-    use crate::resources::fixtures::{DIGEST, model};
-    use crate::resources::{SERVER_CONTAINER, deployment};
+    use crate::resources::SERVER_CONTAINER;
+    use crate::resources::fixtures::{DIGEST, deployment_of, model};
 
     #[test]
     fn trimmed_objects_are_observed_alike() {
-        let mut full = deployment(&model());
+        let mut full = deployment_of(&model());
         full.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
         full.status = Some(DeploymentStatus {
             replicas: Some(2),

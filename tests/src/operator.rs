@@ -22,6 +22,7 @@ use openmodel_ledger::store::{OpenCheck, StoredEntry};
 use openmodel_operator::crd::OpenModel;
 use openmodel_operator::journal::{JournalConfig, LedgerLocation};
 use openmodel_operator::leader::LeaseConfig;
+use openmodel_operator::resources::gpu::GpuDefaults;
 use openmodel_operator::webhook::WebhookConfig;
 use serde_json::{Value, json};
 
@@ -192,6 +193,7 @@ pub fn config(namespace: &str, dir: &Path, identity: &str) -> Result<openmodel_o
         http_listen: None,
         concurrency: 16,
         webhook: None,
+        gpu: GpuDefaults::default(),
     })
 }
 

@@ -119,7 +119,10 @@ async fn kubectl_applies_the_text_generation_examples() -> Result<()> {
     let gpu = Api::<OpenModel>::namespaced(client, &ns)
         .get("smollm2-gpu")
         .await?;
-    assert_eq!(gpu.spec.runtime.resources.gpu_resource(), "nvidia.com/gpu");
+    assert_eq!(
+        gpu.spec.runtime.resources.gpu_resource.as_deref(),
+        Some("nvidia.com/gpu")
+    );
     assert_eq!(
         gpu.spec.runtime.runtime_class_name.as_deref(),
         Some("nvidia")

@@ -188,6 +188,8 @@ fn lint_and_template_pass_with_default_values() -> Result<()> {
         arg_value(args, "--lease-namespace"),
         Some("openmodel-system")
     );
+    assert_eq!(arg_value(args, "--gpu-resource"), Some("nvidia.com/gpu"));
+    assert_eq!(arg_value(args, "--gpu-runtime-class-name"), None);
 
     let ledger = find(&docs, "StatefulSet", "om-openmodel-ledger").context("ledger")?;
     assert_eq!(ledger["spec"]["replicas"], 1);
@@ -281,6 +283,12 @@ fn lint_and_template_pass_with_every_option() -> Result<()> {
     );
     let args = container["args"].as_array().context("args")?;
     assert_eq!(arg_value(args, "--watch-namespace"), Some("search"));
+    // The cluster's GPU defaults, for models that name none.
+    assert_eq!(
+        arg_value(args, "--gpu-resource"),
+        Some("nvidia.com/mig-1g.18gb")
+    );
+    assert_eq!(arg_value(args, "--gpu-runtime-class-name"), Some("nvidia"));
     assert_eq!(
         arg_value(args, "--webhook-secret"),
         Some("om-webhook-certs")
@@ -378,6 +386,18 @@ fn schema_rejects_bad_values() -> Result<()> {
         (
             &["--set", "ledger.origin=bad origin"],
             "at '/ledger/origin'",
+        ),
+        (
+            &["--set", "operator.gpu.resourceName=kubernetes.io/gpu"],
+            "at '/operator/gpu/resourceName'",
+        ),
+        (
+            &["--set", "operator.gpu.resourceName=gpu"],
+            "at '/operator/gpu/resourceName'",
+        ),
+        (
+            &["--set", "operator.gpu.runtimeClassName=Nvidia"],
+            "at '/operator/gpu/runtimeClassName'",
         ),
     ];
     for (args, message) in cases {

@@ -267,7 +267,8 @@ pub struct Runtime {
     #[schemars(length(min = 1, max = 1024))]
     pub cuda_image: Option<String>,
     /// The pods' RuntimeClass (e.g. `nvidia`, where the NVIDIA container
-    /// runtime is not the node's default).
+    /// runtime is not the node's default); default, for pods with GPUs:
+    /// the operator's `--gpu-runtime-class-name`, if any.
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
         .message("runtimeClassName must be a DNS subdomain: lowercase letters, digits, '-' and '.'"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,17 +318,15 @@ pub struct Resources {
     #[x_kube(validation = Rule::new("self >= 0").message("gpu must be 0 or more"))]
     pub gpu: i32,
     /// The extended resource the device plugin offers GPUs as, and the
-    /// taint tolerated on GPU nodes; default `nvidia.com/gpu` (a MIG
-    /// slice, e.g. `nvidia.com/mig-1g.18gb`, also works).
+    /// taint tolerated on GPU nodes (a MIG slice, e.g.
+    /// `nvidia.com/mig-1g.18gb`, also works); default: the operator's
+    /// `--gpu-resource`, `nvidia.com/gpu` unless the chart says otherwise.
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$') && !self.matches('^([^/]*[.])?kubernetes[.]io/')")
         .message("gpuResource must be an extended resource name, <domain>/<name> (e.g. nvidia.com/gpu), outside kubernetes.io"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 253))]
     pub gpu_resource: Option<String>,
 }
-
-/// The GPU resource of pods whose spec names none.
-pub const DEFAULT_GPU_RESOURCE: &str = "nvidia.com/gpu";
 
 impl Runtime {
     /// Whether the pods get GPUs.
@@ -342,13 +341,6 @@ impl Runtime {
             Some(cuda) if self.uses_gpu() => cuda,
             _ => &self.image,
         }
-    }
-}
-
-impl Resources {
-    /// The extended resource GPUs are asked for as (and tolerated by).
-    pub fn gpu_resource(&self) -> &str {
-        self.gpu_resource.as_deref().unwrap_or(DEFAULT_GPU_RESOURCE)
     }
 }
 

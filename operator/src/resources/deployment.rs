@@ -26,6 +26,7 @@ use kube::ResourceExt;
 use openmodel_contract::{fetch, flag, serve};
 use sha2::{Digest, Sha256};
 
+use super::gpu::GpuDefaults;
 use super::quantity::{bytes, whole_cpus};
 use super::{GRPC_PORT, HTTP_PORT, METRICS_PORT, labels, owned_metadata, selector_labels};
 use crate::crd::{OpenModel, OpenModelSpec};
@@ -83,10 +84,11 @@ pub fn model_size(model: &OpenModel) -> u64 {
 /// `ProgressDeadlineExceeded` (fetching large weights takes a while).
 const PROGRESS_DEADLINE_SECONDS: i32 = 1200;
 
-/// The Deployment serving `model`, named after it.
-pub fn deployment(model: &OpenModel) -> Deployment {
+/// The Deployment serving `model`, named after it; `gpu` fills in what a
+/// GPU model's spec leaves to the cluster.
+pub fn deployment(model: &OpenModel, gpu: &GpuDefaults) -> Deployment {
     let spec = &model.spec;
-    let mut template = pod_template(model);
+    let mut template = pod_template(model, gpu);
     let hash = template_hash(&template);
     template
         .metadata
@@ -136,12 +138,12 @@ fn strategy(spec: &OpenModelSpec) -> DeploymentStrategy {
     }
 }
 
-fn pod_template(model: &OpenModel) -> PodTemplateSpec {
+fn pod_template(model: &OpenModel, gpu: &GpuDefaults) -> PodTemplateSpec {
     let runtime = &model.spec.runtime;
     let mut tolerations = runtime.tolerations.clone();
     if runtime.uses_gpu() {
         tolerations.push(Toleration {
-            key: Some(runtime.resources.gpu_resource().into()),
+            key: Some(gpu.resource_for(runtime).into()),
             operator: Some("Exists".into()),
             effect: Some("NoSchedule".into()),
             ..Toleration::default()
@@ -154,7 +156,7 @@ fn pod_template(model: &OpenModel) -> PodTemplateSpec {
         }),
         spec: Some(PodSpec {
             init_containers: Some(vec![fetch_container(model)]),
-            containers: vec![server_container(model)],
+            containers: vec![server_container(model, gpu)],
             volumes: Some(vec![
                 sized_empty_dir("model", model_size(model)),
                 empty_dir("tmp"),
@@ -176,7 +178,7 @@ fn pod_template(model: &OpenModel) -> PodTemplateSpec {
                 .then(|| runtime.node_selector.clone()),
             tolerations: (!tolerations.is_empty()).then_some(tolerations),
             affinity: runtime.affinity.clone(),
-            runtime_class_name: runtime.runtime_class_name.clone(),
+            runtime_class_name: gpu.runtime_class_for(runtime),
             ..PodSpec::default()
         }),
     }
@@ -204,13 +206,13 @@ fn fetch_container(model: &OpenModel) -> Container {
             mount("model", MODEL_DIR, false),
             mount("tmp", "/tmp", false),
         ]),
-        resources: Some(resources(&model.spec, false)),
+        resources: Some(resources(&model.spec, None)),
         ..base_container(model)
     }
 }
 
 /// `openmodel-server serve` on the fetched folder.
-fn server_container(model: &OpenModel) -> Container {
+fn server_container(model: &OpenModel, gpu: &GpuDefaults) -> Container {
     let spec = &model.spec;
     let mut args = vec![
         serve::COMMAND.to_string(),
@@ -277,7 +279,7 @@ fn server_container(model: &OpenModel) -> Container {
             mount("tmp", "/tmp", false),
             mount("podinfo", PODINFO_DIR, true),
         ]),
-        resources: Some(resources(spec, true)),
+        resources: Some(resources(spec, Some(gpu.resource_for(&spec.runtime)))),
         startup_probe: Some(Probe {
             period_seconds: Some(STARTUP_PERIOD_SECONDS),
             failure_threshold: Some(STARTUP_FAILURE_THRESHOLD),
@@ -345,8 +347,9 @@ fn fetch_source(spec: &OpenModelSpec) -> String {
     }
 }
 
-/// Requests equal limits (guaranteed QoS); GPUs only for the server.
-fn resources(spec: &OpenModelSpec, with_gpu: bool) -> ResourceRequirements {
+/// Requests equal limits (guaranteed QoS); GPUs, as `gpu_resource`, only
+/// for the server.
+fn resources(spec: &OpenModelSpec, gpu_resource: Option<&str>) -> ResourceRequirements {
     let wanted = &spec.runtime.resources;
     let mut amounts = BTreeMap::new();
     if let Some(cpu) = &wanted.cpu {
@@ -356,11 +359,8 @@ fn resources(spec: &OpenModelSpec, with_gpu: bool) -> ResourceRequirements {
         amounts.insert("memory".to_string(), memory.clone());
     }
     let mut limits = amounts.clone();
-    if with_gpu && wanted.gpu > 0 {
-        limits.insert(
-            wanted.gpu_resource().into(),
-            Quantity(wanted.gpu.to_string()),
-        );
+    if let Some(gpu_resource) = gpu_resource.filter(|_| wanted.gpu > 0) {
+        limits.insert(gpu_resource.into(), Quantity(wanted.gpu.to_string()));
     }
     ResourceRequirements {
         requests: (!amounts.is_empty()).then_some(amounts),
@@ -444,7 +444,7 @@ fn sized_empty_dir(name: &str, size: u64) -> Volume {
 mod tests {
     use super::*;
     use crate::crd::{Format, Generation, Task};
-    use crate::resources::fixtures::{DIGEST, model};
+    use crate::resources::fixtures::{DIGEST, deployment_of, model};
 
     fn pod_spec(deployment: &Deployment) -> &PodSpec {
         deployment
@@ -465,7 +465,7 @@ mod tests {
 
     #[test]
     fn fetch_then_serve_with_the_expected_digest() {
-        let d = deployment(&model());
+        let d = deployment_of(&model());
         let pod = pod_spec(&d);
         let fetch = &pod.init_containers.as_ref().unwrap()[0];
         assert_eq!(fetch.name, FETCH_CONTAINER);
@@ -517,20 +517,20 @@ mod tests {
                 .unwrap()
         };
         // No size: 20 GiB, and a sixteenth more of room.
-        let d = deployment(&model());
+        let d = deployment_of(&model());
         assert_eq!(max_bytes(&d), 20 << 30);
         assert_eq!(limit(&d), (20 << 30) + (20 << 30) / 16);
         // A small model: its size and at least 64 MiB of room.
         let mut small = model();
         small.spec.model.size = Some("100Mi".into());
-        let d = deployment(&small);
+        let d = deployment_of(&small);
         assert_eq!(max_bytes(&d), 100 << 20);
         assert_eq!(limit(&d), (100 << 20) + (64 << 20));
     }
 
     #[test]
     fn containers_are_locked_down() {
-        let d = deployment(&model());
+        let d = deployment_of(&model());
         let pod = pod_spec(&d);
         assert_eq!(
             pod.security_context.as_ref().unwrap().run_as_non_root,
@@ -553,7 +553,7 @@ mod tests {
         let mut m = model();
         m.spec.runtime.resources.gpu = 1;
         m.spec.runtime.resources.cpu = Some(Quantity("2500m".into()));
-        let d = deployment(&m);
+        let d = deployment_of(&m);
         let pod = pod_spec(&d);
         let server = &pod.containers[0];
         let limits = server.resources.as_ref().unwrap().limits.as_ref().unwrap();
@@ -579,7 +579,7 @@ mod tests {
         m.spec.runtime.resources.gpu_resource = Some("nvidia.com/mig-3g.71gb".into());
         m.spec.runtime.runtime_class_name = Some("nvidia".into());
         m.spec.runtime.cuda_image = Some("registry.example/openmodel-server:1.0.0-cuda".into());
-        let d = deployment(&m);
+        let d = deployment_of(&m);
         let pod = pod_spec(&d);
         assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
         let server = &pod.containers[0];
@@ -601,11 +601,32 @@ mod tests {
         // Without GPUs the CUDA image and the resource name change nothing
         // but the runtime class.
         m.spec.runtime.resources.gpu = 0;
-        let d = deployment(&m);
+        let d = deployment_of(&m);
         let pod = pod_spec(&d);
         assert_eq!(pod.containers[0].image, Some(m.spec.runtime.image.clone()));
         assert_no_gpu(pod);
         assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
+
+        // What the spec leaves unset, the operator's flags give GPU pods.
+        let defaults = GpuDefaults {
+            resource: "amd.com/gpu".into(),
+            runtime_class_name: Some("gpu-runtime".into()),
+        };
+        m.spec.runtime.resources.gpu = 1;
+        m.spec.runtime.resources.gpu_resource = None;
+        m.spec.runtime.runtime_class_name = None;
+        let d = deployment(&m, &defaults);
+        let pod = pod_spec(&d);
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("gpu-runtime"));
+        let limits = &pod.containers[0].resources.as_ref().unwrap().limits;
+        assert_eq!(
+            limits.as_ref().unwrap()["amd.com/gpu"],
+            Quantity("1".into())
+        );
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some("amd.com/gpu")
+        );
     }
 
     /// The server asks for nothing beyond CPU and memory (here, nothing at
@@ -618,7 +639,7 @@ mod tests {
 
     #[test]
     fn cpu_models_surge_and_get_no_gpu() {
-        let d = deployment(&model());
+        let d = deployment_of(&model());
         let pod = pod_spec(&d);
         assert_no_gpu(pod);
         let rolling = d.spec.as_ref().unwrap().strategy.as_ref().unwrap();
@@ -652,7 +673,7 @@ mod tests {
             max_batch_requests: Some(16),
             max_concurrent_requests: Some(128),
         });
-        let d = deployment(&m);
+        let d = deployment_of(&m);
         let pod = pod_spec(&d);
         match parse(&pod.containers[0]) {
             Command::Serve(args) => {
@@ -697,7 +718,7 @@ mod tests {
             kv_cache_bytes: Some("1536Mi".into()),
             max_num_seqs: Some(8),
         });
-        let d = deployment(&m);
+        let d = deployment_of(&m);
         let server = &pod_spec(&d).containers[0];
         match parse(server) {
             Command::Serve(args) => {
@@ -737,7 +758,7 @@ mod tests {
             ("9999999999999999999", 9_999_999_999_999_999_999),
         ] {
             m.spec.generation.as_mut().unwrap().kv_cache_bytes = Some(text.into());
-            let d = deployment(&m);
+            let d = deployment_of(&m);
             let server = &pod_spec(&d).containers[0];
             assert_eq!(
                 arg_after(server, "--kv-cache-bytes"),
@@ -750,7 +771,7 @@ mod tests {
             max_tokens: Some(64),
             ..Generation::default()
         });
-        let d = deployment(&m);
+        let d = deployment_of(&m);
         let server = &pod_spec(&d).containers[0];
         assert_eq!(arg_after(server, "--max-new-tokens"), Some("64"));
         for absent in ["--max-prompt-tokens", "--kv-cache-bytes", "--max-num-seqs"] {
@@ -763,14 +784,14 @@ mod tests {
         let mut m = model();
         m.spec.model.source = "hf://org/repo".into();
         m.spec.model.revision = Some("abc123".into());
-        let d = deployment(&m);
+        let d = deployment_of(&m);
         let fetch = &pod_spec(&d).init_containers.as_ref().unwrap()[0];
         assert_eq!(arg_after(fetch, "--source"), Some("hf://org/repo@abc123"));
     }
 
     #[test]
     fn owned_by_the_model_and_selected_by_its_label() {
-        let d = deployment(&model());
+        let d = deployment_of(&model());
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.kind, "OpenModel");
         assert_eq!(owner.uid, "uid-1");
@@ -794,7 +815,7 @@ mod tests {
     #[test]
     fn the_template_hash_follows_the_pod_template() {
         let hash = |m: &OpenModel| {
-            deployment(m)
+            deployment_of(m)
                 .spec
                 .unwrap()
                 .template

@@ -6,6 +6,7 @@
 //! its `OpenModel`, so it is garbage-collected with it.
 
 mod deployment;
+pub mod gpu;
 mod pdb;
 mod quantity;
 mod service;
@@ -75,9 +76,16 @@ fn owned_metadata(model: &OpenModel) -> ObjectMeta {
 
 #[cfg(test)]
 pub(crate) mod fixtures {
+    use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+    use super::gpu::GpuDefaults;
     use crate::crd::{ModelSpec, OpenModel, OpenModelSpec, Resources, Runtime, Task};
+
+    /// `model`'s Deployment with the operator's default flags.
+    pub fn deployment_of(model: &OpenModel) -> Deployment {
+        super::deployment(model, &GpuDefaults::default())
+    }
 
     /// A digest used throughout the tests.
     pub const DIGEST: &str =
