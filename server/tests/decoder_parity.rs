@@ -5,7 +5,11 @@
 //! (server/tests/fixtures/tiny_generation_reference.json, made by
 //! scripts/make-generation-reference.sh) within 1e-4 at the prompt and at
 //! each of 32 greedy steps, and the same 32 greedy tokens. Prefill in
-//! chunks and decode in a batch with another sequence change nothing.
+//! chunks and decode in a batch with another sequence change nothing. The
+//! same weights as a GGUF file laid out as llama.cpp's converter lays them
+//! out (`--gguf`: llama.cpp's names, Llama's Q and K rows permuted for its
+//! RoPE; the fixture pins its SHA-256 and records that transformers reads
+//! it back as the same model) give the same logits through the GGUF path.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,15 +33,35 @@ fn fixture() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Writes the checkpoint of `arch` with `seed` into a new folder.
-fn checkpoint(arch: &str, seed: u64, expected: &serde_json::Value) -> (tempfile::TempDir, PathBuf) {
+/// How a tiny checkpoint is written.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// transformers' folder: config.json and model.safetensors.
+    HuggingFace,
+    /// One GGUF file, as llama.cpp's converter writes it.
+    Gguf,
+}
+
+/// Writes the checkpoint of `arch` with `seed` into a new folder, and
+/// checks its files' SHA-256s against `expected`.
+fn checkpoint(
+    arch: &str,
+    seed: u64,
+    layout: Layout,
+    expected: &serde_json::Value,
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/reference/tiny_checkpoint.py");
-    let out = Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .arg(&script)
         .args(["--arch", arch, "--seed", &seed.to_string(), "--out"])
-        .arg(dir.path())
+        .arg(dir.path());
+    if let Layout::Gguf = layout {
+        command.arg("--gguf");
+    }
+    let out = command
         .output()
         .unwrap_or_else(|e| panic!("python3 is needed to write the tiny checkpoints: {e}"));
     assert!(
@@ -95,23 +119,42 @@ fn one(decoder: &Decoder, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
 
 #[test]
 fn tiny_checkpoints_give_transformers_logits_and_greedy_tokens() {
-    check_against_transformers("native", |path| Decoder::load(path).unwrap());
+    check_against_transformers("native", Layout::HuggingFace, |path| {
+        Decoder::load(path).unwrap()
+    });
+}
+
+/// The GGUF path of each architecture (llama.cpp's names, Llama's permuted
+/// Q and K, Qwen2's biases, Qwen3's Q/K norms), on our kernels and on
+/// candle's.
+#[test]
+fn tiny_gguf_files_give_transformers_logits_and_greedy_tokens() {
+    check_against_transformers("native, GGUF", Layout::Gguf, |path| {
+        Decoder::load(path).unwrap()
+    });
+    check_against_transformers("candle-cpu f32, GGUF", Layout::Gguf, |path| {
+        Decoder::load_on(path, &Device::Cpu, DType::F32).unwrap()
+    });
 }
 
 /// The decoder on a candle device (the code `--device cuda` runs), here on
 /// candle's CPU kernels: the same references, the same tolerance.
 #[test]
 fn on_a_candle_device_tiny_checkpoints_give_transformers_logits_and_greedy_tokens() {
-    check_against_transformers("candle-cpu f32", |path| {
+    check_against_transformers("candle-cpu f32", Layout::HuggingFace, |path| {
         Decoder::load_on(path, &Device::Cpu, DType::F32).unwrap()
     });
 }
 
-fn check_against_transformers(label: &str, load: impl Fn(&Path) -> Decoder) {
+fn check_against_transformers(label: &str, layout: Layout, load: impl Fn(&Path) -> Decoder) {
     let fixture = fixture();
     for (arch, reference) in fixture["archs"].as_object().unwrap() {
         let seed = reference["seed"].as_u64().unwrap();
-        let (_dir, path) = checkpoint(arch, seed, &reference["files_sha256"]);
+        let files = match layout {
+            Layout::HuggingFace => &reference["files_sha256"],
+            Layout::Gguf => &reference["gguf_sha256"],
+        };
+        let (_dir, path) = checkpoint(arch, seed, layout, files);
         let arch = &format!("{arch} ({label})");
         let decoder = load(&path);
         let prompt = ids(&reference["prompt"]);
@@ -180,7 +223,7 @@ fn check_against_transformers(label: &str, load: impl Fn(&Path) -> Decoder) {
 fn a_cache_refuses_tokens_past_its_room_and_ids_past_the_vocabulary() {
     let fixture = fixture();
     let reference = &fixture["archs"]["llama"];
-    let (_dir, path) = checkpoint("llama", 7, &reference["files_sha256"]);
+    let (_dir, path) = checkpoint("llama", 7, Layout::HuggingFace, &reference["files_sha256"]);
     let decoder = Decoder::load(&path).unwrap();
     let mut cache = KvCache::new(decoder.config(), 4);
     let e = decoder

@@ -45,6 +45,12 @@ the CPU in float32 (eager attention):
         cache) agree to 1e-4 and that each row's argmax is the next token.
     "min_top2_gap": the smallest difference between the largest and the
         second largest logit over rows 0..31: how far from a tie greedy was.
+    "gguf_sha256": the SHA-256 of the same weights written as a GGUF file
+        the way llama.cpp's converter lays them out (tiny_checkpoint.py
+        --gguf: F32, llama.cpp's names, Llama's Q/K rows permuted)
+    "max_abs_diff_gguf_vs_safetensors": transformers' logits from that GGUF
+        file (its own GGUF loader) against the rows above; the script
+        checks they are within 1e-5, so the file is the same model
 
 smollm2_tokenization.json: the CORPUS below (more than 200 strings: many
 scripts, emoji, code, whitespace runs, digits, contractions, the special
@@ -859,6 +865,29 @@ def cmd_tiny(fixtures):
             assert cache_diff <= 1e-4, (arch, cache_diff)
             argmax = rows[:TINY_NEW_TOKENS].argmax(dim=-1).tolist()
             assert argmax == tokens, (arch, argmax, tokens)
+            # The same weights as llama.cpp's converter lays them out: read
+            # back by transformers' own GGUF loader (which undoes Llama's
+            # Q/K permutation), the same model.
+            gguf_folder = os.path.join(tmp, arch + "-gguf")
+            [(gguf_name, gguf_sum)] = tiny_checkpoint.write(arch, TINY_SEED, gguf_folder, gguf=True)
+            # transformers 5.24 reads no head_dim from a qwen3 GGUF file
+            # (qwen3.attention.key_length) and takes Qwen3's default, 128:
+            # there it is given the checkpoint's config, and only the
+            # tensors come from the file.
+            config_override = {"config": cfg} if arch == "qwen3" else {}
+            from_gguf = AutoModelForCausalLM.from_pretrained(
+                gguf_folder,
+                gguf_file=gguf_name,
+                dtype=torch.float32,
+                attn_implementation="eager",
+                **config_override,
+            )
+            from_gguf.eval()
+            assert type(from_gguf).__name__ == expected_class, type(from_gguf).__name__
+            with torch.inference_mode():
+                gguf_rows = from_gguf(seq.unsqueeze(0), use_cache=False).logits[0][len(TINY_PROMPT) - 1:].float()
+            gguf_diff = (gguf_rows - rows).abs().max().item()
+            assert gguf_diff <= 1e-5, (arch, gguf_diff)
             top2 = rows[:TINY_NEW_TOKENS].topk(2, dim=-1).values
             min_gap = (top2[:, 0] - top2[:, 1]).min().item()
             archs[arch] = {
@@ -866,6 +895,9 @@ def cmd_tiny(fixtures):
                 "seed": TINY_SEED,
                 "command": f"python3 tools/reference/tiny_checkpoint.py --arch {arch} --seed {TINY_SEED} --out DIR",
                 "files_sha256": {name: digest for name, digest in sums},
+                "gguf_command": f"python3 tools/reference/tiny_checkpoint.py --arch {arch} --seed {TINY_SEED} --gguf --out DIR",
+                "gguf_sha256": {gguf_name: gguf_sum},
+                "max_abs_diff_gguf_vs_safetensors": float(f"{gguf_diff:.3g}"),
                 "prompt": TINY_PROMPT,
                 "greedy_tokens": tokens,
                 "min_top2_gap": round7(min_gap),
@@ -874,7 +906,7 @@ def cmd_tiny(fixtures):
             }
             print(
                 f"tiny: {arch}: tokens {tokens[:8]}..., min top-2 gap {min_gap:.4f}, "
-                f"|generate - full pass| {cache_diff:.2e}",
+                f"|generate - full pass| {cache_diff:.2e}, |GGUF - safetensors| {gguf_diff:.2e}",
                 file=sys.stderr,
             )
 

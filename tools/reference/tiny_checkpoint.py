@@ -16,7 +16,13 @@ writes into DIR (created when missing):
     model.safetensors       every tensor F32, untied lm_head
 
 and prints one line per file, "<sha256 hex>  <file name>" (sha256sum's
-format), in that order.
+format), in that order. With --gguf it writes instead the same tensors as
+llama.cpp's converter (convert_hf_to_gguf.py) lays them out, in one file:
+
+    model.gguf              GGUF v3, every tensor F32, no tokenizer
+
+so that the GGUF path of each architecture is checked against the same
+transformers reference (see "The GGUF file" below).
 
 Sizes (all three architectures): vocabulary 256, hidden 64, 2 layers,
 4 attention heads and 2 key/value heads (grouped-query attention) of
@@ -80,6 +86,33 @@ The safetensors file
 "data_offsets": [begin, end]}, ...}; then the tensors' little-endian float32
 data, concatenated in the order of their sorted names (begin/end are offsets
 into that data).
+The GGUF file
+-------------
+GGUF version 3 (the format of ggml's gguf.h), little-endian: "GGUF", the
+version (u32), the tensor count and the metadata count (u64 each); the
+metadata, each a key (u64 length, UTF-8), a type (u32: 4 u32, 6 f32, 8
+string) and its value; the tensor infos, each a name, the number of
+dimensions (u32), the dimensions innermost first (u64 each: [in, out] for a
+weight transformers shapes [out, in]), the type (u32, 0 = F32) and the
+offset of its data (u64) from the start of the data, which follows at the
+next multiple of 32 bytes (general.alignment); each tensor's data starts at
+a multiple of 32 too.
+
+Metadata: general.architecture (llama, qwen2 or qwen3), general.alignment
+32, and under "<arch>.": vocab_size, context_length, embedding_length,
+feed_forward_length, block_count, attention.head_count,
+attention.head_count_kv, attention.key_length, attention.value_length,
+attention.layer_norm_rms_epsilon, rope.freq_base (as the converter writes
+them). Tensors are renamed as the converter does (token_embd.weight,
+blk.N.attn_norm.weight, blk.N.attn_q.weight, attn_k, attn_v, attn_output,
+attn_q.bias…, attn_q_norm.weight, attn_k_norm.weight, ffn_norm.weight,
+ffn_gate.weight, ffn_up.weight, ffn_down.weight, output_norm.weight,
+output.weight), in the order of tensor_specs. For llama only, the rows of
+q_proj and k_proj are permuted within each head as the converter's
+LlamaModel.permute does, so that rotary embedding pairs neighbours (ggml's
+"normal" RoPE) instead of the two halves: row h*d + 2*j + i of the GGUF
+tensor is row h*d + i*d/2 + j of transformers' (d the head dimension, h a
+head of q_proj, or of k_proj counted in key/value heads).
 """
 
 import argparse
@@ -199,6 +232,103 @@ def safetensors_bytes(seed, specs):
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
+GGUF_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+GGUF_ALIGNMENT = 32
+
+
+def gguf_name(name):
+    """llama.cpp's name of transformers' tensor `name`."""
+    if name in GGUF_NAMES:
+        return GGUF_NAMES[name]
+    _, _, layer, rest = name.split(".", 3)
+    return f"blk.{layer}.{GGUF_NAMES[rest]}"
+
+
+def permute_rows(data, rows, cols, heads):
+    """The converter's LlamaModel.permute of a [rows, cols] F32 tensor."""
+    d = rows // heads
+    row_bytes = cols * 4
+    out = bytearray(len(data))
+    for h in range(heads):
+        for i in range(2):
+            for j in range(d // 2):
+                src = h * d + i * (d // 2) + j
+                dst = h * d + 2 * j + i
+                out[dst * row_bytes:(dst + 1) * row_bytes] = data[src * row_bytes:(src + 1) * row_bytes]
+    return bytes(out)
+
+
+def gguf_string(text):
+    data = text.encode("utf-8")
+    return struct.pack("<Q", len(data)) + data
+
+
+def gguf_metadata(arch):
+    """[(key, type, packed value)] of the architecture's GGUF metadata."""
+    _, model_type = ARCHS[arch]
+    u32 = lambda v: (4, struct.pack("<I", v))  # noqa: E731
+    f32 = lambda v: (6, struct.pack("<f", v))  # noqa: E731
+    items = [
+        ("general.architecture", (8, gguf_string(model_type))),
+        ("general.alignment", u32(GGUF_ALIGNMENT)),
+    ]
+    for key, value in [
+        ("vocab_size", u32(VOCAB)),
+        ("context_length", u32(MAX_POSITIONS)),
+        ("embedding_length", u32(HIDDEN)),
+        ("feed_forward_length", u32(INTERMEDIATE)),
+        ("block_count", u32(LAYERS)),
+        ("attention.head_count", u32(HEADS)),
+        ("attention.head_count_kv", u32(KV_HEADS)),
+        ("attention.key_length", u32(HEAD_DIM)),
+        ("attention.value_length", u32(HEAD_DIM)),
+        ("attention.layer_norm_rms_epsilon", f32(RMS_NORM_EPS)),
+        ("rope.freq_base", f32(ROPE_THETA)),
+    ]:
+        items.append((f"{model_type}.{key}", value))
+    return items
+
+
+def gguf_bytes(arch, seed, specs):
+    """The GGUF file of the checkpoint (see "The GGUF file" above)."""
+    metadata = gguf_metadata(arch)
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(specs), len(metadata))
+    for key, (kind, value) in metadata:
+        header += gguf_string(key) + struct.pack("<I", kind) + value
+    data = b""
+    for name, shape, kind in specs:
+        values = tensor_bytes(seed, name, shape, kind)
+        if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = HEADS if name.endswith("q_proj.weight") else KV_HEADS
+            values = permute_rows(values, shape[0], shape[1], heads)
+        data += b"\0" * (-len(data) % GGUF_ALIGNMENT)
+        header += gguf_string(gguf_name(name)) + struct.pack("<I", len(shape))
+        header += b"".join(struct.pack("<Q", n) for n in reversed(shape))
+        header += struct.pack("<IQ", 0, len(data))
+        data += values
+    header += b"\0" * (-len(header) % GGUF_ALIGNMENT)
+    return header + data
+
+
 def config(arch):
     architecture, model_type = ARCHS[arch]
     c = {
@@ -249,12 +379,14 @@ def json_bytes(obj):
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("ascii")
 
 
-def files(arch, seed):
+def files(arch, seed, gguf=False):
     """[(file name, bytes)] of the checkpoint, in the order they are printed."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}")
     if not 0 <= seed <= MASK64:
         raise ValueError("the seed must fit in 64 bits")
+    if gguf:
+        return [("model.gguf", gguf_bytes(arch, seed, tensor_specs(arch)))]
     return [
         ("config.json", json_bytes(config(arch))),
         ("generation_config.json", json_bytes(generation_config())),
@@ -262,11 +394,11 @@ def files(arch, seed):
     ]
 
 
-def write(arch, seed, out):
+def write(arch, seed, out, gguf=False):
     """Writes the checkpoint into `out`; returns [(file name, sha256 hex)]."""
     os.makedirs(out, exist_ok=True)
     sums = []
-    for name, data in files(arch, seed):
+    for name, data in files(arch, seed, gguf):
         path = os.path.join(out, name)
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
@@ -281,8 +413,13 @@ def main():
     ap.add_argument("--arch", required=True, choices=sorted(ARCHS))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", required=True, help="the folder to write (created when missing)")
+    ap.add_argument(
+        "--gguf",
+        action="store_true",
+        help="write model.gguf (F32, llama.cpp's names and layout) instead of the Hugging Face files",
+    )
     args = ap.parse_args()
-    for name, digest in write(args.arch, args.seed, args.out):
+    for name, digest in write(args.arch, args.seed, args.out, args.gguf):
         print(f"{digest}  {name}")
 
 
