@@ -311,10 +311,10 @@ def gguf_metadata(arch):
 def gguf_bytes(arch, seed, specs):
     """The GGUF file of the checkpoint (see "The GGUF file" above)."""
     metadata = gguf_metadata(arch)
-    header = b"GGUF" + struct.pack("<IQQ", 3, len(specs), len(metadata))
+    header = bytearray(b"GGUF" + struct.pack("<IQQ", 3, len(specs), len(metadata)))
     for key, (kind, value) in metadata:
         header += gguf_string(key) + struct.pack("<I", kind) + value
-    data = b""
+    data = bytearray()
     for name, shape, kind in specs:
         values = tensor_bytes(seed, name, shape, kind)
         if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
@@ -326,7 +326,7 @@ def gguf_bytes(arch, seed, specs):
         header += struct.pack("<IQ", 0, len(data))
         data += values
     header += b"\0" * (-len(header) % GGUF_ALIGNMENT)
-    return header + data
+    return bytes(header + data)
 
 
 def config(arch):

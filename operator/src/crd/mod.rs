@@ -165,6 +165,55 @@ mod tests {
         }
     }
 
+    /// The operator's `--gpu-resource` and `--gpu-runtime-class-name`
+    /// are checked in Rust (the binary carries no CEL interpreter); here
+    /// they take exactly the names the CRD's CEL rules take.
+    #[test]
+    fn the_gpu_flags_take_the_names_the_crd_takes() {
+        use crate::resources::gpu::{is_dns_subdomain, is_extended_resource_name};
+        let resources = [
+            ("nvidia.com/gpu", true),
+            ("amd.com/gpu", true),
+            ("gpu.intel.com/i915", true),
+            ("nvidia.com/mig-1g.18gb", true),
+            ("example.com/GPU_a.b", true),
+            ("gpu", false),
+            ("kubernetes.io/gpu", false),
+            ("x.kubernetes.io/gpu", false),
+            ("Nvidia.com/gpu", false),
+            ("nvidia.com/", false),
+            ("/gpu", false),
+            ("nvidia.com/gpu-", false),
+            ("nvidia.com/g/pu", false),
+            ("-nvidia.com/gpu", false),
+        ];
+        for (name, accepted) in resources {
+            let mut model = read_example(GPU_EXAMPLE);
+            model.spec.runtime.resources.gpu_resource = Some(name.into());
+            assert_eq!(broken_rules(&model).is_empty(), accepted, "CRD: {name}");
+            assert_eq!(is_extended_resource_name(name), accepted, "flag: {name}");
+        }
+        let classes = [
+            ("nvidia", true),
+            ("kata-nvidia", true),
+            ("runc.v2", true),
+            ("Nvidia", false),
+            ("-nvidia", false),
+            ("nvidia-", false),
+            ("a..b", false),
+            ("nvidia_1", false),
+        ];
+        for (name, accepted) in classes {
+            let mut model = read_example(GPU_EXAMPLE);
+            model.spec.runtime.runtime_class_name = Some(name.into());
+            assert_eq!(broken_rules(&model).is_empty(), accepted, "CRD: {name}");
+            assert_eq!(is_dns_subdomain(name), accepted, "flag: {name}");
+        }
+        // The empty name: the CRD leaves the field out instead; the flag
+        // is refused.
+        assert!(!is_dns_subdomain(""));
+    }
+
     #[test]
     fn cel_rules_accept_the_generation_example_and_keep_generation_to_it() {
         let smollm2 = read_example(GENERATION_EXAMPLE);
