@@ -311,6 +311,11 @@ impl<A: Access> Server<A> {
             .tls_config(tls.grpc())
             .map_err(|e| Error::Config(format!("TLS for gRPC: {e}")))?
             .timeout(limits.call_timeout)
+            // A client whose connection went silent is found out as the
+            // clients find out the service (HTTP/2 pings), so that its
+            // connection neither lingers nor holds up a graceful stop.
+            .http2_keepalive_interval(Some(client::PING_INTERVAL))
+            .http2_keepalive_timeout(Some(client::PING_TIMEOUT))
             .max_concurrent_streams(streams)
             .http2_max_header_list_size(HEADER_LIST_BYTES);
         let audit = AuditServiceServer::new(grpc::AuditApi::new(shared.clone()))

@@ -19,6 +19,12 @@
 //!
 //! Deletion runs through the finalizer [`FINALIZER`]: `model.retired` is
 //! recorded before the object may go.
+//!
+//! A reconcile that has not finished after [`RECONCILE_DEADLINE`] is
+//! abandoned and fails (and is retried like any failure): every call it
+//! makes has a deadline of its own, so this is the net under them, and no
+//! model waits on one stuck call for good. Abandoning is safe where a crash
+//! is: every step is idempotent and every ledger entry deduplicated.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
@@ -65,6 +71,12 @@ pub const FINALIZER: &str = "serving.openmodel.dev/retire";
 /// only the caches: no request to the API server or the ledger.
 const RECHECK_NOT_READY: Duration = Duration::from_secs(60);
 const RECHECK_READY: Duration = Duration::from_secs(300);
+
+/// The longest one reconcile may run (see the module documentation): well
+/// beyond its calls' own bounds (a ledger call gives up after about 45 s, an
+/// API call after kube's read timeout), and beyond a replay of a long spec
+/// history in pages.
+pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -233,9 +245,20 @@ fn spec_or_finalizers(model: &OpenModel) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Reconciles one model, through the finalizer.
+/// Reconciles one model within [`RECONCILE_DEADLINE`].
 async fn reconcile(model: Arc<OpenModel>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let result = tokio::time::timeout(RECONCILE_DEADLINE, reconcile_model(model, &context))
+        .await
+        .unwrap_or(Err(Error::ReconcileTimeout {
+            waited: RECONCILE_DEADLINE,
+        }));
+    context.metrics.reconciled(started.elapsed());
+    result
+}
+
+/// Reconciles one model, through the finalizer.
+async fn reconcile_model(model: Arc<OpenModel>, context: &Context) -> Result<Action, Error> {
     let namespace = model.namespace().unwrap_or_default();
     let api: Api<OpenModel> = Api::namespaced(context.client.clone(), &namespace);
     // A new model gets the finalizer first; it is then put into effect at
@@ -244,18 +267,16 @@ async fn reconcile(model: Arc<OpenModel>, context: Arc<Context>) -> Result<Actio
         && !model.finalizers().iter().any(|f| f == FINALIZER);
     let result = finalizer(&api, FINALIZER, model.clone(), |event| async {
         match event {
-            finalizer::Event::Apply(model) => apply(&model, &context).await,
-            finalizer::Event::Cleanup(model) => retire(&model, &context).await,
+            finalizer::Event::Apply(model) => apply(&model, context).await,
+            finalizer::Event::Cleanup(model) => retire(&model, context).await,
         }
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    let result = match result {
-        Ok(_) if adding => apply(&model, &context).await,
+    match result {
+        Ok(_) if adding => apply(&model, context).await,
         other => other,
-    };
-    context.metrics.reconciled(started.elapsed());
-    result
+    }
 }
 
 /// Retries a failed reconcile after a pause, and counts the failure.

@@ -80,6 +80,15 @@ pub enum Error {
         /// How long it waited.
         waited: Duration,
     },
+    /// A reconcile ran past its deadline and was abandoned.
+    #[error(
+        "the reconcile did not finish within {} s and was abandoned; it is retried (see the operator's logs for the call that hung)",
+        waited.as_secs()
+    )]
+    ReconcileTimeout {
+        /// How long it ran.
+        waited: Duration,
+    },
     /// A file the ledger client needs cannot be read.
     #[error("{} ({flag}): {source}", path.display())]
     LedgerFile {
@@ -128,6 +137,7 @@ impl Error {
             Error::Listen { .. } | Error::Serving(_) => "http",
             Error::Webhook(_) => "webhook",
             Error::CacheClosed => "cache",
+            Error::ReconcileTimeout { .. } => "timeout",
             Error::LeadershipLost => "leadership",
         }
     }

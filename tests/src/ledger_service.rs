@@ -112,6 +112,11 @@ impl Served {
         format!("https://{}", self.grpc)
     }
 
+    /// The gRPC port's address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
     /// The HTTPS URL of a tiles-port path (`checkpoint`, `tile/0/000`,
     /// `readyz`).
     pub fn tiles_url(&self, path: &str) -> String {

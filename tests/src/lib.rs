@@ -30,6 +30,9 @@
 //! [`cluster`] runs the real single-node cluster of `scripts/cluster.sh`
 //! (kubelet, containerd, kube-proxy, CoreDNS) for the end-to-end test.
 //!
+//! [`relay::Relay`] carries TCP connections and can make them go silent
+//! (no FIN, no RST), for clients that must notice a vanished peer.
+//!
 //! [`helm`] finds the helm binary and the chart for the chart tests.
 //!
 //! `docs/testing.md` describes the harness and how to build the binaries.
@@ -47,6 +50,7 @@ mod ledger_service;
 pub mod operator;
 pub mod operator_process;
 mod process;
+pub mod relay;
 mod resources;
 
 pub use certs::{ServingCertificate, serving_certificate};

@@ -2,7 +2,8 @@
 //! instead of a file of its own, against the real kube-apiserver: it
 //! appends as its service account (TokenReview), and when the service
 //! restarts while a change is being recorded, the append is retried until
-//! it lands, once: no acknowledged entry lost, none duplicated.
+//! it lands, once: no acknowledged entry lost, none duplicated; and when
+//! its connection goes silent, the change is late, never lost.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -10,8 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use kube::api::PostParams;
 use openmodel_ledger::store::StoredEntry;
+use openmodel_operator::journal::LedgerLocation;
 use openmodel_tests::LedgerService;
 use openmodel_tests::operator::{Operator, control_plane, example, models, namespace, patch_spec};
+use openmodel_tests::relay::Relay;
 use serde_json::json;
 
 /// The entries about the example model in the service's ledger (fully
@@ -99,6 +102,62 @@ async fn the_operator_appends_through_the_service_and_survives_its_restart() -> 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(entries(&service, &ns)?.len(), 4);
     operator.stop().await?;
+    service.stop().await?;
+    Ok(())
+}
+
+/// A connection to the ledger service that goes silent (no FIN, no RST: the
+/// service's node vanished from the network) while a change waits to be
+/// recorded costs the change a deadline, never the change: the operator
+/// gives up on the call, finds the connection dead, connects again and
+/// records it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_connection_gone_silent_delays_a_change_but_never_strands_it() -> Result<()> {
+    let control_plane = control_plane().await;
+    let client = control_plane.client()?;
+    let ns = namespace(&client, "silent_ledger").await?;
+    let (service, location) = LedgerService::for_operator(&client, &ns).await?;
+    let relay = Relay::start(service.grpc_addr()).await?;
+    let LedgerLocation::Service {
+        ca_file,
+        token_file,
+        ..
+    } = location
+    else {
+        anyhow::bail!("the service's location is no service");
+    };
+    let through_relay = LedgerLocation::Service {
+        endpoint: format!("https://{}", relay.addr()),
+        ca_file,
+        token_file,
+    };
+    let mut operator = Operator::start_with_ledger(&client, &ns, through_relay).await?;
+    models(&client, &ns)
+        .create(&PostParams::default(), &example(&ns)?)
+        .await?;
+    wait_for_entries(&service, &ns, 3).await?;
+
+    let connections = relay.connections();
+    relay.silence_open_connections();
+    let silenced = Instant::now();
+    patch_spec(&client, &ns, json!({"runtime": {"replicas": 3}})).await?;
+    let after = wait_for_entries(&service, &ns, 4).await?;
+    eprintln!(
+        "the change was recorded {:.1} s after the connection went silent",
+        silenced.elapsed().as_secs_f64()
+    );
+    ensure!(
+        after.len() == 4 && after[3].entry.kind() == "spec.changed",
+        "exactly the change: {:?}",
+        after.iter().map(|e| e.entry.kind()).collect::<Vec<_>>()
+    );
+    ensure!(
+        relay.connections() > connections,
+        "the change went through a new connection"
+    );
+    operator.stop().await?;
+    // The service's pings close the silent connection on its side too, so
+    // it stops without waiting on it for good.
     service.stop().await?;
     Ok(())
 }

@@ -60,6 +60,19 @@ enum Source {
     },
 }
 
+/// How long connecting may take: TCP, TLS and HTTP/2 handshakes together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often an open connection is pinged (HTTP/2 PING), with calls in
+/// flight or none: a connection whose peer vanished without a word (no FIN,
+/// no RST: a node lost, a connection-tracking table flushed) is found dead
+/// within [`PING_INTERVAL`] + [`PING_TIMEOUT`] and closed, and the next call
+/// connects again, instead of waiting on it forever.
+pub const PING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a ping waits for its answer before the connection is closed.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A token read from a file, and when.
 type ReadToken = (Instant, MetadataValue<Ascii>);
 
@@ -152,7 +165,10 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// the CA certificates in `ca_pem` (PEM) for its serving certificate. The
 /// client accepts answers of up to [`MAX_MESSAGE_BYTES`] (the service keeps
 /// its pages within its `--max-response-bytes`, which may not exceed that)
-/// and sends requests of up to [`MAX_REQUEST_BYTES`].
+/// and sends requests of up to [`MAX_REQUEST_BYTES`]. Connecting fails
+/// after [`CONNECT_TIMEOUT`]; the connection is pinged every
+/// [`PING_INTERVAL`] (see there). Calls have no deadline of their own:
+/// [`RemoteLog`](super::RemoteLog) gives each one.
 pub async fn connect(
     endpoint: &str,
     ca_pem: &[u8],
@@ -187,8 +203,19 @@ pub async fn connect_expecting(
         .map_err(|e| Error::Config(format!("{endpoint:?} is no URL: {e}")))?
         .tls_config(tls)
         .map_err(|e| failed(&e))?
-        .connect()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT)
+        .keep_alive_while_idle(true);
+    // tonic's connect timeout covers TCP only, not the TLS handshake.
+    let channel = tokio::time::timeout(CONNECT_TIMEOUT, channel.connect())
         .await
+        .map_err(|_| {
+            Error::Transport(format!(
+                "connecting to {endpoint}: no TLS handshake within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| failed(&e))?;
     Ok(AuditServiceClient::with_interceptor(channel, credentials)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -293,6 +320,33 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_service_that_accepts_and_says_nothing_fails_the_connect_in_time() {
+        // A peer that takes the TCP connection and never answers the TLS
+        // handshake.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                kept.push(socket);
+            }
+        });
+        let started = Instant::now();
+        let err = connect(&format!("https://{addr}"), b"", Credentials::none())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        let waited = started.elapsed();
+        assert!(err.contains("no TLS handshake within 10 s"), "{err}");
+        assert!(
+            waited >= CONNECT_TIMEOUT && waited < CONNECT_TIMEOUT + Duration::from_secs(5),
+            "{waited:?}"
+        );
+        held.abort();
     }
 
     #[tokio::test]

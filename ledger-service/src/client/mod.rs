@@ -34,12 +34,12 @@ use openmodel_ledger::store::StoredEntry;
 
 pub(crate) use connect::error_chain;
 pub use connect::{
-    AuditClient, Credentials, MAX_REQUEST_BYTES, TOKEN_FILE_REFRESH, append_request, connect,
-    connect_expecting, stored_entry,
+    AuditClient, CONNECT_TIMEOUT, Credentials, MAX_REQUEST_BYTES, PING_INTERVAL, PING_TIMEOUT,
+    TOKEN_FILE_REFRESH, append_request, connect, connect_expecting, stored_entry,
 };
 pub use local::LocalLog;
 pub(crate) use local::read_blocking;
-pub use remote::RemoteLog;
+pub use remote::{DEFAULT_DEADLINE, DEFAULT_PATIENCE, RemoteLog};
 
 use crate::Result;
 

@@ -1,15 +1,19 @@
 //! [`AuditLog`] over the ledger service's gRPC `AuditService`.
 //!
-//! Calls that fail with a status that says "try again" (UNAVAILABLE, a
-//! transport failure, a deadline, ABORTED) are retried with jittered
-//! exponential back-off (100 ms doubling to at most 2 s) for up to the
-//! client's patience; every call may be retried, appends included, because
-//! an append retried after it committed answers `existing` (its dedupe key
-//! is taken). Answers are parsed here but not trusted: checkpoints come back
+//! Each attempt of a call gets an answer within the client's deadline
+//! ([`DEFAULT_DEADLINE`]) or fails with DEADLINE_EXCEEDED: a connection that
+//! went silent costs a deadline, never a caller stuck for good (the
+//! connection's pings close it meanwhile, and the next attempt connects
+//! again). Attempts that fail with a status that says "try again"
+//! (UNAVAILABLE, a transport failure, a deadline, ABORTED) are retried with
+//! jittered exponential back-off (100 ms doubling to at most 2 s) until the
+//! client's patience is spent (wall-clock time since the first attempt);
+//! every call may be retried, appends included, because an append retried
+//! after it committed answers `existing` (its dedupe key is taken). Answers are parsed here but not trusted: checkpoints come back
 //! unverified (see the module above).
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use futures::FutureExt as _;
@@ -31,12 +35,18 @@ use crate::{EXISTING_INDEX_HEADER, Error, Result};
 /// How long calls are retried while the service is unavailable, by default.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long one attempt of a call waits for its answer, by default. The
+/// service answers a page or an append in milliseconds; ten seconds is a
+/// service that is not answering.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The ledger service, through a connected [`AuditClient`].
 #[derive(Clone)]
 pub struct RemoteLog {
     client: AuditClient,
     endpoint: String,
     patience: Duration,
+    deadline: Duration,
 }
 
 /// Whether a failed call may succeed if sent again.
@@ -45,6 +55,13 @@ fn retryable(status: &Status) -> bool {
         status.code(),
         Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Aborted
     )
+}
+
+/// What an attempt that got no answer within `deadline` fails with.
+fn unanswered(deadline: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the ledger service sent no answer within {deadline:?} (the connection may have gone silent; it is pinged and replaced when dead)"
+    ))
 }
 
 /// A refusal, with what the client was doing.
@@ -77,7 +94,14 @@ impl RemoteLog {
             client,
             endpoint: endpoint.to_owned(),
             patience: DEFAULT_PATIENCE,
+            deadline: DEFAULT_DEADLINE,
         }
+    }
+
+    /// Each attempt of a call waits at most `deadline` for its answer.
+    pub fn with_deadline(mut self, deadline: Duration) -> RemoteLog {
+        self.deadline = deadline;
+        self
     }
 
     /// Retries unavailable calls for at most `patience` (zero: never).
@@ -86,8 +110,8 @@ impl RemoteLog {
         self
     }
 
-    /// Runs `call` on a fresh client handle, retrying while it may succeed
-    /// later and patience lasts.
+    /// Runs `call` on a fresh client handle, each attempt within the
+    /// deadline, retrying while it may succeed later and patience lasts.
     async fn call<T, F, Fut>(&self, doing: &str, call: F) -> Result<T>
     where
         F: Fn(AuditClient) -> Fut,
@@ -109,12 +133,20 @@ impl RemoteLog {
             .with_max_delay(Duration::from_secs(2))
             .with_factor(2.0)
             .with_jitter()
-            .without_max_times()
-            .with_total_delay(Some(self.patience));
-        let attempt = || call(self.client.clone());
+            .without_max_times();
+        let started = Instant::now();
+        let deadline = self.deadline;
+        let attempt = || {
+            let answer = call(self.client.clone());
+            async move {
+                tokio::time::timeout(deadline, answer)
+                    .await
+                    .unwrap_or_else(|_| Err(unanswered(deadline)))
+            }
+        };
         let answer = attempt
             .retry(backoff)
-            .when(|status| !self.patience.is_zero() && retryable(status))
+            .when(|status| retryable(status) && started.elapsed() < self.patience)
             .notify(|status, pause| {
                 tracing::warn!(
                     endpoint = %self.endpoint,
