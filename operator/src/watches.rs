@@ -14,7 +14,8 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt as _};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt as _, Stream, StreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::serde::de::DeserializeOwned;
@@ -36,6 +37,9 @@ pub struct Caches {
     services: Store<Service>,
     pods: Store<Pod>,
     pods_by_model: Arc<PodIndex>,
+    /// True once all three are filled, false if a watch stopped first: one
+    /// future that every reconcile awaits (see [`Caches::ready`]).
+    ready: Shared<BoxFuture<'static, bool>>,
 }
 
 /// The caches, for the watches that fill them ([`Writers::watch`]).
@@ -52,12 +56,23 @@ pub fn caches() -> (Caches, Writers) {
     let (services, service_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let pods_by_model = Arc::new(PodIndex::default());
+    let ready = {
+        let (deployments, services, pods) = (deployments.clone(), services.clone(), pods.clone());
+        async move {
+            deployments.wait_until_ready().await.is_ok()
+                && services.wait_until_ready().await.is_ok()
+                && pods.wait_until_ready().await.is_ok()
+        }
+        .boxed()
+        .shared()
+    };
     (
         Caches {
             deployments,
             services,
             pods,
             pods_by_model: pods_by_model.clone(),
+            ready,
         },
         Writers {
             deployments: deployment_writer,
@@ -180,11 +195,20 @@ where
 impl Caches {
     /// Waits until every cache holds the cluster's state, so that a reconcile
     /// never takes "not cached yet" for "does not exist".
+    ///
+    /// Every caller awaits one shared future, which alone waits on the
+    /// stores. `Store::wait_until_ready` (kube-runtime 5.0) keeps only the
+    /// waker of the last task that polled it: of two reconciles that started
+    /// before the caches were filled, the first was never woken, and its
+    /// model waited until something else polled it (43 s to over 10 minutes
+    /// in the end-to-end demo, when the operator was restarted just after a
+    /// change). `futures`' `Shared` wakes every task that awaits it.
     pub async fn ready(&self) -> Result<(), Error> {
-        let closed = |_| Error::CacheClosed;
-        self.deployments.wait_until_ready().await.map_err(closed)?;
-        self.services.wait_until_ready().await.map_err(closed)?;
-        self.pods.wait_until_ready().await.map_err(closed)
+        if self.ready.clone().await {
+            Ok(())
+        } else {
+            Err(Error::CacheClosed)
+        }
     }
 
     /// The model's Deployment, as last seen.
@@ -266,5 +290,50 @@ mod tests {
             deployment.spec.as_ref().and_then(|s| s.replicas),
             full.spec.as_ref().and_then(|s| s.replicas)
         );
+    }
+
+    /// Marks every cache filled, as the first list of each watch does.
+    fn fill(writers: &mut Writers) {
+        writers
+            .deployments
+            .apply_watcher_event(&watcher::Event::InitDone);
+        writers
+            .services
+            .apply_watcher_event(&watcher::Event::InitDone);
+        writers.pods.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_reconcile_waiting_for_the_caches_is_woken_when_they_fill() {
+        let (caches, mut writers) = caches();
+        // Two reconciles start before the caches are filled, one after the
+        // other, each in its own task (as the controller runs them).
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let caches = caches.clone();
+                tokio::spawn(async move { caches.ready().await })
+            })
+            .collect();
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(waiting.iter().all(|task| !task.is_finished()));
+        fill(&mut writers);
+        for (n, task) in waiting.into_iter().enumerate() {
+            let woken = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+            assert!(
+                matches!(woken, Ok(Ok(Ok(())))),
+                "reconcile {n} was not woken when the caches filled"
+            );
+        }
+        // Later callers pass at once.
+        caches.ready().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_watch_that_stops_before_filling_its_cache_closes_the_wait() {
+        let (caches, writers) = caches();
+        drop(writers);
+        assert!(matches!(caches.ready().await, Err(Error::CacheClosed)));
     }
 }

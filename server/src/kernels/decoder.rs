@@ -519,32 +519,25 @@ mod tests {
         let expected = attention_reference(&queries, first, &keys, &values, shape);
         let mut scores = Vec::new();
         for isa in Isa::all_supported() {
+            let mut attend = |heads: std::ops::Range<usize>, out: &mut [f32]| {
+                causal_attention(
+                    isa,
+                    &queries,
+                    first,
+                    &keys,
+                    &values,
+                    shape,
+                    heads,
+                    out,
+                    &mut scores,
+                );
+            };
             let mut out = vec![0.0; rows * q_width];
-            causal_attention(
-                isa,
-                &queries,
-                first,
-                &keys,
-                &values,
-                shape,
-                0..12,
-                &mut out,
-                &mut scores,
-            );
+            attend(0..12, &mut out);
             close(&out, &expected, 1e-5);
             // Heads 3..9 cross the two groups mid-pack: the same numbers.
             let mut part = vec![0.0; rows * 6 * 84];
-            causal_attention(
-                isa,
-                &queries,
-                first,
-                &keys,
-                &values,
-                shape,
-                3..9,
-                &mut part,
-                &mut scores,
-            );
+            attend(3..9, &mut part);
             for r in 0..rows {
                 close(
                     &part[r * 6 * 84..][..6 * 84],
