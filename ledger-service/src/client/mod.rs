@@ -34,12 +34,13 @@ use openmodel_ledger::store::StoredEntry;
 
 pub(crate) use connect::error_chain;
 pub use connect::{
-    AuditClient, CONNECT_TIMEOUT, Credentials, MAX_REQUEST_BYTES, PING_INTERVAL, PING_TIMEOUT,
-    TOKEN_FILE_REFRESH, append_request, connect, connect_expecting, stored_entry,
+    AuditClient, Credentials, MAX_REQUEST_BYTES, TOKEN_FILE_REFRESH, append_request, connect,
+    connect_expecting, stored_entry,
 };
+pub(crate) use connect::{PING_INTERVAL, PING_TIMEOUT};
 pub use local::LocalLog;
 pub(crate) use local::read_blocking;
-pub use remote::{DEFAULT_DEADLINE, DEFAULT_PATIENCE, RemoteLog};
+pub use remote::RemoteLog;
 
 use crate::Result;
 

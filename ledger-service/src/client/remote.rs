@@ -1,16 +1,16 @@
 //! [`AuditLog`] over the ledger service's gRPC `AuditService`.
 //!
-//! Each attempt of a call gets an answer within the client's deadline
-//! ([`DEFAULT_DEADLINE`]) or fails with DEADLINE_EXCEEDED: a connection that
-//! went silent costs a deadline, never a caller stuck for good (the
-//! connection's pings close it meanwhile, and the next attempt connects
-//! again). Attempts that fail with a status that says "try again"
-//! (UNAVAILABLE, a transport failure, a deadline, ABORTED) are retried with
-//! jittered exponential back-off (100 ms doubling to at most 2 s) until the
-//! client's patience is spent (wall-clock time since the first attempt);
-//! every call may be retried, appends included, because an append retried
-//! after it committed answers `existing` (its dedupe key is taken). Answers are parsed here but not trusted: checkpoints come back
-//! unverified (see the module above).
+//! Each attempt of a call gets its answer within [`CALL_DEADLINE`] or fails
+//! with DEADLINE_EXCEEDED: a connection that went silent costs a deadline,
+//! never a caller stuck for good (the connection's pings close it
+//! meanwhile, and the next attempt connects again). Attempts that fail with
+//! a status that says "try again" (UNAVAILABLE, a transport failure, a
+//! deadline, ABORTED) are retried with jittered exponential back-off
+//! (100 ms doubling to at most 2 s) until the client's patience is spent
+//! (wall-clock time since the first attempt); every call may be retried,
+//! appends included, because an append retried after it committed answers
+//! `existing` (its dedupe key is taken). Answers are parsed here but not
+//! trusted: checkpoints come back unverified (see the module above).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -35,10 +35,10 @@ use crate::{EXISTING_INDEX_HEADER, Error, Result};
 /// How long calls are retried while the service is unavailable, by default.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(30);
 
-/// How long one attempt of a call waits for its answer, by default. The
-/// service answers a page or an append in milliseconds; ten seconds is a
-/// service that is not answering.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+/// How long one attempt of a call waits for its answer. The service answers
+/// a page or an append in milliseconds; ten seconds is a service that is not
+/// answering.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The ledger service, through a connected [`AuditClient`].
 #[derive(Clone)]
@@ -46,7 +46,6 @@ pub struct RemoteLog {
     client: AuditClient,
     endpoint: String,
     patience: Duration,
-    deadline: Duration,
 }
 
 /// Whether a failed call may succeed if sent again.
@@ -57,10 +56,11 @@ fn retryable(status: &Status) -> bool {
     )
 }
 
-/// What an attempt that got no answer within `deadline` fails with.
-fn unanswered(deadline: Duration) -> Status {
+/// What an attempt that got no answer within [`CALL_DEADLINE`] fails with.
+fn unanswered() -> Status {
     Status::deadline_exceeded(format!(
-        "the ledger service sent no answer within {deadline:?} (the connection may have gone silent; it is pinged and replaced when dead)"
+        "the ledger service sent no answer within {} s (the connection may have gone silent; it is pinged and replaced when dead)",
+        CALL_DEADLINE.as_secs()
     ))
 }
 
@@ -94,14 +94,7 @@ impl RemoteLog {
             client,
             endpoint: endpoint.to_owned(),
             patience: DEFAULT_PATIENCE,
-            deadline: DEFAULT_DEADLINE,
         }
-    }
-
-    /// Each attempt of a call waits at most `deadline` for its answer.
-    pub fn with_deadline(mut self, deadline: Duration) -> RemoteLog {
-        self.deadline = deadline;
-        self
     }
 
     /// Retries unavailable calls for at most `patience` (zero: never).
@@ -110,8 +103,8 @@ impl RemoteLog {
         self
     }
 
-    /// Runs `call` on a fresh client handle, each attempt within the
-    /// deadline, retrying while it may succeed later and patience lasts.
+    /// Runs `call` on a fresh client handle, each attempt within
+    /// [`CALL_DEADLINE`], retrying while it may succeed later and patience lasts.
     async fn call<T, F, Fut>(&self, doing: &str, call: F) -> Result<T>
     where
         F: Fn(AuditClient) -> Fut,
@@ -135,13 +128,12 @@ impl RemoteLog {
             .with_jitter()
             .without_max_times();
         let started = Instant::now();
-        let deadline = self.deadline;
         let attempt = || {
             let answer = call(self.client.clone());
             async move {
-                tokio::time::timeout(deadline, answer)
+                tokio::time::timeout(CALL_DEADLINE, answer)
                     .await
-                    .unwrap_or_else(|_| Err(unanswered(deadline)))
+                    .unwrap_or_else(|_| Err(unanswered()))
             }
         };
         let answer = attempt

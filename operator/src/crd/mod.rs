@@ -165,6 +165,21 @@ mod tests {
         }
     }
 
+    /// Each of `names` set into the GPU example by `set` passes the CRD's
+    /// CEL rules exactly when `flag` takes it, and as `accepted` says.
+    fn same_verdicts(
+        names: &[(&str, bool)],
+        flag: fn(&str) -> bool,
+        set: impl Fn(&mut OpenModel, String),
+    ) {
+        for &(name, accepted) in names {
+            let mut model = read_example(GPU_EXAMPLE);
+            set(&mut model, name.into());
+            assert_eq!(broken_rules(&model).is_empty(), accepted, "CRD: {name}");
+            assert_eq!(flag(name), accepted, "flag: {name}");
+        }
+    }
+
     /// The operator's `--gpu-resource` and `--gpu-runtime-class-name`
     /// are checked in Rust (the binary carries no CEL interpreter); here
     /// they take exactly the names the CRD's CEL rules take.
@@ -187,12 +202,9 @@ mod tests {
             ("nvidia.com/g/pu", false),
             ("-nvidia.com/gpu", false),
         ];
-        for (name, accepted) in resources {
-            let mut model = read_example(GPU_EXAMPLE);
-            model.spec.runtime.resources.gpu_resource = Some(name.into());
-            assert_eq!(broken_rules(&model).is_empty(), accepted, "CRD: {name}");
-            assert_eq!(is_extended_resource_name(name), accepted, "flag: {name}");
-        }
+        same_verdicts(&resources, is_extended_resource_name, |model, name| {
+            model.spec.runtime.resources.gpu_resource = Some(name);
+        });
         let classes = [
             ("nvidia", true),
             ("kata-nvidia", true),
@@ -203,12 +215,9 @@ mod tests {
             ("a..b", false),
             ("nvidia_1", false),
         ];
-        for (name, accepted) in classes {
-            let mut model = read_example(GPU_EXAMPLE);
-            model.spec.runtime.runtime_class_name = Some(name.into());
-            assert_eq!(broken_rules(&model).is_empty(), accepted, "CRD: {name}");
-            assert_eq!(is_dns_subdomain(name), accepted, "flag: {name}");
-        }
+        same_verdicts(&classes, is_dns_subdomain, |model, name| {
+            model.spec.runtime.runtime_class_name = Some(name);
+        });
         // The empty name: the CRD leaves the field out instead; the flag
         // is refused.
         assert!(!is_dns_subdomain(""));

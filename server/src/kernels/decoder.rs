@@ -203,10 +203,10 @@ struct Cache<'a> {
 
 /// Attention of `G` query heads of one row (`q`: `G × head_dim`) that share
 /// `cache`, into `out` (`G × head_dim`): the scores head by head, the
-/// weighted sums of the values for all `G` at once. Plain loops: a closure handed to
-/// an iterator adapter is compiled apart, without the caller's instruction
-/// set (its mul_add became a call to a software fmaf). Each head's numbers
-/// are summed in the same order whatever `G` is.
+/// weighted sums of the values for all `G` at once. Plain loops: a closure
+/// handed to an iterator adapter is compiled apart, without the caller's
+/// instruction set (its mul_add became a call to a software fmaf). Each
+/// head's numbers are summed in the same order whatever `G` is.
 #[inline(always)]
 fn attend<const G: usize>(
     q: &[f32],
@@ -429,30 +429,8 @@ mod tests {
             for r in 0..2 {
                 close(&part[r * 8..][..8], &out[r * 16 + 4..][..8], 0.0);
             }
-            for r in 0..2 {
-                let visible = positions - 2 + r + 1;
-                for h in 0..4 {
-                    let kvh = h / 2;
-                    let q = &queries[r * 16 + h * 4..][..4];
-                    let mut s: Vec<f32> = (0..visible)
-                        .map(|p| {
-                            q.iter()
-                                .zip(&keys[p * 8 + kvh * 4..][..4])
-                                .map(|(a, b)| a * b)
-                                .sum()
-                        })
-                        .collect();
-                    softmax_reference(&mut s, 0.5);
-                    let expected: Vec<f32> = (0..4)
-                        .map(|j| {
-                            (0..visible)
-                                .map(|p| s[p] * values[p * 8 + kvh * 4 + j])
-                                .sum()
-                        })
-                        .collect();
-                    close(&out[r * 16 + h * 4..][..4], &expected, 1e-5);
-                }
-            }
+            let expected = attention_reference(&queries, positions - 2, &keys, &values, shape);
+            close(&out, &expected, 1e-5);
         }
     }
 
