@@ -77,7 +77,10 @@ tokenize, add_bos=False, special=True; the script checks that transformers'
 tokenizer agrees), the 32 generated token ids (argmax of the logits at each
 step: temperature 0; end-of-generation is not a stop, so there are always
 32), their text, and at each step the 5 largest logits with their token ids
-(so that a test can see how close a step was to a tie). Beside them,
+(so that a test can see how close a step was to a tie);
+"llamacpp_variants_agree_for": how many of those 32 tokens llama.cpp
+itself keeps with flash attention on ("flash_attn") or with an f32 KV cache
+("kv_cache_f32") instead of its defaults (off, f16). Beside them,
 "transformers_f32": the same GGUF in transformers, its weights dequantized
 to float32: its own greedy tokens, how many of the first agree with
 llama.cpp's, and its 5 largest logits at each step when fed llama.cpp's
@@ -112,6 +115,13 @@ TINY_NEW_TOKENS = 32
 GREEDY_NEW_TOKENS = 32
 LLAMACPP_THREADS = 2
 TOP_K_RECORDED = 5
+# llama.cpp's other configurations whose greedy continuations are compared
+# with its default's (flash attention off, f16 KV cache): the keyword
+# arguments of llama_cpp.Llama. type 0 is GGML_TYPE_F32.
+LLAMACPP_VARIANTS = {
+    "flash_attn": {"flash_attn": True},
+    "kv_cache_f32": {"type_k": 0, "type_v": 0},
+}
 
 # ---------------------------------------------------------------------------
 # The tokenization corpus: (name, text). Names are short unique ids.
@@ -602,6 +612,43 @@ def cmd_llamacpp(gguf, out):
         )
         print(f"llamacpp: {name}: {text_out!r}", file=sys.stderr)
 
+    del llm
+    # llama.cpp against itself: the same greedy continuations with another
+    # of its own attention paths or KV cache types. How many of the 10 keep
+    # 16 tokens is how far "agreeing with llama.cpp" can be asked of an
+    # implementation that does not repeat its arithmetic bit for bit (the
+    # 8-bit activations turn any difference of one rounding into a
+    # different quantized value further on).
+    for variant, kwargs in LLAMACPP_VARIANTS.items():
+        other = llama_cpp.Llama(
+            model_path=gguf,
+            n_ctx=512,
+            n_batch=512,
+            n_threads=LLAMACPP_THREADS,
+            n_threads_batch=LLAMACPP_THREADS,
+            seed=0,
+            verbose=False,
+            **kwargs,
+        )
+        for case in greedy:
+            other.reset()
+            other.eval(case["prompt_ids"])
+            same = 0
+            for want in case["generated_ids"]:
+                ptr = other._ctx.get_logits_ith(-1)
+                logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+                if int(np.argmax(logits)) != want:
+                    break
+                same += 1
+                other.eval([want])
+            case.setdefault("variants_agree_for", {})[variant] = same
+        print(
+            f"llamacpp: {variant}: "
+            + ", ".join(f"{c['name']} {c['variants_agree_for'][variant]}" for c in greedy),
+            file=sys.stderr,
+        )
+        del other
+
     result = {
         "llama_cpp_python": llama_cpp.__version__,
         "gguf_sha256": sha256_file(gguf),
@@ -768,6 +815,7 @@ def cmd_smollm2(model_dir, gguf_name, fixtures, llamacpp_json):
                 "generated_text": case["generated_text"],
                 "min_top2_gap": round7(min(gaps)),
                 "top_logits": [[[i, round7(v)] for i, v in step] for step in case["top_logits"]],
+                "llamacpp_variants_agree_for": case["variants_agree_for"],
                 "transformers_f32": {
                     "generated_ids": hf_generated,
                     "agrees_with_llamacpp_for": agree,
@@ -793,8 +841,16 @@ def cmd_smollm2(model_dir, gguf_name, fixtures, llamacpp_json):
         "attention, CPU): its own greedy continuation (generate, do_sample=False, eos ignored), how many "
         "of its first tokens equal llama.cpp's, and, teacher-forced along llama.cpp's tokens, its %d "
         "largest logits at each step and the largest |difference| from llama.cpp's logits on llama.cpp's "
-        "top %d."
-        % (LLAMACPP_THREADS, GREEDY_NEW_TOKENS, TOP_K_RECORDED, TOP_K_RECORDED, TOP_K_RECORDED),
+        "top %d. llamacpp_variants_agree_for: for each of llama.cpp's other configurations (%s), how many "
+        "of its greedy tokens (argmax at each step, fed back) equal those above."
+        % (
+            LLAMACPP_THREADS,
+            GREEDY_NEW_TOKENS,
+            TOP_K_RECORDED,
+            TOP_K_RECORDED,
+            TOP_K_RECORDED,
+            ", ".join(f"{k}: Llama(..., {', '.join(f'{a}={v}' for a, v in kw.items())})" for k, kw in LLAMACPP_VARIANTS.items()),
+        ),
         "new_tokens": GREEDY_NEW_TOKENS,
         "cases": greedy,
     }
