@@ -23,6 +23,7 @@ use super::params::SamplingParams;
 use super::sampler::Sampler;
 use super::stop::{FinishReason, StopChecker};
 use super::{Model, Usage};
+use crate::kernels::decoder::KEY_TILE;
 use crate::metrics::Metrics;
 use crate::model::decoder::{KvCache, Logits, Step};
 use crate::{Error, Result};
@@ -79,6 +80,15 @@ pub struct Request {
     pub arrived: Instant,
 }
 
+impl Request {
+    /// Tokens of KV cache it reserves: its prompt and `max_tokens`, rounded
+    /// up to a whole tile of cached keys (the CPU decoder stores keys in
+    /// tiles of [`KEY_TILE`] positions).
+    fn kv_tokens(&self) -> usize {
+        (self.prompt.len() + self.max_tokens as usize).next_multiple_of(KEY_TILE)
+    }
+}
+
 /// The sending side, shared by the protocols.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -92,8 +102,7 @@ impl EngineHandle {
     /// wait already, [`Error::BadInput`] when it could never fit the KV
     /// budget, [`Error::Unavailable`] when the engine stopped.
     pub fn submit(&self, request: Request) -> Result<()> {
-        let tokens = request.prompt.len() + request.max_tokens as usize;
-        let need = tokens * self.kv_bytes_per_token;
+        let need = request.kv_tokens() * self.kv_bytes_per_token;
         if need > self.limits.kv_cache_bytes {
             return Err(Error::BadInput(format!(
                 "the prompt ({} tokens) and max_tokens ({}) need {} MiB of KV cache; this server has {} MiB (--kv-cache-bytes): shorten the prompt or lower max_tokens",
@@ -223,7 +232,7 @@ impl Engine {
             let Some(front) = self.waiting.front() else {
                 break;
             };
-            let tokens = front.prompt.len() + front.max_tokens as usize;
+            let tokens = front.kv_tokens();
             if self.reserved_tokens + tokens > budget_tokens {
                 break;
             }

@@ -122,6 +122,37 @@ impl Rope {
     }
 }
 
+/// Positions per tile of a key cache.
+pub const KEY_TILE: usize = 16;
+
+/// Appends the key of `position` (`kv_heads × head_dim`, the positions
+/// before it already there) to `keys`, a sequence's cached keys in tiles
+/// of [`KEY_TILE`] positions: in a tile, each key/value head's `head_dim`
+/// elements one after the other, each as [`KEY_TILE`] lanes, one per
+/// position (element `d` of head `h` of position `p` at
+/// `(p / KEY_TILE)·KEY_TILE·kv_width + (h·head_dim + d)·KEY_TILE + p % KEY_TILE`).
+/// So one load holds one element of 16 positions, and the scores of 16
+/// positions are 16 lanes of multiply-adds, with no sum across lanes. A
+/// new tile starts as zeros; the positions not yet written score against
+/// nothing (they are never visible).
+pub fn append_key(keys: &mut Vec<f32>, position: usize, key: &[f32]) {
+    let kv_width = key.len();
+    let tile = position / KEY_TILE;
+    let lane = position % KEY_TILE;
+    if lane == 0 {
+        debug_assert_eq!(
+            keys.len(),
+            tile * KEY_TILE * kv_width,
+            "keys appended in order"
+        );
+        keys.resize((tile + 1) * KEY_TILE * kv_width, 0.0);
+    }
+    let base = &mut keys[tile * KEY_TILE * kv_width..][..KEY_TILE * kv_width];
+    for (e, v) in key.iter().enumerate() {
+        base[e * KEY_TILE + lane] = *v;
+    }
+}
+
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct Heads {
@@ -135,9 +166,10 @@ pub struct Heads {
 
 multiversion! {
     /// Causal attention of `queries` (`rows × heads·head_dim`, positions
-    /// `first`, `first + 1`, … of a sequence) over the cached `keys` and
-    /// `values` (`positions × kv_heads·head_dim`, at least up to the last
-    /// query's position), for the query heads `only` (all of them, or a
+    /// `first`, `first + 1`, … of a sequence) over the cached `keys` (in
+    /// tiles, as [`append_key`] lays them out) and `values`
+    /// (`positions × kv_heads·head_dim`), both at least up to the last
+    /// query's position, for the query heads `only` (all of them, or a
     /// part, so that one decoded row can be shared between threads), into
     /// `out` (`rows × only.len()·head_dim`). `scores` is scratch space.
     #[allow(clippy::too_many_arguments)]
@@ -171,7 +203,7 @@ multiversion! {
                 let q = &queries[r * q_width + h * head_dim..][..(end - h) * head_dim];
                 let o = &mut out[r * out_width + (h - only.start) * head_dim..][..(end - h) * head_dim];
                 let cache = Cache {
-                    keys: &keys[kvh * head_dim..],
+                    keys: &keys[kvh * head_dim * KEY_TILE..],
                     values: &values[kvh * head_dim..],
                     stride: kv_width,
                     visible,
@@ -191,8 +223,10 @@ multiversion! {
 /// The most query heads attended together.
 const MAX_PACK: usize = 4;
 
-/// The cached keys and values of one key/value head: position `p`'s at
-/// `keys[p·stride..]` and `values[p·stride..]`, `visible` of them.
+/// The cached keys and values of one key/value head, `visible`
+/// positions: position `p`'s values at `values[p·stride..]`, its keys in
+/// tile `p / KEY_TILE` at `keys[(p / KEY_TILE)·KEY_TILE·stride..]`, element
+/// `d` at lane `p % KEY_TILE` of `[d·KEY_TILE..]` there.
 #[derive(Clone, Copy)]
 struct Cache<'a> {
     keys: &'a [f32],
@@ -219,10 +253,13 @@ fn attend<const G: usize>(
     let visible = cache.visible;
     scores.clear();
     scores.resize(G * visible, 0.0);
-    for (g, head_scores) in scores.chunks_exact_mut(visible).enumerate() {
-        let q = &q[g * dim..][..dim];
-        for (p, score) in head_scores.iter_mut().enumerate() {
-            *score = dot(q, &cache.keys[p * cache.stride..][..dim]);
+    for tile in 0..visible.div_ceil(KEY_TILE) {
+        let keys = &cache.keys[tile * KEY_TILE * cache.stride..][..dim * KEY_TILE];
+        let tile_scores = tile_scores::<G>(q, keys);
+        let from = tile * KEY_TILE;
+        let n = KEY_TILE.min(visible - from);
+        for (g, s) in tile_scores.iter().enumerate() {
+            scores[g * visible + from..][..n].copy_from_slice(&s[..n]);
         }
     }
     for head_scores in scores.chunks_exact_mut(visible) {
@@ -243,29 +280,49 @@ fn attend<const G: usize>(
     }
 }
 
-/// Dot product with per-lane partial sums, so that it vectorizes: whole
-/// chunks of fixed-size arrays, because indexing slices by `i + l` kept a
-/// bounds check per element and compiled to scalar multiply-adds.
+/// The scores (unscaled dot products) of `G` query heads (`q`:
+/// `G × dim`) against the [`KEY_TILE`] positions of one tile of keys
+/// (`keys`: `dim` rows of `KEY_TILE` lanes): each position's sum in its own
+/// lane, element by element, so that nothing is summed across lanes (a dot
+/// product per position spent most of its time adding its lanes together).
+/// Each head sums in [`CHAINS`] sets of lanes (elements `d` with the same
+/// `d % CHAINS`) added at the end: one chain of multiply-adds waits on the
+/// one before it, several keep the unit busy.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut lanes = [0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let mut total = 0.0;
-    for (x, y) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
-        total += x * y;
-    }
-    for (x, y) in a_chunks.zip(b_chunks) {
-        let x: &[f32; LANES] = x.try_into().expect("a whole chunk");
-        let y: &[f32; LANES] = y.try_into().expect("a whole chunk");
-        for l in 0..LANES {
-            lanes[l] = x[l].mul_add(y[l], lanes[l]);
+fn tile_scores<const G: usize>(q: &[f32], keys: &[f32]) -> [[f32; KEY_TILE]; G] {
+    const CHAINS: usize = 4;
+    let dim = keys.len() / KEY_TILE;
+    let mut chains = [[[0f32; KEY_TILE]; CHAINS]; G];
+    let whole = dim / CHAINS * CHAINS;
+    for d0 in (0..whole).step_by(CHAINS) {
+        for c in 0..CHAINS {
+            let k: &[f32; KEY_TILE] = keys[(d0 + c) * KEY_TILE..][..KEY_TILE]
+                .try_into()
+                .expect("a whole row of lanes");
+            for g in 0..G {
+                let x = q[g * dim + d0 + c];
+                for l in 0..KEY_TILE {
+                    chains[g][c][l] = x.mul_add(k[l], chains[g][c][l]);
+                }
+            }
         }
     }
-    for lane in lanes {
-        total += lane;
+    for d in whole..dim {
+        let k = &keys[d * KEY_TILE..][..KEY_TILE];
+        for g in 0..G {
+            let x = q[g * dim + d];
+            for l in 0..KEY_TILE {
+                chains[g][0][l] = x.mul_add(k[l], chains[g][0][l]);
+            }
+        }
     }
-    total
+    let mut sums = [[0f32; KEY_TILE]; G];
+    for g in 0..G {
+        for l in 0..KEY_TILE {
+            sums[g][l] = (chains[g][0][l] + chains[g][1][l]) + (chains[g][2][l] + chains[g][3][l]);
+        }
+    }
+    sums
 }
 
 /// `out[g·dim + at..][..W] = Σₚ scores[g·visible + p] · values[p·stride + at..][..W]`
@@ -301,9 +358,21 @@ fn weighted_sums<const G: usize, const W: usize>(
 /// The softmax body inlined into the caller's instruction set.
 #[inline(always)]
 fn softmax_in_place_inline(x: &mut [f32], scale: f32) {
-    let mut top = f32::NEG_INFINITY;
-    for v in x.iter() {
-        top = top.max(*v);
+    // The largest score in lanes (a comparison, which vectorizes where
+    // `f32::max`'s NaN rules kept it scalar).
+    let mut lanes = [f32::NEG_INFINITY; KEY_TILE];
+    let chunks = x.chunks_exact(KEY_TILE);
+    let mut top = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |t, v| if *v > t { *v } else { t });
+    for chunk in chunks {
+        for (t, v) in lanes.iter_mut().zip(chunk) {
+            *t = if *v > *t { *v } else { *t };
+        }
+    }
+    for t in lanes {
+        top = if t > top { t } else { top };
     }
     map_in_place(x, |v| exp((v - top) * scale));
     let inv = 1.0 / sum_of(x, |v| v);
@@ -399,6 +468,7 @@ mod tests {
         let keys: Vec<f32> = (0..positions * 8).map(|i| (i as f32 * 0.7).sin()).collect();
         let values: Vec<f32> = (0..positions * 8).map(|i| (i as f32 * 0.3).cos()).collect();
         let queries: Vec<f32> = (0..2 * 16).map(|i| (i as f32 * 0.11).sin()).collect();
+        let tiled = tiled(&keys, 8);
         let mut out = vec![0.0; 32];
         let mut scores = Vec::new();
         for isa in Isa::all_supported() {
@@ -406,7 +476,7 @@ mod tests {
                 isa,
                 &queries,
                 positions - 2,
-                &keys,
+                &tiled,
                 &values,
                 shape,
                 0..4,
@@ -419,7 +489,7 @@ mod tests {
                 isa,
                 &queries,
                 positions - 2,
-                &keys,
+                &tiled,
                 &values,
                 shape,
                 1..3,
@@ -431,6 +501,34 @@ mod tests {
             }
             let expected = attention_reference(&queries, positions - 2, &keys, &values, shape);
             close(&out, &expected, 1e-5);
+        }
+    }
+
+    /// Keys given position by position (`kv_width` each), in tiles.
+    fn tiled(keys: &[f32], kv_width: usize) -> Vec<f32> {
+        let mut out = Vec::new();
+        for (p, key) in keys.chunks_exact(kv_width).enumerate() {
+            append_key(&mut out, p, key);
+        }
+        out
+    }
+
+    #[test]
+    fn keys_are_tiled_sixteen_positions_to_a_load() {
+        let kv_width = 6;
+        let keys: Vec<f32> = (0..20 * kv_width).map(|i| i as f32).collect();
+        let out = tiled(&keys, kv_width);
+        // Two tiles; the second's last 12 positions not yet written.
+        assert_eq!(out.len(), 2 * KEY_TILE * kv_width);
+        for p in 0..20 {
+            for e in 0..kv_width {
+                let at = (p / KEY_TILE) * KEY_TILE * kv_width + e * KEY_TILE + p % KEY_TILE;
+                assert_eq!(out[at], keys[p * kv_width + e], "position {p}, element {e}");
+            }
+        }
+        let tail = &out[KEY_TILE * kv_width..];
+        for e in 0..kv_width {
+            assert!(tail[e * KEY_TILE + 4..][..12].iter().all(|v| *v == 0.0));
         }
     }
 
@@ -495,6 +593,7 @@ mod tests {
             .map(|i| (i as f32 * 0.071).sin() * 2.0)
             .collect();
         let expected = attention_reference(&queries, first, &keys, &values, shape);
+        let tiled = tiled(&keys, kv_width);
         let mut scores = Vec::new();
         for isa in Isa::all_supported() {
             let mut attend = |heads: std::ops::Range<usize>, out: &mut [f32]| {
@@ -502,7 +601,7 @@ mod tests {
                     isa,
                     &queries,
                     first,
-                    &keys,
+                    &tiled,
                     &values,
                     shape,
                     heads,

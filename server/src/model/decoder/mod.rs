@@ -57,8 +57,9 @@ pub struct Decoder {
 
 /// Where a cache's keys and values are.
 enum Store {
-    /// In host memory, f32, per layer: keys, then values, `len × kv_width`
-    /// each (the native decoder).
+    /// In host memory, f32, per layer: keys in tiles of positions (as
+    /// [`crate::kernels::decoder::append_key`] lays them out), then values,
+    /// `len × kv_width` (the native decoder).
     Host(Vec<(Vec<f32>, Vec<f32>)>),
     /// On the device, per layer (a decoder on a candle device).
     Device(Vec<DeviceLayerCache>),

@@ -12,7 +12,7 @@ use super::parts::{BlockParts, TopParts};
 use super::{Step, split_logits, wanted_rows};
 use crate::Result;
 use crate::kernels::decoder::{
-    Heads, Rope, causal_attention, rms_norm_in_place, rms_norm_into, silu_mul,
+    Heads, Rope, append_key, causal_attention, rms_norm_in_place, rms_norm_into, silu_mul,
 };
 use crate::kernels::isa::Isa;
 use crate::kernels::quant::QuantMatrix;
@@ -158,7 +158,7 @@ impl NativeWeights {
                     }
                     rope.apply(q, start + i);
                     rope.apply(k, start + i);
-                    keys.extend_from_slice(k);
+                    append_key(keys, start + i, k);
                     values.extend_from_slice(&kv[kw..]);
                 }
                 row_index += step.tokens.len();
