@@ -99,7 +99,7 @@ fn main() {
             QuantFormat::Q8_0 => GgmlDType::Q8_0,
         };
         let qtensor =
-            ggml_file::qtensor_from_ggml(dtype, w.bytes(), vec![rows, cols], &Device::Cpu)
+            ggml_file::qtensor_from_ggml(dtype, &w.to_ggml(), vec![rows, cols], &Device::Cpu)
                 .expect("candle takes the GGML bytes");
         let candle = QMatMul::from_qtensor(qtensor).expect("candle QMatMul");
         for m in [1, 4, 16, 64] {
@@ -129,7 +129,7 @@ fn main() {
                     "{} {rows}×{cols} m={m}: off candle by {worst} (of {scale})",
                     isa.name()
                 );
-                let gbs = w.bytes().len() as f64 / ours.wall.as_secs_f64() / 1e9;
+                let gbs = w.weight_bytes() as f64 / ours.wall.as_secs_f64() / 1e9;
                 println!(
                     "{:<8} {:<5} {:>11} {:>3} {:>10.1} {:>10.1} {:>7.1} {:>11.1} {:>8.2}   {what}",
                     isa.name(),

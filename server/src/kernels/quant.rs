@@ -7,10 +7,12 @@
 //!
 //! - [`blocks`]: the formats byte for byte, GGML's reference quantization,
 //!   dequantization, and the 8-bit activations;
-//! - [`dot`]: the per-block dot products, a tile of rows at a time, and
-//!   which instruction set computes them (the portable code is there);
-//! - `x86`, `x86_quad`: the AVX2 and AVX-512 VNNI tiles (four weight rows
-//!   at once in the latter);
+//! - [`panels`]: the weights repacked at load into panels of 16 rows, the
+//!   same bytes of the 16 rows side by side;
+//! - [`dot`]: the per-block dot products of one panel with a tile of
+//!   activation rows, and which instruction set computes them (the
+//!   portable code is there);
+//! - `x86_panels`: the AVX2 and AVX-512 VNNI kernels;
 //! - [`matmul`]: the threaded driver.
 //!
 //! A decode step (one activation row) streams each weight once at memory
@@ -20,10 +22,9 @@
 mod blocks;
 mod dot;
 mod matmul;
+mod panels;
 #[cfg(target_arch = "x86_64")]
-mod x86;
-#[cfg(target_arch = "x86_64")]
-mod x86_quad;
+mod x86_panels;
 
 pub use blocks::QuantFormat;
 
@@ -33,24 +34,25 @@ use blocks::BLOCK;
 use matmul::Weights;
 
 /// A weight matrix of `rows` output features × `cols` inputs, each row
-/// `cols / 32` GGML blocks, as stored in a GGUF file.
+/// `cols / 32` GGML blocks as stored in a GGUF file, held in panels of 16
+/// rows ([`panels`]).
 #[derive(Clone, Debug)]
 pub struct QuantMatrix {
     format: QuantFormat,
     rows: usize,
     cols: usize,
-    bytes: Vec<u8>,
+    panels: Vec<u8>,
 }
 
 impl QuantMatrix {
-    /// Takes a GGUF tensor's bytes as they are: `rows` rows of `cols / 32`
-    /// blocks of `format`. A length that does not match, or `cols` not a
-    /// multiple of 32, is a bad model.
+    /// Takes a GGUF tensor's bytes: `rows` rows of `cols / 32` blocks of
+    /// `format`, repacked into panels. A length that does not match, or
+    /// `cols` not a multiple of 32, is a bad model.
     pub fn from_ggml(
         format: QuantFormat,
         rows: usize,
         cols: usize,
-        bytes: Vec<u8>,
+        bytes: &[u8],
     ) -> Result<QuantMatrix> {
         if !cols.is_multiple_of(BLOCK) {
             return Err(Error::BadModel(format!(
@@ -72,7 +74,7 @@ impl QuantMatrix {
             format,
             rows,
             cols,
-            bytes,
+            panels: panels::from_ggml(format, rows, cols / BLOCK, bytes),
         })
     }
 
@@ -92,7 +94,7 @@ impl QuantMatrix {
             format,
             rows,
             cols,
-            bytes,
+            panels: panels::from_ggml(format, rows, cols / BLOCK, &bytes),
         }
     }
 
@@ -111,9 +113,15 @@ impl QuantMatrix {
         self.format
     }
 
-    /// The GGML bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+    /// The GGML bytes, rows of blocks as in a GGUF file (a copy: the
+    /// matrix holds them in panels).
+    pub fn to_ggml(&self) -> Vec<u8> {
+        panels::to_ggml(self.format, self.rows, self.cols / BLOCK, &self.panels)
+    }
+
+    /// Bytes the weights take.
+    pub fn weight_bytes(&self) -> usize {
+        self.panels.len()
     }
 
     /// Writes row `row` as f32 to `out` (`cols` values): an embedding
@@ -121,10 +129,11 @@ impl QuantMatrix {
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         assert!(row < self.rows, "row {row} of {}", self.rows);
         assert_eq!(out.len(), self.cols, "output length");
-        let bytes = self.format.block_bytes();
         let blocks = self.cols / BLOCK;
-        let row = &self.bytes[row * blocks * bytes..][..blocks * bytes];
-        for (block, out) in row.chunks_exact(bytes).zip(out.chunks_exact_mut(BLOCK)) {
+        let mut block = [0u8; 34];
+        let block = &mut block[..self.format.block_bytes()];
+        for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+            panels::ggml_block(self.format, blocks, &self.panels, row, b, block);
             blocks::dequantize_block(self.format, block, out);
         }
     }
@@ -143,7 +152,7 @@ impl QuantMatrix {
             format: self.format,
             rows: self.rows,
             cols: self.cols,
-            bytes: &self.bytes,
+            panels: &self.panels,
         }
     }
 }
@@ -186,7 +195,8 @@ mod tests {
     /// (the scale of its rounding error).
     fn reference(w: &QuantMatrix, acts: &Activations, r: usize, j: usize) -> (f64, f64) {
         let bytes = w.format.block_bytes();
-        let row = &w.bytes[j * (w.cols / BLOCK) * bytes..][..(w.cols / BLOCK) * bytes];
+        let ggml = w.to_ggml();
+        let row = &ggml[j * (w.cols / BLOCK) * bytes..][..(w.cols / BLOCK) * bytes];
         let (mut sum, mut size) = (0f64, 0f64);
         for (b, block) in row.chunks_exact(bytes).enumerate() {
             let i = r * acts.blocks + b;
@@ -328,9 +338,9 @@ mod tests {
     fn from_ggml_refuses_wrong_lengths_and_columns() {
         for format in FORMATS {
             let n = 3 * 2 * format.block_bytes();
-            assert!(QuantMatrix::from_ggml(format, 3, 64, vec![0; n]).is_ok());
+            assert!(QuantMatrix::from_ggml(format, 3, 64, &vec![0; n]).is_ok());
             for (cols, len) in [(64, n - 1), (64, n + 1), (64, 0), (48, n)] {
-                match QuantMatrix::from_ggml(format, 3, cols, vec![0; len]) {
+                match QuantMatrix::from_ggml(format, 3, cols, &vec![0; len]) {
                     Err(Error::BadModel(msg)) => {
                         assert!(msg.contains(&format!("3×{cols}")), "{msg}");
                     }
@@ -345,7 +355,7 @@ mod tests {
         // Q4_1: d = 0.5, m = -1, byte j holds weight j = j, weight j+16 = 15-j.
         let mut q4 = vec![0x00, 0x38, 0x00, 0xBC];
         q4.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
-        let w = QuantMatrix::from_ggml(QuantFormat::Q4_1, 1, 32, q4).expect("one block");
+        let w = QuantMatrix::from_ggml(QuantFormat::Q4_1, 1, 32, &q4).expect("one block");
         let mut out = [0f32; 32];
         w.dequantize_row(0, &mut out);
         for j in 0..16 {
@@ -357,7 +367,7 @@ mod tests {
         q8.extend((0..32i32).map(|j| (j - 16) as i8 as u8));
         q8[2] = 0x80;
         q8[33] = 0x7F;
-        let w = QuantMatrix::from_ggml(QuantFormat::Q8_0, 1, 32, q8).expect("one block");
+        let w = QuantMatrix::from_ggml(QuantFormat::Q8_0, 1, 32, &q8).expect("one block");
         w.dequantize_row(0, &mut out);
         assert_eq!(out[0], -32.0);
         assert_eq!(out[31], 31.75);

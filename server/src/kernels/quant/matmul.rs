@@ -1,25 +1,17 @@
 //! The threaded driver: quantizes the activation rows once, splits the
-//! weight rows into chunks over the rayon pool, and walks each chunk a
-//! tile of weight rows at a time, every activation row meeting a weight
-//! tile while it is in L1, so that the weights stream from memory once.
+//! weight panels into chunks over the rayon pool, and walks each chunk a
+//! panel of 16 weight rows at a time, every activation row meeting a panel
+//! while it is in cache, so that the weights stream from memory once.
 
 use rayon::prelude::*;
 
 use super::super::isa::Isa;
 use super::blocks::{Activations, BLOCK, QuantFormat};
 use super::dot::{Kernel, tile};
+use super::panels::{PANEL, column_layout, panels_len};
 
 /// Activation rows per tile (fewer only for the last rows).
 const TILE_ROWS: usize = 4;
-/// Weight rows per tile (fewer only for the last rows).
-const TILE_COLS: usize = 4;
-/// Fewest weight rows a thread takes (a multiple of every tile width).
-const MIN_CHUNK: usize = 16;
-/// How many weight tiles ahead of the one being multiplied the driver asks
-/// the cache for: at one activation row, the products wait on memory
-/// rather than arithmetic, and the hardware prefetcher alone left the
-/// weights streaming at half the speed a plain read of them reaches.
-const PREFETCH_TILES: usize = 2;
 /// Below this many multiply-adds, one thread does it all: waking the pool
 /// would cost more than it saves.
 const SERIAL_WORK: usize = 1 << 16;
@@ -33,8 +25,8 @@ pub struct Weights<'a> {
     pub rows: usize,
     /// Inputs (a multiple of 32).
     pub cols: usize,
-    /// `rows` rows of `cols / 32` blocks.
-    pub bytes: &'a [u8],
+    /// The panels of 16 rows ([`super::panels`]).
+    pub panels: &'a [u8],
 }
 
 /// The output, as a raw pointer so that tasks can write their disjoint
@@ -56,68 +48,85 @@ impl Out {
     }
 }
 
-/// `out[m × rows] = x[m × cols] · wᵀ` with `kernel`.
+/// `out[m × rows] = x[m × cols] · wᵀ` with `kernel`: the panels split into
+/// chunks over the pool; in a chunk, each panel meets every activation row
+/// (a tile of rows at a time) while it is in cache, and the next panel is
+/// asked for ahead (at a few rows the products wait on memory: the
+/// hardware prefetcher alone streamed the weights at half the speed a
+/// plain read of them reaches).
 pub fn matmul_with(kernel: Kernel, isa: Isa, w: Weights<'_>, x: &[f32], m: usize, out: &mut [f32]) {
     assert_eq!(x.len(), m * w.cols, "input is not m × cols");
     assert_eq!(out.len(), m * w.rows, "output is not m × rows");
-    let row_bytes = w.cols / BLOCK * w.format.block_bytes();
-    assert_eq!(w.bytes.len(), w.rows * row_bytes, "weight bytes");
+    let blocks = w.cols / BLOCK;
+    assert_eq!(
+        w.panels.len(),
+        panels_len(w.format, w.rows, blocks),
+        "panel bytes"
+    );
     if m == 0 || w.rows == 0 {
         return;
     }
+    let panel_bytes = blocks * column_layout(w.format).bytes;
+    let panels = w.rows.div_ceil(PANEL);
     let acts = Activations::quantize(isa, x, m, w.cols);
     let threads = rayon::current_num_threads().max(1);
     let chunk = if m * w.rows * w.cols <= SERIAL_WORK || threads == 1 {
-        w.rows
+        panels
     } else {
         // About four chunks per thread, so that a slow thread delays little;
         // one for a single tile of activation rows (a decode step of a few
         // sequences), whose chunks are too short to pay for more forks.
         let per_thread = if m <= TILE_ROWS { 1 } else { 4 };
-        w.rows
-            .div_ceil(per_thread * threads)
-            .next_multiple_of(MIN_CHUNK)
-            .max(MIN_CHUNK)
+        panels.div_ceil(per_thread * threads)
     };
     let out = Out(out.as_mut_ptr());
     let task = |start: usize| {
-        let end = (start + chunk).min(w.rows);
-        let mut j = start;
-        while j < end {
-            let c = if end - j >= TILE_COLS { TILE_COLS } else { 1 };
-            let ahead = (j + PREFETCH_TILES * TILE_COLS) * row_bytes;
-            if ahead < w.bytes.len() {
-                let until = (ahead + TILE_COLS * row_bytes).min(w.bytes.len());
-                prefetch(&w.bytes[ahead..until]);
+        for p in start..(start + chunk).min(panels) {
+            if m <= TILE_ROWS
+                && let Some(next) = w.panels.get((p + 1) * panel_bytes..(p + 2) * panel_bytes)
+            {
+                prefetch(next);
             }
-            let mut weights: [&[u8]; TILE_COLS] = [&[]; TILE_COLS];
-            for (k, row) in weights.iter_mut().take(c).enumerate() {
-                *row = &w.bytes[(j + k) * row_bytes..][..row_bytes];
-            }
-            let mut i = 0;
-            while i < m {
-                let r = if m - i >= TILE_ROWS { TILE_ROWS } else { 1 };
-                let rows = [i, i + 1, i + 2, i + 3];
-                let mut results = [0f32; TILE_ROWS * TILE_COLS];
-                let results = &mut results[..r * c];
-                tile(kernel, w.format, &weights[..c], &acts, &rows[..r], results);
-                for (k, values) in results.chunks_exact(c).enumerate() {
-                    // SAFETY: row i + k < m, columns j..j + c < rows: inside
-                    // `out` (length checked above), and only this task
-                    // writes columns start..end.
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut(out.at((i + k) * w.rows + j), c) };
-                    dst.copy_from_slice(values);
+            let panel = &w.panels[p * panel_bytes..][..panel_bytes];
+            let first = p * PANEL;
+            let width = PANEL.min(w.rows - first);
+            let write = |i: usize, results: &[[f32; PANEL]]| {
+                for (k, values) in results.iter().enumerate() {
+                    // SAFETY: row i + k < m, columns first..first + width <=
+                    // rows: inside `out` (length checked above), and only
+                    // this task writes these columns.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.at((i + k) * w.rows + first), width)
+                    };
+                    dst.copy_from_slice(&values[..width]);
                 }
-                i += r;
+            };
+            let mut i = 0;
+            while m - i >= TILE_ROWS {
+                let mut results = [[0f32; PANEL]; TILE_ROWS];
+                tile(
+                    kernel,
+                    w.format,
+                    panel,
+                    &acts,
+                    &[i, i + 1, i + 2, i + 3],
+                    &mut results,
+                );
+                write(i, &results);
+                i += TILE_ROWS;
             }
-            j += c;
+            while i < m {
+                let mut results = [[0f32; PANEL]; 1];
+                tile(kernel, w.format, panel, &acts, &[i], &mut results);
+                write(i, &results);
+                i += 1;
+            }
         }
     };
-    if chunk >= w.rows {
+    if chunk >= panels {
         task(0);
     } else {
-        (0..w.rows).into_par_iter().step_by(chunk).for_each(task);
+        (0..panels).into_par_iter().step_by(chunk).for_each(task);
     }
 }
 

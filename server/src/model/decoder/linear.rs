@@ -49,7 +49,7 @@ impl Raw {
             RawData::F16(b) => halves(b, |c| f16::from_le_bytes(c).to_f32()),
             RawData::Bf16(b) => halves(b, |c| bf16::from_le_bytes(c).to_f32()),
             RawData::Ggml(format, bytes) => {
-                let m = QuantMatrix::from_ggml(*format, self.rows, self.cols, bytes.clone())?;
+                let m = QuantMatrix::from_ggml(*format, self.rows, self.cols, bytes)?;
                 let mut out = vec![0f32; self.rows * self.cols];
                 for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
                     m.dequantize_row(r, row);
@@ -163,7 +163,7 @@ impl Linear {
                 format,
                 weight.rows,
                 weight.cols,
-                bytes,
+                &bytes,
             )?)),
             StackedData::F32(values) => Linear::Dense(PackedB::from_transposed(MatRef::dense(
                 &values,

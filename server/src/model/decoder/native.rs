@@ -77,7 +77,7 @@ impl NativeWeights {
                 *format,
                 c.vocab,
                 c.hidden,
-                bytes.clone(),
+                bytes,
             )?)),
             _ => Embedding::Dense(embed.to_f32()?),
         };
