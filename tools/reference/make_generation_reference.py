@@ -561,15 +561,19 @@ def cmd_llamacpp(gguf, out):
     metadata = dict(vocab.metadata)
     del vocab
 
-    llm = llama_cpp.Llama(
-        model_path=gguf,
-        n_ctx=512,
-        n_batch=512,
-        n_threads=LLAMACPP_THREADS,
-        n_threads_batch=LLAMACPP_THREADS,
-        seed=0,
-        verbose=False,
-    )
+    def load(**kwargs):
+        return llama_cpp.Llama(
+            model_path=gguf,
+            n_ctx=512,
+            n_batch=512,
+            n_threads=LLAMACPP_THREADS,
+            n_threads_batch=LLAMACPP_THREADS,
+            seed=0,
+            verbose=False,
+            **kwargs,
+        )
+
+    llm = load()
     n_vocab = llm.n_vocab()
     greedy = []
     for name, text in PROMPTS:
@@ -620,16 +624,7 @@ def cmd_llamacpp(gguf, out):
     # 8-bit activations turn any difference of one rounding into a
     # different quantized value further on).
     for variant, kwargs in LLAMACPP_VARIANTS.items():
-        other = llama_cpp.Llama(
-            model_path=gguf,
-            n_ctx=512,
-            n_batch=512,
-            n_threads=LLAMACPP_THREADS,
-            n_threads_batch=LLAMACPP_THREADS,
-            seed=0,
-            verbose=False,
-            **kwargs,
-        )
+        other = load(**kwargs)
         for case in greedy:
             other.reset()
             other.eval(case["prompt_ids"])
