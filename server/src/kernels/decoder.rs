@@ -6,7 +6,7 @@
 #[cfg(test)]
 use super::elementwise::softmax_in_place;
 use super::elementwise::{exp, map_in_place, sum_of};
-use super::isa::{Isa, multiversion};
+use super::isa::{Isa, multiversion, prefetch};
 
 multiversion! {
     /// RMSNorm of each `weight.len()`-wide row of `x` into `out`:
@@ -253,9 +253,18 @@ fn attend<const G: usize>(
     let visible = cache.visible;
     scores.clear();
     scores.resize(G * visible, 0.0);
-    for tile in 0..visible.div_ceil(KEY_TILE) {
+    let tiles = visible.div_ceil(KEY_TILE);
+    for tile in 0..tiles {
         let keys = &cache.keys[tile * KEY_TILE * cache.stride..][..dim * KEY_TILE];
-        let tile_scores = tile_scores::<G>(q, keys);
+        // The next tile's rows are asked for one by one as this one's are
+        // read: a sequence's keys are too many to stay in cache between
+        // steps, and the hardware alone left the loads waiting.
+        let next = if tile + 1 < tiles {
+            &cache.keys[(tile + 1) * KEY_TILE * cache.stride..][..dim * KEY_TILE]
+        } else {
+            &[]
+        };
+        let tile_scores = tile_scores::<G>(q, keys, next);
         let from = tile * KEY_TILE;
         let n = KEY_TILE.min(visible - from);
         for (g, s) in tile_scores.iter().enumerate() {
@@ -287,15 +296,19 @@ fn attend<const G: usize>(
 /// product per position spent most of its time adding its lanes together).
 /// Each head sums in [`CHAINS`] sets of lanes (elements `d` with the same
 /// `d % CHAINS`) added at the end: one chain of multiply-adds waits on the
-/// one before it, several keep the unit busy.
+/// one before it, several keep the unit busy. Row by row, the same row of
+/// `next` (the next tile, or nothing) is asked of the cache.
 #[inline(always)]
-fn tile_scores<const G: usize>(q: &[f32], keys: &[f32]) -> [[f32; KEY_TILE]; G] {
+fn tile_scores<const G: usize>(q: &[f32], keys: &[f32], next: &[f32]) -> [[f32; KEY_TILE]; G] {
     const CHAINS: usize = 4;
     let dim = keys.len() / KEY_TILE;
     let mut chains = [[[0f32; KEY_TILE]; CHAINS]; G];
     let whole = dim / CHAINS * CHAINS;
     for d0 in (0..whole).step_by(CHAINS) {
         for c in 0..CHAINS {
+            if let Some(row) = next.get((d0 + c) * KEY_TILE..(d0 + c + 1) * KEY_TILE) {
+                prefetch(row);
+            }
             let k: &[f32; KEY_TILE] = keys[(d0 + c) * KEY_TILE..][..KEY_TILE]
                 .try_into()
                 .expect("a whole row of lanes");
@@ -325,6 +338,9 @@ fn tile_scores<const G: usize>(q: &[f32], keys: &[f32]) -> [[f32; KEY_TILE]; G] 
     sums
 }
 
+/// Positions ahead whose values are asked of the cache while one is summed.
+const VALUES_AHEAD: usize = 8;
+
 /// `out[g·dim + at..][..W] = Σₚ scores[g·visible + p] · values[p·stride + at..][..W]`
 /// for each of the `G` heads, the sums kept in registers (summing into
 /// `out` in memory made each position wait for the store of the one
@@ -340,6 +356,9 @@ fn weighted_sums<const G: usize, const W: usize>(
     let visible = cache.visible;
     let mut sums = [[0f32; W]; G];
     for p in 0..visible {
+        if p + VALUES_AHEAD < visible {
+            prefetch(&cache.values[(p + VALUES_AHEAD) * cache.stride + at..][..W]);
+        }
         let v: &[f32; W] = cache.values[p * cache.stride + at..][..W]
             .try_into()
             .expect("a whole chunk");

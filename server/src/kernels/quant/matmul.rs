@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::super::isa::Isa;
+use super::super::isa::{Isa, prefetch};
 use super::blocks::{Activations, BLOCK, QuantFormat};
 use super::dot::{Kernel, tile};
 use super::panels::{PANEL, column_layout, panels_len};
@@ -128,21 +128,4 @@ pub fn matmul_with(kernel: Kernel, isa: Isa, w: Weights<'_>, x: &[f32], m: usize
     } else {
         (0..panels).into_par_iter().step_by(chunk).for_each(task);
     }
-}
-
-/// Asks the cache for the lines of `bytes` (a hint: it changes no result).
-#[inline]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: a prefetch reads nothing architecturally; the address is
-        // inside `bytes`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }

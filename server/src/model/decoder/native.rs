@@ -74,10 +74,7 @@ impl NativeWeights {
         let embed = top.embed;
         let embedding = match &embed.data {
             RawData::Ggml(format, bytes) => Embedding::Quant(Arc::new(QuantMatrix::from_ggml(
-                *format,
-                c.vocab,
-                c.hidden,
-                bytes,
+                *format, c.vocab, c.hidden, bytes,
             )?)),
             _ => Embedding::Dense(embed.to_f32()?),
         };
