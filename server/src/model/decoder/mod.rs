@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::kv_cache::KvCache as DeviceLayerCache;
 
-use crate::kernels::decoder::Rope;
+use crate::kernels::decoder::{KEY_TILE, Rope};
 use crate::model::engine::Engine;
 use crate::model::gguf::Gguf;
 use crate::{Error, Result};
@@ -73,14 +73,22 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for up to `capacity` tokens of `config`'s model;
-    /// memory is taken as tokens arrive (on a device, for `capacity`
-    /// tokens at the first).
+    /// An empty cache for up to `capacity` tokens of `config`'s model.
+    /// On the host its room is reserved at once, so that it never moves as
+    /// it grows (the pages are touched as tokens arrive); on a device, it
+    /// is allocated for `capacity` tokens at the first pass.
     pub fn new(config: &DecoderConfig, capacity: usize) -> KvCache {
+        let kv_width = config.kv_width();
+        let keys = capacity.next_multiple_of(KEY_TILE) * kv_width;
         KvCache {
             store: Store::Host(
                 (0..config.layers)
-                    .map(|_| (Vec::new(), Vec::new()))
+                    .map(|_| {
+                        (
+                            Vec::with_capacity(keys),
+                            Vec::with_capacity(capacity * kv_width),
+                        )
+                    })
                     .collect(),
             ),
             len: 0,
