@@ -69,8 +69,8 @@ impl Kernel {
 }
 
 /// `out[r][c]` = ⟨weight row `c` of `panel`, activation row `rows[r]`⟩,
-/// for `R ∈ {1, 4}` activation rows. `panel` holds `acts.blocks` block
-/// columns of `format`.
+/// for `R` activation rows (1 to 4 in the driver). `panel` holds
+/// `acts.blocks` block columns of `format`.
 pub fn tile<const R: usize>(
     kernel: Kernel,
     format: QuantFormat,

@@ -101,25 +101,18 @@ pub fn matmul_with(kernel: Kernel, isa: Isa, w: Weights<'_>, x: &[f32], m: usize
                     dst.copy_from_slice(&values[..width]);
                 }
             };
+            // Whole tiles of rows, then the last 1 to 3 rows in one tile
+            // (three one-row passes would unpack the panel three times).
             let mut i = 0;
             while m - i >= TILE_ROWS {
-                let mut results = [[0f32; PANEL]; TILE_ROWS];
-                tile(
-                    kernel,
-                    w.format,
-                    panel,
-                    &acts,
-                    &[i, i + 1, i + 2, i + 3],
-                    &mut results,
-                );
-                write(i, &results);
+                rows_tile::<TILE_ROWS>(kernel, w.format, panel, &acts, i, write);
                 i += TILE_ROWS;
             }
-            while i < m {
-                let mut results = [[0f32; PANEL]; 1];
-                tile(kernel, w.format, panel, &acts, &[i], &mut results);
-                write(i, &results);
-                i += 1;
+            match m - i {
+                3 => rows_tile::<3>(kernel, w.format, panel, &acts, i, write),
+                2 => rows_tile::<2>(kernel, w.format, panel, &acts, i, write),
+                1 => rows_tile::<1>(kernel, w.format, panel, &acts, i, write),
+                _ => {}
             }
         }
     };
@@ -128,4 +121,25 @@ pub fn matmul_with(kernel: Kernel, isa: Isa, w: Weights<'_>, x: &[f32], m: usize
     } else {
         (0..panels).into_par_iter().step_by(chunk).for_each(task);
     }
+}
+
+/// Activation rows `first..first + R` against one panel, handed to `write`.
+fn rows_tile<const R: usize>(
+    kernel: Kernel,
+    format: QuantFormat,
+    panel: &[u8],
+    acts: &Activations,
+    first: usize,
+    write: impl Fn(usize, &[[f32; PANEL]]),
+) {
+    let mut results = [[0f32; PANEL]; R];
+    tile(
+        kernel,
+        format,
+        panel,
+        acts,
+        &std::array::from_fn(|k| first + k),
+        &mut results,
+    );
+    write(first, &results);
 }
