@@ -5,7 +5,7 @@
 
 #[cfg(test)]
 use super::elementwise::softmax_in_place;
-use super::elementwise::{exp, map_in_place, sum_of};
+use super::elementwise::{exp, map_in_place, softmax_inline, sum_of};
 use super::isa::{Isa, multiversion, prefetch};
 
 multiversion! {
@@ -272,7 +272,7 @@ fn attend<const G: usize>(
         }
     }
     for head_scores in scores.chunks_exact_mut(visible) {
-        softmax_in_place_inline(head_scores, scale);
+        softmax_inline(head_scores, scale);
     }
     let mut done = 0;
     while dim - done >= 64 {
@@ -372,30 +372,6 @@ fn weighted_sums<const G: usize, const W: usize>(
     for g in 0..G {
         out[g * dim + at..][..W].copy_from_slice(&sums[g]);
     }
-}
-
-/// The softmax body inlined into the caller's instruction set.
-#[inline(always)]
-fn softmax_in_place_inline(x: &mut [f32], scale: f32) {
-    // The largest score in lanes (a comparison, which vectorizes where
-    // `f32::max`'s NaN rules kept it scalar).
-    let mut lanes = [f32::NEG_INFINITY; KEY_TILE];
-    let chunks = x.chunks_exact(KEY_TILE);
-    let mut top = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |t, v| if *v > t { *v } else { t });
-    for chunk in chunks {
-        for (t, v) in lanes.iter_mut().zip(chunk) {
-            *t = if *v > *t { *v } else { *t };
-        }
-    }
-    for t in lanes {
-        top = if t > top { t } else { top };
-    }
-    map_in_place(x, |v| exp((v - top) * scale));
-    let inv = 1.0 / sum_of(x, |v| v);
-    map_in_place(x, |v| v * inv);
 }
 
 /// The same softmax as the encoder's, for tests comparing the two.

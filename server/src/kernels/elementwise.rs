@@ -111,11 +111,18 @@ multiversion! {
     /// `softmax(scale · x)` over `x`, in place (attention scores with the
     /// 1/√d scale folded in).
     pub(crate) fn softmax_in_place(x: &mut [f32], scale: f32) {
-        let top = max(x);
-        map_in_place(x, |v| exp((v - top) * scale));
-        let inv = 1.0 / sum_of(x, |v| v);
-        map_in_place(x, |v| v * inv);
+        softmax_inline(x, scale);
     }
+}
+
+/// [`softmax_in_place`]'s body, for kernels that inline it into their own
+/// instruction set (the decoder's attention).
+#[inline(always)]
+pub(crate) fn softmax_inline(x: &mut [f32], scale: f32) {
+    let top = max(x);
+    map_in_place(x, |v| exp((v - top) * scale));
+    let inv = 1.0 / sum_of(x, |v| v);
+    map_in_place(x, |v| v * inv);
 }
 
 multiversion! {
