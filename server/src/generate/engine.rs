@@ -23,7 +23,6 @@ use super::params::SamplingParams;
 use super::sampler::Sampler;
 use super::stop::{FinishReason, StopChecker};
 use super::{Model, Usage};
-use crate::kernels::decoder::KEY_TILE;
 use crate::metrics::Metrics;
 use crate::model::decoder::{KvCache, Logits, Step};
 use crate::{Error, Result};
@@ -81,11 +80,10 @@ pub struct Request {
 }
 
 impl Request {
-    /// Tokens of KV cache it reserves: its prompt and `max_tokens`, rounded
-    /// up to a whole tile of cached keys (the CPU decoder stores keys in
-    /// tiles of [`KEY_TILE`] positions).
+    /// Tokens of KV cache it reserves: the room ([`KvCache::room`]) of its
+    /// prompt and `max_tokens`.
     fn kv_tokens(&self) -> usize {
-        (self.prompt.len() + self.max_tokens as usize).next_multiple_of(KEY_TILE)
+        KvCache::room(self.prompt.len() + self.max_tokens as usize)
     }
 }
 

@@ -79,7 +79,7 @@ impl KvCache {
     /// is allocated for `capacity` tokens at the first pass.
     pub fn new(config: &DecoderConfig, capacity: usize) -> KvCache {
         let kv_width = config.kv_width();
-        let keys = capacity.next_multiple_of(KEY_TILE) * kv_width;
+        let keys = KvCache::room(capacity) * kv_width;
         KvCache {
             store: Store::Host(
                 (0..config.layers)
@@ -94,6 +94,13 @@ impl KvCache {
             len: 0,
             capacity,
         }
+    }
+
+    /// Tokens' worth of memory a cache for `tokens` tokens takes: the CPU
+    /// decoder stores keys in whole tiles of [`KEY_TILE`] positions, so
+    /// `tokens` rounded up to one (what a KV budget must count).
+    pub fn room(tokens: usize) -> usize {
+        tokens.next_multiple_of(KEY_TILE)
     }
 
     /// Tokens cached.
