@@ -331,8 +331,10 @@ fn tile_scores<const G: usize>(q: &[f32], keys: &[f32], next: &[f32]) -> [[f32; 
     }
     let mut sums = [[0f32; KEY_TILE]; G];
     for g in 0..G {
-        for l in 0..KEY_TILE {
-            sums[g][l] = (chains[g][0][l] + chains[g][1][l]) + (chains[g][2][l] + chains[g][3][l]);
+        for chain in &chains[g] {
+            for l in 0..KEY_TILE {
+                sums[g][l] += chain[l];
+            }
         }
     }
     sums

@@ -33,7 +33,7 @@ pub enum QuantFormat {
 
 impl QuantFormat {
     /// Bytes of one block of 32 weights.
-    pub fn block_bytes(self) -> usize {
+    pub const fn block_bytes(self) -> usize {
         match self {
             QuantFormat::Q4_0 => 18,
             QuantFormat::Q4_1 => 20,

@@ -141,7 +141,7 @@ fn generic<const R: usize>(
             let y = acts.block(*row, b);
             for (lane, acc) in out.iter_mut().enumerate() {
                 let quants = |g: usize| &column[layout.qs + g * GROUP + 4 * lane..][..4];
-                let d = f16_at(column, layout.d + 2 * lane) * acts.d[i];
+                let d = f16_at(column, 2 * lane) * acts.d[i];
                 let dot: i32 = match format {
                     QuantFormat::Q8_0 => (0..layout.groups)
                         .flat_map(|g| quants(g).iter().zip(&y[4 * g..]))

@@ -28,11 +28,12 @@ pub const PANEL: usize = 16;
 /// Bytes of one group of 16 rows (4 quant bytes each).
 pub const GROUP: usize = 4 * PANEL;
 
-/// Where a block column's parts are, in bytes from its start.
+/// Where a block column's parts are, in bytes from its start (the 16
+/// scales `d`, f16, come first, at 0). Each part is the GGML block's part
+/// of the 16 rows side by side, in the block's order, so every offset is
+/// the block's offset times 16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ColumnLayout {
-    /// The 16 scales `d` (f16).
-    pub d: usize,
     /// The 16 minimums `m` (f16), `Q4_1` only.
     pub m: Option<usize>,
     /// The first group of quant bytes.
@@ -45,38 +46,24 @@ pub struct ColumnLayout {
 
 /// The layout of one block column of `format`.
 pub const fn column_layout(format: QuantFormat) -> ColumnLayout {
-    let scales = 2 * PANEL;
-    match format {
-        QuantFormat::Q4_0 => ColumnLayout {
-            d: 0,
-            m: None,
-            qs: scales,
-            groups: 4,
-            bytes: scales + 4 * GROUP,
+    let (m, qs) = ggml_parts(format);
+    ColumnLayout {
+        m: match m {
+            Some(m) => Some(m * PANEL),
+            None => None,
         },
-        QuantFormat::Q4_1 => ColumnLayout {
-            d: 0,
-            m: Some(scales),
-            qs: 2 * scales,
-            groups: 4,
-            bytes: 2 * scales + 4 * GROUP,
-        },
-        QuantFormat::Q8_0 => ColumnLayout {
-            d: 0,
-            m: None,
-            qs: scales,
-            groups: 8,
-            bytes: scales + 8 * GROUP,
-        },
+        qs: qs * PANEL,
+        groups: (format.block_bytes() - qs) / 4,
+        bytes: format.block_bytes() * PANEL,
     }
 }
 
-/// Offsets of a GGML block's parts: its `d`, its `m` (`Q4_1`) and its
-/// quant bytes.
-const fn ggml_parts(format: QuantFormat) -> (usize, Option<usize>, usize) {
+/// Offsets of a GGML block's parts after its `d` (at 0): its `m` (`Q4_1`)
+/// and its quant bytes.
+const fn ggml_parts(format: QuantFormat) -> (Option<usize>, usize) {
     match format {
-        QuantFormat::Q4_0 | QuantFormat::Q8_0 => (0, None, 2),
-        QuantFormat::Q4_1 => (0, Some(2), 4),
+        QuantFormat::Q4_0 | QuantFormat::Q8_0 => (None, 2),
+        QuantFormat::Q4_1 => (Some(2), 4),
     }
 }
 
@@ -97,7 +84,7 @@ fn parts_of(
     let column = (row / PANEL * blocks + block) * layout.bytes;
     let lane = row % PANEL;
     (
-        column + layout.d + 2 * lane,
+        column + 2 * lane,
         layout.m.map(|m| column + m + 2 * lane),
         column + layout.qs + 4 * lane,
     )
@@ -107,14 +94,14 @@ fn parts_of(
 pub fn from_ggml(format: QuantFormat, rows: usize, blocks: usize, ggml: &[u8]) -> Vec<u8> {
     let block_bytes = format.block_bytes();
     assert_eq!(ggml.len(), rows * blocks * block_bytes, "GGML bytes");
-    let (gd, gm, gq) = ggml_parts(format);
+    let (gm, gq) = ggml_parts(format);
     let groups = column_layout(format).groups;
     let mut out = vec![0u8; panels_len(format, rows, blocks)];
     for row in 0..rows {
         for b in 0..blocks {
             let src = &ggml[(row * blocks + b) * block_bytes..][..block_bytes];
             let (d, m, qs) = parts_of(format, blocks, row, b);
-            out[d..d + 2].copy_from_slice(&src[gd..gd + 2]);
+            out[d..d + 2].copy_from_slice(&src[..2]);
             if let (Some(m), Some(gm)) = (m, gm) {
                 out[m..m + 2].copy_from_slice(&src[gm..gm + 2]);
             }
@@ -136,10 +123,10 @@ pub fn ggml_block(
     block: usize,
     out: &mut [u8],
 ) {
-    let (gd, gm, gq) = ggml_parts(format);
+    let (gm, gq) = ggml_parts(format);
     let groups = column_layout(format).groups;
     let (d, m, qs) = parts_of(format, blocks, row, block);
-    out[gd..gd + 2].copy_from_slice(&panels[d..d + 2]);
+    out[..2].copy_from_slice(&panels[d..d + 2]);
     if let (Some(m), Some(gm)) = (m, gm) {
         out[gm..gm + 2].copy_from_slice(&panels[m..m + 2]);
     }
@@ -166,6 +153,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn column_layouts_are_the_table_above() {
+        let layout = |f| {
+            let l = column_layout(f);
+            (l.m, l.qs, l.groups, l.bytes)
+        };
+        assert_eq!(layout(QuantFormat::Q4_0), (None, 32, 4, 288));
+        assert_eq!(layout(QuantFormat::Q4_1), (Some(32), 64, 4, 320));
+        assert_eq!(layout(QuantFormat::Q8_0), (None, 32, 8, 544));
+    }
+
+    #[test]
     fn panels_hold_the_ggml_bytes_and_give_them_back() {
         for format in [QuantFormat::Q4_0, QuantFormat::Q4_1, QuantFormat::Q8_0] {
             for (rows, blocks) in [(1, 1), (16, 2), (19, 3), (40, 1)] {
@@ -185,7 +183,7 @@ mod tests {
                 // lane 1 of the second group of the first column.
                 if rows > 1 {
                     let layout = column_layout(format);
-                    let (_, _, gq) = ggml_parts(format);
+                    let (_, gq) = ggml_parts(format);
                     let at = layout.qs + GROUP + 4;
                     let src = blocks * format.block_bytes() + gq + 4;
                     assert_eq!(panels[at..at + 4], ggml[src..src + 4]);

@@ -61,7 +61,7 @@ pub mod vnni {
                     low[g] = _mm512_and_si512(q, nibble);
                     high[g] = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nibble);
                 }
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(column.add(layout.d).cast()));
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(column.cast()));
                 let m = match layout.m {
                     Some(at) if MIN => _mm512_cvtph_ps(_mm256_loadu_si256(column.add(at).cast())),
                     _ => _mm512_setzero_ps(),
@@ -131,7 +131,7 @@ pub mod vnni {
                     let q = _mm512_loadu_si512(column.add(layout.qs + g * GROUP).cast());
                     *u = _mm512_xor_si512(q, flip);
                 }
-                _mm512_cvtph_ps(_mm256_loadu_si256(column.add(layout.d).cast()))
+                _mm512_cvtph_ps(_mm256_loadu_si256(column.cast()))
             };
             for r in 0..R {
                 let i = rows[r] * nb + b;
@@ -228,7 +228,7 @@ pub mod avx2 {
                         Some(at) if MIN => scales(at),
                         _ => _mm256_setzero_ps(),
                     };
-                    (scales(layout.d), m)
+                    (scales(0), m)
                 };
                 for r in 0..R {
                     let i = rows[r] * nb + b;
@@ -295,9 +295,7 @@ pub mod avx2 {
                         signed[g] = _mm256_loadu_si256(column.add(at).cast());
                         magnitude[g] = _mm256_sign_epi8(signed[g], signed[g]);
                     }
-                    _mm256_cvtph_ps(_mm_loadu_si128(
-                        column.add(layout.d + 2 * half * HALF).cast(),
-                    ))
+                    _mm256_cvtph_ps(_mm_loadu_si128(column.add(2 * half * HALF).cast()))
                 };
                 for r in 0..R {
                     let i = rows[r] * nb + b;
