@@ -8,6 +8,28 @@
 //! `d_w·d_x·Σq_w·q_x`, plus `m_w·s_x` for `Q4_1`, minus `8·Σq_x` (in
 //! integers, before scaling) for `Q4_0`.
 
+use super::blocks::QuantFormat;
+use super::panels::{ColumnLayout, column_layout};
+
+/// The column layout of the 4-bit format: `Q4_1` if `min`, else `Q4_0`.
+const fn four_bit(min: bool) -> ColumnLayout {
+    column_layout(if min {
+        QuantFormat::Q4_1
+    } else {
+        QuantFormat::Q4_0
+    })
+}
+
+/// The 4 activations `y[at..at + 4]` as one 32-bit value, to broadcast.
+///
+/// # Safety
+/// `y[at..at + 4]` must be readable.
+#[inline(always)]
+unsafe fn group(y: *const i8, at: usize) -> i32 {
+    // SAFETY: the caller's contract.
+    unsafe { y.add(at).cast::<i32>().read_unaligned() }
+}
+
 /// AVX-512 with VNNI: one `vpdpbusd` multiplies the same 4 weights of the
 /// 16 rows with 4 broadcast activations. It takes unsigned weights: the
 /// nibbles are, and `Q8_0`'s bytes are offset by 128 (the sign bit
@@ -26,7 +48,7 @@ pub mod vnni {
     #[target_feature(enable = "avx512f")]
     unsafe fn broadcast(y: *const i8, at: usize) -> __m512i {
         // SAFETY: the caller's contract.
-        _mm512_set1_epi32(unsafe { y.add(at).cast::<i32>().read_unaligned() })
+        _mm512_set1_epi32(unsafe { super::group(y, at) })
     }
 
     /// `R` activation rows × one panel of 4-bit weights: `Q4_1` if `MIN`,
@@ -42,11 +64,7 @@ pub mod vnni {
         rows: &[usize; R],
         out: &mut [[f32; PANEL]; R],
     ) {
-        let layout = column_layout(if MIN {
-            QuantFormat::Q4_1
-        } else {
-            QuantFormat::Q4_0
-        });
+        let layout = super::four_bit(MIN);
         let nb = acts.blocks;
         let nibble = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); R];
@@ -183,7 +201,7 @@ pub mod avx2 {
     #[target_feature(enable = "avx2")]
     unsafe fn broadcast(y: *const i8, at: usize) -> __m256i {
         // SAFETY: the caller's contract.
-        _mm256_set1_epi32(unsafe { y.add(at).cast::<i32>().read_unaligned() })
+        _mm256_set1_epi32(unsafe { super::group(y, at) })
     }
 
     /// `R` activation rows × one panel of 4-bit weights: `Q4_1` if `MIN`,
@@ -199,11 +217,7 @@ pub mod avx2 {
         rows: &[usize; R],
         out: &mut [[f32; PANEL]; R],
     ) {
-        let layout = column_layout(if MIN {
-            QuantFormat::Q4_1
-        } else {
-            QuantFormat::Q4_0
-        });
+        let layout = super::four_bit(MIN);
         let nb = acts.blocks;
         let nibble = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
