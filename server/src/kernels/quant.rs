@@ -1,6 +1,7 @@
 //! Matrix products with GGML-quantized weights (`Q4_0`, `Q4_1`, `Q8_0`), for
-//! GGUF text-generation models: the weights stay in the GGUF file's bytes,
-//! and the activations are quantized to 8 bits per 32-block on each call,
+//! GGUF text-generation models: the weights keep the GGUF file's bytes
+//! (moved into panels of 16 rows at load, never requantized), and the
+//! activations are quantized to 8 bits per 32-block on each call,
 //! so that every product is an integer dot product per block, scaled in
 //! f32, with llama.cpp's arithmetic (greedy decoding then picks the same
 //! tokens).
