@@ -74,13 +74,14 @@ class Server:
 
     def __init__(self, binary, model_dir, device, dtype, name, extra=()):
         self.http = free_port()
+        self.metrics = free_port()
         self.name = name
         args = [
             binary, "serve", "--model-dir", model_dir, "--model-name", name,
             "--device", device, "--dtype", dtype,
             "--http-listen", f"127.0.0.1:{self.http}",
             "--grpc-listen", f"127.0.0.1:{free_port()}",
-            "--metrics-listen", f"127.0.0.1:{free_port()}",
+            "--metrics-listen", f"127.0.0.1:{self.metrics}",
             *extra,
         ]
         self.log = tempfile.TemporaryFile()
@@ -92,8 +93,10 @@ class Server:
             if self.proc.poll() is not None:
                 raise SystemExit(f"openmodel-server exited ({self.proc.returncode}):\n{self.output()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v1/models", timeout=5) as r:
-                    if r.status == 200 and self.name in r.read().decode():
+                # /v1/models lists the model while it still loads (and warms
+                # up on a GPU); /readyz answers 200 once it serves
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/readyz", timeout=5) as r:
+                    if r.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
@@ -134,10 +137,15 @@ def generation_parity(torch, binary, device, work):
         folder = os.path.join(work, "tiny-" + arch)
         subprocess.run([sys.executable, TINY, "--arch", arch, "--seed", "7", "--out", folder],
                        check=True, stdout=subprocess.DEVNULL)
-        ours = json.loads(subprocess.run(
+        done = subprocess.run(
             [binary, "logits", "--model-dir", folder, "--device", device, "--dtype", "f32",
              "--prompt-ids", ",".join(map(str, prompt)), "--steps", str(GREEDY_STEPS)],
-            check=True, capture_output=True, text=True).stdout)
+            capture_output=True, text=True)
+        if done.returncode != 0:
+            results[arch] = {"ok": False, "error": f"openmodel-server logits exited {done.returncode}: {done.stderr[-2000:]}"}
+            log(f"{arch}: {results[arch]['error']}")
+            continue
+        ours = json.loads(done.stdout)
         model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).to(TORCH_DEVICE).eval()
         worst, tokens = 0.0, []
         with torch.no_grad():
@@ -224,7 +232,8 @@ def embeddings(torch, binary, device, work, shape):
     results = {}
     for name, dtype, floor in (("f32", torch.float32, COSINE_F32), ("f16", torch.float16, COSINE_F16)):
         reference, theirs_tps = bert_reference(torch, folder, tok, texts, dtype)
-        with Server(binary, folder, device, name, "bert") as server:
+        with Server(binary, folder, device, name, "bert",
+                    extra=("--max-client-batch-size", str(len(texts)))) as server:
             body = {"model": "bert", "input": texts}
             ours = server.post("/v1/embeddings", body)
             start, rounds = time.perf_counter(), 0
@@ -331,7 +340,7 @@ def main():
     llama = ({"vocab": 1000, "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 128,
               "new_tokens": 8, "streams": [1, 4]} if dry else
              {"vocab": 49152, "hidden": 576, "layers": 30, "heads": 9, "kv_heads": 3, "intermediate": 1536,
-              "new_tokens": 128, "streams": [1, 32]})
+              "new_tokens": 128, "streams": [1, 8, 32]})
     started = time.time()
     report = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -343,19 +352,48 @@ def main():
                                                         text=True, check=True).stdout.strip()},
         "shapes": {"bert": bert, "llama": llama},
     }
+    sections = (
+        ("generation_parity", lambda work: generation_parity(torch, a.binary, a.device, work)),
+        ("embeddings", lambda work: embeddings(torch, a.binary, a.device, work, bert)),
+        ("decode", lambda work: decode_speed(torch, a.binary, a.device, work, llama)),
+    )
+    failed = []
     with tempfile.TemporaryDirectory() as work:
-        report["generation_parity"] = generation_parity(torch, a.binary, a.device, work)
-        report["embeddings"] = embeddings(torch, a.binary, a.device, work, bert)
-        report["decode"] = decode_speed(torch, a.binary, a.device, work, llama)
-    failed = [f"generation_parity.{k}" for k, v in report["generation_parity"].items() if not v["ok"]]
-    failed += [f"embeddings.{k}" for k, v in report["embeddings"].items() if not v["ok"]]
+        for name, run in sections:
+            failed += run_section(report, name, run, work)
+            # written after every section, so a run cut short by its time
+            # limit still brings back what it measured
+            write_report(report, a.out, failed, started)
+    log(f"wrote {a.out} in {report['seconds']} s: " + ("every check passed" if not failed else f"FAILED: {failed}"))
+    sys.exit(0 if not failed else 1)
+
+
+def run_section(report, name, run, work):
+    """Runs one section into report[name]; returns the names of what failed.
+
+    A section that breaks (a crash, a server that does not start) is recorded
+    with its error and the next one still runs: a lent machine's minutes are
+    too few to rerun the whole check for one broken step."""
+    section_started = time.time()
+    try:
+        report[name] = run(work)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - recorded, then reported as failed
+        report[name] = {"error": f"{type(e).__name__}: {e}"[-4000:]}
+        log(f"{name}: broke: {report[name]['error']}")
+        return [name]
+    finally:
+        report.setdefault("section_seconds", {})[name] = round(time.time() - section_started, 1)
+    return [f"{name}.{k}" for k, v in report[name].items() if isinstance(v, dict) and v.get("ok") is False]
+
+
+def write_report(report, path, failed, started):
+    """The report as it stands, with its verdict so far."""
     report["failed"] = failed
     report["ok"] = not failed
     report["seconds"] = round(time.time() - started, 1)
-    with open(a.out, "w") as f:
+    with open(path + ".tmp", "w") as f:
         json.dump(report, f, indent=2)
-    log(f"wrote {a.out} in {report['seconds']} s: " + ("every parity check passed" if not failed else f"FAILED: {failed}"))
-    sys.exit(0 if not failed else 1)
+    os.replace(path + ".tmp", path)
 
 
 TORCH_DEVICE = "cpu"
