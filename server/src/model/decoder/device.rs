@@ -4,10 +4,10 @@
 //! the same references as the native decoder on a machine without a GPU.
 //!
 //! The same pass as the native decoder: every sequence's new rows stacked
-//! for the products (GGML weights through candle's quantized matmul, the
-//! others dense in the chosen precision), attention sequence by sequence
-//! over a key/value cache preallocated on the device for the tokens the
-//! sequence reserved. Activations of GGUF models are f32 (what candle's
+//! for the products, norms and rotary embedding (GGML weights through
+//! candle's quantized matmul, the others dense in the chosen precision),
+//! attention sequence by sequence over a key/value cache preallocated on
+//! the device for the tokens the sequence reserved. Activations of GGUF models are f32 (what candle's
 //! quantized kernels take); safetensors models compute in `dtype` (f32,
 //! f16 or bf16), with the softmax in f32.
 
@@ -165,6 +165,14 @@ impl DeviceWeights {
     /// One pass over `steps` (already checked), each step's keys and values
     /// appended to its cache on the device; the caller advances the
     /// caches' lengths.
+    ///
+    /// Everything but attention runs once for all the pass's rows, the
+    /// rotary embedding too (each row rotated by its own position's
+    /// angles); attention runs sequence by sequence over the sequence's
+    /// cache as it lies on the device, query heads grouped per key/value
+    /// head, so a decode step costs each sequence a handful of kernel
+    /// launches per layer: on a GPU, launches, not arithmetic, are what a
+    /// small model's step waits on.
     pub fn forward(&self, c: &DecoderConfig, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
         let ids: Vec<u32> = steps
             .iter()
@@ -174,43 +182,48 @@ impl DeviceWeights {
         let ids = Tensor::from_vec(ids, rows, &self.device)?;
         let mut x = self.embedding.index_select(&ids, 0)?;
         let (qw, kw) = (c.q_width(), c.kv_width());
+        let (cos, sin) = self.angles(steps)?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
         for (layer, block) in self.blocks.iter().enumerate() {
             let normed = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.rms_eps)?;
             let mut qkv = block.qkv.forward(&normed)?;
             if let Some(bias) = &block.qkv_bias {
                 qkv = qkv.broadcast_add(bias)?;
             }
+            // rows × count·head_dim → rows × count × 1 × head_dim: each row
+            // a batch of one position, for the rotary embedding's angles
+            // per row
+            let heads = |from: usize, width: usize, count: usize| -> Result<Tensor> {
+                Ok(qkv
+                    .narrow(1, from, width)?
+                    .contiguous()?
+                    .reshape((rows, count, 1, c.head_dim))?)
+            };
+            let mut q = heads(0, qw, c.heads)?;
+            let mut k = heads(qw, kw, c.kv_heads)?;
+            let v = heads(qw + kw, kw, c.kv_heads)?;
+            if let Some((qn, kn)) = &block.qk_norm {
+                q = candle_nn::ops::rms_norm(&q, qn, c.rms_eps)?;
+                k = candle_nn::ops::rms_norm(&k, kn, c.rms_eps)?;
+            }
+            let rotate = match self.rope_style {
+                RopeStyle::Half => candle_nn::rotary_emb::rope,
+                RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i,
+            };
+            let q = (rotate(&q, &cos, &sin)? * scale)?.reshape((rows, c.heads, c.head_dim))?;
+            let k = rotate(&k, &cos, &sin)?.reshape((rows, c.kv_heads, c.head_dim))?;
+            let v = v.reshape((rows, c.kv_heads, c.head_dim))?;
             let mut contexts = Vec::with_capacity(steps.len());
             let mut row = 0;
             for step in steps.iter_mut() {
                 let n = step.tokens.len();
                 let start = step.cache.len;
-                let mine = qkv.narrow(0, row, n)?;
-                let heads = |t: Tensor, count: usize| -> Result<Tensor> {
-                    // rows × count·head_dim → 1 × count × rows × head_dim
-                    Ok(t.contiguous()?
-                        .reshape((1, n, count, c.head_dim))?
-                        .transpose(1, 2)?
-                        .contiguous()?)
-                };
-                let mut q = heads(mine.narrow(1, 0, qw)?, c.heads)?;
-                let mut k = heads(mine.narrow(1, qw, kw)?, c.kv_heads)?;
-                let v = heads(mine.narrow(1, qw + kw, kw)?, c.kv_heads)?;
-                if let Some((qn, kn)) = &block.qk_norm {
-                    q = candle_nn::ops::rms_norm(&q, qn, c.rms_eps)?;
-                    k = candle_nn::ops::rms_norm(&k, kn, c.rms_eps)?;
-                }
-                let cos = self.cos.narrow(0, start, n)?;
-                let sin = self.sin.narrow(0, start, n)?;
-                let rotate = match self.rope_style {
-                    RopeStyle::Half => candle_nn::rotary_emb::rope,
-                    RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i,
-                };
-                let q = rotate(&q, &cos, &sin)?;
-                let k = rotate(&k, &cos, &sin)?;
                 let cache = &mut step.cache.device_mut(c.layers)?[layer];
-                let (keys, values) = cache.append(&k, &v)?;
-                contexts.push(self.attention(c, &q, &keys, &values, start)?);
+                let (keys, values) = cache.append(
+                    &by_head(&k.narrow(0, row, n)?)?,
+                    &by_head(&v.narrow(0, row, n)?)?,
+                )?;
+                contexts.push(self.attention(c, &q.narrow(0, row, n)?, &keys, &values, start)?);
                 row += n;
             }
             let context = Tensor::cat(&contexts, 0)?;
@@ -243,9 +256,29 @@ impl DeviceWeights {
         Ok(split_logits(&logits, &wanted, c.vocab))
     }
 
-    /// Causal attention of `q` (`1 × heads × n × head_dim`, positions
-    /// `start..start + n`) over the cached `keys` and `values`
-    /// (`1 × kv_heads × (start + n) × head_dim`): `n × heads·head_dim`.
+    /// The rotary embedding's cosines and sines for every row of the pass
+    /// (row `i` at its sequence's position), `rows × 1 × head_dim/2`: the
+    /// same for every layer.
+    fn angles(&self, steps: &[Step<'_>]) -> Result<(Tensor, Tensor)> {
+        let positions: Vec<u32> = steps
+            .iter()
+            .flat_map(|s| (s.cache.len..s.cache.len + s.tokens.len()).map(|p| p as u32))
+            .collect();
+        let rows = positions.len();
+        let positions = Tensor::from_vec(positions, rows, &self.device)?;
+        let half = self.cos.dim(1)?;
+        let pick = |table: &Tensor| -> Result<Tensor> {
+            Ok(table.index_select(&positions, 0)?.reshape((rows, 1, half))?)
+        };
+        Ok((pick(&self.cos)?, pick(&self.sin)?))
+    }
+
+    /// Causal attention of one sequence's `q` (`n × heads × head_dim`,
+    /// positions `start..start + n`, already scaled by 1/√head_dim) over
+    /// its cached `keys` and `values` (`1 × kv_heads × (start + n) ×
+    /// head_dim`, views of the cache): `n × heads·head_dim`. The query
+    /// heads that share a key/value head are one matrix against it, so
+    /// the cache is read where it lies, never copied or repeated per head.
     fn attention(
         &self,
         c: &DecoderConfig,
@@ -254,13 +287,22 @@ impl DeviceWeights {
         values: &Tensor,
         start: usize,
     ) -> Result<Tensor> {
-        let n = q.dim(2)?;
+        let n = q.dim(0)?;
         let total = start + n;
         let group = c.heads / c.kv_heads;
-        let keys = candle_transformers::utils::repeat_kv(keys.contiguous()?, group)?;
-        let values = candle_transformers::utils::repeat_kv(values.contiguous()?, group)?;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&keys.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let (kv_heads, dim) = (c.kv_heads, c.head_dim);
+        // n × kv_heads·group × dim → kv_heads × group·n × dim (rows of one
+        // key/value head together; for one row, only a reshape)
+        let q = if n == 1 {
+            q.reshape((kv_heads, group, dim))?
+        } else {
+            q.reshape((n, kv_heads, group, dim))?
+                .permute((1, 2, 0, 3))?
+                .contiguous()?
+                .reshape((kv_heads, group * n, dim))?
+        };
+        let (keys, values) = (keys.squeeze(0)?, values.squeeze(0)?);
+        let mut scores = q.matmul(&keys.t()?)?.to_dtype(DType::F32)?;
         if n > 1 {
             let mask: Vec<f32> = (0..n)
                 .flat_map(|i| {
@@ -274,14 +316,30 @@ impl DeviceWeights {
                 })
                 .collect();
             let mask = Tensor::from_vec(mask, (n, total), &self.device)?;
-            scores = scores.broadcast_add(&mask)?;
+            scores = scores
+                .reshape((kv_heads, group, n, total))?
+                .broadcast_add(&mask)?
+                .reshape((kv_heads, group * n, total))?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
-        let context = probs.matmul(&values.contiguous()?)?;
-        Ok(context
-            .transpose(1, 2)?
-            .reshape((n, c.heads * c.head_dim))?)
+        let context = probs.matmul(&values)?;
+        Ok(if n == 1 {
+            context.reshape((1, c.heads * dim))?
+        } else {
+            context
+                .reshape((kv_heads, group, n, dim))?
+                .permute((2, 0, 1, 3))?
+                .contiguous()?
+                .reshape((n, c.heads * dim))?
+        })
     }
+}
+
+/// `n × kv_heads × head_dim` rows → `1 × kv_heads × n × head_dim`, as the
+/// cache holds them (contiguous, as the cache's copy needs; for one row,
+/// only a reshape).
+fn by_head(rows: &Tensor) -> Result<Tensor> {
+    Ok(rows.transpose(0, 1)?.contiguous()?.unsqueeze(0)?)
 }
 
 /// A sequence's cache on the device: per layer, keys and values
