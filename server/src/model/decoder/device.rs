@@ -268,7 +268,9 @@ impl DeviceWeights {
         let positions = Tensor::from_vec(positions, rows, &self.device)?;
         let half = self.cos.dim(1)?;
         let pick = |table: &Tensor| -> Result<Tensor> {
-            Ok(table.index_select(&positions, 0)?.reshape((rows, 1, half))?)
+            Ok(table
+                .index_select(&positions, 0)?
+                .reshape((rows, 1, half))?)
         };
         Ok((pick(&self.cos)?, pick(&self.sin)?))
     }
