@@ -304,7 +304,14 @@ impl DeviceWeights {
                 .reshape((kv_heads, group * n, dim))?
         };
         let (keys, values) = (keys.squeeze(0)?, values.squeeze(0)?);
-        let mut scores = q.matmul(&keys.t()?)?.to_dtype(DType::F32)?;
+        let mut scores = q.matmul(&keys.t()?)?;
+        if self.device.is_cpu() {
+            // candle's CUDA softmax computes in f32 whatever the tensor
+            // holds (two conversions there would be two more launches per
+            // sequence and layer); its CPU softmax computes in the tensor's
+            // own type, so there the scores are widened first
+            scores = scores.to_dtype(DType::F32)?;
+        }
         if n > 1 {
             let mask: Vec<f32> = (0..n)
                 .flat_map(|i| {
@@ -317,7 +324,8 @@ impl DeviceWeights {
                     })
                 })
                 .collect();
-            let mask = Tensor::from_vec(mask, (n, total), &self.device)?;
+            let mask =
+                Tensor::from_vec(mask, (n, total), &self.device)?.to_dtype(scores.dtype())?;
             scores = scores
                 .reshape((kv_heads, group, n, total))?
                 .broadcast_add(&mask)?
