@@ -180,6 +180,19 @@ impl Activations {
     }
 }
 
+/// `x.round_ties_even() as i32` for `|x| < 2²²` (here at most 127), in
+/// float and integer adds that vectorize: `x + 1.5·2²³` lands in the binade
+/// where one unit is one step of the mantissa, so the hardware's rounding
+/// to nearest, ties to even, leaves the integer in the low bits. Rust's
+/// saturating `as i32` (a NaN and range check per value) kept the whole
+/// quantizing loop scalar. A NaN gives some integer, never undefined
+/// behaviour.
+#[inline(always)]
+fn round_small(x: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
+    ((x + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
+}
+
 multiversion! {
     /// Quantizes consecutive 32-blocks of `x` into `qs`, `d`, `sum` and `s`.
     fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32], s: &mut [f32]) {
@@ -197,13 +210,42 @@ multiversion! {
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let mut total = 0i32;
             for (v, q) in x.iter().zip(q.iter_mut()) {
-                let r = (v * id).round_ties_even() as i32;
+                let r = round_small(v * id);
                 total += r;
                 *q = r as i8;
             }
             *d = through_f16(scale);
             *sum = total;
             *s = through_f16(scale * total as f32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn small_rounding_is_round_half_to_even_at_every_tie_and_step() {
+        // every tie (k + 0.5) and every 1/64 step over the range activations
+        // are scaled to, and the floats just beside each tie
+        for k in -130_000..=130_000 {
+            let x = k as f32 / 1024.0;
+            assert_eq!(round_small(x), x.round_ties_even() as i32, "{x}");
+        }
+        for k in -128..128 {
+            let tie = k as f32 + 0.5;
+            for x in [tie, tie.next_down(), tie.next_up()] {
+                assert_eq!(round_small(x), x.round_ties_even() as i32, "{x}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn small_rounding_matches_the_standard_library(x in -4_000_000f32..4_000_000f32) {
+            prop_assert_eq!(round_small(x), x.round_ties_even() as i32);
         }
     }
 }
