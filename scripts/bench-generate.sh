@@ -5,8 +5,9 @@
 # (SmolLM2-135M-Instruct Q4_1, scripts/fetch-smollm2.sh), the same
 # 128-token prompt and the same number of threads: prefill time of the
 # prompt, decode tokens/s of one greedy stream, and our aggregate tokens/s
-# at 1, 4 and 16 concurrent streams of 128 new tokens. Prints a table and
-# the machine (nproc, CPU model, instruction sets).
+# at 1, 4 and 16 concurrent streams of 128 new tokens, and 16 again with
+# the KV cache in f16 (--kv-cache-dtype f16). Prints a table and the machine
+# (nproc, CPU model, instruction sets).
 #
 # Usage: scripts/bench-generate.sh [THREADS] (default: nproc). Not part of
 # CI: llama-cpp-python is built from source (scripts/llamacpp-venv.sh, a
@@ -36,4 +37,6 @@ row("decode, one stream (tokens/s)", ours["decode_tokens_per_s"], theirs["decode
 single = ours["aggregate_tokens_per_s"]["1"]
 for n, t in sorted(ours["aggregate_tokens_per_s"].items(), key=lambda kv: int(kv[0])):
     print(f"{'aggregate, ' + n + ' streams (tokens/s)':34}{t:>12.1f}{'-':>22}{t / single:>7.2f}x ours at 1")
+half = ours["aggregate_16_f16_kv_tokens_per_s"]
+print(f"{'  the same, f16 KV cache':34}{half:>12.1f}{'-':>22}{half / single:>7.2f}x ours at 1")
 PY

@@ -4,7 +4,8 @@
 //! (prefill), decode tokens/s of one stream, and aggregate generated
 //! tokens/s of 1, 4 and 16 concurrent greedy streams of 128 new tokens
 //! through the continuous-batching engine (prefill included, as serving
-//! benchmarks count it).
+//! benchmarks count it); then 16 streams again with the KV cache in f16
+//! (`--kv-cache-dtype f16`).
 //!
 //! `cargo bench -p openmodel-server --bench generate [-- --json]`; the
 //! threads are the rayon pool's (`RAYON_NUM_THREADS`).
@@ -21,6 +22,7 @@ use openmodel_server::generate::params::{GenerationBounds, SamplingParams};
 use openmodel_server::generate::sampler::Sampler;
 use openmodel_server::kernels::isa::Isa;
 use openmodel_server::metrics::Metrics;
+use openmodel_server::model::decoder::config::KvDtype;
 use openmodel_server::model::decoder::trace::argmax;
 use openmodel_server::model::decoder::{KvCache, Logits, Step};
 use tokio::sync::mpsc;
@@ -170,6 +172,10 @@ fn main() {
         .into_iter()
         .map(|n| (n, runtime.block_on(concurrent(&model, &prompt, n))))
         .collect();
+    drop(model);
+    let mut half = Model::load(&dir).unwrap();
+    half.decoder.set_kv_dtype(KvDtype::F16).unwrap();
+    let half_16 = runtime.block_on(concurrent(&Arc::new(half), &prompt, 16));
     if json {
         let aggregate: serde_json::Map<String, serde_json::Value> = aggregate
             .iter()
@@ -187,6 +193,7 @@ fn main() {
                 "prefill_ms": prefill.as_secs_f64() * 1e3,
                 "decode_tokens_per_s": decode,
                 "aggregate_tokens_per_s": aggregate,
+                "aggregate_16_f16_kv_tokens_per_s": half_16,
             })
         );
         return;
@@ -199,4 +206,5 @@ fn main() {
     for (n, t) in aggregate {
         println!("  {n:>2} streams × {NEW_TOKENS} new tokens: {t:.1} tokens/s in all");
     }
+    println!("  16 streams, f16 KV cache: {half_16:.1} tokens/s in all");
 }

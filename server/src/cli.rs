@@ -15,6 +15,7 @@ use crate::batching::Limits;
 use crate::generate::engine::EngineLimits;
 use crate::generate::params::{self, GenerationBounds};
 use crate::limits::{self, RequestLimits};
+use crate::model::decoder::config::KvDtype;
 use crate::model::engine::Engine;
 use crate::server::{Config, GenerationConfig, TaskChoice};
 
@@ -235,6 +236,14 @@ pub struct GenerationArgs {
     /// Longest prompt, in tokens.
     #[arg(long = serve::MAX_PROMPT_TOKENS, default_value_t = 8192)]
     pub max_prompt_tokens: usize,
+    /// Element type of the KV cache on our CPU kernels: f32 (the model's
+    /// own arithmetic), or f16 (half the memory, so twice the tokens in
+    /// --kv-cache-bytes, and half the bytes each decode step reads, as
+    /// llama.cpp's default; each key and value rounded to f16 once). On a
+    /// candle device (--device cuda) the cache is in --dtype and only f32
+    /// is accepted here.
+    #[arg(long, value_enum, default_value_t = KvDtype::F32)]
+    pub kv_cache_dtype: KvDtype,
     /// Most tokens one request may generate (and what max_tokens: null
     /// asks for, within the model's context).
     #[arg(long = params::MAX_NEW_TOKENS, default_value_t = params::DEFAULT_MAX_NEW_TOKENS)]
@@ -266,6 +275,7 @@ impl GenerationArgs {
                 max_stop_token_ids: self.max_stop_token_ids,
             },
             max_prompt_tokens: self.max_prompt_tokens,
+            kv_cache_dtype: self.kv_cache_dtype,
         }
     }
 }

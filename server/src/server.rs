@@ -39,6 +39,7 @@ use crate::inference::{Bounds, Inference, Loaded};
 use crate::limits::RequestLimits;
 use crate::manifest::{Expectation, Manifest};
 use crate::metrics::Metrics;
+use crate::model::decoder::config::KvDtype;
 use crate::model::decoder::{KvCache, Logits, Step};
 use crate::model::embedding::Embedder;
 use crate::model::engine::Engine;
@@ -71,6 +72,8 @@ pub struct GenerationConfig {
     pub bounds: GenerationBounds,
     /// Longest prompt, in tokens.
     pub max_prompt_tokens: usize,
+    /// The element type of the CPU decoder's key/value caches.
+    pub kv_cache_dtype: KvDtype,
 }
 
 impl Default for GenerationConfig {
@@ -84,6 +87,7 @@ impl Default for GenerationConfig {
             },
             bounds: GenerationBounds::default(),
             max_prompt_tokens: 8192,
+            kv_cache_dtype: KvDtype::F32,
         }
     }
 }
@@ -513,7 +517,9 @@ fn load_generator(
     settings: GenerationConfig,
     metrics: Arc<Metrics>,
 ) -> Result<Loaded> {
-    let model = Arc::new(GenerationModel::load_for(dir, engine)?);
+    let mut model = GenerationModel::load_for(dir, engine)?;
+    model.decoder.set_kv_dtype(settings.kv_cache_dtype)?;
+    let model = Arc::new(model);
     let config = model.decoder.config().clone();
     let mut cache = KvCache::new(&config, 2);
     model.decoder.forward(&mut [Step {

@@ -23,6 +23,7 @@ mod common;
 use candle_core::{DType, Device};
 use common::smollm2_dir;
 use openmodel_server::generate::Model;
+use openmodel_server::model::decoder::config::KvDtype;
 use openmodel_server::model::decoder::trace::argmax;
 use openmodel_server::model::decoder::{KvCache, Logits, Step};
 use openmodel_server::model::engine::Engine;
@@ -42,7 +43,14 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 
 #[test]
 fn greedy_continuations_agree_with_llama_cpp() {
-    agree_with_llama_cpp(&Engine::Native, NEAR_TIE);
+    agree_with_llama_cpp(&Engine::Native, KvDtype::F32, NEAR_TIE);
+}
+
+/// With the KV cache in f16 (`--kv-cache-dtype f16`, llama.cpp's default
+/// too): the same bar and near-tie.
+#[test]
+fn with_an_f16_kv_cache_greedy_continuations_agree_with_llama_cpp() {
+    agree_with_llama_cpp(&Engine::Native, KvDtype::F16, NEAR_TIE);
 }
 
 /// The decoder on a candle device (what `--device cuda` runs: candle's
@@ -52,15 +60,16 @@ fn greedy_continuations_agree_with_llama_cpp() {
 /// llama.cpp led by 0.358: a wider near-tie, 0.4.
 #[test]
 fn on_a_candle_device_greedy_continuations_agree_with_llama_cpp() {
-    agree_with_llama_cpp(&Engine::Candle(Device::Cpu, DType::F32), 0.4);
+    agree_with_llama_cpp(&Engine::Candle(Device::Cpu, DType::F32), KvDtype::F32, 0.4);
 }
 
-fn agree_with_llama_cpp(engine: &Engine, near_tie: f64) {
+fn agree_with_llama_cpp(engine: &Engine, kv: KvDtype, near_tie: f64) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/smollm2_llamacpp_greedy.json");
     let fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let model = Model::load_for(&smollm2_dir(), engine).unwrap();
+    let mut model = Model::load_for(&smollm2_dir(), engine).unwrap();
+    model.decoder.set_kv_dtype(kv).unwrap();
     let cases = fixture["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 10);
     let mut agreeing_16 = 0;
@@ -155,9 +164,10 @@ fn agree_with_llama_cpp(engine: &Engine, near_tie: f64) {
         .collect::<Vec<_>>()
         .join(", ");
     eprintln!(
-        "{}\n{}: {agreeing_16} of 10 agree with llama.cpp for 16 tokens (transformers FP32: {transformers_16} of 10; {variants})",
+        "{}\n{}, {} KV cache: {agreeing_16} of 10 agree with llama.cpp for 16 tokens (transformers FP32: {transformers_16} of 10; {variants})",
         report.join("\n"),
-        engine.describe()
+        engine.describe(),
+        kv.name()
     );
     assert!(
         far.is_empty(),

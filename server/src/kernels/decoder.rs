@@ -6,7 +6,9 @@
 #[cfg(test)]
 use super::elementwise::softmax_in_place;
 use super::elementwise::{exp, map_in_place, softmax_inline, sum_of};
-use super::isa::{Isa, multiversion, prefetch};
+use half::f16;
+
+use super::isa::{Isa, Level, multiversion, prefetch};
 
 multiversion! {
     /// RMSNorm of each `weight.len()`-wide row of `x` into `out`:
@@ -125,6 +127,116 @@ impl Rope {
 /// Positions per tile of a key cache.
 pub const KEY_TILE: usize = 16;
 
+/// An element of a key/value cache: f32, or f16 (half the memory, and half
+/// the bytes attention reads at every step).
+pub trait KvElement: Copy + Default + Send + Sync + 'static {
+    /// `x` as an element (to nearest, ties to even).
+    fn from_f32(x: f32) -> Self;
+    /// Its value.
+    fn to_f32(self) -> f32;
+    /// The values of 8 elements, in the kernels' inner loops.
+    #[inline(always)]
+    fn to_f32_x8(from: &[Self; 8]) -> [f32; 8] {
+        let mut out = [0f32; 8];
+        for l in 0..8 {
+            out[l] = from[l].to_f32();
+        }
+        out
+    }
+}
+
+impl KvElement for f32 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> f32 {
+        x
+    }
+
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl KvElement for f16 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> f16 {
+        f16::from_f32(x)
+    }
+
+    /// In integer and float operations with no branch, so that a loop of
+    /// them vectorizes (the `half` crate's conversion branches per value):
+    /// exponent and mantissa moved into place and the exponent rebiased;
+    /// infinities and NaNs get the top exponent; subnormals are made
+    /// normal by one float subtraction (never a subnormal operand, which
+    /// some CPUs take a slow path for).
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        const SHIFTED_EXP: u32 = 0x7C00 << 13;
+        let h = u32::from(self.to_bits());
+        let bits = (h & 0x7FFF) << 13;
+        let exp = bits & SHIFTED_EXP;
+        let normal = bits + ((127 - 15) << 23);
+        let special = normal + ((128 - 16) << 23);
+        let subnormal = (f32::from_bits(normal + (1 << 23)) - f32::from_bits(113 << 23)).to_bits();
+        // selections as masks, not branches, so that it vectorizes
+        let is_special = u32::from(exp == SHIFTED_EXP).wrapping_neg();
+        let is_subnormal = u32::from(exp == 0).wrapping_neg();
+        let magnitude = (special & is_special)
+            | (subnormal & is_subnormal)
+            | (normal & !(is_special | is_subnormal));
+        f32::from_bits(magnitude | ((h & 0x8000) << 16))
+    }
+}
+
+/// An f16 of a cache that [`causal_attention`] hands to the kernels at
+/// the AVX2 or AVX-512 level, read with F16C's one instruction and no
+/// check in the loop (the portable conversion cost more than the halved
+/// memory saved). Private: only that function makes these, and only at
+/// those levels, where F16C was detected.
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct F16c(f16);
+
+impl F16c {
+    /// `values`, as read with F16C.
+    fn slice(values: &[f16]) -> &[F16c] {
+        // SAFETY: F16c is a transparent wrapper of f16: the same size,
+        // alignment and bit validity.
+        unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) }
+    }
+}
+
+impl KvElement for F16c {
+    #[inline(always)]
+    fn from_f32(x: f32) -> F16c {
+        F16c(f16::from_f32(x))
+    }
+
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        KvElement::to_f32(self.0)
+    }
+
+    #[inline(always)]
+    fn to_f32_x8(from: &[F16c; 8]) -> [f32; 8] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__m256, _mm_loadu_si128, _mm256_cvtph_ps};
+            // SAFETY: F16c values reach the kernels only from
+            // causal_attention at the AVX2 or AVX-512 level, which an
+            // Isa has only where F16C was detected; `from` is 16 bytes, and
+            // the result 8 f32, the size of the array.
+            unsafe {
+                std::mem::transmute::<__m256, [f32; 8]>(_mm256_cvtph_ps(_mm_loadu_si128(
+                    from.as_ptr().cast(),
+                )))
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        std::array::from_fn(|l| from[l].to_f32())
+    }
+}
+
 /// Appends the key of `position` (`kv_heads × head_dim`, the positions
 /// before it already there) to `keys`, a sequence's cached keys in tiles
 /// of [`KEY_TILE`] positions: in a tile, each key/value head's `head_dim`
@@ -135,7 +247,7 @@ pub const KEY_TILE: usize = 16;
 /// positions are 16 lanes of multiply-adds, with no sum across lanes. A
 /// new tile starts as zeros; the positions not yet written score against
 /// nothing (they are never visible).
-pub fn append_key(keys: &mut Vec<f32>, position: usize, key: &[f32]) {
+pub fn append_key<E: KvElement>(keys: &mut Vec<E>, position: usize, key: &[f32]) {
     let kv_width = key.len();
     let tile = position / KEY_TILE;
     let lane = position % KEY_TILE;
@@ -145,11 +257,11 @@ pub fn append_key(keys: &mut Vec<f32>, position: usize, key: &[f32]) {
             tile * KEY_TILE * kv_width,
             "keys appended in order"
         );
-        keys.resize((tile + 1) * KEY_TILE * kv_width, 0.0);
+        keys.resize((tile + 1) * KEY_TILE * kv_width, E::default());
     }
     let base = &mut keys[tile * KEY_TILE * kv_width..][..KEY_TILE * kv_width];
     for (e, v) in key.iter().enumerate() {
-        base[e * KEY_TILE + lane] = *v;
+        base[e * KEY_TILE + lane] = E::from_f32(*v);
     }
 }
 
@@ -164,20 +276,58 @@ pub struct Heads {
     pub head_dim: usize,
 }
 
+/// A sequence's cached keys (in tiles, as [`append_key`] lays them out) and
+/// values (`positions × kv_heads·head_dim`) at one layer, in the cache's
+/// element type.
+#[derive(Clone, Copy)]
+pub enum KvSlices<'a> {
+    /// Keys and values in f32.
+    F32(&'a [f32], &'a [f32]),
+    /// Keys and values in f16.
+    F16(&'a [f16], &'a [f16]),
+}
+
+/// Causal attention of `queries` (`rows × heads·head_dim`, positions
+/// `first`, `first + 1`, … of a sequence) over its cached keys and values
+/// (`cache`, at least up to the last query's position), for the query
+/// heads `only` (all of them, or a part, so that one decoded row can be
+/// shared between threads), into `out` (`rows × only.len()·head_dim`).
+/// `scores` is scratch space. An f16 cache is read with F16C's conversion
+/// inlined into the loops at the AVX2 and AVX-512 levels (each of which
+/// implies F16C), with the portable one below them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn causal_attention(
+    isa: Isa,
+    queries: &[f32],
+    first: usize,
+    cache: KvSlices<'_>,
+    shape: Heads,
+    only: std::ops::Range<usize>,
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
+    match cache {
+        KvSlices::F32(keys, values) => {
+            attention_of(isa, queries, first, keys, values, shape, only, out, scores)
+        }
+        KvSlices::F16(keys, values) if isa.level() >= Level::Avx2 => {
+            let (keys, values) = (F16c::slice(keys), F16c::slice(values));
+            attention_of(isa, queries, first, keys, values, shape, only, out, scores)
+        }
+        KvSlices::F16(keys, values) => {
+            attention_of(isa, queries, first, keys, values, shape, only, out, scores)
+        }
+    }
+}
+
 multiversion! {
-    /// Causal attention of `queries` (`rows × heads·head_dim`, positions
-    /// `first`, `first + 1`, … of a sequence) over the cached `keys` (in
-    /// tiles, as [`append_key`] lays them out) and `values`
-    /// (`positions × kv_heads·head_dim`), both at least up to the last
-    /// query's position, for the query heads `only` (all of them, or a
-    /// part, so that one decoded row can be shared between threads), into
-    /// `out` (`rows × only.len()·head_dim`). `scores` is scratch space.
+    /// [`causal_attention`] for caches of any element type.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn causal_attention(
+    fn attention_of<E: KvElement>(
         queries: &[f32],
         first: usize,
-        keys: &[f32],
-        values: &[f32],
+        keys: &[E],
+        values: &[E],
         shape: Heads,
         only: std::ops::Range<usize>,
         out: &mut [f32],
@@ -209,10 +359,10 @@ multiversion! {
                     visible,
                 };
                 match end - h {
-                    1 => attend::<1>(q, cache, scale, scores, o),
-                    2 => attend::<2>(q, cache, scale, scores, o),
-                    3 => attend::<3>(q, cache, scale, scores, o),
-                    _ => attend::<MAX_PACK>(q, cache, scale, scores, o),
+                    1 => attend::<1, E>(q, cache, scale, scores, o),
+                    2 => attend::<2, E>(q, cache, scale, scores, o),
+                    3 => attend::<3, E>(q, cache, scale, scores, o),
+                    _ => attend::<MAX_PACK, E>(q, cache, scale, scores, o),
                 }
                 h = end;
             }
@@ -228,9 +378,9 @@ const MAX_PACK: usize = 4;
 /// tile `p / KEY_TILE` at `keys[(p / KEY_TILE)·KEY_TILE·stride..]`, element
 /// `d` at lane `p % KEY_TILE` of `[d·KEY_TILE..]` there.
 #[derive(Clone, Copy)]
-struct Cache<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
+struct Cache<'a, E> {
+    keys: &'a [E],
+    values: &'a [E],
     stride: usize,
     visible: usize,
 }
@@ -242,9 +392,9 @@ struct Cache<'a> {
 /// instruction set (its mul_add became a call to a software fmaf). Each
 /// head's numbers are summed in the same order whatever `G` is.
 #[inline(always)]
-fn attend<const G: usize>(
+fn attend<const G: usize, E: KvElement>(
     q: &[f32],
-    cache: Cache<'_>,
+    cache: Cache<'_, E>,
     scale: f32,
     scores: &mut Vec<f32>,
     out: &mut [f32],
@@ -264,7 +414,7 @@ fn attend<const G: usize>(
         } else {
             &[]
         };
-        let tile_scores = tile_scores::<G>(q, keys, next);
+        let tile_scores = tile_scores::<G, E>(q, keys, next);
         let from = tile * KEY_TILE;
         let n = KEY_TILE.min(visible - from);
         for (g, s) in tile_scores.iter().enumerate() {
@@ -276,15 +426,15 @@ fn attend<const G: usize>(
     }
     let mut done = 0;
     while dim - done >= 64 {
-        weighted_sums::<G, 64>(scores, cache, done, out);
+        weighted_sums::<G, 64, E>(scores, cache, done, out);
         done += 64;
     }
     while dim - done >= 16 {
-        weighted_sums::<G, 16>(scores, cache, done, out);
+        weighted_sums::<G, 16, E>(scores, cache, done, out);
         done += 16;
     }
     while done < dim {
-        weighted_sums::<G, 1>(scores, cache, done, out);
+        weighted_sums::<G, 1, E>(scores, cache, done, out);
         done += 1;
     }
 }
@@ -299,7 +449,11 @@ fn attend<const G: usize>(
 /// one before it, several keep the unit busy. Row by row, the same row of
 /// `next` (the next tile, or nothing) is asked of the cache.
 #[inline(always)]
-fn tile_scores<const G: usize>(q: &[f32], keys: &[f32], next: &[f32]) -> [[f32; KEY_TILE]; G] {
+fn tile_scores<const G: usize, E: KvElement>(
+    q: &[f32],
+    keys: &[E],
+    next: &[E],
+) -> [[f32; KEY_TILE]; G] {
     const CHAINS: usize = 4;
     let dim = keys.len() / KEY_TILE;
     let mut chains = [[[0f32; KEY_TILE]; CHAINS]; G];
@@ -309,9 +463,7 @@ fn tile_scores<const G: usize>(q: &[f32], keys: &[f32], next: &[f32]) -> [[f32; 
             if let Some(row) = next.get((d0 + c) * KEY_TILE..(d0 + c + 1) * KEY_TILE) {
                 prefetch(row);
             }
-            let k: &[f32; KEY_TILE] = keys[(d0 + c) * KEY_TILE..][..KEY_TILE]
-                .try_into()
-                .expect("a whole row of lanes");
+            let k = widen::<KEY_TILE, E>(&keys[(d0 + c) * KEY_TILE..]);
             for g in 0..G {
                 let x = q[g * dim + d0 + c];
                 for l in 0..KEY_TILE {
@@ -321,7 +473,7 @@ fn tile_scores<const G: usize>(q: &[f32], keys: &[f32], next: &[f32]) -> [[f32; 
         }
     }
     for d in whole..dim {
-        let k = &keys[d * KEY_TILE..][..KEY_TILE];
+        let k = widen::<KEY_TILE, E>(&keys[d * KEY_TILE..]);
         for g in 0..G {
             let x = q[g * dim + d];
             for l in 0..KEY_TILE {
@@ -340,6 +492,23 @@ fn tile_scores<const G: usize>(q: &[f32], keys: &[f32], next: &[f32]) -> [[f32; 
     sums
 }
 
+/// The first `N` elements of `from` as f32 (a plain loop, so that it is
+/// compiled with the caller's instruction set and vectorized with it).
+#[inline(always)]
+fn widen<const N: usize, E: KvElement>(from: &[E]) -> [f32; N] {
+    let from = &from[..N];
+    let mut out = [0f32; N];
+    let whole = N / 8 * 8;
+    for l in (0..whole).step_by(8) {
+        let eight: &[E; 8] = from[l..l + 8].try_into().expect("8 elements");
+        out[l..l + 8].copy_from_slice(&E::to_f32_x8(eight));
+    }
+    for l in whole..N {
+        out[l] = from[l].to_f32();
+    }
+    out
+}
+
 /// Positions ahead whose values are asked of the cache while one is summed.
 const VALUES_AHEAD: usize = 8;
 
@@ -348,9 +517,9 @@ const VALUES_AHEAD: usize = 8;
 /// `out` in memory made each position wait for the store of the one
 /// before) and each value chunk loaded once for all heads.
 #[inline(always)]
-fn weighted_sums<const G: usize, const W: usize>(
+fn weighted_sums<const G: usize, const W: usize, E: KvElement>(
     scores: &[f32],
-    cache: Cache<'_>,
+    cache: Cache<'_, E>,
     at: usize,
     out: &mut [f32],
 ) {
@@ -361,9 +530,7 @@ fn weighted_sums<const G: usize, const W: usize>(
         if p + VALUES_AHEAD < visible {
             prefetch(&cache.values[(p + VALUES_AHEAD) * cache.stride + at..][..W]);
         }
-        let v: &[f32; W] = cache.values[p * cache.stride + at..][..W]
-            .try_into()
-            .expect("a whole chunk");
+        let v = widen::<W, E>(&cache.values[p * cache.stride + at..]);
         for g in 0..G {
             let w = scores[g * visible + p];
             for l in 0..W {
@@ -465,7 +632,7 @@ mod tests {
         let keys: Vec<f32> = (0..positions * 8).map(|i| (i as f32 * 0.7).sin()).collect();
         let values: Vec<f32> = (0..positions * 8).map(|i| (i as f32 * 0.3).cos()).collect();
         let queries: Vec<f32> = (0..2 * 16).map(|i| (i as f32 * 0.11).sin()).collect();
-        let tiled = tiled(&keys, 8);
+        let tiled: Vec<f32> = tiled(&keys, 8);
         let mut out = vec![0.0; 32];
         let mut scores = Vec::new();
         for isa in Isa::all_supported() {
@@ -473,8 +640,7 @@ mod tests {
                 isa,
                 &queries,
                 positions - 2,
-                &tiled,
-                &values,
+                KvSlices::F32(&tiled, &values),
                 shape,
                 0..4,
                 &mut out,
@@ -486,8 +652,7 @@ mod tests {
                 isa,
                 &queries,
                 positions - 2,
-                &tiled,
-                &values,
+                KvSlices::F32(&tiled, &values),
                 shape,
                 1..3,
                 &mut part,
@@ -501,8 +666,87 @@ mod tests {
         }
     }
 
+    #[test]
+    fn f16_elements_widen_exactly_as_the_half_crate_says() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            let (ours, theirs) = (KvElement::to_f32(h), h.to_f32());
+            if theirs.is_nan() {
+                assert!(ours.is_nan(), "{bits:#06x}");
+            } else {
+                assert_eq!(ours.to_bits(), theirs.to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn f16c_reads_eight_at_a_time_as_the_portable_conversion() {
+        // F16c is made only at the AVX2 level and above (every x86-64 CPU
+        // with AVX2 has it); causal_attention_f16's test covers the rest
+        assert!(
+            Isa::all_supported()
+                .iter()
+                .any(|isa| isa.level() >= Level::Avx2),
+            "this CPU has no AVX2: the f16 cache is read with the portable conversion only"
+        );
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        for eight in all.chunks_exact(8) {
+            let h: [f16; 8] = std::array::from_fn(|l| f16::from_bits(eight[l]));
+            let ours = F16c::to_f32_x8(&h.map(F16c));
+            let portable = f16::to_f32_x8(&h);
+            for l in 0..8 {
+                assert!(
+                    ours[l].to_bits() == portable[l].to_bits()
+                        || (ours[l].is_nan() && portable[l].is_nan()),
+                    "{:#06x}",
+                    eight[l]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_f16_cache_attends_as_its_rounded_values_say() {
+        let shape = Heads {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 20,
+        };
+        let (first, rows, kv_width, q_width) = (21, 2, 40, 120);
+        let positions = first + rows;
+        let rounded = |v: f32| f16::from_f32(v).to_f32();
+        let keys: Vec<f32> = (0..positions * kv_width)
+            .map(|i| rounded((i as f32 * 0.37).sin() * 3.0))
+            .collect();
+        let values: Vec<f32> = (0..positions * kv_width)
+            .map(|i| rounded((i as f32 * 0.13).cos()))
+            .collect();
+        let queries: Vec<f32> = (0..rows * q_width)
+            .map(|i| (i as f32 * 0.071).sin())
+            .collect();
+        let expected = attention_reference(&queries, first, &keys, &values, shape);
+        let half_keys: Vec<f16> = tiled(&keys, kv_width);
+        let half_values: Vec<f16> = values.iter().map(|v| f16::from_f32(*v)).collect();
+        let mut scores = Vec::new();
+        for isa in Isa::all_supported() {
+            let mut out = vec![0.0; rows * q_width];
+            causal_attention(
+                isa,
+                &queries,
+                first,
+                KvSlices::F16(&half_keys, &half_values),
+                shape,
+                0..6,
+                &mut out,
+                &mut scores,
+            );
+            close(&out, &expected, 1e-5);
+        }
+    }
+
     /// Keys given position by position (`kv_width` each), in tiles.
-    fn tiled(keys: &[f32], kv_width: usize) -> Vec<f32> {
+    fn tiled<E: KvElement>(keys: &[f32], kv_width: usize) -> Vec<E> {
         let mut out = Vec::new();
         for (p, key) in keys.chunks_exact(kv_width).enumerate() {
             append_key(&mut out, p, key);
@@ -514,7 +758,7 @@ mod tests {
     fn keys_are_tiled_sixteen_positions_to_a_load() {
         let kv_width = 6;
         let keys: Vec<f32> = (0..20 * kv_width).map(|i| i as f32).collect();
-        let out = tiled(&keys, kv_width);
+        let out: Vec<f32> = tiled(&keys, kv_width);
         // Two tiles; the second's last 12 positions not yet written.
         assert_eq!(out.len(), 2 * KEY_TILE * kv_width);
         for p in 0..20 {
@@ -590,7 +834,7 @@ mod tests {
             .map(|i| (i as f32 * 0.071).sin() * 2.0)
             .collect();
         let expected = attention_reference(&queries, first, &keys, &values, shape);
-        let tiled = tiled(&keys, kv_width);
+        let tiled: Vec<f32> = tiled(&keys, kv_width);
         let mut scores = Vec::new();
         for isa in Isa::all_supported() {
             let mut attend = |heads: std::ops::Range<usize>, out: &mut [f32]| {
@@ -598,8 +842,7 @@ mod tests {
                     isa,
                     &queries,
                     first,
-                    &tiled,
-                    &values,
+                    KvSlices::F32(&tiled, &values),
                     shape,
                     heads,
                     out,

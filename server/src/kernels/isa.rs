@@ -102,33 +102,34 @@ impl Isa {
     }
 }
 
-/// Defines `fn name(isa: Isa, args…)` whose plain-Rust body is compiled three
-/// times (AVX-512, AVX2+FMA, baseline) and picked by `isa`, so that loops the
-/// compiler vectorizes use the widest registers the CPU has. Declare the
-/// functions `pub(crate)`: outside callers go through wrappers that detect
-/// the instruction set themselves.
+/// Defines `fn name(isa: Isa, args…)` (or `fn name<T: Bound>(…)`, one type
+/// parameter) whose plain-Rust body is compiled three times (AVX-512,
+/// AVX2+FMA, baseline) and picked by `isa`, so that loops the compiler
+/// vectorizes use the widest registers the CPU has. Declare the functions
+/// `pub(crate)`: outside callers go through wrappers that detect the
+/// instruction set themselves.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$gen:ident: $bound:path>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        $vis fn $name(isa: $crate::kernels::isa::Isa, $($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name $(<$gen: $bound>)? (isa: $crate::kernels::isa::Isa, $($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
+            fn body $(<$gen: $bound>)? ($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-            fn v4($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+            #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma,f16c")]
+            fn v4 $(<$gen: $bound>)? ($($arg: $ty),*) $(-> $ret)? { body $(::<$gen>)? ($($arg),*) }
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            fn v3($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn v3 $(<$gen: $bound>)? ($($arg: $ty),*) $(-> $ret)? { body $(::<$gen>)? ($($arg),*) }
             match isa.level() {
                 // SAFETY: an `Isa` only comes from runtime detection (its
                 // field is private), so the CPU has AVX-512F, VL and DQ,
-                // AVX2 and FMA at this level.
+                // AVX2, FMA and F16C at this level.
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::isa::Level::Avx512 => unsafe { v4($($arg),*) },
-                // SAFETY: as above: AVX2 and FMA were detected.
+                $crate::kernels::isa::Level::Avx512 => unsafe { v4 $(::<$gen>)? ($($arg),*) },
+                // SAFETY: as above: AVX2, FMA and F16C were detected.
                 #[cfg(target_arch = "x86_64")]
-                $crate::kernels::isa::Level::Avx2 => unsafe { v3($($arg),*) },
-                _ => body($($arg),*),
+                $crate::kernels::isa::Level::Avx2 => unsafe { v3 $(::<$gen>)? ($($arg),*) },
+                _ => body $(::<$gen>)? ($($arg),*),
             }
         }
     };

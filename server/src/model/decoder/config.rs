@@ -67,6 +67,40 @@ pub struct DecoderConfig {
     pub rms_eps: f32,
     /// Longest context the model was trained for.
     pub context: usize,
+    /// The element type of the CPU decoder's key/value cache (not the
+    /// model's: a serving choice, f32 unless set).
+    pub kv_dtype: KvDtype,
+}
+
+/// The element type of a key/value cache on the host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvDtype {
+    /// 4 bytes a value: the model's own arithmetic (what the parity tests
+    /// hold to transformers' FP32).
+    #[default]
+    F32,
+    /// 2 bytes a value: half the memory, so twice the tokens in a KV
+    /// budget, and half the bytes attention reads at every step (llama.cpp's
+    /// default); each key and value rounded to f16 once, as it is cached.
+    F16,
+}
+
+impl KvDtype {
+    /// Bytes one element takes.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+
+    /// Its name, as `--kv-cache-dtype` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
 }
 
 impl DecoderConfig {
@@ -107,6 +141,7 @@ impl DecoderConfig {
             },
             rms_eps: gguf.float(&key("attention.layer_norm_rms_epsilon"))? as f32,
             context: uint("context_length")?,
+            kv_dtype: KvDtype::F32,
         };
         config.check()
     }
@@ -158,6 +193,7 @@ impl DecoderConfig {
             rope_style: RopeStyle::Half,
             rms_eps: hf.rms_norm_eps,
             context: hf.max_position_embeddings,
+            kv_dtype: KvDtype::F32,
         }
         .check()
     }
@@ -202,9 +238,10 @@ impl DecoderConfig {
         self.kv_heads * self.head_dim
     }
 
-    /// Bytes of keys and values one cached token takes (f32, every layer).
+    /// Bytes of keys and values one cached token takes (every layer, in
+    /// [`DecoderConfig::kv_dtype`]).
     pub fn kv_bytes_per_token(&self) -> usize {
-        self.layers * 2 * self.kv_width() * 4
+        self.layers * 2 * self.kv_width() * self.kv_dtype.bytes()
     }
 }
 
@@ -226,6 +263,11 @@ mod tests {
             assert_eq!(c.arch, want);
             assert_eq!((c.head_dim, c.kv_width(), c.q_width()), (16, 32, 64));
             assert_eq!(c.kv_bytes_per_token(), 2 * 2 * 32 * 4);
+            let half = DecoderConfig {
+                kv_dtype: KvDtype::F16,
+                ..c
+            };
+            assert_eq!(half.kv_bytes_per_token(), 2 * 2 * 32 * 2);
         }
         let gpt = DecoderConfig::from_hf_json(&format!(
             r#"{{"architectures":["GPT2LMHeadModel"],{base}}}"#

@@ -31,11 +31,13 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::kv_cache::KvCache as DeviceLayerCache;
 
-use crate::kernels::decoder::{KEY_TILE, Rope};
+use half::f16;
+
+use crate::kernels::decoder::{KEY_TILE, KvElement, KvSlices, Rope, append_key};
 use crate::model::engine::Engine;
 use crate::model::gguf::Gguf;
 use crate::{Error, Result};
-use config::DecoderConfig;
+use config::{DecoderConfig, KvDtype};
 use device::DeviceWeights;
 use native::NativeWeights;
 use source::Source;
@@ -57,12 +59,23 @@ pub struct Decoder {
 
 /// Where a cache's keys and values are.
 enum Store {
-    /// In host memory, f32, per layer: keys in tiles of positions (as
-    /// [`crate::kernels::decoder::append_key`] lays them out), then values,
-    /// `len × kv_width` (the native decoder).
-    Host(Vec<(Vec<f32>, Vec<f32>)>),
+    /// In host memory, per layer (the native decoder).
+    Host(HostLayers),
     /// On the device, per layer (a decoder on a candle device).
     Device(Vec<DeviceLayerCache>),
+}
+
+/// One layer's cached keys, in tiles of positions (as
+/// [`crate::kernels::decoder::append_key`] lays them out), and values,
+/// `len × kv_width`.
+type Layer<E> = (Vec<E>, Vec<E>);
+
+/// A host cache's layers, in the cache's element type.
+enum HostLayers {
+    /// `--kv-cache-dtype f32`.
+    F32(Vec<Layer<f32>>),
+    /// `--kv-cache-dtype f16`.
+    F16(Vec<Layer<f16>>),
 }
 
 /// A sequence's cached keys and values, every layer.
@@ -73,24 +86,30 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for up to `capacity` tokens of `config`'s model.
-    /// On the host its room is reserved at once, so that it never moves as
-    /// it grows (the pages are touched as tokens arrive); on a device, it
-    /// is allocated for `capacity` tokens at the first pass.
+    /// An empty cache for up to `capacity` tokens of `config`'s model, its
+    /// elements in `config.kv_dtype`. On the host its room is reserved at
+    /// once, so that it never moves as it grows (the pages are touched as
+    /// tokens arrive); on a device, it is allocated for `capacity` tokens
+    /// at the first pass.
     pub fn new(config: &DecoderConfig, capacity: usize) -> KvCache {
-        let kv_width = config.kv_width();
-        let keys = KvCache::room(capacity) * kv_width;
+        fn reserved<E>(config: &DecoderConfig, capacity: usize) -> Vec<Layer<E>> {
+            let kv_width = config.kv_width();
+            let keys = KvCache::room(capacity) * kv_width;
+            (0..config.layers)
+                .map(|_| {
+                    (
+                        Vec::with_capacity(keys),
+                        Vec::with_capacity(capacity * kv_width),
+                    )
+                })
+                .collect()
+        }
+        let layers = match config.kv_dtype {
+            KvDtype::F32 => HostLayers::F32(reserved(config, capacity)),
+            KvDtype::F16 => HostLayers::F16(reserved(config, capacity)),
+        };
         KvCache {
-            store: Store::Host(
-                (0..config.layers)
-                    .map(|_| {
-                        (
-                            Vec::with_capacity(keys),
-                            Vec::with_capacity(capacity * kv_width),
-                        )
-                    })
-                    .collect(),
-            ),
+            store: Store::Host(layers),
             len: 0,
             capacity,
         }
@@ -113,28 +132,52 @@ impl KvCache {
         self.len == 0
     }
 
-    fn host(&self) -> Result<&[(Vec<f32>, Vec<f32>)]> {
+    /// Layer `layer` of a host cache, to read.
+    fn host_layer(&self, layer: usize) -> Result<KvSlices<'_>> {
         match &self.store {
-            Store::Host(layers) => Ok(layers),
-            Store::Device(_) => Err(Error::BadInput(
-                "a cache filled on a device is given to the CPU decoder".into(),
-            )),
+            Store::Host(HostLayers::F32(layers)) => {
+                Ok(KvSlices::F32(&layers[layer].0, &layers[layer].1))
+            }
+            Store::Host(HostLayers::F16(layers)) => {
+                Ok(KvSlices::F16(&layers[layer].0, &layers[layer].1))
+            }
+            Store::Device(_) => Err(on_the_wrong_side()),
         }
     }
 
-    fn host_mut(&mut self) -> Result<&mut [(Vec<f32>, Vec<f32>)]> {
-        match &mut self.store {
-            Store::Host(layers) => Ok(layers),
-            Store::Device(_) => Err(Error::BadInput(
-                "a cache filled on a device is given to the CPU decoder".into(),
-            )),
+    /// Appends the key and value of `position` (after those before it) to
+    /// layer `layer` of a host cache, in its element type.
+    fn host_append(
+        &mut self,
+        layer: usize,
+        position: usize,
+        key: &[f32],
+        value: &[f32],
+    ) -> Result<()> {
+        fn append<E: KvElement>(layer: &mut Layer<E>, position: usize, key: &[f32], value: &[f32]) {
+            append_key(&mut layer.0, position, key);
+            layer.1.extend(value.iter().map(|v| E::from_f32(*v)));
         }
+        match &mut self.store {
+            Store::Host(HostLayers::F32(layers)) => {
+                append(&mut layers[layer], position, key, value)
+            }
+            Store::Host(HostLayers::F16(layers)) => {
+                append(&mut layers[layer], position, key, value)
+            }
+            Store::Device(_) => return Err(on_the_wrong_side()),
+        }
+        Ok(())
     }
 
     /// The device layers, made on first use by a decoder on a device.
     fn device_mut(&mut self, layers: usize) -> Result<&mut [DeviceLayerCache]> {
         if let Store::Host(host) = &self.store {
-            if self.len > 0 || host.iter().any(|(k, _)| !k.is_empty()) {
+            let filled = match host {
+                HostLayers::F32(layers) => layers.iter().any(|(k, _)| !k.is_empty()),
+                HostLayers::F16(layers) => layers.iter().any(|(k, _)| !k.is_empty()),
+            };
+            if self.len > 0 || filled {
                 return Err(Error::BadInput(
                     "a cache filled by the CPU decoder is given to a decoder on a device".into(),
                 ));
@@ -146,6 +189,11 @@ impl KvCache {
             Store::Host(_) => Err(Error::BadInput("the device cache was not made".into())),
         }
     }
+}
+
+/// A cache filled on a device given to the CPU decoder.
+fn on_the_wrong_side() -> Error {
+    Error::BadInput("a cache filled on a device is given to the CPU decoder".into())
 }
 
 /// Which rows' logits a sequence wants from a pass.
@@ -248,6 +296,22 @@ impl Decoder {
             Engine::Native => Decoder::load(path),
             Engine::Candle(device, dtype) => Decoder::load_on(path, device, *dtype),
         }
+    }
+
+    /// Caches made for this decoder from now on ([`KvCache::new`] with its
+    /// config) keep their keys and values in `dtype`, and a KV budget
+    /// counts [`DecoderConfig::kv_bytes_per_token`] in it. Only the CPU
+    /// decoder has the choice: on a candle device the cache is in the
+    /// activations' precision.
+    pub fn set_kv_dtype(&mut self, dtype: KvDtype) -> Result<()> {
+        if dtype != KvDtype::F32 && matches!(self.weights, Weights::Device(_)) {
+            return Err(Error::BadConfig(format!(
+                "--kv-cache-dtype {} is for our CPU kernels (--device cpu); on a candle device the KV cache is in --dtype: leave --kv-cache-dtype at f32",
+                dtype.name()
+            )));
+        }
+        self.config.kv_dtype = dtype;
+        Ok(())
     }
 
     /// The model's shape.

@@ -12,7 +12,7 @@ use super::parts::{BlockParts, TopParts};
 use super::{Step, split_logits, wanted_rows};
 use crate::Result;
 use crate::kernels::decoder::{
-    Heads, Rope, append_key, causal_attention, rms_norm_in_place, rms_norm_into, silu_mul,
+    Heads, Rope, causal_attention, rms_norm_in_place, rms_norm_into, silu_mul,
 };
 use crate::kernels::isa::Isa;
 use crate::kernels::quant::QuantMatrix;
@@ -136,7 +136,6 @@ impl NativeWeights {
             let mut row_index = 0;
             for step in steps.iter_mut() {
                 let start = step.cache.len;
-                let (keys, values) = &mut step.cache.host_mut()?[layer];
                 for (i, row) in qkv[row_index * qkv_width..]
                     .chunks_exact_mut(qkv_width)
                     .take(step.tokens.len())
@@ -155,8 +154,8 @@ impl NativeWeights {
                     }
                     rope.apply(q, start + i);
                     rope.apply(k, start + i);
-                    append_key(keys, start + i, k);
-                    values.extend_from_slice(&kv[kw..]);
+                    let (k, v) = kv.split_at(kw);
+                    step.cache.host_append(layer, start + i, k, v)?;
                 }
                 row_index += step.tokens.len();
             }
@@ -226,7 +225,7 @@ fn attention(
             let take = chunk.min(n - done);
             let (mine, tail) = rest.split_at_mut(take * qw);
             rest = tail;
-            let cache = &step.cache.host()?[layer];
+            let cache = step.cache.host_layer(layer)?;
             if take == 1 {
                 let mut mine = mine;
                 let mut h = 0;
@@ -253,12 +252,12 @@ fn attention(
     }
     jobs.into_par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
-        |(queries, scores), (row, n, first, (keys, values), heads, out)| {
+        |(queries, scores), (row, n, first, cache, heads, out)| {
             queries.clear();
             for r in 0..n {
                 queries.extend_from_slice(&qkv[(row + r) * qkv_width..][..qw]);
             }
-            causal_attention(isa, queries, first, keys, values, shape, heads, out, scores);
+            causal_attention(isa, queries, first, cache, shape, heads, out, scores);
         },
     );
     Ok(())
