@@ -7,9 +7,9 @@
 //! for the products, norms and rotary embedding (GGML weights through
 //! candle's quantized matmul, the others dense in the chosen precision),
 //! attention sequence by sequence over a key/value cache preallocated on
-//! the device for the tokens the sequence reserved. Activations of GGUF models are f32 (what candle's
-//! quantized kernels take); safetensors models compute in `dtype` (f32,
-//! f16 or bf16), with the softmax in f32.
+//! the device for the tokens the sequence reserved. Activations of GGUF
+//! models are f32 (what candle's quantized kernels take); safetensors
+//! models compute in `dtype` (f32, f16 or bf16), with the softmax in f32.
 
 use candle_core::quantized::{GgmlDType, QMatMul, ggml_file::qtensor_from_ggml};
 use candle_core::{DType, Device, Module, Tensor};
