@@ -7,7 +7,8 @@
 //! benchmarks count it); then 16 streams again with the KV cache in f16
 //! (`--kv-cache-dtype f16`).
 //!
-//! `cargo bench -p openmodel-server --bench generate [-- --json]`; the
+//! `cargo bench -p openmodel-server --bench generate [-- --json]`
+//! (`-- --streams=N`: only the aggregate of N streams, to profile); the
 //! threads are the rayon pool's (`RAYON_NUM_THREADS`).
 //! `scripts/bench-generate.sh` runs it beside llama.cpp on the same file
 //! and threads and prints both.
@@ -150,6 +151,14 @@ async fn concurrent(model: &Arc<Model>, prompt: &[u32], streams: usize) -> f64 {
     generated as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `--streams=N`: only the aggregate of `N` streams (for profiling one
+/// batch size), printed alone.
+fn only_streams() -> Option<usize> {
+    std::env::args()
+        .find_map(|a| a.strip_prefix("--streams=").map(str::to_owned))
+        .map(|n| n.parse().expect("--streams=N takes a number of streams"))
+}
+
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let dir = model_dir();
@@ -162,12 +171,25 @@ fn main() {
     let prompt = prompt(&model);
     let threads = rayon::current_num_threads();
     // Warm-up: page the weights in.
-    single(&model, &prompt[..16]);
-    let (prefill, decode) = single(&model, &prompt);
+    let mut cache = KvCache::new(model.decoder.config(), PROMPT_TOKENS);
+    model
+        .decoder
+        .forward(&mut [Step {
+            tokens: &prompt,
+            cache: &mut cache,
+            logits: Logits::Last,
+        }])
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .build()
         .unwrap();
+    if let Some(n) = only_streams() {
+        let t = runtime.block_on(concurrent(&model, &prompt, n));
+        println!("{n} streams × {NEW_TOKENS} new tokens: {t:.1} tokens/s in all");
+        return;
+    }
+    let (prefill, decode) = single(&model, &prompt);
     let aggregate: Vec<(usize, f64)> = [1, 4, 16]
         .into_iter()
         .map(|n| (n, runtime.block_on(concurrent(&model, &prompt, n))))
