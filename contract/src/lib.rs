@@ -95,6 +95,14 @@ pub mod serve {
     pub const MAX_NUM_SEQS: &str = "max-num-seqs";
     /// Text generation: bytes of KV cache all sequences may hold.
     pub const KV_CACHE_BYTES: &str = "kv-cache-bytes";
+    /// Text generation: the element type of the KV cache on the CPU
+    /// kernels, [`KV_CACHE_DTYPE_F32`] (the default) or
+    /// [`KV_CACHE_DTYPE_F16`].
+    pub const KV_CACHE_DTYPE: &str = "kv-cache-dtype";
+    /// The `--kv-cache-dtype` value for a cache in f32.
+    pub const KV_CACHE_DTYPE_F32: &str = "f32";
+    /// The `--kv-cache-dtype` value for a cache in f16.
+    pub const KV_CACHE_DTYPE_F16: &str = "f16";
     /// Text generation: the longest prompt, in tokens.
     pub const MAX_PROMPT_TOKENS: &str = "max-prompt-tokens";
     /// Text generation: most tokens one request may generate.

@@ -242,7 +242,7 @@ pub struct GenerationArgs {
     /// llama.cpp's default; each key and value rounded to f16 once). On a
     /// candle device (--device cuda) the cache is in --dtype and only f32
     /// is accepted here.
-    #[arg(long, value_enum, default_value_t = KvDtype::F32)]
+    #[arg(long = serve::KV_CACHE_DTYPE, value_enum, default_value_t = KvDtype::F32)]
     pub kv_cache_dtype: KvDtype,
     /// Most tokens one request may generate (and what max_tokens: null
     /// asks for, within the model's context).

@@ -9,7 +9,7 @@ use std::process::Output;
 use anyhow::{Context as _, Result, bail, ensure};
 use kube::api::{Api, PostParams};
 use openmodel_operator::crd::{
-    DatasetRef, DatasetRole, Format, Generation, OpenModel, Policy, Provenance, Task,
+    DatasetRef, DatasetRole, Format, Generation, KvCacheDtype, OpenModel, Policy, Provenance, Task,
 };
 use openmodel_tests::ControlPlane;
 use openmodel_tests::operator::{EXAMPLE_PATH as EXAMPLE, example, namespace};
@@ -156,7 +156,7 @@ async fn invalid_models_are_refused_with_the_cel_messages() -> Result<()> {
     let ns = namespace(&client, "cel_rules").await?;
     let api: Api<OpenModel> = Api::namespaced(client, &ns);
     type Mutation = fn(&mut OpenModel);
-    let cases: [(&str, Mutation, &str); 16] = [
+    let cases: [(&str, Mutation, &str); 17] = [
         (
             "gpu-resource-core",
             |m| m.spec.runtime.resources.gpu_resource = Some("kubernetes.io/gpu".into()),
@@ -280,6 +280,20 @@ async fn invalid_models_are_refused_with_the_cel_messages() -> Result<()> {
             },
             "spec.generation.maxNumSeqs: Invalid value",
         ),
+        (
+            "f16-on-gpu",
+            |m| {
+                m.spec.runtime.resources.gpu = 1;
+                generator(
+                    m,
+                    Generation {
+                        kv_cache_dtype: Some(KvCacheDtype::F16),
+                        ..Generation::default()
+                    },
+                )
+            },
+            "spec.generation.kvCacheDtype f16 is for CPU pods",
+        ),
     ];
     for (name, mutate, message) in cases {
         let mut model = example(&ns)?;
@@ -314,6 +328,7 @@ async fn invalid_models_are_refused_with_the_cel_messages() -> Result<()> {
             context_length: Some(1_048_576),
             kv_cache_bytes: Some("9999999Ti".into()),
             max_num_seqs: Some(4096),
+            kv_cache_dtype: Some(KvCacheDtype::F16),
         },
     );
     api.create(&PostParams::default(), &model).await?;

@@ -5,8 +5,8 @@ mod spec;
 mod status;
 
 pub use spec::{
-    DatasetRef, DatasetRole, Format, Generation, ModelSpec, OpenModel, OpenModelSpec, Policy,
-    Provenance, Resources, Runtime, Serving, Task, Training,
+    DatasetRef, DatasetRole, Format, Generation, KvCacheDtype, ModelSpec, OpenModel, OpenModelSpec,
+    Policy, Provenance, Resources, Runtime, Serving, Task, Training,
 };
 pub use status::{Condition, LedgerStatus, OpenModelStatus};
 
@@ -257,6 +257,27 @@ mod tests {
                 assert_eq!(broken, "", "{text}");
             } else {
                 assert!(broken.contains("kvCacheBytes must be"), "{text}: {broken}");
+            }
+        }
+
+        // kvCacheDtype f16 on CPU pods only; f32 anywhere.
+        let gpu = read_example(GPU_EXAMPLE);
+        for (example, dtype, accepted) in [
+            (&smollm2, KvCacheDtype::F16, true),
+            (&smollm2, KvCacheDtype::F32, true),
+            (&gpu, KvCacheDtype::F32, true),
+            (&gpu, KvCacheDtype::F16, false),
+        ] {
+            let mut model = example.clone();
+            model.spec.generation.get_or_insert_default().kv_cache_dtype = Some(dtype);
+            let broken = broken_rules(&model);
+            if accepted {
+                assert_eq!(broken, "", "{dtype:?}");
+            } else {
+                assert!(
+                    broken.contains("kvCacheDtype f16 is for CPU pods"),
+                    "{dtype:?}: {broken}"
+                );
             }
         }
 

@@ -48,6 +48,9 @@ use super::status::OpenModelStatus;
 #[x_kube(validation = Rule::new(
     "!has(self.generation) || self.model.task == 'text-generation'"
 ).message("spec.generation applies to text generation only: set spec.model.task to text-generation, or remove spec.generation"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.generation) || !has(self.generation.kvCacheDtype) || self.generation.kvCacheDtype == 'f32' || self.runtime.resources.gpu == 0"
+).message("spec.generation.kvCacheDtype f16 is for CPU pods: with runtime.resources.gpu > 0 the KV cache is in the model's dtype; remove kvCacheDtype or set it to f32"))]
 #[serde(rename_all = "camelCase")]
 pub struct OpenModelSpec {
     /// The weights to serve.
@@ -391,6 +394,34 @@ pub struct Generation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4096))]
     pub max_num_seqs: Option<u32>,
+    /// Element type of the KV cache on CPU pods (`--kv-cache-dtype`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_dtype: Option<KvCacheDtype>,
+}
+
+/// Element type of the KV cache on CPU pods (`--kv-cache-dtype`): `f32`
+/// (the server's default) or `f16`: half the memory a token takes, so
+/// twice the tokens in `kvCacheBytes`, and faster decoding of many
+/// sequences; each key and value rounded to f16 once (llama.cpp's default
+/// cache). Pods with GPUs keep the cache in the model's dtype: only `f32`
+/// with `resources.gpu` > 0.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KvCacheDtype {
+    /// 32-bit floats: the model's own arithmetic.
+    F32,
+    /// 16-bit floats: half the memory and half the bytes read per step.
+    F16,
+}
+
+impl KvCacheDtype {
+    /// The server's `--kv-cache-dtype` value.
+    pub fn serve_value(self) -> &'static str {
+        match self {
+            KvCacheDtype::F32 => openmodel_contract::serve::KV_CACHE_DTYPE_F32,
+            KvCacheDtype::F16 => openmodel_contract::serve::KV_CACHE_DTYPE_F16,
+        }
+    }
 }
 
 /// What the operator insists on.

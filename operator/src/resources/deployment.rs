@@ -262,6 +262,9 @@ fn server_container(model: &OpenModel, gpu: &GpuDefaults) -> Container {
                 args.extend([flag(name), value.to_string()]);
             }
         }
+        if let Some(dtype) = generation.kv_cache_dtype {
+            args.extend([flag(serve::KV_CACHE_DTYPE), dtype.serve_value().into()]);
+        }
     }
     if spec.runtime.uses_gpu() {
         args.extend([flag(serve::DEVICE), serve::DEVICE_CUDA.into()]);
@@ -443,7 +446,7 @@ fn sized_empty_dir(name: &str, size: u64) -> Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{Format, Generation, Task};
+    use crate::crd::{Format, Generation, KvCacheDtype, Task};
     use crate::resources::fixtures::{DIGEST, deployment_of, model};
 
     fn pod_spec(deployment: &Deployment) -> &PodSpec {
@@ -707,6 +710,7 @@ mod tests {
     #[test]
     fn text_generation_passes_the_task_and_its_limits() {
         use openmodel_server::cli::Command;
+        use openmodel_server::model::decoder::config::KvDtype;
         use openmodel_server::server::TaskChoice;
 
         let mut m = model();
@@ -717,6 +721,7 @@ mod tests {
             context_length: Some(4096),
             kv_cache_bytes: Some("1536Mi".into()),
             max_num_seqs: Some(8),
+            kv_cache_dtype: Some(KvCacheDtype::F16),
         });
         let d = deployment_of(&m);
         let server = &pod_spec(&d).containers[0];
@@ -729,6 +734,7 @@ mod tests {
                 assert_eq!(g.max_prompt_tokens, 4096);
                 assert_eq!(g.kv_cache_bytes, 1536 << 20);
                 assert_eq!(g.max_num_seqs, 8);
+                assert_eq!(g.kv_cache_dtype, KvDtype::F16);
             }
             other => panic!("the server container runs {other:?}, not serve"),
         }
@@ -774,7 +780,12 @@ mod tests {
         let d = deployment_of(&m);
         let server = &pod_spec(&d).containers[0];
         assert_eq!(arg_after(server, "--max-new-tokens"), Some("64"));
-        for absent in ["--max-prompt-tokens", "--kv-cache-bytes", "--max-num-seqs"] {
+        for absent in [
+            "--max-prompt-tokens",
+            "--kv-cache-bytes",
+            "--max-num-seqs",
+            "--kv-cache-dtype",
+        ] {
             assert_eq!(arg_after(server, absent), None, "{absent}");
         }
     }

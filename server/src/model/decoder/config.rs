@@ -97,8 +97,8 @@ impl KvDtype {
     /// Its name, as `--kv-cache-dtype` takes it.
     pub fn name(self) -> &'static str {
         match self {
-            KvDtype::F32 => "f32",
-            KvDtype::F16 => "f16",
+            KvDtype::F32 => openmodel_contract::serve::KV_CACHE_DTYPE_F32,
+            KvDtype::F16 => openmodel_contract::serve::KV_CACHE_DTYPE_F16,
         }
     }
 }
