@@ -6,8 +6,10 @@
 # 128-token prompt and the same number of threads: prefill time of the
 # prompt, decode tokens/s of one greedy stream, and our aggregate tokens/s
 # at 1, 4 and 16 concurrent streams of 128 new tokens, and 16 again with
-# the KV cache in f16 (--kv-cache-dtype f16). Prints a table and the machine
-# (nproc, CPU model, instruction sets).
+# the KV cache in f16 (--kv-cache-dtype f16), and 16 whose prompts share
+# their first 127 tokens (what prefix caching saves; the other rows' prompts
+# differ from their first token). Prints a table and the machine (nproc,
+# CPU model, instruction sets).
 #
 # Usage: scripts/bench-generate.sh [THREADS] (default: nproc). Not part of
 # CI: llama-cpp-python is built from source (scripts/llamacpp-venv.sh, a
@@ -39,4 +41,6 @@ for n, t in sorted(ours["aggregate_tokens_per_s"].items(), key=lambda kv: int(kv
     print(f"{'aggregate, ' + n + ' streams (tokens/s)':34}{t:>12.1f}{'-':>22}{t / single:>7.2f}x ours at 1")
 half = ours["aggregate_16_f16_kv_tokens_per_s"]
 print(f"{'  the same, f16 KV cache':34}{half:>12.1f}{'-':>22}{half / single:>7.2f}x ours at 1")
+shared = ours["aggregate_16_shared_prefix_tokens_per_s"]
+print(f"{'  16, prompts sharing 127 tokens':34}{shared:>12.1f}{'-':>22}{shared / single:>7.2f}x ours at 1")
 PY

@@ -103,6 +103,10 @@ pub mod serve {
     pub const KV_CACHE_DTYPE_F32: &str = "f32";
     /// The `--kv-cache-dtype` value for a cache in f16.
     pub const KV_CACHE_DTYPE_F16: &str = "f16";
+    /// Text generation: prefix caching on (the default; vLLM's flag).
+    pub const ENABLE_PREFIX_CACHING: &str = "enable-prefix-caching";
+    /// Text generation: prefix caching off.
+    pub const NO_ENABLE_PREFIX_CACHING: &str = "no-enable-prefix-caching";
     /// Text generation: the longest prompt, in tokens.
     pub const MAX_PROMPT_TOKENS: &str = "max-prompt-tokens";
     /// Text generation: most tokens one request may generate.

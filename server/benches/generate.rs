@@ -4,8 +4,10 @@
 //! (prefill), decode tokens/s of one stream, and aggregate generated
 //! tokens/s of 1, 4 and 16 concurrent greedy streams of 128 new tokens
 //! through the continuous-batching engine (prefill included, as serving
-//! benchmarks count it); then 16 streams again with the KV cache in f16
-//! (`--kv-cache-dtype f16`).
+//! benchmarks count it), their prompts different from the first token so
+//! that prefix caching has nothing to share; then 16 streams again with the
+//! KV cache in f16 (`--kv-cache-dtype f16`), and 16 whose prompts share
+//! their first 127 tokens (a system prompt; prefix caching shares 112).
 //!
 //! `cargo bench -p openmodel-server --bench generate [-- --json]`
 //! (`-- --streams=N`: only the aggregate of N streams, to profile); the
@@ -95,8 +97,17 @@ fn single(model: &Model, prompt: &[u32]) -> (Duration, f64) {
     (median(prefill), NEW_TOKENS as f64 / decode.as_secs_f64())
 }
 
+/// How the concurrent streams' prompts differ.
+#[derive(Clone, Copy)]
+enum Prompts {
+    /// From their first token: nothing for prefix caching to share.
+    Distinct,
+    /// Only in their last token.
+    SharedPrefix,
+}
+
 /// Aggregate generated tokens/s of `streams` concurrent greedy requests.
-async fn concurrent(model: &Arc<Model>, prompt: &[u32], streams: usize) -> f64 {
+async fn concurrent(model: &Arc<Model>, prompt: &[u32], streams: usize, prompts: Prompts) -> f64 {
     let handle = engine::start(
         Arc::clone(model),
         EngineLimits {
@@ -104,6 +115,7 @@ async fn concurrent(model: &Arc<Model>, prompt: &[u32], streams: usize) -> f64 {
             max_waiting: 64,
             max_batched_tokens: 256,
             kv_cache_bytes: 4 << 30,
+            prefix_caching: true,
         },
         Metrics::new(),
     )
@@ -122,7 +134,11 @@ async fn concurrent(model: &Arc<Model>, prompt: &[u32], streams: usize) -> f64 {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut ids = prompt.to_vec();
         // Different prompts, the same length.
-        ids[PROMPT_TOKENS - 1] = (ids[PROMPT_TOKENS - 1] + i as u32) % 1000 + 100;
+        let at = match prompts {
+            Prompts::Distinct => 0,
+            Prompts::SharedPrefix => PROMPT_TOKENS - 1,
+        };
+        ids[at] = (ids[at] + i as u32) % 1000 + 100;
         handle
             .submit(Request {
                 prompt: ids,
@@ -185,19 +201,23 @@ fn main() {
         .build()
         .unwrap();
     if let Some(n) = only_streams() {
-        let t = runtime.block_on(concurrent(&model, &prompt, n));
+        let t = runtime.block_on(concurrent(&model, &prompt, n, Prompts::Distinct));
         println!("{n} streams × {NEW_TOKENS} new tokens: {t:.1} tokens/s in all");
         return;
     }
     let (prefill, decode) = single(&model, &prompt);
     let aggregate: Vec<(usize, f64)> = [1, 4, 16]
         .into_iter()
-        .map(|n| (n, runtime.block_on(concurrent(&model, &prompt, n))))
+        .map(|n| {
+            let t = runtime.block_on(concurrent(&model, &prompt, n, Prompts::Distinct));
+            (n, t)
+        })
         .collect();
+    let shared_16 = runtime.block_on(concurrent(&model, &prompt, 16, Prompts::SharedPrefix));
     drop(model);
     let mut half = Model::load(&dir).unwrap();
     half.decoder.set_kv_dtype(KvDtype::F16).unwrap();
-    let half_16 = runtime.block_on(concurrent(&Arc::new(half), &prompt, 16));
+    let half_16 = runtime.block_on(concurrent(&Arc::new(half), &prompt, 16, Prompts::Distinct));
     if json {
         let aggregate: serde_json::Map<String, serde_json::Value> = aggregate
             .iter()
@@ -216,6 +236,7 @@ fn main() {
                 "decode_tokens_per_s": decode,
                 "aggregate_tokens_per_s": aggregate,
                 "aggregate_16_f16_kv_tokens_per_s": half_16,
+                "aggregate_16_shared_prefix_tokens_per_s": shared_16,
             })
         );
         return;
@@ -229,4 +250,5 @@ fn main() {
         println!("  {n:>2} streams × {NEW_TOKENS} new tokens: {t:.1} tokens/s in all");
     }
     println!("  16 streams, f16 KV cache: {half_16:.1} tokens/s in all");
+    println!("  16 streams, prompts sharing 127 tokens: {shared_16:.1} tokens/s in all");
 }

@@ -233,6 +233,21 @@ pub struct GenerationArgs {
     /// while the budget is full, and one that could never fit is refused.
     #[arg(long = serve::KV_CACHE_BYTES, default_value_t = 2 << 30)]
     pub kv_cache_bytes: usize,
+    /// Prefix caching (vLLM's flag; on unless --no-enable-prefix-caching):
+    /// a request whose prompt begins as a running or recently finished
+    /// request's did (a shared system prompt, a chat's earlier turns)
+    /// starts from a copy of those keys and values, in whole tiles of 16
+    /// tokens. The tokens generated are the same bit for bit; only the
+    /// time to the first one changes. Finished requests' caches stay in
+    /// the free part of --kv-cache-bytes until a new request needs it. On
+    /// our CPU kernels only (not with --device cuda). Where clients must
+    /// not learn anything of each other's prompts, turn it off: a client
+    /// can time whether another sent the same first tokens before it.
+    #[arg(long = serve::ENABLE_PREFIX_CACHING, overrides_with = "no_enable_prefix_caching")]
+    pub enable_prefix_caching: bool,
+    /// Turns prefix caching off (see --enable-prefix-caching).
+    #[arg(long = serve::NO_ENABLE_PREFIX_CACHING, overrides_with = "enable_prefix_caching")]
+    pub no_enable_prefix_caching: bool,
     /// Longest prompt, in tokens.
     #[arg(long = serve::MAX_PROMPT_TOKENS, default_value_t = 8192)]
     pub max_prompt_tokens: usize,
@@ -267,6 +282,7 @@ impl GenerationArgs {
                 max_waiting: self.max_waiting_requests,
                 max_batched_tokens: self.max_num_batched_tokens,
                 kv_cache_bytes: self.kv_cache_bytes,
+                prefix_caching: !self.no_enable_prefix_caching,
             },
             bounds: GenerationBounds {
                 max_tokens: self.max_new_tokens,
@@ -421,5 +437,28 @@ mod tests {
         };
         assert_eq!(args.grpc_listen.port(), GRPC_PORT);
         assert_eq!(args.metrics_listen.port(), METRICS_PORT);
+    }
+
+    #[test]
+    fn prefix_caching_is_on_unless_turned_off_and_the_last_flag_wins() {
+        let caching = |flags: &[&str]| {
+            let args = ["openmodel-server", "serve", "--model-dir", "/m"];
+            let cli = Cli::try_parse_from(args.iter().chain(flags)).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve")
+            };
+            args.generation.config().engine.prefix_caching
+        };
+        assert!(caching(&[]));
+        assert!(caching(&["--enable-prefix-caching"]));
+        assert!(!caching(&["--no-enable-prefix-caching"]));
+        assert!(caching(&[
+            "--no-enable-prefix-caching",
+            "--enable-prefix-caching"
+        ]));
+        assert!(!caching(&[
+            "--enable-prefix-caching",
+            "--no-enable-prefix-caching"
+        ]));
     }
 }

@@ -8,12 +8,15 @@
 //!   match), `max_tokens`, and the finish reason;
 //! - [`detok`]: incremental detokenization, only whole characters;
 //! - [`chat`]: chat templates rendered with minijinja;
-//! - [`engine`]: continuous batching on one thread.
+//! - [`engine`]: continuous batching on one thread;
+//! - [`prefix`]: prefix caching, a new sequence starting from the keys and
+//!   values another cached for the same first tokens.
 
 pub mod chat;
 pub mod detok;
 pub mod engine;
 pub mod params;
+pub mod prefix;
 pub mod sampler;
 pub mod stop;
 

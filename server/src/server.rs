@@ -84,6 +84,7 @@ impl Default for GenerationConfig {
                 max_waiting: 256,
                 max_batched_tokens: 256,
                 kv_cache_bytes: 2 << 30,
+                prefix_caching: true,
             },
             bounds: GenerationBounds::default(),
             max_prompt_tokens: 8192,

@@ -180,6 +180,46 @@ fn on_a_candle_device_tiny_checkpoints_give_transformers_logits_and_greedy_token
     });
 }
 
+/// Prefix caching's premise, on each tiny checkpoint in both layouts: a
+/// row's keys and values are the same bit for bit whatever pass computed
+/// them, so a sequence whose first 32 positions are copied from another's
+/// cache (read there in chunks of 5) gets the logits of computing all 40
+/// tokens in one pass, bit for bit, and so does the step after.
+#[test]
+fn a_copied_prefix_gives_the_same_logits_bit_for_bit() {
+    let bits = |logits: &[f32]| logits.iter().map(|l| l.to_bits()).collect::<Vec<_>>();
+    let fixture = fixture();
+    for (arch, reference) in fixture["archs"].as_object().unwrap() {
+        let seed = reference["seed"].as_u64().unwrap();
+        for (layout, files) in [
+            (Layout::HuggingFace, "files_sha256"),
+            (Layout::Gguf, "gguf_sha256"),
+        ] {
+            let (_dir, path) = checkpoint(arch, seed, layout, &reference[files]);
+            let decoder = Decoder::load(&path).unwrap();
+            let mut tokens = ids(&reference["prompt"]);
+            tokens.extend(ids(&reference["greedy_tokens"]));
+            assert_eq!(tokens.len(), 40);
+            let mut donor = KvCache::new(decoder.config(), 64);
+            for chunk in tokens[..36].chunks(5) {
+                one(&decoder, chunk, &mut donor);
+            }
+            let mut computed = KvCache::new(decoder.config(), 64);
+            let whole = one(&decoder, &tokens, &mut computed);
+            let mut copied = KvCache::new(decoder.config(), 64);
+            copied.copy_prefix(&donor, 32).unwrap();
+            let rest = one(&decoder, &tokens[32..], &mut copied);
+            assert!(bits(&whole) == bits(&rest), "{arch} ({files}): prompt");
+            let next = [argmax(&whole)];
+            assert!(
+                bits(&one(&decoder, &next, &mut computed))
+                    == bits(&one(&decoder, &next, &mut copied)),
+                "{arch} ({files}): the step after"
+            );
+        }
+    }
+}
+
 fn check_against_transformers(
     label: &str,
     layout: Layout,

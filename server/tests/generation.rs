@@ -3,7 +3,8 @@
 //! unmodified tritonclient[grpc] and openai packages
 //! (scripts/client-venv.sh; tests/clients/generate_check.py says what they
 //! check), and the engine in-process: 16 concurrent greedy requests of
-//! mixed lengths give exactly the tokens each gives alone.
+//! mixed lengths give exactly the tokens each gives alone, and prefix
+//! caching changes no logit.
 
 mod common;
 
@@ -13,12 +14,15 @@ use std::sync::Arc;
 use common::server::Binary;
 use common::{client_python, client_script, smollm2_dir};
 use openmodel_server::generate::Model;
-use openmodel_server::generate::engine::{self, EngineLimits, Event, Request};
+use openmodel_server::generate::engine::{self, EngineHandle, EngineLimits, Event, Request};
 use openmodel_server::generate::params::{GenerationBounds, SamplingParams};
+use openmodel_server::generate::prefix;
 use openmodel_server::generate::sampler::Sampler;
 use openmodel_server::manifest::Manifest;
 use openmodel_server::metrics::Metrics;
 use openmodel_server::model::decoder::config::KvDtype;
+use openmodel_server::model::decoder::trace::argmax;
+use openmodel_server::model::decoder::{KvCache, Logits, Step};
 use tokio::sync::mpsc;
 
 const NAME: &str = "smollm2";
@@ -64,19 +68,38 @@ async fn tritonclient_and_openai_stream_and_complete_with_provenance() {
     assert!(server.is_running());
 }
 
-/// Runs `prompts` greedily through one engine at once; the text of each.
-async fn generate_all(model: &Arc<Model>, prompts: &[Vec<u32>], max_tokens: u32) -> Vec<String> {
-    let handle = engine::start(
+/// An engine on `model`: 16 sequences, chunks of 64 tokens, 1 GiB of KV
+/// cache, prefix caching as `prefix_caching` says.
+fn start(model: &Arc<Model>, prefix_caching: bool, metrics: Arc<Metrics>) -> EngineHandle {
+    engine::start(
         Arc::clone(model),
         EngineLimits {
             max_sequences: 16,
             max_waiting: 64,
             max_batched_tokens: 64,
             kv_cache_bytes: 1 << 30,
+            prefix_caching,
         },
-        Metrics::new(),
+        metrics,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs `prompts` greedily through one engine without prefix caching, all
+/// at once; the text of each.
+async fn generate_all(model: &Arc<Model>, prompts: &[Vec<u32>], max_tokens: u32) -> Vec<String> {
+    let handle = start(model, false, Metrics::new());
+    generate_on(&handle, model, prompts, max_tokens).await
+}
+
+/// Runs `prompts` greedily through `handle`'s engine, all at once; the
+/// text of each.
+async fn generate_on(
+    handle: &EngineHandle,
+    model: &Model,
+    prompts: &[Vec<u32>],
+    max_tokens: u32,
+) -> Vec<String> {
     let params = SamplingParams {
         temperature: 0.0,
         ignore_eos: true,
@@ -137,6 +160,141 @@ async fn continuous_batching_changes_no_greedy_token() {
         let alone = generate_all(&model, std::slice::from_ref(prompt), 12).await;
         assert_eq!(together[i], alone[0], "request {i} changed when batched");
     }
+}
+
+/// The start of a prompt several requests share (more than 32 tokens).
+const SYSTEM: &str = "You are a careful assistant for a team of platform engineers. Answer \
+                      in one short sentence, name your sources when you can, and say so \
+                      when you do not know. Question: ";
+
+/// Prefix caching changes no logit: a prompt's logits, and those of 8
+/// greedy steps after it, are the same bit for bit whether the keys and
+/// values of its first tokens were computed in its own pass or copied from
+/// another sequence's cache, with the f32 and the f16 cache.
+#[test]
+fn a_copied_prefix_gives_the_same_logits_bit_for_bit() {
+    for dtype in [KvDtype::F32, KvDtype::F16] {
+        let mut model = Model::load(&smollm2_dir()).unwrap();
+        model.decoder.set_kv_dtype(dtype).unwrap();
+        let config = model.decoder.config().clone();
+        let encode = |q: &str| model.encode(&format!("{SYSTEM}{q}")).unwrap();
+        let (donor_prompt, prompt) = (encode("Why is the sky blue?"), encode("Who wrote Hamlet?"));
+        let mut donor = KvCache::new(&config, 64);
+        model
+            .decoder
+            .forward(&mut [Step {
+                tokens: &donor_prompt,
+                cache: &mut donor,
+                logits: Logits::None,
+            }])
+            .unwrap();
+        let shared = prefix::reusable(&prompt, &donor_prompt);
+        assert_eq!(shared, 32, "{prompt:?} / {donor_prompt:?}");
+        // The prompt from `from` on, then 8 greedy steps: every logit's bits.
+        let run = |cache: &mut KvCache, from: usize| {
+            let mut bits = Vec::new();
+            let mut tokens = prompt[from..].to_vec();
+            for _ in 0..9 {
+                let logits = model
+                    .decoder
+                    .forward(&mut [Step {
+                        tokens: &tokens,
+                        cache: &mut *cache,
+                        logits: Logits::Last,
+                    }])
+                    .unwrap()
+                    .remove(0);
+                bits.extend(logits.iter().map(|l| l.to_bits()));
+                tokens = vec![argmax(&logits)];
+            }
+            bits
+        };
+        let mut computed = KvCache::new(&config, 64);
+        let mut copied = KvCache::new(&config, 64);
+        copied.copy_prefix(&donor, shared).unwrap();
+        assert_eq!(copied.len(), shared);
+        assert!(
+            run(&mut computed, 0) == run(&mut copied, shared),
+            "{dtype:?}: a copied prefix changed the logits"
+        );
+        let mut half_tile = KvCache::new(&config, 64);
+        let refused = half_tile.copy_prefix(&donor, 24).unwrap_err();
+        assert!(refused.to_string().contains("whole tiles"), "{refused}");
+    }
+}
+
+/// A counter's value in the metrics' Prometheus text.
+fn counter(metrics: &Metrics, name: &str) -> u64 {
+    let text = metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} is not in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Through the engine: requests whose prompts begin with the same system
+/// prompt as a finished one's take its first 32 tokens' keys and values,
+/// a chat's next turn takes its earlier turn's, the metrics count the
+/// tokens queried and shared, and every text is the one generated without
+/// prefix caching; so do four requests arriving at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_caching_shares_a_system_prompt_and_a_chat_s_earlier_turn() {
+    let model = Arc::new(Model::load(&smollm2_dir()).unwrap());
+    let questions = [
+        "Why is the sky blue during the day, and why does it turn red and orange when the sun \
+         sets in the evening?",
+        "What is a Kubernetes operator?",
+        "Who wrote Hamlet?",
+        "How do tides work?",
+    ];
+    let texts: Vec<String> = questions.iter().map(|q| format!("{SYSTEM}{q}")).collect();
+    let prompts: Vec<Vec<u32>> = texts.iter().map(|t| model.encode(t).unwrap()).collect();
+    let metrics = Metrics::new();
+    let handle = start(&model, true, Arc::clone(&metrics));
+    let first = generate_on(&handle, &model, &prompts[..1], 12).await;
+    assert_eq!(counter(&metrics, "vllm:prefix_cache_hits_total"), 0);
+    // Admitted together, the others find only the finished one's cache.
+    let others = generate_on(&handle, &model, &prompts[1..], 12).await;
+    let expected: usize = prompts[1..]
+        .iter()
+        .map(|p| prefix::reusable(p, &prompts[0]))
+        .sum();
+    assert_eq!(expected, 3 * 32);
+    let hits = counter(&metrics, "vllm:prefix_cache_hits_total");
+    assert_eq!(hits, expected as u64);
+    let queried: usize = prompts.iter().map(Vec::len).sum();
+    assert_eq!(
+        counter(&metrics, "vllm:prefix_cache_queries_total"),
+        queried as u64
+    );
+    // The next turn of the first chat: its prompt, answer and a question.
+    let turn = model
+        .encode(&format!("{}{} And why at sunset?", texts[0], first[0]))
+        .unwrap();
+    let next = generate_on(&handle, &model, std::slice::from_ref(&turn), 12).await;
+    let more = counter(&metrics, "vllm:prefix_cache_hits_total") - hits;
+    let system_only = prefix::reusable(&turn, &prompts[1]);
+    assert!(
+        more as usize >= KvCache::shareable(prompts[0].len() - 1) && more as usize > system_only,
+        "the next turn shared {more} tokens, the system prompt alone {system_only}"
+    );
+    let mut all = first;
+    all.extend(others);
+    all.extend(next);
+    let mut every = prompts.clone();
+    every.push(turn);
+    let plain = generate_all(&model, &every, 12).await;
+    assert_eq!(all, plain);
+    // A burst on a new engine: nothing is cached when the four are
+    // admitted, so each looks again before its first chunk, and those read
+    // after the first pass (64 tokens of prompts) share what it read.
+    let metrics = Metrics::new();
+    let handle = start(&model, true, Arc::clone(&metrics));
+    let burst = generate_on(&handle, &model, &prompts, 12).await;
+    assert_eq!(burst, plain[..4]);
+    let hits = counter(&metrics, "vllm:prefix_cache_hits_total");
+    assert!(hits >= 32, "a burst shared {hits} tokens");
 }
 
 /// `--kv-cache-dtype f16`: half the bytes per cached token, the same
@@ -232,6 +390,7 @@ async fn a_full_kv_budget_makes_requests_wait_and_one_too_big_is_refused() {
             max_waiting: 8,
             max_batched_tokens: 64,
             kv_cache_bytes: 40 * per_token,
+            prefix_caching: true,
         },
         Metrics::new(),
     )

@@ -397,6 +397,16 @@ pub struct Generation {
     /// Element type of the KV cache on CPU pods (`--kv-cache-dtype`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache_dtype: Option<KvCacheDtype>,
+    /// Prefix caching (`--enable-prefix-caching`, the server's default, or
+    /// `--no-enable-prefix-caching`): a request whose prompt begins as a
+    /// running or recently finished request's did starts from a copy of
+    /// those keys and values; the tokens generated are the same, only the
+    /// time to the first one changes. Set `false` where clients must not
+    /// learn anything of each other's prompts (one can time whether
+    /// another sent the same first tokens). CPU pods only; GPU pods never
+    /// share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_caching: Option<bool>,
 }
 
 /// Element type of the KV cache on CPU pods (`--kv-cache-dtype`): `f32`

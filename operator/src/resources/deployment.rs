@@ -265,6 +265,13 @@ fn server_container(model: &OpenModel, gpu: &GpuDefaults) -> Container {
         if let Some(dtype) = generation.kv_cache_dtype {
             args.extend([flag(serve::KV_CACHE_DTYPE), dtype.serve_value().into()]);
         }
+        if let Some(on) = generation.prefix_caching {
+            args.push(flag(if on {
+                serve::ENABLE_PREFIX_CACHING
+            } else {
+                serve::NO_ENABLE_PREFIX_CACHING
+            }));
+        }
     }
     if spec.runtime.uses_gpu() {
         args.extend([flag(serve::DEVICE), serve::DEVICE_CUDA.into()]);
@@ -722,6 +729,7 @@ mod tests {
             kv_cache_bytes: Some("1536Mi".into()),
             max_num_seqs: Some(8),
             kv_cache_dtype: Some(KvCacheDtype::F16),
+            prefix_caching: Some(false),
         });
         let d = deployment_of(&m);
         let server = &pod_spec(&d).containers[0];
@@ -735,6 +743,7 @@ mod tests {
                 assert_eq!(g.kv_cache_bytes, 1536 << 20);
                 assert_eq!(g.max_num_seqs, 8);
                 assert_eq!(g.kv_cache_dtype, KvDtype::F16);
+                assert!(g.no_enable_prefix_caching && !g.enable_prefix_caching);
             }
             other => panic!("the server container runs {other:?}, not serve"),
         }

@@ -10,6 +10,11 @@
 //! a long prompt never stalls the decodes. Each sequence samples with its
 //! own sampler, detokenizes incrementally and checks its stop conditions;
 //! what it may show goes to its client as soon as it exists.
+//!
+//! With prefix caching ([`super::prefix`]), a sequence admitted with a
+//! prompt that begins as a running or recently finished sequence's did
+//! starts from a copy of those keys and values; finished sequences' caches
+//! stay in the KV budget's free room until a new sequence needs it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::detok::IncrementalDecoder;
 use super::params::SamplingParams;
+use super::prefix::{self, Kept, Retained};
 use super::sampler::Sampler;
 use super::stop::{FinishReason, StopChecker};
 use super::{Model, Usage};
@@ -39,6 +45,10 @@ pub struct EngineLimits {
     pub max_batched_tokens: usize,
     /// Bytes of KV cache all sequences may reserve (`--kv-cache-bytes`).
     pub kv_cache_bytes: usize,
+    /// Whether sequences share cached prompt prefixes
+    /// (`--enable-prefix-caching`; only where the decoder can,
+    /// [`crate::model::decoder::Decoder::shares_prefixes`]).
+    pub prefix_caching: bool,
 }
 
 /// What a client receives: pieces of text as they become final, then the
@@ -132,11 +142,31 @@ struct Sequence {
     stop: StopChecker,
     reserved_tokens: usize,
     last_token: Option<Instant>,
+    /// Nothing was cached for its prompt at admission: it looks again
+    /// before reading its first chunk.
+    fresh: bool,
 }
 
 impl Sequence {
     fn prefilling(&self) -> bool {
         self.prefilled < self.request.prompt.len()
+    }
+
+    /// The part of its prompt whose keys and values its cache holds.
+    fn cached_prompt(&self) -> &[u32] {
+        &self.request.prompt[..self.cache.len().min(self.request.prompt.len())]
+    }
+
+    /// Its cache, to keep for later prompts, with the tokens it holds.
+    fn into_kept(self) -> Kept {
+        let mut tokens = self.request.prompt;
+        tokens.extend_from_slice(&self.output);
+        tokens.truncate(self.cache.len());
+        Kept {
+            tokens,
+            cache: self.cache,
+            room: self.reserved_tokens,
+        }
     }
 }
 
@@ -149,6 +179,7 @@ pub fn start(
 ) -> Result<EngineHandle> {
     let (tx, rx) = mpsc::channel(limits.max_waiting.max(1));
     let kv_bytes_per_token = model.decoder.config().kv_bytes_per_token();
+    let sharing = limits.prefix_caching && model.decoder.shares_prefixes();
     std::thread::Builder::new()
         .name("generation".into())
         .spawn(move || {
@@ -161,6 +192,8 @@ pub fn start(
                 running: Vec::new(),
                 reserved_tokens: 0,
                 kv_bytes_per_token,
+                sharing,
+                retained: Retained::default(),
             }
             .run()
         })
@@ -181,6 +214,10 @@ struct Engine {
     running: Vec<Sequence>,
     reserved_tokens: usize,
     kv_bytes_per_token: usize,
+    /// Whether prefixes are shared (asked for, and the decoder can).
+    sharing: bool,
+    /// Finished sequences' caches, while the budget has room for them.
+    retained: Retained,
 }
 
 impl Engine {
@@ -206,26 +243,37 @@ impl Engine {
 
     fn drop_cancelled(&mut self) {
         self.waiting.retain(|r| !r.events.is_closed());
-        let mut i = 0;
-        while i < self.running.len() {
-            if self.running[i].request.events.is_closed() {
-                let seq = self.running.swap_remove(i);
-                self.metrics
-                    .generation()
-                    .finished(FinishReason::Abort.as_str());
-                self.release(&seq);
-            } else {
-                i += 1;
+        if self.running.iter().any(|s| s.request.events.is_closed()) {
+            for seq in std::mem::take(&mut self.running) {
+                if seq.request.events.is_closed() {
+                    self.metrics
+                        .generation()
+                        .finished(FinishReason::Abort.as_str());
+                    self.release(seq, true);
+                } else {
+                    self.running.push(seq);
+                }
             }
         }
     }
 
-    fn release(&mut self, seq: &Sequence) {
+    /// Returns a sequence's reservation to the budget; its cache is kept
+    /// for later prompts if `keep` (it holds what its tokens computed)
+    /// and prefixes are shared.
+    fn release(&mut self, seq: Sequence, keep: bool) {
         self.reserved_tokens -= seq.reserved_tokens;
+        if keep && self.sharing {
+            self.retained.keep(seq.into_kept());
+        }
+    }
+
+    /// Tokens of KV cache the budget holds.
+    fn budget_tokens(&self) -> usize {
+        self.limits.kv_cache_bytes / self.kv_bytes_per_token.max(1)
     }
 
     fn admit(&mut self) {
-        let budget_tokens = self.limits.kv_cache_bytes / self.kv_bytes_per_token.max(1);
+        let budget_tokens = self.budget_tokens();
         while self.running.len() < self.limits.max_sequences {
             let Some(front) = self.waiting.front() else {
                 break;
@@ -244,16 +292,74 @@ impl Engine {
         }
     }
 
-    fn sequence(&self, request: Request, tokens: usize) -> Sequence {
+    /// Copies into the empty `cache` the longest prefix of `prompt` a
+    /// running sequence or a kept cache holds (the running one on a tie);
+    /// returns its tokens. With `evict` (at admission, when the running
+    /// reservations just grew), kept caches are then evicted, least
+    /// recently used first and the donor last, until the reservations and
+    /// the kept caches fit the budget again.
+    fn take_prefix(&mut self, prompt: &[u32], cache: &mut KvCache, evict: bool) -> usize {
+        let budget = self.budget_tokens();
+        let over = |e: &Engine| evict && e.reserved_tokens + e.retained.room() > budget;
+        let running = prefix::best(prompt, self.running.iter().map(Sequence::cached_prompt));
+        let kept = prefix::best(prompt, self.retained.tokens());
+        let (donor, shared) = match (running, kept) {
+            (Some((i, n)), k) if n >= k.map_or(0, |(_, n)| n) => (Some(&self.running[i].cache), n),
+            (_, Some((i, n))) => {
+                let i = self.retained.touch(i);
+                while over(self) && self.retained.evict(Some(i)) > 0 {}
+                (Some(self.retained.get(i)), n)
+            }
+            _ => (None, 0),
+        };
+        let shared = match donor.map(|d| cache.copy_prefix(d, shared)) {
+            Some(Ok(())) => shared,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "a cached prefix could not be shared; computing it");
+                0
+            }
+            None => 0,
+        };
+        while over(self) && self.retained.evict(None) > 0 {}
+        shared
+    }
+
+    /// Sequence `i`, about to read the first chunk of its prompt, for
+    /// which nothing was cached at its admission: takes the longest prefix
+    /// cached now (what the sequences admitted with it have read since).
+    fn take_prefix_late(&mut self, i: usize) {
+        let seq = &mut self.running[i];
+        seq.fresh = false;
+        let prompt = std::mem::take(&mut seq.request.prompt);
+        let mut cache =
+            std::mem::replace(&mut seq.cache, KvCache::new(self.model.decoder.config(), 0));
+        let shared = self.take_prefix(&prompt, &mut cache, false);
+        self.metrics.generation().prefix_cache(prompt.len(), shared);
+        let seq = &mut self.running[i];
+        (seq.request.prompt, seq.cache, seq.prefilled) = (prompt, cache, shared);
+    }
+
+    fn sequence(&mut self, request: Request, tokens: usize) -> Sequence {
         let stop = StopChecker::new(&request.params, &self.model.eos, request.max_tokens);
         let decoder = IncrementalDecoder::new(
             Arc::clone(&self.model.tokenizer),
             &request.prompt,
             request.params.skip_special_tokens,
         );
+        let mut cache = KvCache::new(self.model.decoder.config(), tokens);
+        let mut prefilled = 0;
+        if self.sharing {
+            prefilled = self.take_prefix(&request.prompt, &mut cache, true);
+            if prefilled > 0 {
+                self.metrics
+                    .generation()
+                    .prefix_cache(request.prompt.len(), prefilled);
+            }
+        }
         Sequence {
-            cache: KvCache::new(self.model.decoder.config(), tokens),
-            prefilled: 0,
+            fresh: self.sharing && prefilled == 0,
+            cache,
+            prefilled,
             output: Vec::new(),
             decoder,
             stop,
@@ -279,6 +385,24 @@ impl Engine {
             .max_batched_tokens
             .saturating_sub(decodes)
             .max(1);
+        // Where each prompt chunk of this pass ends, oldest sequence first;
+        // a sequence about to read its first chunk looks for a prefix first.
+        let mut chunk_ends = vec![None; self.running.len()];
+        for (i, chunk_end) in chunk_ends.iter_mut().enumerate() {
+            if prompt_budget == 0 {
+                break;
+            }
+            if !self.running[i].prefilling() {
+                continue;
+            }
+            if self.running[i].fresh {
+                self.take_prefix_late(i);
+            }
+            let seq = &self.running[i];
+            let end = seq.request.prompt.len().min(seq.prefilled + prompt_budget);
+            prompt_budget -= end - seq.prefilled;
+            *chunk_end = Some(end);
+        }
         let mut steps = Vec::with_capacity(self.running.len());
         // Per step: the sequence, how far its prompt is in the cache after
         // the pass, and whether it samples.
@@ -292,11 +416,9 @@ impl Engine {
                 ..
             } = seq;
             if *prefilled < request.prompt.len() {
-                if prompt_budget == 0 {
+                let Some(end) = chunk_ends[i] else {
                     continue;
-                }
-                let end = request.prompt.len().min(*prefilled + prompt_budget);
-                prompt_budget -= end - *prefilled;
+                };
                 let last = end == request.prompt.len();
                 steps.push(Step {
                     tokens: &request.prompt[*prefilled..end],
@@ -316,6 +438,7 @@ impl Engine {
         let outcome = self.model.decoder.forward(&mut steps);
         drop(steps);
         let mut done = vec![false; self.running.len()];
+        let computed = outcome.is_ok();
         match outcome {
             Err(e) => {
                 for (i, _, _) in &order {
@@ -336,17 +459,15 @@ impl Engine {
                 }
             }
         }
-        let mut index = 0;
-        let mut released = 0;
-        self.running.retain(|seq| {
-            let keep = !done[index];
-            index += 1;
-            if !keep {
-                released += seq.reserved_tokens;
+        if done.contains(&true) {
+            for (seq, done) in std::mem::take(&mut self.running).into_iter().zip(done) {
+                if done {
+                    self.release(seq, computed);
+                } else {
+                    self.running.push(seq);
+                }
             }
-            keep
-        });
-        self.reserved_tokens -= released;
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! all), so dashboards and autoscalers written for vLLM read them as they
 //! are: time to first token, inter-token latency, end-to-end latency,
 //! queue time, prompt and generation tokens, running and waiting requests,
-//! KV-cache usage, and finished requests by reason.
+//! KV-cache usage, prefix-cache queries and hits, and finished requests by
+//! reason.
 
 use std::sync::atomic::AtomicU64;
 
@@ -31,6 +32,8 @@ pub struct GenerationMetrics {
     running: Gauge,
     waiting: Gauge,
     kv_cache_usage: Gauge<f64, AtomicU64>,
+    prefix_cache_queries: Counter,
+    prefix_cache_hits: Counter,
     finished: Family<Finished, Counter>,
 }
 
@@ -52,6 +55,8 @@ impl GenerationMetrics {
             running: Gauge::default(),
             waiting: Gauge::default(),
             kv_cache_usage: Gauge::default(),
+            prefix_cache_queries: Counter::default(),
+            prefix_cache_hits: Counter::default(),
             finished: Family::default(),
         };
         registry.register(
@@ -100,6 +105,16 @@ impl GenerationMetrics {
             m.kv_cache_usage.clone(),
         );
         registry.register(
+            "vllm:prefix_cache_queries",
+            "Prompt tokens of sequences admitted with prefix caching on",
+            m.prefix_cache_queries.clone(),
+        );
+        registry.register(
+            "vllm:prefix_cache_hits",
+            "Of those, tokens whose keys and values were copied from a cached prefix",
+            m.prefix_cache_hits.clone(),
+        );
+        registry.register(
             "vllm:request_success",
             "Finished requests by finish reason",
             m.finished.clone(),
@@ -117,6 +132,13 @@ impl GenerationMetrics {
         self.running.set(running as i64);
         self.waiting.set(waiting as i64);
         self.kv_cache_usage.set(kv_used);
+    }
+
+    /// A sequence admitted with prefix caching on: `queried` prompt
+    /// tokens, of which `hit` came from a cached prefix.
+    pub fn prefix_cache(&self, queried: usize, hit: usize) {
+        self.prefix_cache_queries.inc_by(queried as u64);
+        self.prefix_cache_hits.inc_by(hit as u64);
     }
 
     /// A first token, `secs` after its request arrived.

@@ -8,9 +8,11 @@ in several pieces with the final flag and usage last, that every answer
 names the digest and ledger index, that a seed reproduces a sample (the
 same one on both protocols), that stop strings, max_tokens and EOS end
 sequences as vLLM does on both, that errors are clear (and, on a stream,
-leave it open), and that a client leaving or cancelling a stream, on
+leave it open), that a client leaving or cancelling a stream, on
 either protocol, cancels its sequence (vllm:request_success_total{
-finished_reason="abort"} grows).
+finished_reason="abort"} grows), and that the same chat sent twice shares
+its cached prompt the second time (vllm:prefix_cache_hits_total grows) and
+answers the same.
 
 Usage: generate_check.py GRPC_URL HTTP_BASE_URL METRICS_URL MODEL DIGEST LEDGER_INDEX
 Prints one JSON line of what it saw, for the Rust test to check too.
@@ -261,5 +263,33 @@ for _ in range(3):
     assert error is None, error
 client.stop_stream(cancel_requests=True)
 wait_for_abort(before, "a ModelStreamInfer request the client cancelled")
+
+
+# 10. Prefix caching: the same chat twice; the second starts from the
+# first's cached prompt (vllm:prefix_cache_hits_total grows by whole tiles
+# of 16 tokens) and answers the same greedy text.
+def counter(name):
+    text = urllib.request.urlopen(metrics_url).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    sys.exit(f"{name} is not among the metrics")
+
+
+chat = [
+    {"role": "system", "content": "You are a careful assistant for platform engineers. "
+                                  "Answer in one short sentence."},
+    {"role": "user", "content": "What does a Kubernetes operator do?"},
+]
+answers = []
+hits = []
+for _ in range(2):
+    hits.append(counter("vllm:prefix_cache_hits_total"))
+    r = api.chat.completions.create(model=model, messages=chat, max_tokens=12, temperature=0)
+    answers.append(r.choices[0].message.content)
+shared = counter("vllm:prefix_cache_hits_total") - hits[1]
+assert shared >= 16 and shared % 16 == 0, (hits, shared)
+assert answers[0] == answers[1], answers
+seen["prefix_cache_shared_tokens"] = shared
 
 print(json.dumps(seen))

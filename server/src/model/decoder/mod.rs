@@ -132,6 +132,59 @@ impl KvCache {
         self.len == 0
     }
 
+    /// The most of `tokens` cached positions that another cache can take
+    /// over with [`KvCache::copy_prefix`]: whole tiles of [`KEY_TILE`]
+    /// positions (vLLM's block of 16 tokens).
+    pub fn shareable(tokens: usize) -> usize {
+        tokens / KEY_TILE * KEY_TILE
+    }
+
+    /// Takes the first `tokens` positions of `donor` (a multiple of
+    /// [`KEY_TILE`], at most `donor.len()`) into this empty cache, element
+    /// for element: what the CPU decoder would have cached for the same
+    /// tokens, since each row's keys and values depend only on the tokens
+    /// up to it.
+    pub fn copy_prefix(&mut self, donor: &KvCache, tokens: usize) -> Result<()> {
+        if !self.is_empty()
+            || !tokens.is_multiple_of(KEY_TILE)
+            || tokens > donor.len
+            || tokens > self.capacity
+        {
+            return Err(Error::BadInput(format!(
+                "a cache prefix of {tokens} tokens cannot be copied: the target must be empty, with room, and the prefix whole tiles of {KEY_TILE} positions the donor has ({})",
+                donor.len
+            )));
+        }
+        // A layer's values are `len × kv_width`, its keys whole tiles of
+        // `KEY_TILE × kv_width`: the first `tokens` positions of both are
+        // their first `tokens × kv_width` elements.
+        fn copy<E: Copy>(to: &mut [Layer<E>], from: &[Layer<E>], len: usize, tokens: usize) {
+            for ((keys, values), (donor_keys, donor_values)) in to.iter_mut().zip(from) {
+                let elements = donor_values.len() / len * tokens;
+                keys.extend_from_slice(&donor_keys[..elements]);
+                values.extend_from_slice(&donor_values[..elements]);
+            }
+        }
+        if tokens == 0 {
+            return Ok(());
+        }
+        match (&mut self.store, &donor.store) {
+            (Store::Host(HostLayers::F32(to)), Store::Host(HostLayers::F32(from))) => {
+                copy(to, from, donor.len, tokens)
+            }
+            (Store::Host(HostLayers::F16(to)), Store::Host(HostLayers::F16(from))) => {
+                copy(to, from, donor.len, tokens)
+            }
+            _ => {
+                return Err(Error::BadInput(
+                    "a cache prefix is copied between host caches of one element type only".into(),
+                ));
+            }
+        }
+        self.len = tokens;
+        Ok(())
+    }
+
     /// Layer `layer` of a host cache, to read.
     fn host_layer(&self, layer: usize) -> Result<KvSlices<'_>> {
         match &self.store {
@@ -312,6 +365,15 @@ impl Decoder {
         }
         self.config.kv_dtype = dtype;
         Ok(())
+    }
+
+    /// Whether its sequences can share cached prefixes
+    /// ([`KvCache::copy_prefix`]): on our CPU kernels, where each row's
+    /// keys and values are the same bit for bit whatever rows share its
+    /// pass. Not on a candle device, whose products may sum a row
+    /// differently beside other rows.
+    pub fn shares_prefixes(&self) -> bool {
+        matches!(self.weights, Weights::Native(_))
     }
 
     /// The model's shape.

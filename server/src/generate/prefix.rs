@@ -1,0 +1,209 @@
+//! Automatic prefix caching, as vLLM's `--enable-prefix-caching`: a new
+//! sequence whose prompt begins as another's tokens did starts from a copy
+//! of that sequence's cached keys and values instead of computing them
+//! again (a shared system prompt, the earlier turns of a chat). The donor
+//! is a running sequence or a finished one whose cache was kept while the
+//! KV budget had room for it. Prefixes are shared in whole tiles of 16
+//! positions ([`KvCache::shareable`], vLLM's block), and never the last
+//! prompt token, whose logits the new sequence needs.
+//!
+//! On our CPU kernels a row's keys and values depend only on the tokens up
+//! to it, bit for bit, so a sequence generates the same tokens with or
+//! without a shared prefix; only its time to first token changes.
+
+use std::collections::VecDeque;
+
+use crate::model::decoder::KvCache;
+
+/// Tokens of `prompt` a sequence can take from a cache holding `cached`
+/// (the tokens whose keys and values it holds, in order): their common
+/// beginning, without the prompt's last token, in whole tiles.
+pub fn reusable(prompt: &[u32], cached: &[u32]) -> usize {
+    let limit = prompt.len().saturating_sub(1).min(cached.len());
+    let common = prompt[..limit]
+        .iter()
+        .zip(cached)
+        .take_while(|(a, b)| a == b)
+        .count();
+    KvCache::shareable(common)
+}
+
+/// The best donor for `prompt` among `candidates` (each one's cached
+/// tokens): its index and the tokens it gives, the first of the longest;
+/// `None` when none gives a whole tile.
+pub fn best<'a>(
+    prompt: &[u32],
+    candidates: impl IntoIterator<Item = &'a [u32]>,
+) -> Option<(usize, usize)> {
+    let mut found: Option<(usize, usize)> = None;
+    for (i, cached) in candidates.into_iter().enumerate() {
+        let tokens = reusable(prompt, cached);
+        if tokens > found.map_or(0, |(_, t)| t) {
+            found = Some((i, tokens));
+        }
+    }
+    found
+}
+
+/// A finished sequence's cache, kept for later prompts.
+pub struct Kept {
+    /// The tokens its cache holds, in order.
+    pub tokens: Vec<u32>,
+    /// The cache.
+    pub cache: KvCache,
+    /// Tokens of the KV budget it holds (its reservation).
+    pub room: usize,
+}
+
+/// Finished sequences' caches, most recently used first, holding
+/// [`Retained::room`] tokens of the KV budget until evicted (oldest use
+/// first) to make room for a sequence that needs it.
+#[derive(Default)]
+pub struct Retained {
+    kept: VecDeque<Kept>,
+    room: usize,
+}
+
+impl Retained {
+    /// Keeps a finished sequence's cache, as the most recently used.
+    pub fn keep(&mut self, kept: Kept) {
+        self.room += kept.room;
+        self.kept.push_front(kept);
+    }
+
+    /// Tokens of the KV budget the kept caches hold.
+    pub fn room(&self) -> usize {
+        self.room
+    }
+
+    /// Caches kept.
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    /// Each kept cache's tokens, most recently used first (the indices
+    /// [`Retained::get`] and [`Retained::touch`] take).
+    pub fn tokens(&self) -> impl Iterator<Item = &[u32]> {
+        self.kept.iter().map(|k| k.tokens.as_slice())
+    }
+
+    /// Kept cache `i`.
+    pub fn get(&self, i: usize) -> &KvCache {
+        &self.kept[i].cache
+    }
+
+    /// Marks kept cache `i` as the most recently used; returns its new
+    /// index (0).
+    pub fn touch(&mut self, i: usize) -> usize {
+        if let Some(kept) = self.kept.remove(i) {
+            self.kept.push_front(kept);
+        }
+        0
+    }
+
+    /// Evicts the least recently used cache other than `spare` (an index,
+    /// or `None`); returns the tokens of budget freed, 0 when there was
+    /// nothing to evict.
+    pub fn evict(&mut self, spare: Option<usize>) -> usize {
+        let last = match self.kept.len().checked_sub(1) {
+            Some(last) if Some(last) == spare => last.checked_sub(1),
+            last => last,
+        };
+        match last.and_then(|i| self.kept.remove(i)) {
+            Some(kept) => {
+                self.room -= kept.room;
+                kept.room
+            }
+            None => 0,
+        }
+    }
+
+    /// Evicts every kept cache.
+    pub fn clear(&mut self) {
+        self.kept.clear();
+        self.room = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::decoder::config::DecoderConfig;
+
+    fn tiny_config() -> DecoderConfig {
+        DecoderConfig::from_hf_json(
+            r#"{"architectures":["LlamaForCausalLM"],"vocab_size":256,"hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":128,"rms_norm_eps":1e-6,"max_position_embeddings":512}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn whole_tiles_of_the_common_beginning_never_the_last_prompt_token() {
+        let prompt: Vec<u32> = (0..40).collect();
+        assert_eq!(reusable(&prompt, &prompt), 32, "39 shareable, 2 tiles");
+        assert_eq!(reusable(&prompt[..33], &prompt), 32);
+        assert_eq!(
+            reusable(&prompt[..32], &prompt),
+            16,
+            "the last token is computed"
+        );
+        assert_eq!(reusable(&prompt[..17], &prompt), 16);
+        assert_eq!(reusable(&prompt[..16], &prompt), 0);
+        assert_eq!(reusable(&prompt, &prompt[..20]), 16, "only what is cached");
+        let mut other = prompt.clone();
+        other[16] = 999;
+        assert_eq!(reusable(&other, &prompt), 16, "parts at token 16");
+        other[15] = 999;
+        assert_eq!(reusable(&other, &prompt), 0);
+        assert_eq!(reusable(&[], &prompt), 0);
+        assert_eq!(reusable(&prompt, &[]), 0);
+    }
+
+    #[test]
+    fn the_first_of_the_longest_donors_is_chosen() {
+        let prompt: Vec<u32> = (0..64).collect();
+        let short: Vec<u32> = (0..20).collect();
+        let long: Vec<u32> = (0..50).collect();
+        let other: Vec<u32> = (1..60).collect();
+        let candidates = [&other[..], &short, &long, &long];
+        assert_eq!(best(&prompt, candidates), Some((2, 48)));
+        assert_eq!(best(&prompt, [&other[..]]), None);
+        assert_eq!(best(&prompt, std::iter::empty()), None);
+    }
+
+    fn kept(tokens: u32, room: usize) -> Kept {
+        Kept {
+            tokens: vec![tokens; 4],
+            cache: KvCache::new(&tiny_config(), room),
+            room,
+        }
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_and_spares_the_donor() {
+        let mut retained = Retained::default();
+        for (t, room) in [(1, 16), (2, 32), (3, 48)] {
+            retained.keep(kept(t, room));
+        }
+        assert_eq!(retained.room(), 96);
+        let firsts = |r: &Retained| r.tokens().map(|t| t[0]).collect::<Vec<_>>();
+        assert_eq!(firsts(&retained), [3, 2, 1]);
+        assert_eq!(retained.touch(2), 0);
+        assert_eq!(firsts(&retained), [1, 3, 2]);
+        assert_eq!(retained.evict(Some(2)), 48, "spares 2, evicts 3");
+        assert_eq!(firsts(&retained), [1, 2]);
+        assert_eq!(retained.evict(None), 32);
+        assert_eq!(retained.evict(Some(0)), 0, "only the spared one is left");
+        assert_eq!(retained.room(), 16);
+        assert_eq!(retained.len(), 1);
+        retained.clear();
+        assert!(retained.is_empty());
+        assert_eq!(retained.room(), 0);
+        assert_eq!(retained.evict(None), 0);
+    }
+}
