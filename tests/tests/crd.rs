@@ -329,6 +329,7 @@ async fn invalid_models_are_refused_with_the_cel_messages() -> Result<()> {
             kv_cache_bytes: Some("9999999Ti".into()),
             max_num_seqs: Some(4096),
             kv_cache_dtype: Some(KvCacheDtype::F16),
+            prefix_caching: Some(false),
         },
     );
     api.create(&PostParams::default(), &model).await?;
