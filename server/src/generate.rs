@@ -40,6 +40,9 @@ pub struct Usage {
     pub prompt_tokens: usize,
     /// Tokens generated.
     pub completion_tokens: usize,
+    /// Of the prompt's tokens, those whose keys and values were copied
+    /// from a cached prefix ([`prefix`]).
+    pub cached_tokens: usize,
 }
 
 /// A loaded generative model: weights, tokenizer, end tokens, template.

@@ -145,6 +145,8 @@ struct Sequence {
     /// Nothing was cached for its prompt at admission: it looks again
     /// before reading its first chunk.
     fresh: bool,
+    /// Prompt tokens copied from a cached prefix.
+    cached_tokens: usize,
 }
 
 impl Sequence {
@@ -336,7 +338,8 @@ impl Engine {
         let shared = self.take_prefix(&prompt, &mut cache, false);
         self.metrics.generation().prefix_cache(prompt.len(), shared);
         let seq = &mut self.running[i];
-        (seq.request.prompt, seq.cache, seq.prefilled) = (prompt, cache, shared);
+        (seq.request.prompt, seq.cache) = (prompt, cache);
+        (seq.prefilled, seq.cached_tokens) = (shared, shared);
     }
 
     fn sequence(&mut self, request: Request, tokens: usize) -> Sequence {
@@ -358,6 +361,7 @@ impl Engine {
         }
         Sequence {
             fresh: self.sharing && prefilled == 0,
+            cached_tokens: prefilled,
             cache,
             prefilled,
             output: Vec::new(),
@@ -505,6 +509,7 @@ fn advance(metrics: &Metrics, seq: &mut Sequence, logits: &mut [f32]) -> bool {
             let usage = Usage {
                 prompt_tokens: seq.request.prompt.len(),
                 completion_tokens: seq.output.len(),
+                cached_tokens: seq.cached_tokens,
             };
             generation.finished(reason.as_str());
             generation.tokens(usage.prompt_tokens, usage.completion_tokens);

@@ -290,6 +290,8 @@ for _ in range(2):
 shared = counter("vllm:prefix_cache_hits_total") - hits[1]
 assert shared >= 16 and shared % 16 == 0, (hits, shared)
 assert answers[0] == answers[1], answers
+# The usage says so, as OpenAI's does: prompt_tokens_details.cached_tokens.
+assert r.usage.prompt_tokens_details.cached_tokens == shared, (r.usage, shared)
 seen["prefix_cache_shared_tokens"] = shared
 
 print(json.dumps(seen))
