@@ -246,26 +246,32 @@ impl Engine {
     fn drop_cancelled(&mut self) {
         self.waiting.retain(|r| !r.events.is_closed());
         if self.running.iter().any(|s| s.request.events.is_closed()) {
-            for seq in std::mem::take(&mut self.running) {
-                if seq.request.events.is_closed() {
-                    self.metrics
-                        .generation()
-                        .finished(FinishReason::Abort.as_str());
-                    self.release(seq, true);
-                } else {
-                    self.running.push(seq);
+            let metrics = Arc::clone(&self.metrics);
+            self.release_ended(true, |_, seq| {
+                let closed = seq.request.events.is_closed();
+                if closed {
+                    metrics.generation().finished(FinishReason::Abort.as_str());
                 }
-            }
+                closed
+            });
         }
     }
 
-    /// Returns a sequence's reservation to the budget; its cache is kept
-    /// for later prompts if `keep` (it holds what its tokens computed)
-    /// and prefixes are shared.
-    fn release(&mut self, seq: Sequence, keep: bool) {
-        self.reserved_tokens -= seq.reserved_tokens;
-        if keep && self.sharing {
-            self.retained.keep(seq.into_kept());
+    /// Takes the running sequences that `ended` picks (by index) out of
+    /// the batch, the others staying in order, and returns their
+    /// reservations to the budget; their caches are kept for later prompts
+    /// if `keep` (they hold what their tokens computed) and prefixes are
+    /// shared.
+    fn release_ended(&mut self, keep: bool, mut ended: impl FnMut(usize, &Sequence) -> bool) {
+        for (i, seq) in std::mem::take(&mut self.running).into_iter().enumerate() {
+            if !ended(i, &seq) {
+                self.running.push(seq);
+                continue;
+            }
+            self.reserved_tokens -= seq.reserved_tokens;
+            if keep && self.sharing {
+                self.retained.keep(seq.into_kept());
+            }
         }
     }
 
@@ -308,9 +314,9 @@ impl Engine {
         let (donor, shared) = match (running, kept) {
             (Some((i, n)), k) if n >= k.map_or(0, |(_, n)| n) => (Some(&self.running[i].cache), n),
             (_, Some((i, n))) => {
-                let i = self.retained.touch(i);
-                while over(self) && self.retained.evict(Some(i)) > 0 {}
-                (Some(self.retained.get(i)), n)
+                self.retained.touch(i);
+                while over(self) && self.retained.evict_oldest(true) > 0 {}
+                (self.retained.newest(), n)
             }
             _ => (None, 0),
         };
@@ -322,7 +328,7 @@ impl Engine {
             }
             None => 0,
         };
-        while over(self) && self.retained.evict(None) > 0 {}
+        while over(self) && self.retained.evict_oldest(false) > 0 {}
         shared
     }
 
@@ -464,13 +470,7 @@ impl Engine {
             }
         }
         if done.contains(&true) {
-            for (seq, done) in std::mem::take(&mut self.running).into_iter().zip(done) {
-                if done {
-                    self.release(seq, computed);
-                } else {
-                    self.running.push(seq);
-                }
-            }
+            self.release_ended(computed, |i, _| done[i]);
         }
     }
 }

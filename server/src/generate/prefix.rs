@@ -76,57 +76,34 @@ impl Retained {
         self.room
     }
 
-    /// Caches kept.
-    pub fn len(&self) -> usize {
-        self.kept.len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.kept.is_empty()
-    }
-
-    /// Each kept cache's tokens, most recently used first (the indices
-    /// [`Retained::get`] and [`Retained::touch`] take).
+    /// Each kept cache's tokens, most recently used first (the index
+    /// [`Retained::touch`] takes).
     pub fn tokens(&self) -> impl Iterator<Item = &[u32]> {
         self.kept.iter().map(|k| k.tokens.as_slice())
     }
 
-    /// Kept cache `i`.
-    pub fn get(&self, i: usize) -> &KvCache {
-        &self.kept[i].cache
-    }
-
-    /// Marks kept cache `i` as the most recently used; returns its new
-    /// index (0).
-    pub fn touch(&mut self, i: usize) -> usize {
+    /// Marks kept cache `i` as the most recently used.
+    pub fn touch(&mut self, i: usize) {
         if let Some(kept) = self.kept.remove(i) {
             self.kept.push_front(kept);
         }
-        0
     }
 
-    /// Evicts the least recently used cache other than `spare` (an index,
-    /// or `None`); returns the tokens of budget freed, 0 when there was
-    /// nothing to evict.
-    pub fn evict(&mut self, spare: Option<usize>) -> usize {
-        let last = match self.kept.len().checked_sub(1) {
-            Some(last) if Some(last) == spare => last.checked_sub(1),
-            last => last,
-        };
-        match last.and_then(|i| self.kept.remove(i)) {
-            Some(kept) => {
-                self.room -= kept.room;
-                kept.room
-            }
-            None => 0,
+    /// The most recently used kept cache.
+    pub fn newest(&self) -> Option<&KvCache> {
+        self.kept.front().map(|k| &k.cache)
+    }
+
+    /// Evicts the least recently used cache, but not the most recently
+    /// used one if `spare_newest` (a donor being copied); returns the
+    /// tokens of budget freed, 0 when there was nothing to evict.
+    pub fn evict_oldest(&mut self, spare_newest: bool) -> usize {
+        if self.kept.len() <= usize::from(spare_newest) {
+            return 0;
         }
-    }
-
-    /// Evicts every kept cache.
-    pub fn clear(&mut self) {
-        self.kept.clear();
-        self.room = 0;
+        let kept = self.kept.pop_back().expect("one is kept");
+        self.room -= kept.room;
+        kept.room
     }
 }
 
@@ -193,17 +170,21 @@ mod tests {
         assert_eq!(retained.room(), 96);
         let firsts = |r: &Retained| r.tokens().map(|t| t[0]).collect::<Vec<_>>();
         assert_eq!(firsts(&retained), [3, 2, 1]);
-        assert_eq!(retained.touch(2), 0);
+        retained.touch(2);
         assert_eq!(firsts(&retained), [1, 3, 2]);
-        assert_eq!(retained.evict(Some(2)), 48, "spares 2, evicts 3");
-        assert_eq!(firsts(&retained), [1, 2]);
-        assert_eq!(retained.evict(None), 32);
-        assert_eq!(retained.evict(Some(0)), 0, "only the spared one is left");
+        assert!(retained.newest().is_some());
+        assert_eq!(retained.evict_oldest(true), 32, "evicts 2");
+        assert_eq!(retained.evict_oldest(true), 48, "evicts 3");
+        assert_eq!(firsts(&retained), [1]);
+        assert_eq!(
+            retained.evict_oldest(true),
+            0,
+            "only the spared one is left"
+        );
         assert_eq!(retained.room(), 16);
-        assert_eq!(retained.len(), 1);
-        retained.clear();
-        assert!(retained.is_empty());
+        assert_eq!(retained.evict_oldest(false), 16);
         assert_eq!(retained.room(), 0);
-        assert_eq!(retained.evict(None), 0);
+        assert_eq!(retained.evict_oldest(false), 0);
+        assert!(retained.newest().is_none());
     }
 }
