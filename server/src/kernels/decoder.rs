@@ -281,7 +281,7 @@ pub enum KvSlices<'a> {
 /// are attended together as the level's registers hold the sums of
 /// ([`heads_together`]).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn causal_attention(
+pub fn causal_attention(
     isa: Isa,
     queries: &[f32],
     first: usize,
@@ -317,8 +317,9 @@ multiversion! {
     /// front to back, as the hardware streams it best. (Read one key/value
     /// head after the other, each pass taking a third of every run of
     /// bytes, the f32 caches of a 16-sequence decode step, far from every
-    /// CPU cache, were read at 9.8 GB/s by one core of an AVX2 EPYC that
-    /// reads memory at 18 GB/s; now at 13.3 GB/s.)
+    /// CPU cache, were read at 9.8 GB/s by one core of an AVX2 EPYC whose
+    /// plain read of them reaches 18 GB/s; now at 11.5 GB/s: `cargo bench
+    /// --bench attention`, docs/benchmarks.md.)
     #[allow(clippy::too_many_arguments)]
     fn attention_of<E: KvElement>(
         queries: &[f32],
@@ -434,9 +435,9 @@ const VALUE_BLOCK: usize = 16;
 /// At AVX2 and below (16 registers of 8 lanes), 1: the same sums of 3 heads
 /// took 24 registers each way, and those that did not fit were written to
 /// the stack and read back at every multiply-add, so that a 16-sequence
-/// decode step's attention took 1.4 times as long as one head at a time,
-/// which reads each key and value once from memory and again, for the
-/// group's other heads, from the L1 cache.
+/// decode step's attention over an f16 cache took 1.4 times as long as one
+/// head at a time (over f32, as long), which reads each key and value once
+/// from memory and again, for the group's other heads, from the L1 cache.
 fn heads_together(isa: Isa) -> usize {
     if isa.level() >= Level::Avx512 { 4 } else { 1 }
 }
