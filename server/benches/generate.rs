@@ -147,6 +147,7 @@ async fn concurrent(model: &Arc<Model>, prompt: &[u32], streams: usize, prompts:
                 sampler: Sampler::with_seed(&params, &model.eos, 0),
                 events: tx,
                 arrived: Instant::now(),
+                cache_salt: None,
             })
             .unwrap();
         receivers.push(rx);

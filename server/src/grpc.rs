@@ -453,7 +453,7 @@ impl InferenceService {
         };
         let stream = self
             .core
-            .generate(permit, Prompt::Text(call.prompt.clone()), params)
+            .generate(permit, Prompt::Text(call.prompt.clone()), params, None)
             .await
             .map_err(status)?;
         Ok((call, stream))

@@ -299,8 +299,10 @@ async fn start(
     };
     core.check_model(&model, "")?;
     core.check_loaded()?;
+    let mut sampling = sampling;
+    let cache_salt = sampling.take_cache_salt()?;
     let params = sampling.params()?;
-    let stream = core.generate(permit, prompt, params).await?;
+    let stream = core.generate(permit, prompt, params, cache_salt).await?;
     Ok(Started {
         stream,
         streaming,

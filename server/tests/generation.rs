@@ -16,7 +16,7 @@ use common::{client_python, client_script, smollm2_dir};
 use openmodel_server::generate::Model;
 use openmodel_server::generate::engine::{self, EngineHandle, EngineLimits, Event, Request};
 use openmodel_server::generate::params::{GenerationBounds, SamplingParams};
-use openmodel_server::generate::prefix;
+use openmodel_server::generate::prefix::{self, CacheSalt};
 use openmodel_server::generate::sampler::Sampler;
 use openmodel_server::manifest::Manifest;
 use openmodel_server::metrics::Metrics;
@@ -65,6 +65,13 @@ async fn tritonclient_and_openai_stream_and_complete_with_provenance() {
     assert!(seen["stream_pieces"].as_u64().unwrap() >= 8, "{seen}");
     let answer = seen["chat_answer"].as_str().unwrap();
     assert!(!answer.trim().is_empty(), "{seen}");
+    let salted = &seen["cache_salt_cached_tokens"];
+    assert_eq!(
+        (salted[0].as_u64(), salted[1].as_u64()),
+        (Some(0), Some(0)),
+        "{seen}"
+    );
+    assert!(salted[2].as_u64().unwrap() >= 16, "{seen}");
     assert!(server.is_running());
 }
 
@@ -100,6 +107,17 @@ async fn generate_on(
     prompts: &[Vec<u32>],
     max_tokens: u32,
 ) -> Vec<String> {
+    generate_salted(handle, model, prompts, max_tokens, None).await
+}
+
+/// [`generate_on`] with each request's `cache_salt`.
+async fn generate_salted(
+    handle: &EngineHandle,
+    model: &Model,
+    prompts: &[Vec<u32>],
+    max_tokens: u32,
+    cache_salt: Option<&str>,
+) -> Vec<String> {
     let params = SamplingParams {
         temperature: 0.0,
         ignore_eos: true,
@@ -119,6 +137,7 @@ async fn generate_on(
                 sampler: Sampler::with_seed(&params, &model.eos, 0),
                 events: tx,
                 arrived: std::time::Instant::now(),
+                cache_salt: cache_salt.map(|s| CacheSalt::parse(s.into()).unwrap()),
             })
             .unwrap();
         streams.push(rx);
@@ -297,6 +316,36 @@ async fn prefix_caching_shares_a_system_prompt_and_a_chat_s_earlier_turn() {
     assert!(hits >= 32, "a burst shared {hits} tokens");
 }
 
+/// `cache_salt`, as vLLM's: a finished request's prompt is shared only
+/// with requests that sent the same salt, and an unsalted one's only with
+/// unsalted ones; the texts are the same whatever was shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_salt_shares_a_prompt_only_with_the_same_salt() {
+    let model = Arc::new(Model::load(&smollm2_dir()).unwrap());
+    let prompt = vec![model.encode(&format!("{SYSTEM}Who wrote Hamlet?")).unwrap()];
+    let tiles = KvCache::shareable(prompt[0].len() - 1) as u64;
+    assert!(tiles >= 32, "the prompt shares {tiles} tokens");
+    let metrics = Metrics::new();
+    let handle = start(&model, true, Arc::clone(&metrics));
+    let hits = || counter(&metrics, "vllm:prefix_cache_hits_total");
+    let mut texts = Vec::new();
+    // Each one after the first, with the hits it must find: tenant a's
+    // cache is kept, but neither b nor an unsalted request may read it,
+    // nor b's; a second "a" reads a's, a second unsalted one the first's.
+    for (salt, shared) in [
+        (Some("tenant-a"), 0),
+        (Some("tenant-b"), 0),
+        (None, 0),
+        (Some("tenant-a"), tiles),
+        (None, tiles),
+    ] {
+        let before = hits();
+        texts.extend(generate_salted(&handle, &model, &prompt, 8, salt).await);
+        assert_eq!(hits() - before, shared, "salt {salt:?}");
+    }
+    assert!(texts.iter().all(|t| *t == texts[0]), "{texts:?}");
+}
+
 /// `--kv-cache-dtype f16`: half the bytes per cached token, the same
 /// prompts through the batched engine begin the same greedy text as with
 /// the f32 cache, and batching still changes nothing.
@@ -412,6 +461,7 @@ async fn a_full_kv_budget_makes_requests_wait_and_one_too_big_is_refused() {
         sampler: Sampler::with_seed(&params, &model.eos, 0),
         events: tx,
         arrived: std::time::Instant::now(),
+        cache_salt: None,
     };
     let too_big = handle
         .submit(request(40, mpsc::unbounded_channel().0))

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::detok::IncrementalDecoder;
 use super::params::SamplingParams;
-use super::prefix::{self, Kept, Retained};
+use super::prefix::{self, CacheSalt, Kept, Retained};
 use super::sampler::Sampler;
 use super::stop::{FinishReason, StopChecker};
 use super::{Model, Usage};
@@ -87,6 +87,9 @@ pub struct Request {
     pub events: mpsc::UnboundedSender<Event>,
     /// When it arrived (for the queue-time metric).
     pub arrived: Instant,
+    /// Its `cache_salt`: prefix caching shares only with requests that
+    /// sent the same ([`prefix`]).
+    pub cache_salt: Option<CacheSalt>,
 }
 
 impl Request {
@@ -154,9 +157,11 @@ impl Sequence {
         self.prefilled < self.request.prompt.len()
     }
 
-    /// The part of its prompt whose keys and values its cache holds.
-    fn cached_prompt(&self) -> &[u32] {
-        &self.request.prompt[..self.cache.len().min(self.request.prompt.len())]
+    /// What its cache offers a request salted `salt`: the part of its
+    /// prompt whose keys and values it holds, if the salts match.
+    fn offered<'a>(&'a self, salt: Option<&CacheSalt>) -> &'a [u32] {
+        let cached = &self.request.prompt[..self.cache.len().min(self.request.prompt.len())];
+        prefix::offered(cached, self.request.cache_salt.as_ref(), salt)
     }
 
     /// Its cache, to keep for later prompts, with the tokens it holds.
@@ -166,6 +171,7 @@ impl Sequence {
         tokens.truncate(self.cache.len());
         Kept {
             tokens,
+            salt: self.request.cache_salt,
             cache: self.cache,
             room: self.reserved_tokens,
         }
@@ -301,16 +307,22 @@ impl Engine {
     }
 
     /// Copies into the empty `cache` the longest prefix of `prompt` a
-    /// running sequence or a kept cache holds (the running one on a tie);
-    /// returns its tokens. With `evict` (at admission, when the running
+    /// running sequence or a kept cache salted as `salt` holds (the running
+    /// one on a tie); returns its tokens. With `evict` (at admission, when the running
     /// reservations just grew), kept caches are then evicted, least
     /// recently used first and the donor last, until the reservations and
     /// the kept caches fit the budget again.
-    fn take_prefix(&mut self, prompt: &[u32], cache: &mut KvCache, evict: bool) -> usize {
+    fn take_prefix(
+        &mut self,
+        prompt: &[u32],
+        salt: Option<&CacheSalt>,
+        cache: &mut KvCache,
+        evict: bool,
+    ) -> usize {
         let budget = self.budget_tokens();
         let over = |e: &Engine| evict && e.reserved_tokens + e.retained.room() > budget;
-        let running = prefix::best(prompt, self.running.iter().map(Sequence::cached_prompt));
-        let kept = prefix::best(prompt, self.retained.tokens());
+        let running = prefix::best(prompt, self.running.iter().map(|s| s.offered(salt)));
+        let kept = prefix::best(prompt, self.retained.offered(salt));
         let (donor, shared) = match (running, kept) {
             (Some((i, n)), k) if n >= k.map_or(0, |(_, n)| n) => (Some(&self.running[i].cache), n),
             (_, Some((i, n))) => {
@@ -339,9 +351,10 @@ impl Engine {
         let seq = &mut self.running[i];
         seq.fresh = false;
         let prompt = std::mem::take(&mut seq.request.prompt);
+        let salt = seq.request.cache_salt.clone();
         let mut cache =
             std::mem::replace(&mut seq.cache, KvCache::new(self.model.decoder.config(), 0));
-        let shared = self.take_prefix(&prompt, &mut cache, false);
+        let shared = self.take_prefix(&prompt, salt.as_ref(), &mut cache, false);
         self.metrics.generation().prefix_cache(prompt.len(), shared);
         let seq = &mut self.running[i];
         (seq.request.prompt, seq.cache) = (prompt, cache);
@@ -358,7 +371,8 @@ impl Engine {
         let mut cache = KvCache::new(self.model.decoder.config(), tokens);
         let mut prefilled = 0;
         if self.sharing {
-            prefilled = self.take_prefix(&request.prompt, &mut cache, true);
+            let salt = request.cache_salt.as_ref();
+            prefilled = self.take_prefix(&request.prompt, salt, &mut cache, true);
             if prefilled > 0 {
                 self.metrics
                     .generation()

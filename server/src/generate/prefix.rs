@@ -10,10 +10,60 @@
 //! On our CPU kernels a row's keys and values depend only on the tokens up
 //! to it, bit for bit, so a sequence generates the same tokens with or
 //! without a shared prefix; only its time to first token changes.
+//!
+//! That time is what another client could measure: whether someone sent
+//! the same first tokens. A request's [`CacheSalt`] (vLLM's `cache_salt`)
+//! keeps it apart: it shares only with requests that sent the same salt,
+//! and requests without one only with each other.
 
 use std::collections::VecDeque;
 
 use crate::model::decoder::KvCache;
+use crate::{Error, Result};
+
+/// The longest `cache_salt` accepted, in bytes.
+pub const MAX_CACHE_SALT_BYTES: usize = 256;
+
+/// A request's `cache_salt`: prefix caching shares its prompt's keys and
+/// values only with requests that sent the same salt (a tenant's, a
+/// user's, a session's secret). Checked: non-empty, at most
+/// [`MAX_CACHE_SALT_BYTES`], no control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSalt(String);
+
+impl CacheSalt {
+    /// Checks a salt as a client sent it.
+    pub fn parse(salt: String) -> Result<CacheSalt> {
+        if salt.is_empty() {
+            return Err(Error::BadInput(
+                "cache_salt is empty; send a non-empty string, or leave it out".into(),
+            ));
+        }
+        if salt.len() > MAX_CACHE_SALT_BYTES {
+            return Err(Error::BadInput(format!(
+                "cache_salt is {} bytes; at most {MAX_CACHE_SALT_BYTES} are accepted",
+                salt.len()
+            )));
+        }
+        if salt.chars().any(char::is_control) {
+            return Err(Error::BadInput(
+                "cache_salt holds a control character; send printable text".into(),
+            ));
+        }
+        Ok(CacheSalt(salt))
+    }
+}
+
+/// What a cache holding `cached` (for a request salted `theirs`) offers a
+/// request salted `mine`: its tokens when the salts are the same (or both
+/// absent), nothing otherwise.
+pub fn offered<'a>(
+    cached: &'a [u32],
+    theirs: Option<&CacheSalt>,
+    mine: Option<&CacheSalt>,
+) -> &'a [u32] {
+    if theirs == mine { cached } else { &[] }
+}
 
 /// Tokens of `prompt` a sequence can take from a cache holding `cached`
 /// (the tokens whose keys and values it holds, in order): their common
@@ -49,6 +99,8 @@ pub fn best<'a>(
 pub struct Kept {
     /// The tokens its cache holds, in order.
     pub tokens: Vec<u32>,
+    /// Its request's salt: it is offered only to requests with the same.
+    pub salt: Option<CacheSalt>,
     /// The cache.
     pub cache: KvCache,
     /// Tokens of the KV budget it holds (its reservation).
@@ -76,10 +128,13 @@ impl Retained {
         self.room
     }
 
-    /// Each kept cache's tokens, most recently used first (the index
+    /// What each kept cache offers a request salted `salt`
+    /// ([`offered`]), most recently used first (the index
     /// [`Retained::touch`] takes).
-    pub fn tokens(&self) -> impl Iterator<Item = &[u32]> {
-        self.kept.iter().map(|k| k.tokens.as_slice())
+    pub fn offered<'a>(&'a self, salt: Option<&'a CacheSalt>) -> impl Iterator<Item = &'a [u32]> {
+        self.kept
+            .iter()
+            .map(move |k| offered(&k.tokens, k.salt.as_ref(), salt))
     }
 
     /// Marks kept cache `i` as the most recently used.
@@ -156,6 +211,7 @@ mod tests {
     fn kept(tokens: u32, room: usize) -> Kept {
         Kept {
             tokens: vec![tokens; 4],
+            salt: None,
             cache: KvCache::new(&tiny_config(), room),
             room,
         }
@@ -168,7 +224,7 @@ mod tests {
             retained.keep(kept(t, room));
         }
         assert_eq!(retained.room(), 96);
-        let firsts = |r: &Retained| r.tokens().map(|t| t[0]).collect::<Vec<_>>();
+        let firsts = |r: &Retained| r.offered(None).map(|t| t[0]).collect::<Vec<_>>();
         assert_eq!(firsts(&retained), [3, 2, 1]);
         retained.touch(2);
         assert_eq!(firsts(&retained), [1, 3, 2]);
@@ -186,5 +242,48 @@ mod tests {
         assert_eq!(retained.room(), 0);
         assert_eq!(retained.evict_oldest(false), 0);
         assert!(retained.newest().is_none());
+    }
+
+    #[test]
+    fn a_salted_cache_is_offered_only_to_the_same_salt() {
+        let salt = |s: &str| CacheSalt::parse(s.into()).unwrap();
+        let (a, b) = (salt("tenant-a"), salt("tenant-b"));
+        let cached = [1, 2, 3];
+        assert_eq!(offered(&cached, None, None), cached);
+        assert_eq!(offered(&cached, Some(&a), Some(&a)), cached);
+        assert!(offered(&cached, Some(&a), Some(&b)).is_empty());
+        assert!(offered(&cached, Some(&a), None).is_empty());
+        assert!(offered(&cached, None, Some(&a)).is_empty());
+        let mut retained = Retained::default();
+        retained.keep(Kept {
+            salt: Some(a.clone()),
+            ..kept(7, 16)
+        });
+        retained.keep(kept(8, 16));
+        let firsts = |salt: Option<&CacheSalt>| {
+            retained
+                .offered(salt)
+                .map(|t| t.first().copied())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(firsts(None), [Some(8), None], "indexes stay in place");
+        assert_eq!(firsts(Some(&a)), [None, Some(7)]);
+        assert_eq!(firsts(Some(&b)), [None, None]);
+    }
+
+    #[test]
+    fn a_cache_salt_is_checked() {
+        assert!(CacheSalt::parse("user 42 / session ü".into()).is_ok());
+        let long = "x".repeat(MAX_CACHE_SALT_BYTES);
+        assert!(CacheSalt::parse(long.clone()).is_ok());
+        for (bad, says) in [
+            (String::new(), "empty"),
+            (long + "x", "at most 256"),
+            ("a\nb".into(), "control character"),
+            ("\u{0}".into(), "control character"),
+        ] {
+            let e = CacheSalt::parse(bad.clone()).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
     }
 }

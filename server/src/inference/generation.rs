@@ -14,6 +14,7 @@ use crate::generate::Model;
 use crate::generate::chat::Message;
 use crate::generate::engine::{EngineHandle, Event, Request};
 use crate::generate::params::{GenerationBounds, SamplingParams};
+use crate::generate::prefix::CacheSalt;
 use crate::generate::sampler::Sampler;
 use crate::{Error, Result};
 
@@ -64,12 +65,15 @@ impl Inference {
 
     /// Starts generating: `params` are validated here against the
     /// server's bounds; `max_tokens` unset (`None`) means as many as the
-    /// context leaves after the prompt, up to `--max-new-tokens`.
+    /// context leaves after the prompt, up to `--max-new-tokens`. With a
+    /// `cache_salt`, prefix caching shares only with requests that sent
+    /// the same.
     pub async fn generate(
         &self,
         permit: Permit,
         prompt: Prompt,
         params: SamplingParams,
+        cache_salt: Option<CacheSalt>,
     ) -> Result<Stream> {
         let generator = self.generator()?;
         let params = params.validate(&generator.bounds)?;
@@ -131,6 +135,7 @@ impl Inference {
             sampler,
             events: tx,
             arrived: Instant::now(),
+            cache_salt,
         })?;
         Ok(Stream {
             events: rx,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::generate::chat::Message;
 use crate::generate::params::SamplingParams;
+use crate::generate::prefix::CacheSalt;
 use crate::{Error, Result};
 
 /// One string or a list of them (`prompt`, `stop`, `input`).
@@ -40,7 +41,8 @@ pub struct StreamOptions {
 }
 
 /// The sampling fields both generation endpoints share: OpenAI's names,
-/// and vLLM's extra ones.
+/// and vLLM's extra ones (with `user` and vLLM's `cache_salt`, the other
+/// fields they share).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Sampling {
@@ -82,9 +84,18 @@ pub struct Sampling {
     pub logit_bias: Option<serde_json::Value>,
     /// An end-user id; accepted and not used.
     pub user: Option<String>,
+    /// vLLM: prefix caching shares this request's prompt only with requests
+    /// that sent the same salt (not a sampling parameter, but sent beside
+    /// them by both endpoints).
+    pub cache_salt: Option<String>,
 }
 
 impl Sampling {
+    /// The checked `cache_salt`, taken out.
+    pub fn take_cache_salt(&mut self) -> Result<Option<CacheSalt>> {
+        self.cache_salt.take().map(CacheSalt::parse).transpose()
+    }
+
     /// vLLM's sampling parameters for these fields (validated later by
     /// the core against the server's bounds).
     pub fn params(self) -> Result<SamplingParams> {

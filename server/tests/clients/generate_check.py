@@ -12,7 +12,7 @@ leave it open), that a client leaving or cancelling a stream, on
 either protocol, cancels its sequence (vllm:request_success_total{
 finished_reason="abort"} grows), and that the same chat sent twice shares
 its cached prompt the second time (vllm:prefix_cache_hits_total grows) and
-answers the same.
+answers the same, and with a cache_salt only with the same salt.
 
 Usage: generate_check.py GRPC_URL HTTP_BASE_URL METRICS_URL MODEL DIGEST LEDGER_INDEX
 Prints one JSON line of what it saw, for the Rust test to check too.
@@ -293,5 +293,25 @@ assert answers[0] == answers[1], answers
 # The usage says so, as OpenAI's does: prompt_tokens_details.cached_tokens.
 assert r.usage.prompt_tokens_details.cached_tokens == shared, (r.usage, shared)
 seen["prefix_cache_shared_tokens"] = shared
+
+
+# 11. cache_salt (vLLM's): the same chat salted shares only with the same
+# salt; a bad salt is refused with a clear error.
+def cached(salt):
+    r = api.chat.completions.create(model=model, messages=chat, max_tokens=12, temperature=0,
+                                    extra_body={"cache_salt": salt})
+    assert r.choices[0].message.content == answers[0], (salt, r.choices[0].message.content)
+    return r.usage.prompt_tokens_details.cached_tokens
+
+
+salted = [cached("tenant-a"), cached("tenant-b"), cached("tenant-a")]
+assert salted[0] == 0 and salted[1] == 0 and salted[2] == shared, (salted, shared)
+for bad, says in [("", "empty"), ("x" * 257, "at most 256"), ("a\nb", "control character")]:
+    try:
+        cached(bad)
+        sys.exit(f"cache_salt {bad!r} was accepted")
+    except openai.BadRequestError as e:
+        assert "cache_salt" in str(e) and says in str(e), e
+seen["cache_salt_cached_tokens"] = salted
 
 print(json.dumps(seen))
