@@ -5,7 +5,7 @@
 
 #[cfg(test)]
 use super::elementwise::softmax_in_place;
-use super::elementwise::{exp, map_in_place, softmax_inline, sum_of};
+use super::elementwise::{LANES, exp, softmax_inline, sum_of};
 use half::f16;
 
 use super::isa::{Isa, Level, multiversion, prefetch};
@@ -32,11 +32,23 @@ pub fn rms_norm_in_place(isa: Isa, x: &mut [f32], weight: &[f32], eps: f32) {
 }
 
 multiversion! {
-    /// `gate = silu(gate) · up`, element by element (SwiGLU).
-    pub(crate) fn silu_mul(gate: &mut [f32], up: &[f32]) {
-        map_in_place(gate, |g| g / (1.0 + exp(-g)));
-        for (g, u) in gate.iter_mut().zip(up) {
-            *g *= *u;
+    /// `out = silu(gate) · up`, element by element (SwiGLU), in one pass
+    /// of whole lanes.
+    pub(crate) fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        let whole = out.len() / LANES * LANES;
+        let lanes = out[..whole]
+            .chunks_exact_mut(LANES)
+            .zip(gate.chunks_exact(LANES))
+            .zip(up.chunks_exact(LANES));
+        for ((out, gate), up) in lanes {
+            for l in 0..LANES {
+                let g = gate[l];
+                out[l] = g / (1.0 + exp(-g)) * up[l];
+            }
+        }
+        for i in whole..out.len() {
+            let g = gate[i];
+            out[i] = g / (1.0 + exp(-g)) * up[i];
         }
     }
 }
@@ -686,8 +698,8 @@ mod tests {
         let g: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 9.0).collect();
         let u: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.1).collect();
         for isa in Isa::all_supported() {
-            let mut out = g.clone();
-            silu_mul(isa, &mut out, &u);
+            let mut out = vec![0.0; g.len()];
+            silu_mul(isa, &g, &u, &mut out);
             let expected: Vec<f32> = g
                 .iter()
                 .zip(&u)

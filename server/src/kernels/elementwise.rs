@@ -8,7 +8,7 @@
 use super::isa::{Isa, multiversion};
 
 /// Lanes per step; sixteen f32 fill one AVX-512 register.
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// `e^x` for f32 (Cephes' `expf`: 2ⁿ·e^r with |r| ≤ ln2/2, degree-6
 /// polynomial). Inputs below −80 give e^−80 ≈ 1.8e−35 instead of less: no

@@ -107,7 +107,13 @@ pub fn matmul_with(kernel: Kernel, isa: Isa, w: Weights<'_>, x: &[f32], m: usize
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(out.at((i + k) * w.rows + first), width)
                     };
-                    dst.copy_from_slice(&values[..width]);
+                    // A whole panel's width as one fixed-size copy (a
+                    // slice's copy of 64 bytes was a call to memmove).
+                    if let Ok(whole) = <&mut [f32; PANEL]>::try_from(&mut *dst) {
+                        *whole = *values;
+                    } else {
+                        dst.copy_from_slice(&values[..width]);
+                    }
                 }
             };
             // Whole tiles of rows, then the last 1 to 3 rows in one tile

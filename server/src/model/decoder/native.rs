@@ -154,12 +154,11 @@ impl NativeWeights {
             block.gate_up.forward(&normed, rows, &mut gate_up);
             let inter = c.intermediate;
             for (pair, out) in gate_up
-                .chunks_exact_mut(2 * inter)
+                .chunks_exact(2 * inter)
                 .zip(act.chunks_exact_mut(inter))
             {
-                let (gate, up) = pair.split_at_mut(inter);
-                silu_mul(isa, gate, up);
-                out.copy_from_slice(gate);
+                let (gate, up) = pair.split_at(inter);
+                silu_mul(isa, gate, up, out);
             }
             block.down.forward(&act, rows, &mut projected);
             add(&mut x, &projected);
