@@ -242,7 +242,7 @@ async fn start(
     body: &[u8],
 ) -> std::result::Result<Started, ApiError> {
     let permit = core.admit()?;
-    let (model, prompt, sampling, streaming, options, echo) = match kind {
+    let (model, prompt, mut sampling, streaming, options, echo) = match kind {
         Kind::Completion => {
             let r: CompletionRequest = parse(body)?;
             let mut prompts = r.prompt.into_vec();
@@ -299,7 +299,6 @@ async fn start(
     };
     core.check_model(&model, "")?;
     core.check_loaded()?;
-    let mut sampling = sampling;
     let cache_salt = sampling.take_cache_salt()?;
     let params = sampling.params()?;
     let stream = core.generate(permit, prompt, params, cache_salt).await?;

@@ -42,15 +42,19 @@ multiversion! {
             .zip(up.chunks_exact(LANES));
         for ((out, gate), up) in lanes {
             for l in 0..LANES {
-                let g = gate[l];
-                out[l] = g / (1.0 + exp(-g)) * up[l];
+                out[l] = silu_times(gate[l], up[l]);
             }
         }
         for i in whole..out.len() {
-            let g = gate[i];
-            out[i] = g / (1.0 + exp(-g)) * up[i];
+            out[i] = silu_times(gate[i], up[i]);
         }
     }
+}
+
+/// `silu(g) · u`.
+#[inline(always)]
+fn silu_times(g: f32, u: f32) -> f32 {
+    g / (1.0 + exp(-g)) * u
 }
 
 /// Which elements rotary embeddings rotate together.
