@@ -30,6 +30,7 @@ ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 print(f"machine: nproc {os.cpu_count()}, {cpu}; our kernels: {ours['isa']}; threads: {ours['threads']}")
 print(f"model: SmolLM2-135M-Instruct Q4_1 GGUF; prompt {ours['prompt_tokens']} tokens, {ours['new_tokens']} new tokens, greedy")
+print(f"our aggregates: medians of {ours['rounds']} rounds, each running every configuration once")
 print(f"{'':34}{'openmodel':>12}{'llama.cpp ' + theirs['version']:>22}{'ratio':>8}")
 def row(name, a, b, better_high):
     ratio = (a / b) if better_high else (b / a)

@@ -8,6 +8,8 @@
 //! that prefix caching has nothing to share; then 16 streams again with the
 //! KV cache in f16 (`--kv-cache-dtype f16`), and 16 whose prompts share
 //! their first 127 tokens (a system prompt; prefix caching shares 112).
+//! The concurrent figures are medians of 3 rounds, each round running every
+//! configuration once (on a shared machine one run alone moved by 20 %).
 //!
 //! `cargo bench -p openmodel-server --bench generate [-- --json]`
 //! (`-- --streams=N`: only the aggregate of N streams, to profile); the
@@ -53,6 +55,38 @@ fn prompt(model: &Model) -> Vec<u32> {
     }
     ids.truncate(PROMPT_TOKENS);
     ids
+}
+
+/// Rounds of the concurrent measurements.
+const ROUNDS: usize = 3;
+
+/// One configuration's aggregate tokens/s over the rounds.
+#[derive(Clone, Copy)]
+struct Figure {
+    median: f64,
+    lowest: f64,
+    highest: f64,
+}
+
+impl Figure {
+    fn of(mut rounds: Vec<f64>) -> Figure {
+        rounds.sort_by(f64::total_cmp);
+        Figure {
+            median: rounds[rounds.len() / 2],
+            lowest: rounds[0],
+            highest: rounds[rounds.len() - 1],
+        }
+    }
+}
+
+impl std::fmt::Display for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} ({:.1}–{:.1})",
+            self.median, self.lowest, self.highest
+        )
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -207,22 +241,33 @@ fn main() {
         return;
     }
     let (prefill, decode) = single(&model, &prompt);
-    let aggregate: Vec<(usize, f64)> = [1, 4, 16]
-        .into_iter()
-        .map(|n| {
-            let t = runtime.block_on(concurrent(&model, &prompt, n, Prompts::Distinct));
-            (n, t)
-        })
-        .collect();
-    let shared_16 = runtime.block_on(concurrent(&model, &prompt, 16, Prompts::SharedPrefix));
-    drop(model);
     let mut half = Model::load(&dir).unwrap();
     half.decoder.set_kv_dtype(KvDtype::F16).unwrap();
-    let half_16 = runtime.block_on(concurrent(&Arc::new(half), &prompt, 16, Prompts::Distinct));
+    let half = Arc::new(half);
+    // Every configuration once per round, the rounds one after the other,
+    // so that a slow spell of a shared machine falls on all of them alike;
+    // each reported figure is the median of its rounds.
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let mut round: Vec<f64> = [1, 4, 16]
+            .into_iter()
+            .map(|n| runtime.block_on(concurrent(&model, &prompt, n, Prompts::Distinct)))
+            .collect();
+        round.push(runtime.block_on(concurrent(&half, &prompt, 16, Prompts::Distinct)));
+        round.push(runtime.block_on(concurrent(&model, &prompt, 16, Prompts::SharedPrefix)));
+        rounds.push(round);
+    }
+    let figure = |k: usize| Figure::of(rounds.iter().map(|round| round[k]).collect());
+    let aggregate: Vec<(usize, Figure)> = [1, 4, 16]
+        .into_iter()
+        .enumerate()
+        .map(|(k, n)| (n, figure(k)))
+        .collect();
+    let (half_16, shared_16) = (figure(3), figure(4));
     if json {
         let aggregate: serde_json::Map<String, serde_json::Value> = aggregate
             .iter()
-            .map(|(n, t)| (n.to_string(), serde_json::json!(t)))
+            .map(|(n, t)| (n.to_string(), serde_json::json!(t.median)))
             .collect();
         println!(
             "{}",
@@ -236,8 +281,9 @@ fn main() {
                 "prefill_ms": prefill.as_secs_f64() * 1e3,
                 "decode_tokens_per_s": decode,
                 "aggregate_tokens_per_s": aggregate,
-                "aggregate_16_f16_kv_tokens_per_s": half_16,
-                "aggregate_16_shared_prefix_tokens_per_s": shared_16,
+                "aggregate_16_f16_kv_tokens_per_s": half_16.median,
+                "aggregate_16_shared_prefix_tokens_per_s": shared_16.median,
+                "rounds": ROUNDS,
             })
         );
         return;
@@ -247,9 +293,10 @@ fn main() {
         Isa::detect().name(),
         prefill.as_secs_f64() * 1e3
     );
+    println!("  aggregate tokens/s, median of {ROUNDS} rounds (lowest–highest):");
     for (n, t) in aggregate {
-        println!("  {n:>2} streams × {NEW_TOKENS} new tokens: {t:.1} tokens/s in all");
+        println!("  {n:>2} streams × {NEW_TOKENS} new tokens: {t}");
     }
-    println!("  16 streams, f16 KV cache: {half_16:.1} tokens/s in all");
-    println!("  16 streams, prompts sharing 127 tokens: {shared_16:.1} tokens/s in all");
+    println!("  16 streams, f16 KV cache: {half_16}");
+    println!("  16 streams, prompts sharing 127 tokens: {shared_16}");
 }

@@ -205,7 +205,10 @@ pub mod avx2 {
     }
 
     /// `R` activation rows × one panel of 4-bit weights: `Q4_1` if `MIN`,
-    /// else `Q4_0`.
+    /// else `Q4_0`. A block's groups are unpacked one at a time, each used
+    /// by the `R` rows at once, so that the `R` rows' sums and the unpacked
+    /// group fit the 16 registers (the block's 8 unpacked registers held
+    /// at once spilled to the stack).
     ///
     /// # Safety
     /// `panel` must hold `acts.blocks` block columns, and every `rows[r]`
@@ -221,20 +224,32 @@ pub mod avx2 {
         let nb = acts.blocks;
         let nibble = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        let mut low = [_mm256_setzero_si256(); 4];
-        let mut high = [_mm256_setzero_si256(); 4];
         for half in 0..2 {
             let mut acc = [_mm256_setzero_ps(); R];
             for b in 0..nb {
-                // SAFETY: block column b is inside the panel (contract).
-                let (d, m) = unsafe {
-                    let column = panel.add(b * layout.bytes);
-                    for g in 0..4 {
+                let column = panel.wrapping_add(b * layout.bytes);
+                let blocks: [usize; R] = std::array::from_fn(|r| rows[r] * nb + b);
+                // SAFETY: block blocks[r] of the activations exists (contract).
+                let ys = blocks.map(|i| unsafe { acts.qs.as_ptr().add(i * BLOCK) });
+                let mut products = [_mm256_setzero_si256(); R];
+                for g in 0..4 {
+                    // SAFETY: block column b is inside the panel, and each
+                    // ys[r] is a whole block of 32 activations (contract).
+                    unsafe {
                         let at = layout.qs + g * GROUP + half * 4 * HALF;
                         let q = _mm256_loadu_si256(column.add(at).cast());
-                        low[g] = _mm256_and_si256(q, nibble);
-                        high[g] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble);
+                        let low = _mm256_and_si256(q, nibble);
+                        let high = _mm256_and_si256(_mm256_srli_epi16::<4>(q), nibble);
+                        for r in 0..R {
+                            let y_low = _mm256_maddubs_epi16(low, broadcast(ys[r], 4 * g));
+                            let y_high = _mm256_maddubs_epi16(high, broadcast(ys[r], 16 + 4 * g));
+                            products[r] =
+                                _mm256_add_epi16(products[r], _mm256_add_epi16(y_low, y_high));
+                        }
                     }
+                }
+                // SAFETY: as above.
+                let (d, m) = unsafe {
                     let scales = |at: usize| {
                         _mm256_cvtph_ps(_mm_loadu_si128(column.add(at + 2 * half * HALF).cast()))
                     };
@@ -245,26 +260,16 @@ pub mod avx2 {
                     (scales(0), m)
                 };
                 for r in 0..R {
-                    let i = rows[r] * nb + b;
+                    let i = blocks[r];
                     // SAFETY: block i of the activations exists (contract).
-                    let (y, dx, sum, s) = unsafe {
+                    let (dx, sum, s) = unsafe {
                         (
-                            acts.qs.as_ptr().add(i * BLOCK),
                             *acts.d.get_unchecked(i),
                             *acts.sum.get_unchecked(i),
                             *acts.s.get_unchecked(i),
                         )
                     };
-                    let mut products = _mm256_setzero_si256();
-                    for g in 0..4 {
-                        // SAFETY: y is a whole block of 32 activations.
-                        let (y_low, y_high) =
-                            unsafe { (broadcast(y, 4 * g), broadcast(y, 16 + 4 * g)) };
-                        products = _mm256_add_epi16(products, _mm256_maddubs_epi16(low[g], y_low));
-                        products =
-                            _mm256_add_epi16(products, _mm256_maddubs_epi16(high[g], y_high));
-                    }
-                    let mut v = _mm256_madd_epi16(products, ones);
+                    let mut v = _mm256_madd_epi16(products[r], ones);
                     if !MIN {
                         v = _mm256_add_epi32(v, _mm256_set1_epi32(-8 * sum));
                     }
@@ -282,7 +287,8 @@ pub mod avx2 {
         }
     }
 
-    /// `R` activation rows × one panel of `Q8_0` weights.
+    /// `R` activation rows × one panel of `Q8_0` weights, a group at a
+    /// time for the `R` rows as in [`q4`].
     ///
     /// # Safety
     /// As for [`q4`].
@@ -296,35 +302,36 @@ pub mod avx2 {
         let layout = column_layout(QuantFormat::Q8_0);
         let nb = acts.blocks;
         let ones = _mm256_set1_epi16(1);
-        let mut signed = [_mm256_setzero_si256(); 8];
-        let mut magnitude = [_mm256_setzero_si256(); 8];
         for half in 0..2 {
             let mut acc = [_mm256_setzero_ps(); R];
             for b in 0..nb {
-                // SAFETY: block column b is inside the panel (contract).
-                let d = unsafe {
-                    let column = panel.add(b * layout.bytes);
-                    for g in 0..8 {
+                let column = panel.wrapping_add(b * layout.bytes);
+                let blocks: [usize; R] = std::array::from_fn(|r| rows[r] * nb + b);
+                // SAFETY: block blocks[r] of the activations exists (contract).
+                let ys = blocks.map(|i| unsafe { acts.qs.as_ptr().add(i * BLOCK) });
+                let mut v = [_mm256_setzero_si256(); R];
+                for g in 0..8 {
+                    // SAFETY: block column b is inside the panel, and each
+                    // ys[r] is a whole block of 32 activations (contract).
+                    unsafe {
                         let at = layout.qs + g * GROUP + half * 4 * HALF;
-                        signed[g] = _mm256_loadu_si256(column.add(at).cast());
-                        magnitude[g] = _mm256_sign_epi8(signed[g], signed[g]);
+                        let signed = _mm256_loadu_si256(column.add(at).cast());
+                        let magnitude = _mm256_sign_epi8(signed, signed);
+                        for r in 0..R {
+                            let y = _mm256_sign_epi8(broadcast(ys[r], 4 * g), signed);
+                            let pairs = _mm256_maddubs_epi16(magnitude, y);
+                            v[r] = _mm256_add_epi32(v[r], _mm256_madd_epi16(pairs, ones));
+                        }
                     }
-                    _mm256_cvtph_ps(_mm_loadu_si128(column.add(2 * half * HALF).cast()))
-                };
+                }
+                // SAFETY: as above.
+                let d =
+                    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(column.add(2 * half * HALF).cast())) };
                 for r in 0..R {
-                    let i = rows[r] * nb + b;
-                    // SAFETY: block i of the activations exists (contract).
-                    let (y, dx) =
-                        unsafe { (acts.qs.as_ptr().add(i * BLOCK), *acts.d.get_unchecked(i)) };
-                    let mut v = _mm256_setzero_si256();
-                    for g in 0..8 {
-                        // SAFETY: y is a whole block of 32 activations.
-                        let y = _mm256_sign_epi8(unsafe { broadcast(y, 4 * g) }, signed[g]);
-                        let pairs = _mm256_maddubs_epi16(magnitude[g], y);
-                        v = _mm256_add_epi32(v, _mm256_madd_epi16(pairs, ones));
-                    }
+                    // SAFETY: block blocks[r] of the activations exists (contract).
+                    let dx = unsafe { *acts.d.get_unchecked(blocks[r]) };
                     let scale = _mm256_mul_ps(d, _mm256_set1_ps(dx));
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), scale, acc[r]);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v[r]), scale, acc[r]);
                 }
             }
             for r in 0..R {
