@@ -14,8 +14,8 @@
 //!   activation rows, and which instruction set computes them (the
 //!   portable code is there);
 //! - `x86_panels`: the AVX2 and AVX-512 VNNI kernels;
-//! - `x86_q4_asm`: the AVX2 4-bit kernel for whole tiles of 4 rows, in
-//!   assembly (the compilers spilled it);
+//! - `x86_asm`: the AVX2 kernels for whole tiles of 4 rows, in assembly
+//!   (the compilers spilled them);
 //! - [`matmul`]: the threaded driver.
 //!
 //! A decode step (one activation row) streams each weight once at memory
@@ -27,9 +27,9 @@ mod dot;
 mod matmul;
 mod panels;
 #[cfg(target_arch = "x86_64")]
-mod x86_panels;
+mod x86_asm;
 #[cfg(target_arch = "x86_64")]
-mod x86_q4_asm;
+mod x86_panels;
 
 pub use blocks::QuantFormat;
 

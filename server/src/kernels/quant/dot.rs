@@ -13,9 +13,9 @@ use super::super::isa::{Isa, Level};
 use super::blocks::{Activations, BLOCK, QuantFormat, f16_at};
 use super::panels::{GROUP, PANEL, column_layout};
 #[cfg(target_arch = "x86_64")]
-use super::x86_panels::{avx2, vnni};
+use super::x86_asm;
 #[cfg(target_arch = "x86_64")]
-use super::x86_q4_asm;
+use super::x86_panels::{avx2, vnni};
 
 /// Which code computes the tiles. Only [`Kernel::best`] and
 /// [`Kernel::all`] make one, from a detected [`Isa`].
@@ -101,14 +101,10 @@ pub fn tile<const R: usize>(
             unsafe {
                 match (format, <&[usize; 4]>::try_from(&rows[..])) {
                     // A whole tile: the assembly (same results, faster).
-                    (QuantFormat::Q4_0 | QuantFormat::Q4_1, Ok(four)) => {
+                    (_, Ok(four)) => {
                         let out = <&mut [[f32; PANEL]; 4]>::try_from(&mut out[..])
                             .expect("as many output rows as rows");
-                        if format == QuantFormat::Q4_1 {
-                            x86_q4_asm::q4::<true>(panel, acts, four, out)
-                        } else {
-                            x86_q4_asm::q4::<false>(panel, acts, four, out)
-                        }
+                        x86_asm::tile(format, panel, acts, four, out)
                     }
                     (QuantFormat::Q4_0, _) => avx2::q4::<R, false>(panel, acts, rows, out),
                     (QuantFormat::Q4_1, _) => avx2::q4::<R, true>(panel, acts, rows, out),

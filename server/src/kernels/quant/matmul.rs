@@ -12,6 +12,8 @@ use super::panels::{PANEL, column_layout, panels_len};
 
 /// Activation rows per tile (fewer only for the last rows).
 const TILE_ROWS: usize = 4;
+/// Chunks of panels per thread when there are more rows than a tile.
+const CHUNKS_PER_THREAD: usize = 16;
 /// Below this many multiply-adds, one thread does it all: waking the pool
 /// would cost more than it saves.
 const SERIAL_WORK: usize = 1 << 16;
@@ -75,10 +77,13 @@ pub fn matmul_with(kernel: Kernel, isa: Isa, w: Weights<'_>, x: &[f32], m: usize
     let chunk = if m * w.rows * w.cols <= SERIAL_WORK || threads == 1 {
         panels
     } else {
-        // About four chunks per thread, so that a slow thread delays little;
-        // one for a single tile of activation rows (a decode step of a few
-        // sequences), whose chunks are too short to pay for more forks.
-        let per_thread = if m <= TILE_ROWS { 1 } else { 4 };
+        // Sixteen chunks per thread, so that the thread done first takes
+        // work from the other until little is left (rayon steals whole
+        // chunks: with four, a prefill on two threads waited on the last
+        // chunk for 6 % of its time); one for a single tile of activation
+        // rows (a decode step of a few sequences), whose chunks are too
+        // short to pay for more forks.
+        let per_thread = if m <= TILE_ROWS { 1 } else { CHUNKS_PER_THREAD };
         panels.div_ceil(per_thread * threads)
     };
     let tiles = m.div_ceil(TILE_ROWS);
