@@ -310,6 +310,8 @@ mod tests {
         for format in FORMATS {
             check(format, 301, 256, 1, 11);
             check(format, 203, 192, 6, 12);
+            // A prefill's rows: quantized in parallel, in chunks of 32 rows.
+            check(format, 37, 1024, 41, 13);
         }
     }
 

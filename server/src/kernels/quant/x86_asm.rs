@@ -13,11 +13,11 @@
 //! quant bytes of the 8 rows), the group's weights are made ready once and
 //! multiplied with each activation row's 4 broadcast activations
 //! (`vpmaddubsw`, pairs of products added in i16):
-//! - 4-bit ([`q4`]): the low and high nibbles, unsigned; the pair sums add
+//! - 4-bit formats: the low and high nibbles, unsigned; the pair sums add
 //!   up in i16 over the block (16 products of at most 15·127 per lane: no
 //!   overflow), then go to i32 (`vpmaddwd` with ones), minus `8·Σq_x` for
 //!   `Q4_0`, to f32, times `d_w·d_x`, plus `m_w·s_x` for `Q4_1`;
-//! - `Q8_0` ([`q8`]): the magnitudes of the weights, whose signs go to the
+//! - `Q8_0`: the magnitudes of the weights, whose signs go to the
 //!   activations (`vpsignb`), each group to i32 on its own; then to f32,
 //!   times `d_w·d_x`.
 

@@ -153,12 +153,20 @@ impl NativeWeights {
             rms_norm_into(isa, &x, &block.ffn_norm, c.rms_eps, &mut normed);
             block.gate_up.forward(&normed, rows, &mut gate_up);
             let inter = c.intermediate;
-            for (pair, out) in gate_up
-                .chunks_exact(2 * inter)
-                .zip(act.chunks_exact_mut(inter))
-            {
+            let swiglu = |(pair, out): (&[f32], &mut [f32])| {
                 let (gate, up) = pair.split_at(inter);
                 silu_mul(isa, gate, up, out);
+            };
+            if rows * inter < PARALLEL_VALUES {
+                gate_up
+                    .chunks_exact(2 * inter)
+                    .zip(act.chunks_exact_mut(inter))
+                    .for_each(swiglu);
+            } else {
+                gate_up
+                    .par_chunks_exact(2 * inter)
+                    .zip(act.par_chunks_exact_mut(inter))
+                    .for_each(swiglu);
             }
             block.down.forward(&act, rows, &mut projected);
             add(&mut x, &projected);
@@ -179,6 +187,10 @@ impl NativeWeights {
         Ok(split_logits(&logits, &wanted, c.vocab))
     }
 }
+
+/// From this many values on, SwiGLU's rows are computed on every thread (a
+/// prefill's; a decode step's are too few to pay for waking the pool).
+const PARALLEL_VALUES: usize = 1 << 15;
 
 /// The new `rows` of `step` (their fused Q, K and V projections): biases
 /// added, Q and K normed per head (Qwen3) and rotated to their positions,
