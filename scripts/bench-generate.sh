@@ -4,8 +4,9 @@
 # (llama-cpp-python, tools/bench/llamacpp_generate.py) on the same GGUF file
 # (SmolLM2-135M-Instruct Q4_1, scripts/fetch-smollm2.sh), the same
 # 128-token prompt and the same number of threads: prefill time of the
-# prompt, decode tokens/s of one greedy stream, and our aggregate tokens/s
-# at 1, 4 and 16 concurrent streams of 128 new tokens, and 16 again with
+# prompt and of 512 and 2048 tokens (the prompt repeated), decode tokens/s
+# of one greedy stream, and our aggregate tokens/s at 1, 4 and 16
+# concurrent streams of 128 new tokens, and 16 again with
 # the KV cache in f16 (--kv-cache-dtype f16), and 16 whose prompts share
 # their first 127 tokens (what prefix caching saves; the other rows' prompts
 # differ from their first token). Prints a table and the machine (nproc,
@@ -36,6 +37,8 @@ def row(name, a, b, better_high):
     ratio = (a / b) if better_high else (b / a)
     print(f"{name:34}{a:>12.1f}{b:>22.1f}{ratio:>7.2f}x")
 row("prefill of the prompt (ms)", ours["prefill_ms"], theirs["prefill_ms"], False)
+for n in sorted(ours["long_prefill_ms"], key=int):
+    row(f"prefill of {n} tokens (ms)", ours["long_prefill_ms"][n], theirs["long_prefill_ms"][n], False)
 row("decode, one stream (tokens/s)", ours["decode_tokens_per_s"], theirs["decode_tokens_per_s"], True)
 single = ours["aggregate_tokens_per_s"]["1"]
 for n, t in sorted(ours["aggregate_tokens_per_s"].items(), key=lambda kv: int(kv[0])):

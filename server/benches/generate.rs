@@ -1,7 +1,8 @@
 //! Text-generation benchmark of our engine on a GGUF model (default
 //! SmolLM2-135M-Instruct Q4_1 from scripts/fetch-smollm2.sh; another with
 //! `OPENMODEL_GEN_MODEL_DIR`): time to first token of a 128-token prompt
-//! (prefill), decode tokens/s of one stream, and aggregate generated
+//! (prefill) and of 512 and 2048 tokens (the prompt repeated), decode
+//! tokens/s of one stream, and aggregate generated
 //! tokens/s of 1, 4 and 16 concurrent greedy streams of 128 new tokens
 //! through the continuous-batching engine (prefill included, as serving
 //! benchmarks count it), their prompts different from the first token so
@@ -33,6 +34,9 @@ use openmodel_server::model::decoder::{KvCache, Logits, Step};
 use tokio::sync::mpsc;
 
 const PROMPT_TOKENS: usize = 128;
+/// Lengths of the long prompts whose prefill is timed too (the
+/// 128-token prompt repeated): where attention over the prompt weighs.
+const LONG_PROMPTS: [usize; 2] = [512, 2048];
 const NEW_TOKENS: usize = 128;
 
 fn model_dir() -> PathBuf {
@@ -129,6 +133,27 @@ fn single(model: &Model, prompt: &[u32]) -> (Duration, f64) {
     }
     let decode = median(decode);
     (median(prefill), NEW_TOKENS as f64 / decode.as_secs_f64())
+}
+
+/// Prefill time of a `len`-token prompt (the prompt repeated), median of 3.
+fn long_prefill(model: &Model, prompt: &[u32], len: usize) -> Duration {
+    let long: Vec<u32> = prompt.iter().copied().cycle().take(len).collect();
+    let times = (0..3)
+        .map(|_| {
+            let mut cache = KvCache::new(model.decoder.config(), len);
+            let started = Instant::now();
+            model
+                .decoder
+                .forward(&mut [Step {
+                    tokens: &long,
+                    cache: &mut cache,
+                    logits: Logits::Last,
+                }])
+                .unwrap();
+            started.elapsed()
+        })
+        .collect();
+    median(times)
 }
 
 /// How the concurrent streams' prompts differ.
@@ -241,6 +266,10 @@ fn main() {
         return;
     }
     let (prefill, decode) = single(&model, &prompt);
+    let long: Vec<(usize, Duration)> = LONG_PROMPTS
+        .iter()
+        .map(|&len| (len, long_prefill(&model, &prompt, len)))
+        .collect();
     let mut half = Model::load(&dir).unwrap();
     half.decoder.set_kv_dtype(KvDtype::F16).unwrap();
     let half = Arc::new(half);
@@ -279,6 +308,10 @@ fn main() {
                 "prompt_ids": prompt,
                 "new_tokens": NEW_TOKENS,
                 "prefill_ms": prefill.as_secs_f64() * 1e3,
+                "long_prefill_ms": long
+                    .iter()
+                    .map(|(len, t)| (len.to_string(), serde_json::json!(t.as_secs_f64() * 1e3)))
+                    .collect::<serde_json::Map<_, _>>(),
                 "decode_tokens_per_s": decode,
                 "aggregate_tokens_per_s": aggregate,
                 "aggregate_16_f16_kv_tokens_per_s": half_16.median,
@@ -293,6 +326,9 @@ fn main() {
         Isa::detect().name(),
         prefill.as_secs_f64() * 1e3
     );
+    for (len, t) in long {
+        println!("  prefill of {len} tokens: {:.1} ms", t.as_secs_f64() * 1e3);
+    }
     println!("  aggregate tokens/s, median of {ROUNDS} rounds (lowest–highest):");
     for (n, t) in aggregate {
         println!("  {n:>2} streams × {NEW_TOKENS} new tokens: {t}");

@@ -325,7 +325,8 @@ pub fn causal_attention(
 }
 
 multiversion! {
-    /// [`causal_attention`] for caches of any element type. For each row,
+    /// [`causal_attention`] for caches of any element type, the rows a
+    /// block of [`ROW_BLOCK`] at a time. For each row,
     /// the scores of every head a tile of [`KEY_TILE`] positions at a time,
     /// then the weighted sums of every head a block of [`VALUE_BLOCK`]
     /// positions at a time: the keys of a tile (and the values of a block)
@@ -356,35 +357,91 @@ multiversion! {
         debug_assert!(first + rows <= keys.len() / kv_width, "queries past the cache");
         debug_assert!(only.end <= heads && out.len() == rows * out_width, "head range");
         let scale = 1.0 / (head_dim as f32).sqrt();
-        for r in 0..rows {
-            let visible = first + r + 1;
+        let mut block = 0..rows.min(ROW_BLOCK);
+        while !block.is_empty() {
+            // Each row's scores (`only.len() × visible`), one after the other.
+            let visible = |r: usize| first + r + 1;
+            let starts: Vec<usize> = block
+                .clone()
+                .scan(0, |at, r| {
+                    let start = *at;
+                    *at += only.len() * visible(r);
+                    Some(start)
+                })
+                .collect();
             scores.clear();
-            scores.resize(only.len() * visible, 0.0);
-            let q = &queries[r * q_width..][..q_width];
-            let o = &mut out[r * out_width..][..out_width];
-            let row = Row {
-                q,
+            scores.resize(starts[starts.len() - 1] + only.len() * visible(block.end - 1), 0.0);
+            let row = |r: usize| Row {
+                q: &queries[r * q_width..][..q_width],
                 keys,
                 values,
                 shape,
                 only: only.clone(),
                 pack,
-                visible,
+                visible: visible(r),
             };
-            for tile in 0..visible.div_ceil(KEY_TILE) {
-                row.pass(Part::Scores { tile }, scores, o);
+            // Each tile of keys (and block of values) meets every row of
+            // the block that sees it while it is in the L1 cache.
+            let widest = visible(block.end - 1);
+            // The first row to read a tile (or block) asks for the next one
+            // ahead; the others find it in cache.
+            for tile in 0..widest.div_ceil(KEY_TILE) {
+                let mut ahead = true;
+                for (r, start) in block.clone().zip(&starts) {
+                    if tile * KEY_TILE < visible(r) {
+                        let (s, o) = row_parts(scores, *start, only.len() * visible(r), out, r, out_width);
+                        row(r).pass(Part::Scores { tile, ahead }, s, o);
+                        ahead = false;
+                    }
+                }
             }
-            for head_scores in scores.chunks_exact_mut(visible) {
-                softmax_inline(head_scores, scale);
+            for (r, start) in block.clone().zip(&starts) {
+                let (s, _) = row_parts(scores, *start, only.len() * visible(r), out, r, out_width);
+                for head_scores in s.chunks_exact_mut(visible(r)) {
+                    softmax_inline(head_scores, scale);
+                }
             }
             let mut from = 0;
-            while from < visible {
-                let to = (from + VALUE_BLOCK).min(visible);
-                row.pass(Part::Sums { positions: from..to }, scores, o);
+            while from < widest {
+                let to = from + VALUE_BLOCK;
+                let mut ahead = true;
+                for (r, start) in block.clone().zip(&starts) {
+                    if from < visible(r) {
+                        let (s, o) = row_parts(scores, *start, only.len() * visible(r), out, r, out_width);
+                        let positions = from..to.min(visible(r));
+                        row(r).pass(Part::Sums { positions, ahead }, s, o);
+                        ahead = false;
+                    }
+                }
                 from = to;
             }
+            block = block.end..rows.min(block.end + ROW_BLOCK);
         }
     }
+}
+
+/// Query rows of one sequence attended together ([`attention_of`]): a
+/// prompt's rows see the same keys and values, and each tile of them read
+/// from memory is used by all the block's rows that see it (one row at a
+/// time, a 2048-token prompt read every layer's keys and values once per
+/// row, from the L3 cache at best). Each row's numbers are computed as
+/// when it is alone, in the same order.
+const ROW_BLOCK: usize = 16;
+
+/// Row `r`'s scores (`len` floats from `start`) and output row.
+#[inline(always)]
+fn row_parts<'a>(
+    scores: &'a mut [f32],
+    start: usize,
+    len: usize,
+    out: &'a mut [f32],
+    r: usize,
+    out_width: usize,
+) -> (&'a mut [f32], &'a mut [f32]) {
+    (
+        &mut scores[start..][..len],
+        &mut out[r * out_width..][..out_width],
+    )
 }
 
 /// One row's queries and what it attends to.
@@ -473,11 +530,15 @@ struct Cache<'a, E> {
 /// One part of a row's attention for a pack of query heads.
 #[derive(Clone)]
 enum Part {
-    /// The scores of one tile of positions.
-    Scores { tile: usize },
+    /// The scores of one tile of positions; the next tile asked of the
+    /// cache `ahead` of its use.
+    Scores { tile: usize, ahead: bool },
     /// The weighted sums of the values of these positions, added to those
-    /// of the positions before them.
-    Sums { positions: std::ops::Range<usize> },
+    /// of the positions before them; the next block's asked for `ahead`.
+    Sums {
+        positions: std::ops::Range<usize>,
+        ahead: bool,
+    },
 }
 
 /// `G` query heads of one row that share one key/value head: their
@@ -509,14 +570,14 @@ impl<E: KvElement> Pack<'_, E> {
         let dim = q.len() / G;
         let visible = cache.visible;
         match part {
-            Part::Scores { tile } => {
+            Part::Scores { tile, ahead } => {
                 let at = tile * KEY_TILE * cache.stride;
                 let keys = &cache.keys[at..][..dim * KEY_TILE];
                 // The next tile's rows are asked for one by one as this
                 // one's are read: a sequence's keys are too many to stay in
                 // cache between steps, and the hardware alone left the
                 // loads waiting.
-                let next = if (tile + 1) * KEY_TILE < visible {
+                let next = if ahead && (tile + 1) * KEY_TILE < visible {
                     &cache.keys[at + KEY_TILE * cache.stride..][..dim * KEY_TILE]
                 } else {
                     &[]
@@ -528,18 +589,18 @@ impl<E: KvElement> Pack<'_, E> {
                     scores[g * visible + from..][..n].copy_from_slice(&s[..n]);
                 }
             }
-            Part::Sums { positions } => {
+            Part::Sums { positions, ahead } => {
                 let mut done = 0;
                 while dim - done >= 64 {
-                    weighted_sums::<G, 64, E>(scores, cache, positions.clone(), done, out);
+                    weighted_sums::<G, 64, E>(scores, cache, positions.clone(), ahead, done, out);
                     done += 64;
                 }
                 while dim - done >= 16 {
-                    weighted_sums::<G, 16, E>(scores, cache, positions.clone(), done, out);
+                    weighted_sums::<G, 16, E>(scores, cache, positions.clone(), ahead, done, out);
                     done += 16;
                 }
                 while done < dim {
-                    weighted_sums::<G, 1, E>(scores, cache, positions.clone(), done, out);
+                    weighted_sums::<G, 1, E>(scores, cache, positions.clone(), ahead, done, out);
                     done += 1;
                 }
             }
@@ -632,6 +693,7 @@ fn weighted_sums<const G: usize, const W: usize, E: KvElement>(
     scores: &[f32],
     cache: Cache<'_, E>,
     positions: std::ops::Range<usize>,
+    ahead: bool,
     at: usize,
     out: &mut [f32],
 ) {
@@ -644,7 +706,7 @@ fn weighted_sums<const G: usize, const W: usize, E: KvElement>(
         }
     }
     for p in positions {
-        if p + VALUES_AHEAD < visible {
+        if ahead && p + VALUES_AHEAD < visible {
             prefetch(&cache.values[(p + VALUES_AHEAD) * cache.stride + at..][..W]);
         }
         let v = widen::<W, E>(&cache.values[p * cache.stride + at..]);
@@ -780,6 +842,73 @@ mod tests {
             }
             let expected = attention_reference(&queries, positions - 2, &keys, &values, shape);
             close(&out, &expected, 1e-5);
+        }
+    }
+
+    /// A prompt's rows attended in blocks of [`ROW_BLOCK`] give each row's
+    /// numbers bit for bit as when it is attended alone (a decode step), for
+    /// f32 and f16 caches, at every instruction set, over more rows than a
+    /// block and positions past several tiles.
+    #[test]
+    fn rows_attended_together_equal_rows_attended_alone() {
+        let shape = Heads {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 24,
+        };
+        let (kv_width, q_width) = (48, 144);
+        let (first, rows) = (21, ROW_BLOCK + 19);
+        let positions = first + rows;
+        let keys: Vec<f32> = (0..positions * kv_width)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let values: Vec<f32> = (0..positions * kv_width)
+            .map(|i| (i as f32 * 0.13).cos())
+            .collect();
+        let queries: Vec<f32> = (0..rows * q_width)
+            .map(|i| (i as f32 * 0.071).sin() * 2.0)
+            .collect();
+        let keys32: Vec<f32> = tiled(&keys, kv_width);
+        let keys16: Vec<f16> = tiled(&keys, kv_width);
+        let values16: Vec<f16> = values.iter().map(|v| f16::from_f32(*v)).collect();
+        let caches = [
+            KvSlices::F32(&keys32, &values),
+            KvSlices::F16(&keys16, &values16),
+        ];
+        let mut scores = Vec::new();
+        for isa in Isa::all_supported() {
+            for cache in caches {
+                for heads in [0..6, 2..5] {
+                    let width = heads.len() * shape.head_dim;
+                    let mut together = vec![0.0; rows * width];
+                    causal_attention(
+                        isa,
+                        &queries,
+                        first,
+                        cache,
+                        shape,
+                        heads.clone(),
+                        &mut together,
+                        &mut scores,
+                    );
+                    for r in 0..rows {
+                        let mut alone = vec![0.0; width];
+                        causal_attention(
+                            isa,
+                            &queries[r * q_width..][..q_width],
+                            first + r,
+                            cache,
+                            shape,
+                            heads.clone(),
+                            &mut alone,
+                            &mut scores,
+                        );
+                        for (a, b) in alone.iter().zip(&together[r * width..][..width]) {
+                            assert_eq!(a.to_bits(), b.to_bits(), "{} row {r}", isa.name());
+                        }
+                    }
+                }
+            }
         }
     }
 

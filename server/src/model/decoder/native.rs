@@ -229,7 +229,7 @@ fn position_and_cache(
 /// Attention of every step's new rows (`qkv`: their fused projections)
 /// over its cache at `layer`, into `context` (`rows × heads·head_dim`), in
 /// parallel: each sequence's rows in chunks, so that one long prompt uses
-/// every core; and when there are fewer rows than threads' worth of work
+/// every core evenly; and when there are fewer rows than threads' worth of work
 /// (a few decoding sequences), single rows split by heads.
 fn attention(
     isa: Isa,
@@ -243,7 +243,11 @@ fn attention(
     let qw = shape.heads * shape.head_dim;
     let rows: usize = steps.iter().map(|s| s.tokens.len()).sum();
     let threads = rayon::current_num_threads().max(1);
-    let chunk = rows.div_ceil(threads).max(8);
+    // A prompt's rows in chunks of at least 16 (attended together, each
+    // tile of keys read once for them), 8 chunks per thread or more: a
+    // row sees every row before it, so the last chunks take the longest,
+    // and with one chunk per thread the first thread waited half the time.
+    let chunk = rows.div_ceil(8 * threads).max(16);
     let row_jobs: usize = steps.iter().map(|s| s.tokens.len().div_ceil(chunk)).sum();
     // Two jobs per thread at least, so that neither waits long for the other.
     let head_parts = (2 * threads).div_ceil(row_jobs).clamp(1, shape.heads);
