@@ -859,15 +859,7 @@ mod tests {
         let (kv_width, q_width) = (48, 144);
         let (first, rows) = (21, ROW_BLOCK + 19);
         let positions = first + rows;
-        let keys: Vec<f32> = (0..positions * kv_width)
-            .map(|i| (i as f32 * 0.37).sin())
-            .collect();
-        let values: Vec<f32> = (0..positions * kv_width)
-            .map(|i| (i as f32 * 0.13).cos())
-            .collect();
-        let queries: Vec<f32> = (0..rows * q_width)
-            .map(|i| (i as f32 * 0.071).sin() * 2.0)
-            .collect();
+        let (keys, values, queries) = inputs(positions * kv_width, rows * q_width);
         let keys32: Vec<f32> = tiled(&keys, kv_width);
         let keys16: Vec<f16> = tiled(&keys, kv_width);
         let values16: Vec<f16> = values.iter().map(|v| f16::from_f32(*v)).collect();
@@ -1046,6 +1038,14 @@ mod tests {
         out
     }
 
+    /// Deterministic keys and values (`kv` of each) and queries (`q`).
+    fn inputs(kv: usize, q: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let keys = (0..kv).map(|i| (i as f32 * 0.37).sin()).collect();
+        let values = (0..kv).map(|i| (i as f32 * 0.13).cos()).collect();
+        let queries = (0..q).map(|i| (i as f32 * 0.071).sin() * 2.0).collect();
+        (keys, values, queries)
+    }
+
     #[test]
     fn wide_heads_and_large_groups_attend_as_the_formula_says() {
         // Six query heads per key/value head (packs of four and two), heads
@@ -1058,15 +1058,7 @@ mod tests {
         };
         let (first, rows, kv_width, q_width) = (37, 3, 2 * 84, 12 * 84);
         let positions = first + rows;
-        let keys: Vec<f32> = (0..positions * kv_width)
-            .map(|i| (i as f32 * 0.37).sin())
-            .collect();
-        let values: Vec<f32> = (0..positions * kv_width)
-            .map(|i| (i as f32 * 0.13).cos())
-            .collect();
-        let queries: Vec<f32> = (0..rows * q_width)
-            .map(|i| (i as f32 * 0.071).sin() * 2.0)
-            .collect();
+        let (keys, values, queries) = inputs(positions * kv_width, rows * q_width);
         let expected = attention_reference(&queries, first, &keys, &values, shape);
         let tiled: Vec<f32> = tiled(&keys, kv_width);
         let mut scores = Vec::new();

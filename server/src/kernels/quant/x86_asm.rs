@@ -30,22 +30,69 @@ use super::panels::{PANEL, column_layout};
 /// Rows per half panel.
 const HALF: usize = PANEL / 2;
 
+/// `$row!` for each of the 4 rows: its activations' pointer and its sums'
+/// register.
+macro_rules! each_row {
+    ($row:ident, $g:literal) => {
+        concat!(
+            $row!($g, "y0", "ymm8"),
+            $row!($g, "y1", "ymm9"),
+            $row!($g, "y2", "ymm10"),
+            $row!($g, "y3", "ymm11"),
+        )
+    };
+}
+
+/// `$scale!` for each of the 4 rows: its sums, its `d_x` pointer and its
+/// accumulator.
+macro_rules! each_scale {
+    ($scale:ident) => {
+        concat!(
+            $scale!("ymm8", "d0", "ymm0"),
+            $scale!("ymm9", "d1", "ymm1"),
+            $scale!("ymm10", "d2", "ymm2"),
+            $scale!("ymm11", "d3", "ymm3"),
+        )
+    };
+}
+
+/// The 4 rows' sums set to zero.
+macro_rules! zero_sums {
+    () => {
+        concat!(
+            "vpxor ymm8, ymm8, ymm8\n",
+            "vpxor ymm9, ymm9, ymm9\n",
+            "vpxor ymm10, ymm10, ymm10\n",
+            "vpxor ymm11, ymm11, ymm11\n",
+        )
+    };
+}
+
+/// Into `$reg`, the 4 activations at `$at$g` bytes from row pointer `$y`
+/// in every 32-bit lane.
+macro_rules! broadcast {
+    ($reg:literal, $y:literal, $at:literal, $g:literal) => {
+        concat!(
+            "vpbroadcastd ",
+            $reg,
+            ", dword ptr [{",
+            $y,
+            "} + ",
+            $at,
+            $g,
+            "]\n"
+        )
+    };
+}
+
 /// One activation row's products with an unpacked group `$g` (low nibbles
 /// in ymm12, high in ymm13), added to its sums `$p`.
 macro_rules! row {
     ($g:literal, $y:literal, $p:literal) => {
         concat!(
-            "vpbroadcastd ymm4, dword ptr [{",
-            $y,
-            "} + 4*",
-            $g,
-            "]\n",
+            broadcast!("ymm4", $y, "4*", $g),
             "vpmaddubsw ymm4, ymm12, ymm4\n",
-            "vpbroadcastd ymm5, dword ptr [{",
-            $y,
-            "} + 16 + 4*",
-            $g,
-            "]\n",
+            broadcast!("ymm5", $y, "16 + 4*", $g),
             "vpmaddubsw ymm5, ymm13, ymm5\n",
             "vpaddw ymm5, ymm4, ymm5\n",
             "vpaddw ",
@@ -70,10 +117,7 @@ macro_rules! group {
             "vpsrlw ymm13, ymm12, 4\n",
             "vpand ymm12, ymm12, ymm15\n",
             "vpand ymm13, ymm13, ymm15\n",
-            row!($g, "y0", "ymm8"),
-            row!($g, "y1", "ymm9"),
-            row!($g, "y2", "ymm10"),
-            row!($g, "y3", "ymm11"),
+            each_row!(row, $g),
         )
     };
 }
@@ -82,14 +126,27 @@ macro_rules! group {
 macro_rules! products {
     ($qs:literal) => {
         concat!(
-            "vpxor ymm8, ymm8, ymm8\n",
-            "vpxor ymm9, ymm9, ymm9\n",
-            "vpxor ymm10, ymm10, ymm10\n",
-            "vpxor ymm11, ymm11, ymm11\n",
+            zero_sums!(),
             group!($qs, 0),
             group!($qs, 1),
             group!($qs, 2),
             group!($qs, 3),
+        )
+    };
+}
+
+/// `acc += ymm4·(d·d_x)`: the row's sums (as f32, in ymm4) times the
+/// weights' scales (ymm12) and the row's `d_x` (at `$d`).
+macro_rules! times_scale {
+    ($d:literal, $acc:literal) => {
+        concat!(
+            "vbroadcastss ymm5, dword ptr [{",
+            $d,
+            "}]\n",
+            "vmulps ymm5, ymm12, ymm5\n",
+            "vfmadd231ps ",
+            $acc,
+            ", ymm4, ymm5\n",
         )
     };
 }
@@ -104,13 +161,7 @@ macro_rules! scale_min {
             $p,
             ", ymm14\n",
             "vcvtdq2ps ymm4, ymm4\n",
-            "vbroadcastss ymm5, dword ptr [{",
-            $d,
-            "}]\n",
-            "vmulps ymm5, ymm12, ymm5\n",
-            "vfmadd231ps ",
-            $acc,
-            ", ymm4, ymm5\n",
+            times_scale!($d, $acc),
             "vbroadcastss ymm6, dword ptr [{",
             $d,
             "} + {aux}]\n",
@@ -135,13 +186,7 @@ macro_rules! scale_offset {
             "vpslld ymm6, ymm6, 3\n",
             "vpsubd ymm4, ymm4, ymm6\n",
             "vcvtdq2ps ymm4, ymm4\n",
-            "vbroadcastss ymm5, dword ptr [{",
-            $d,
-            "}]\n",
-            "vmulps ymm5, ymm12, ymm5\n",
-            "vfmadd231ps ",
-            $acc,
-            ", ymm4, ymm5\n",
+            times_scale!($d, $acc),
         )
     };
 }
@@ -151,11 +196,7 @@ macro_rules! scale_offset {
 macro_rules! q8_row {
     ($g:literal, $y:literal, $p:literal) => {
         concat!(
-            "vpbroadcastd ymm4, dword ptr [{",
-            $y,
-            "} + 4*",
-            $g,
-            "]\n",
+            broadcast!("ymm4", $y, "4*", $g),
             "vpsignb ymm4, ymm4, ymm12\n",
             "vpmaddubsw ymm4, ymm13, ymm4\n",
             "vpmaddwd ymm4, ymm4, ymm14\n",
@@ -177,10 +218,7 @@ macro_rules! q8_group {
             $g,
             "]\n",
             "vpsignb ymm13, ymm12, ymm12\n",
-            q8_row!($g, "y0", "ymm8"),
-            q8_row!($g, "y1", "ymm9"),
-            q8_row!($g, "y2", "ymm10"),
-            q8_row!($g, "y3", "ymm11"),
+            each_row!(q8_row, $g),
         )
     };
 }
@@ -189,18 +227,7 @@ macro_rules! q8_group {
 /// `acc += f32(Σ)·(d·d_x)`.
 macro_rules! q8_scale {
     ($p:literal, $d:literal, $acc:literal) => {
-        concat!(
-            "vcvtdq2ps ymm4, ",
-            $p,
-            "\n",
-            "vbroadcastss ymm5, dword ptr [{",
-            $d,
-            "}]\n",
-            "vmulps ymm5, ymm12, ymm5\n",
-            "vfmadd231ps ",
-            $acc,
-            ", ymm4, ymm5\n",
-        )
+        concat!("vcvtdq2ps ymm4, ", $p, "\n", times_scale!($d, $acc),)
     };
 }
 
@@ -220,45 +247,6 @@ macro_rules! advance {
             "add {d2}, 4\n",
             "add {d3}, 4\n",
             "dec {n}\n",
-        )
-    };
-}
-
-/// The loop over a half panel's block columns, `$body` for each (ending
-/// with [`advance!`]): the operands every kernel takes, and `aux` for those
-/// that read a second per-block number of the activations.
-macro_rules! block_loop {
-    (
-        [$($body:expr),* $(,)?],
-        $panel:expr, $h:expr, $y:expr, $d:expr, $nb:expr, $acc:expr, $ones:expr, $mask:expr
-        $(, aux = $aux:expr)?
-    ) => {
-        asm!(
-            "2:",
-            $($body,)*
-            "jnz 2b",
-            col = inout(reg) $panel => _,
-            h = in(reg) $h,
-            y0 = inout(reg) $y[0] => _,
-            y1 = inout(reg) $y[1] => _,
-            y2 = inout(reg) $y[2] => _,
-            y3 = inout(reg) $y[3] => _,
-            d0 = inout(reg) $d[0] => _,
-            d1 = inout(reg) $d[1] => _,
-            d2 = inout(reg) $d[2] => _,
-            d3 = inout(reg) $d[3] => _,
-            $(aux = in(reg) $aux,)?
-            n = inout(reg) $nb => _,
-            inout("ymm0") $acc[0],
-            inout("ymm1") $acc[1],
-            inout("ymm2") $acc[2],
-            inout("ymm3") $acc[3],
-            out("ymm4") _, out("ymm5") _, out("ymm6") _,
-            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
-            out("ymm12") _, out("ymm13") _,
-            in("ymm14") $ones,
-            in("ymm15") $mask,
-            options(nostack, readonly),
         )
     };
 }
@@ -296,6 +284,41 @@ pub unsafe fn tile(
         let y = rows.map(|row| acts.qs.as_ptr().wrapping_add(row * nb * BLOCK));
         let d = rows.map(|row| acts.d.as_ptr().wrapping_add(row * nb));
         let mut acc = [_mm256_setzero_ps(); 4];
+        // The loop over the half panel's block columns, `$body` for each
+        // (ending with `advance!`), with the operands every format takes
+        // (this pass's pointers, named here), and `aux` for those that read
+        // a second per-block number of the activations.
+        macro_rules! block_loop {
+            ([$($body:expr),* $(,)?] $(, aux = $aux:expr)?) => {
+                asm!(
+                    "2:",
+                    $($body,)*
+                    "jnz 2b",
+                    col = inout(reg) panel => _,
+                    h = in(reg) h,
+                    y0 = inout(reg) y[0] => _,
+                    y1 = inout(reg) y[1] => _,
+                    y2 = inout(reg) y[2] => _,
+                    y3 = inout(reg) y[3] => _,
+                    d0 = inout(reg) d[0] => _,
+                    d1 = inout(reg) d[1] => _,
+                    d2 = inout(reg) d[2] => _,
+                    d3 = inout(reg) d[3] => _,
+                    $(aux = in(reg) $aux,)?
+                    n = inout(reg) nb => _,
+                    inout("ymm0") acc[0],
+                    inout("ymm1") acc[1],
+                    inout("ymm2") acc[2],
+                    inout("ymm3") acc[3],
+                    out("ymm4") _, out("ymm5") _, out("ymm6") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+                    out("ymm12") _, out("ymm13") _,
+                    in("ymm14") ones,
+                    in("ymm15") nibble,
+                    options(nostack, readonly),
+                )
+            };
+        }
         // SAFETY: each loop reads nb block columns of the panel from
         // `panel` on, and nb blocks of each row's activations (the
         // caller's contract; nb ≥ 1, checked above), writes only the named
@@ -308,72 +331,34 @@ pub unsafe fn tile(
                         products!("64"),
                         "vcvtph2ps ymm12, xmmword ptr [{col} + {h}]",
                         "vcvtph2ps ymm13, xmmword ptr [{col} + {h} + 32]",
-                        scale_min!("ymm8", "d0", "ymm0"),
-                        scale_min!("ymm9", "d1", "ymm1"),
-                        scale_min!("ymm10", "d2", "ymm2"),
-                        scale_min!("ymm11", "d3", "ymm3"),
+                        each_scale!(scale_min),
                         advance!("320"),
                     ],
-                    panel,
-                    h,
-                    y,
-                    d,
-                    nb,
-                    acc,
-                    ones,
-                    nibble,
                     aux = s
                 ),
                 QuantFormat::Q4_0 => block_loop!(
                     [
                         products!("32"),
                         "vcvtph2ps ymm12, xmmword ptr [{col} + {h}]",
-                        scale_offset!("ymm8", "d0", "ymm0"),
-                        scale_offset!("ymm9", "d1", "ymm1"),
-                        scale_offset!("ymm10", "d2", "ymm2"),
-                        scale_offset!("ymm11", "d3", "ymm3"),
+                        each_scale!(scale_offset),
                         advance!("288"),
                     ],
-                    panel,
-                    h,
-                    y,
-                    d,
-                    nb,
-                    acc,
-                    ones,
-                    nibble,
                     aux = sum
                 ),
-                QuantFormat::Q8_0 => block_loop!(
-                    [
-                        "vpxor ymm8, ymm8, ymm8",
-                        "vpxor ymm9, ymm9, ymm9",
-                        "vpxor ymm10, ymm10, ymm10",
-                        "vpxor ymm11, ymm11, ymm11",
-                        q8_group!(0),
-                        q8_group!(1),
-                        q8_group!(2),
-                        q8_group!(3),
-                        q8_group!(4),
-                        q8_group!(5),
-                        q8_group!(6),
-                        q8_group!(7),
-                        "vcvtph2ps ymm12, xmmword ptr [{col} + {h}]",
-                        q8_scale!("ymm8", "d0", "ymm0"),
-                        q8_scale!("ymm9", "d1", "ymm1"),
-                        q8_scale!("ymm10", "d2", "ymm2"),
-                        q8_scale!("ymm11", "d3", "ymm3"),
-                        advance!("544"),
-                    ],
-                    panel,
-                    h,
-                    y,
-                    d,
-                    nb,
-                    acc,
-                    ones,
-                    nibble
-                ),
+                QuantFormat::Q8_0 => block_loop!([
+                    zero_sums!(),
+                    q8_group!(0),
+                    q8_group!(1),
+                    q8_group!(2),
+                    q8_group!(3),
+                    q8_group!(4),
+                    q8_group!(5),
+                    q8_group!(6),
+                    q8_group!(7),
+                    "vcvtph2ps ymm12, xmmword ptr [{col} + {h}]",
+                    each_scale!(q8_scale),
+                    advance!("544"),
+                ]),
             }
         }
         for (out, acc) in out.iter_mut().zip(acc) {
