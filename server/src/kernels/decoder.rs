@@ -361,16 +361,16 @@ multiversion! {
         while !block.is_empty() {
             // Each row's scores (`only.len() × visible`), one after the other.
             let visible = |r: usize| first + r + 1;
-            let starts: Vec<usize> = block
+            let spans: Vec<std::ops::Range<usize>> = block
                 .clone()
                 .scan(0, |at, r| {
-                    let start = *at;
-                    *at += only.len() * visible(r);
-                    Some(start)
+                    let span = *at..*at + only.len() * visible(r);
+                    *at = span.end;
+                    Some(span)
                 })
                 .collect();
             scores.clear();
-            scores.resize(starts[starts.len() - 1] + only.len() * visible(block.end - 1), 0.0);
+            scores.resize(spans[spans.len() - 1].end, 0.0);
             let row = |r: usize| Row {
                 q: &queries[r * q_width..][..q_width],
                 keys,
@@ -381,23 +381,22 @@ multiversion! {
                 visible: visible(r),
             };
             // Each tile of keys (and block of values) meets every row of
-            // the block that sees it while it is in the L1 cache.
+            // the block that sees it while it is in the L1 cache; the first
+            // row to read it asks for the next one ahead, the others find
+            // it in cache.
             let widest = visible(block.end - 1);
-            // The first row to read a tile (or block) asks for the next one
-            // ahead; the others find it in cache.
             for tile in 0..widest.div_ceil(KEY_TILE) {
                 let mut ahead = true;
-                for (r, start) in block.clone().zip(&starts) {
+                for (r, span) in block.clone().zip(&spans) {
                     if tile * KEY_TILE < visible(r) {
-                        let (s, o) = row_parts(scores, *start, only.len() * visible(r), out, r, out_width);
-                        row(r).pass(Part::Scores { tile, ahead }, s, o);
+                        let o = &mut out[r * out_width..][..out_width];
+                        row(r).pass(Part::Scores { tile, ahead }, &mut scores[span.clone()], o);
                         ahead = false;
                     }
                 }
             }
-            for (r, start) in block.clone().zip(&starts) {
-                let (s, _) = row_parts(scores, *start, only.len() * visible(r), out, r, out_width);
-                for head_scores in s.chunks_exact_mut(visible(r)) {
+            for (r, span) in block.clone().zip(&spans) {
+                for head_scores in scores[span.clone()].chunks_exact_mut(visible(r)) {
                     softmax_inline(head_scores, scale);
                 }
             }
@@ -405,11 +404,11 @@ multiversion! {
             while from < widest {
                 let to = from + VALUE_BLOCK;
                 let mut ahead = true;
-                for (r, start) in block.clone().zip(&starts) {
+                for (r, span) in block.clone().zip(&spans) {
                     if from < visible(r) {
-                        let (s, o) = row_parts(scores, *start, only.len() * visible(r), out, r, out_width);
+                        let o = &mut out[r * out_width..][..out_width];
                         let positions = from..to.min(visible(r));
-                        row(r).pass(Part::Sums { positions, ahead }, s, o);
+                        row(r).pass(Part::Sums { positions, ahead }, &mut scores[span.clone()], o);
                         ahead = false;
                     }
                 }
@@ -427,22 +426,6 @@ multiversion! {
 /// row, from the L3 cache at best). Each row's numbers are computed as
 /// when it is alone, in the same order.
 const ROW_BLOCK: usize = 16;
-
-/// Row `r`'s scores (`len` floats from `start`) and output row.
-#[inline(always)]
-fn row_parts<'a>(
-    scores: &'a mut [f32],
-    start: usize,
-    len: usize,
-    out: &'a mut [f32],
-    r: usize,
-    out_width: usize,
-) -> (&'a mut [f32], &'a mut [f32]) {
-    (
-        &mut scores[start..][..len],
-        &mut out[r * out_width..][..out_width],
-    )
-}
 
 /// One row's queries and what it attends to.
 struct Row<'a, E> {

@@ -18,3 +18,8 @@ pub mod elementwise;
 pub mod gemm;
 pub mod isa;
 pub mod quant;
+
+/// From this many values on, an elementwise pass over rows (quantizing a
+/// prefill's activations, its SwiGLU) runs on every thread; below, a decode
+/// step's few rows stay on one (waking the pool would cost more).
+pub(crate) const PARALLEL_VALUES: usize = 1 << 15;

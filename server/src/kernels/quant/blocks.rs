@@ -16,6 +16,7 @@ use half::f16;
 
 use rayon::prelude::*;
 
+use super::super::PARALLEL_VALUES;
 use super::super::isa::Isa;
 use super::super::isa::multiversion;
 
@@ -150,9 +151,6 @@ pub struct Activations {
     /// Per block: `d · Σq` rounded to f16, `Q8_1`'s `s` (times `Q4_1`'s `m`).
     pub s: Vec<f32>,
 }
-
-/// From this many values on, rows are quantized on every thread.
-const PARALLEL_VALUES: usize = 1 << 15;
 
 impl Activations {
     /// Quantizes `m` rows of `cols` values (`cols % 32 == 0`).

@@ -11,6 +11,7 @@ use super::linear::{Linear, RawData};
 use super::parts::{BlockParts, TopParts};
 use super::{Step, split_logits, wanted_rows};
 use crate::Result;
+use crate::kernels::PARALLEL_VALUES;
 use crate::kernels::decoder::{
     Heads, Rope, causal_attention, rms_norm_in_place, rms_norm_into, silu_mul,
 };
@@ -188,10 +189,6 @@ impl NativeWeights {
     }
 }
 
-/// From this many values on, SwiGLU's rows are computed on every thread (a
-/// prefill's; a decode step's are too few to pay for waking the pool).
-const PARALLEL_VALUES: usize = 1 << 15;
-
 /// The new `rows` of `step` (their fused Q, K and V projections): biases
 /// added, Q and K normed per head (Qwen3) and rotated to their positions,
 /// and K and V appended to the step's cache at `layer`.
@@ -229,8 +226,8 @@ fn position_and_cache(
 /// Attention of every step's new rows (`qkv`: their fused projections)
 /// over its cache at `layer`, into `context` (`rows × heads·head_dim`), in
 /// parallel: each sequence's rows in chunks, so that one long prompt uses
-/// every core evenly; and when there are fewer rows than threads' worth of work
-/// (a few decoding sequences), single rows split by heads.
+/// every core evenly; and when there are fewer rows than threads' worth of
+/// work (a few decoding sequences), single rows split by heads.
 fn attention(
     isa: Isa,
     steps: &[Step<'_>],
