@@ -13,7 +13,8 @@
 //! configuration once (on a shared machine one run alone moved by 20 %).
 //!
 //! `cargo bench -p openmodel-server --bench generate [-- --json]`
-//! (`-- --streams=N`: only the aggregate of N streams, to profile); the
+//! (`-- --streams=N [--kv-cache-dtype=f16]`: only the aggregate of N
+//! streams, to profile); the
 //! threads are the rayon pool's (`RAYON_NUM_THREADS`).
 //! `scripts/bench-generate.sh` runs it beside llama.cpp on the same file
 //! and threads and prints both.
@@ -261,7 +262,11 @@ fn main() {
         .build()
         .unwrap();
     if let Some(n) = only_streams() {
-        let t = runtime.block_on(concurrent(&model, &prompt, n, Prompts::Distinct));
+        let mut model = Model::load(&dir).unwrap();
+        if std::env::args().any(|a| a == "--kv-cache-dtype=f16") {
+            model.decoder.set_kv_dtype(KvDtype::F16).unwrap();
+        }
+        let t = runtime.block_on(concurrent(&Arc::new(model), &prompt, n, Prompts::Distinct));
         println!("{n} streams × {NEW_TOKENS} new tokens: {t:.1} tokens/s in all");
         return;
     }

@@ -294,8 +294,8 @@ pub enum KvSlices<'a> {
 /// `scores` is scratch space. An f16 cache is read with F16C's conversion
 /// inlined into the loops at the AVX2 and AVX-512 levels (each of which
 /// implies F16C), with the portable one below them. As many query heads
-/// are attended together as the level's registers hold the sums of
-/// ([`heads_together`]).
+/// are attended together as the level's registers hold the sums of (the
+/// level's `Fit`).
 #[allow(clippy::too_many_arguments)]
 pub fn causal_attention(
     isa: Isa,
@@ -307,19 +307,19 @@ pub fn causal_attention(
     out: &mut [f32],
     scores: &mut Vec<f32>,
 ) {
-    let pack = heads_together(isa);
+    let fit = Fit::of(isa);
     match cache {
         KvSlices::F32(keys, values) => attention_of(
-            isa, queries, first, keys, values, shape, only, pack, out, scores,
+            isa, queries, first, keys, values, shape, only, fit, out, scores,
         ),
         KvSlices::F16(keys, values) if isa.level() >= Level::Avx2 => {
             let (keys, values) = (F16c::slice(keys), F16c::slice(values));
             attention_of(
-                isa, queries, first, keys, values, shape, only, pack, out, scores,
+                isa, queries, first, keys, values, shape, only, fit, out, scores,
             )
         }
         KvSlices::F16(keys, values) => attention_of(
-            isa, queries, first, keys, values, shape, only, pack, out, scores,
+            isa, queries, first, keys, values, shape, only, fit, out, scores,
         ),
     }
 }
@@ -345,7 +345,7 @@ multiversion! {
         values: &[E],
         shape: Heads,
         only: std::ops::Range<usize>,
-        pack: usize,
+        fit: Fit,
         out: &mut [f32],
         scores: &mut Vec<f32>,
     ) {
@@ -377,7 +377,7 @@ multiversion! {
                 values,
                 shape,
                 only: only.clone(),
-                pack,
+                fit,
                 visible: visible(r),
             };
             // Each tile of keys (and block of values) meets every row of
@@ -434,14 +434,14 @@ struct Row<'a, E> {
     values: &'a [E],
     shape: Heads,
     only: std::ops::Range<usize>,
-    /// The most query heads attended together ([`heads_together`]).
-    pack: usize,
+    /// How the kernels fit the registers.
+    fit: Fit,
     visible: usize,
 }
 
 impl<E: KvElement> Row<'_, E> {
     /// `part` for every head of `only`: the query heads of one key/value
-    /// head up to `pack` at a time, each key and value loaded once for
+    /// head up to `fit.pack` at a time, each key and value loaded once for
     /// them. (A method, not a closure: a closure is compiled without its
     /// caller's instruction set.)
     #[inline(always)]
@@ -455,7 +455,7 @@ impl<E: KvElement> Row<'_, E> {
         let mut h = only.start;
         while h < only.end {
             let kvh = h / group;
-            let end = ((kvh + 1) * group).min(only.end).min(h + self.pack);
+            let end = ((kvh + 1) * group).min(only.end).min(h + self.fit.pack);
             let mine = (h - only.start)..(end - only.start);
             let pack = Pack {
                 q: &self.q[h * head_dim..end * head_dim],
@@ -468,11 +468,16 @@ impl<E: KvElement> Row<'_, E> {
                 scores: &mut scores[mine.start * visible..mine.end * visible],
                 out: &mut out[mine.start * head_dim..mine.end * head_dim],
             };
-            match end - h {
-                1 => pack.attend::<1>(part.clone()),
-                2 => pack.attend::<2>(part.clone()),
-                3 => pack.attend::<3>(part.clone()),
-                _ => pack.attend::<4>(part.clone()),
+            let width = self.fit.sum_width;
+            match (end - h, self.fit.score_lanes) {
+                (1, HALF_TILE) => pack.attend::<1, HALF_TILE>(part.clone(), width),
+                (2, HALF_TILE) => pack.attend::<2, HALF_TILE>(part.clone(), width),
+                (3, HALF_TILE) => pack.attend::<3, HALF_TILE>(part.clone(), width),
+                (_, HALF_TILE) => pack.attend::<4, HALF_TILE>(part.clone(), width),
+                (1, _) => pack.attend::<1, KEY_TILE>(part.clone(), width),
+                (2, _) => pack.attend::<2, KEY_TILE>(part.clone(), width),
+                (3, _) => pack.attend::<3, KEY_TILE>(part.clone(), width),
+                _ => pack.attend::<4, KEY_TILE>(part.clone(), width),
             }
             h = end;
         }
@@ -484,19 +489,61 @@ impl<E: KvElement> Row<'_, E> {
 /// are summed (16 positions of SmolLM2's 3 heads of 64 f32 are 12 KiB).
 const VALUE_BLOCK: usize = 16;
 
-/// The most query heads attended together at `isa`'s level: as many as
-/// the vector registers hold the sums of. At AVX-512 (32 registers of 16
-/// lanes), 4: 4 chains of score sums for each (16 registers) and weighted
-/// sums 64 elements wide (16), each key and value loaded once for the 4.
-/// At AVX2 and below (16 registers of 8 lanes), 1: the same sums of 3 heads
-/// took 24 registers each way, and those that did not fit were written to
-/// the stack and read back at every multiply-add, so that a 16-sequence
-/// decode step's attention over an f16 cache took 1.4 times as long as one
-/// head at a time (over f32, as long), which reads each key and value once
-/// from memory and again, for the group's other heads, from the L1 cache.
-fn heads_together(isa: Isa) -> usize {
-    if isa.level() >= Level::Avx512 { 4 } else { 1 }
+/// How attention's sums fit an instruction set's vector registers: the
+/// most query heads attended together (`pack`, each key and value loaded
+/// and widened once for them), the positions of a tile of keys scored in
+/// one pass (`score_lanes`: the whole tile or each half in turn; each
+/// position's score is the same number either way, its lane's chains of
+/// sums, [`tile_scores`]) and the widest weighted sums (`sum_width` elements of each head
+/// kept in registers). None of them changes a number: only how many
+/// registers the sums take.
+#[derive(Clone, Copy, Debug)]
+struct Fit {
+    pack: usize,
+    score_lanes: usize,
+    sum_width: usize,
 }
+
+impl Fit {
+    /// The fit of `isa`'s level:
+    /// - AVX-512 (32 registers of 16 lanes): 4 heads, each with the 4
+    ///   chains of score sums of a whole tile (16 registers) and sums 64
+    ///   wide (16);
+    /// - AVX2 (16 registers of 8 lanes): 3 heads (SmolLM2's group), each
+    ///   with the score sums of half a tile (12 registers, the half's keys
+    ///   and a query element in 2 more) and sums 16 wide (6). A whole tile
+    ///   and sums 64 wide took 24 registers each way for 3 heads, spilled
+    ///   to the stack at every multiply-add; one head at a time read each
+    ///   key and value 3 times from the L1 cache and widened an f16
+    ///   cache's 3 times (`cargo bench --bench attention` on the AVX2
+    ///   EPYC, one head at a time → 3, with the loops' bounds checked once:
+    ///   a decode step in cache 0.54 → 0.42 ms in f32, 0.48 → 0.34 in f16;
+    ///   16 sequences far from cache 12.0–12.6 → 11.4–11.6 ms in f32,
+    ///   8.7 → 6.6 in f16);
+    /// - below it, one head.
+    fn of(isa: Isa) -> Fit {
+        match isa.level() {
+            Level::Avx512 => Fit {
+                pack: 4,
+                score_lanes: KEY_TILE,
+                sum_width: 64,
+            },
+            Level::Avx2 => Fit {
+                pack: 3,
+                score_lanes: HALF_TILE,
+                sum_width: 16,
+            },
+            _ => Fit {
+                pack: 1,
+                score_lanes: KEY_TILE,
+                sum_width: 64,
+            },
+        }
+    }
+}
+
+/// Half a tile of keys' positions.
+const HALF_TILE: usize = KEY_TILE / 2;
 
 /// The cached keys and values of one key/value head, `visible`
 /// positions: position `p`'s values at `values[p·stride..]`, its keys in
@@ -543,7 +590,7 @@ impl<E: KvElement> Pack<'_, E> {
     /// split between threads by heads, or attended one head at a time,
     /// gives the same numbers).
     #[inline(always)]
-    fn attend<const G: usize>(self, part: Part) {
+    fn attend<const G: usize, const L: usize>(self, part: Part, sum_width: usize) {
         let Pack {
             q,
             cache,
@@ -565,16 +612,24 @@ impl<E: KvElement> Pack<'_, E> {
                 } else {
                     &[]
                 };
-                let tile_scores = tile_scores::<G, E>(q, keys, next);
-                let from = tile * KEY_TILE;
-                let n = KEY_TILE.min(visible - from);
-                for (g, s) in tile_scores.iter().enumerate() {
-                    scores[g * visible + from..][..n].copy_from_slice(&s[..n]);
+                let mut lane = 0;
+                while lane < KEY_TILE {
+                    let from = tile * KEY_TILE + lane;
+                    if from >= visible {
+                        break;
+                    }
+                    let next = if lane == 0 { next } else { &[] };
+                    let tile_scores = tile_scores::<G, L, E>(q, keys, lane, next);
+                    let n = L.min(visible - from);
+                    for (g, s) in tile_scores.iter().enumerate() {
+                        scores[g * visible + from..][..n].copy_from_slice(&s[..n]);
+                    }
+                    lane += L;
                 }
             }
             Part::Sums { positions, ahead } => {
                 let mut done = 0;
-                while dim - done >= 64 {
+                while sum_width >= 64 && dim - done >= 64 {
                     weighted_sums::<G, 64, E>(scores, cache, positions.clone(), ahead, done, out);
                     done += 64;
                 }
@@ -592,51 +647,77 @@ impl<E: KvElement> Pack<'_, E> {
 }
 
 /// The scores (unscaled dot products) of `G` query heads (`q`:
-/// `G × dim`) against the [`KEY_TILE`] positions of one tile of keys
-/// (`keys`: `dim` rows of `KEY_TILE` lanes): each position's sum in its own
-/// lane, element by element, so that nothing is summed across lanes (a dot
-/// product per position spent most of its time adding its lanes together).
-/// Each head sums in [`CHAINS`] sets of lanes (elements `d` with the same
-/// `d % CHAINS`) added at the end: one chain of multiply-adds waits on the
-/// one before it, several keep the unit busy. Row by row, the same row of
-/// `next` (the next tile, or nothing) is asked of the cache.
+/// `G × dim`) against `L` positions of one tile of keys (`keys`: `dim`
+/// rows of [`KEY_TILE`] lanes; the positions of lanes `lane..lane + L`):
+/// each position's sum in its own lane, element by element, so that
+/// nothing is summed across lanes (a dot product per position spent most
+/// of its time adding its lanes together). Each head sums in `CHAINS` sets
+/// of lanes (elements `d` with the same `d % CHAINS`) added at the end: one
+/// chain of multiply-adds waits on the one before it, several keep the unit
+/// busy. Row by row, the same row of `next` (the next tile, or nothing) is
+/// asked of the cache.
 #[inline(always)]
-fn tile_scores<const G: usize, E: KvElement>(
+fn tile_scores<const G: usize, const L: usize, E: KvElement>(
     q: &[f32],
     keys: &[E],
+    lane: usize,
     next: &[E],
-) -> [[f32; KEY_TILE]; G] {
+) -> [[f32; L]; G] {
     const CHAINS: usize = 4;
     let dim = keys.len() / KEY_TILE;
-    let mut chains = [[[0f32; KEY_TILE]; CHAINS]; G];
+    assert!(
+        keys.len() == dim * KEY_TILE && q.len() == G * dim && lane + L <= KEY_TILE,
+        "a tile of keys and G heads' queries"
+    );
+    assert!(next.is_empty() || next.len() == keys.len(), "the next tile");
+    // The element `d` of head `g`'s query (in bounds: `q` is G × dim).
+    let query = |g: usize, d: usize| {
+        debug_assert!(g < G && d < dim);
+        // SAFETY: g < G and d < dim, and q.len() == G·dim (asserted).
+        unsafe { *q.get_unchecked(g * dim + d) }
+    };
+    // The L lanes of row `d` of the tile (in bounds: d < dim), as f32.
+    let key_row = |d: usize| {
+        debug_assert!(d < dim);
+        let at = d * KEY_TILE + lane;
+        // SAFETY: d·KEY_TILE + lane + L <= dim·KEY_TILE == keys.len()
+        // (asserted above).
+        widen::<L, E>(unsafe { keys.get_unchecked(at..at + L) })
+    };
+    let mut chains = [[[0f32; L]; CHAINS]; G];
     let whole = dim / CHAINS * CHAINS;
     for d0 in (0..whole).step_by(CHAINS) {
         for c in 0..CHAINS {
-            if let Some(row) = next.get((d0 + c) * KEY_TILE..(d0 + c + 1) * KEY_TILE) {
-                prefetch(row);
+            if !next.is_empty() {
+                // SAFETY: next.len() == keys.len() (asserted), d0 + c < dim.
+                prefetch(unsafe {
+                    next.get_unchecked((d0 + c) * KEY_TILE..(d0 + c + 1) * KEY_TILE)
+                });
             }
-            let k = widen::<KEY_TILE, E>(&keys[(d0 + c) * KEY_TILE..]);
-            for g in 0..G {
-                let x = q[g * dim + d0 + c];
-                for l in 0..KEY_TILE {
-                    chains[g][c][l] = x.mul_add(k[l], chains[g][c][l]);
+            let k = key_row(d0 + c);
+            for (g, head) in chains.iter_mut().enumerate() {
+                let x = query(g, d0 + c);
+                let chain = &mut head[c];
+                for l in 0..L {
+                    chain[l] = x.mul_add(k[l], chain[l]);
                 }
             }
         }
     }
     for d in whole..dim {
-        let k = widen::<KEY_TILE, E>(&keys[d * KEY_TILE..]);
-        for g in 0..G {
-            let x = q[g * dim + d];
-            for l in 0..KEY_TILE {
-                chains[g][0][l] = x.mul_add(k[l], chains[g][0][l]);
+        let k = key_row(d);
+        for (g, head) in chains.iter_mut().enumerate() {
+            let x = query(g, d);
+            let chain = &mut head[0];
+            for l in 0..L {
+                chain[l] = x.mul_add(k[l], chain[l]);
             }
         }
     }
-    let mut sums = [[0f32; KEY_TILE]; G];
+    let mut sums = [[0f32; L]; G];
     for g in 0..G {
         for chain in &chains[g] {
-            for l in 0..KEY_TILE {
+            for l in 0..L {
                 sums[g][l] += chain[l];
             }
         }
@@ -681,7 +762,25 @@ fn weighted_sums<const G: usize, const W: usize, E: KvElement>(
     out: &mut [f32],
 ) {
     let dim = out.len() / G;
-    let visible = cache.visible;
+    let (visible, stride) = (cache.visible, cache.stride);
+    assert!(
+        positions.end <= visible
+            && at + W <= dim.min(stride)
+            && scores.len() >= G * visible
+            && cache.values.len() >= (visible - 1) * stride + at + W,
+        "weighted sums inside the scores, values and output"
+    );
+    // The W values of position `p` from `at` on (in bounds: p < visible).
+    let values_at = |p: usize| {
+        debug_assert!(p < visible);
+        // SAFETY: p·stride + at + W <= (visible − 1)·stride + at + W <=
+        // values.len() (asserted above).
+        unsafe {
+            cache
+                .values
+                .get_unchecked(p * stride + at..p * stride + at + W)
+        }
+    };
     let mut sums = [[0f32; W]; G];
     if positions.start > 0 {
         for g in 0..G {
@@ -690,13 +789,14 @@ fn weighted_sums<const G: usize, const W: usize, E: KvElement>(
     }
     for p in positions {
         if ahead && p + VALUES_AHEAD < visible {
-            prefetch(&cache.values[(p + VALUES_AHEAD) * cache.stride + at..][..W]);
+            prefetch(values_at(p + VALUES_AHEAD));
         }
-        let v = widen::<W, E>(&cache.values[p * cache.stride + at..]);
-        for g in 0..G {
-            let w = scores[g * visible + p];
+        let v = widen::<W, E>(values_at(p));
+        for (g, sum) in sums.iter_mut().enumerate() {
+            // SAFETY: g·visible + p < G·visible <= scores.len() (asserted).
+            let w = unsafe { *scores.get_unchecked(g * visible + p) };
             for l in 0..W {
-                sums[g][l] = w.mul_add(v[l], sums[g][l]);
+                sum[l] = w.mul_add(v[l], sum[l]);
             }
         }
     }
@@ -1071,9 +1171,17 @@ mod tests {
                     0.0,
                 );
             }
-            // One to four heads attended together (AVX2 takes one, AVX-512
-            // four): the same numbers.
-            for pack in 1..=4 {
+            // One to four heads attended together (AVX2 takes three,
+            // AVX-512 four), a tile's scores in one pass or two halves,
+            // the sums 16 or 64 wide: the same numbers.
+            let fits = (1..=4).flat_map(|pack| {
+                [(KEY_TILE, 64), (HALF_TILE, 16)].map(|(score_lanes, sum_width)| Fit {
+                    pack,
+                    score_lanes,
+                    sum_width,
+                })
+            });
+            for fit in fits {
                 let mut packed = vec![0.0; rows * q_width];
                 attention_of(
                     isa,
@@ -1083,7 +1191,7 @@ mod tests {
                     &values,
                     shape,
                     0..12,
-                    pack,
+                    fit,
                     &mut packed,
                     &mut scores,
                 );
