@@ -494,9 +494,9 @@ const VALUE_BLOCK: usize = 16;
 /// and widened once for them), the positions of a tile of keys scored in
 /// one pass (`score_lanes`: the whole tile or each half in turn; each
 /// position's score is the same number either way, its lane's chains of
-/// sums, [`tile_scores`]) and the widest weighted sums (`sum_width` elements of each head
-/// kept in registers). None of them changes a number: only how many
-/// registers the sums take.
+/// sums, [`tile_scores`]) and the widest weighted sums (`sum_width`
+/// elements of each head kept in registers). None of them changes a
+/// number: only how many registers the sums take.
 #[derive(Clone, Copy, Debug)]
 struct Fit {
     pack: usize,

@@ -19,7 +19,10 @@ pub mod gemm;
 pub mod isa;
 pub mod quant;
 
-/// From this many values on, an elementwise pass over rows (quantizing a
-/// prefill's activations, its SwiGLU) runs on every thread; below, a decode
-/// step's few rows stay on one (waking the pool would cost more).
-pub(crate) const PARALLEL_VALUES: usize = 1 << 15;
+/// From this many values on, an elementwise pass over rows (quantizing
+/// activations, SwiGLU) runs on every thread: a prefill's, and a decode
+/// step's from about 16 sequences on (16 rows of 576; at 32,768, where it
+/// first was, those stayed on one thread while the other waited, and a
+/// 16-row decode pass took 4 % longer); below, the rows of a few sequences
+/// stay on one (a fork would cost more than the pass).
+pub(crate) const PARALLEL_VALUES: usize = 1 << 13;
