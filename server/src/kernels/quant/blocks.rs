@@ -16,9 +16,9 @@ use half::f16;
 
 use rayon::prelude::*;
 
-use super::super::PARALLEL_VALUES;
 use super::super::isa::Isa;
 use super::super::isa::multiversion;
+use super::super::rows_per_chunk;
 
 /// Weights per block, in every format.
 pub const BLOCK: usize = 32;
@@ -165,7 +165,7 @@ impl Activations {
             sum: vec![0; blocks],
             s: vec![0.0; blocks],
         };
-        if m * cols < PARALLEL_VALUES {
+        let Some(rows) = rows_per_chunk(m, cols) else {
             quantize_rows(
                 isa,
                 x,
@@ -175,16 +175,10 @@ impl Activations {
                 &mut acts.s,
             );
             return acts;
-        }
-        // A prefill's rows in parallel (alone, they were 3 % of a 128-token
-        // prefill's time on two threads, one of them waiting), in chunks of
-        // about PARALLEL_VALUES values, as many as a multiple of the
-        // threads (16 rows of 576 in 2 chunks of 8, not 15 and 1).
-        let threads = rayon::current_num_threads().max(1);
-        let chunks = (m * cols)
-            .div_ceil(PARALLEL_VALUES)
-            .next_multiple_of(threads);
-        let rows = m.div_ceil(chunks);
+        };
+        // A prefill's rows, or a batch of decoding rows, in parallel (alone,
+        // they were 3 % of a 128-token prefill's time on two threads, one of
+        // them waiting).
         let per_rows = rows * cols / BLOCK;
         x.par_chunks(rows * cols)
             .zip(acts.qs.par_chunks_mut(rows * cols))
@@ -251,7 +245,7 @@ mod tests {
     #[test]
     fn rows_quantized_in_parallel_are_the_serial_ones() {
         let (m, cols) = (45, 1024);
-        assert!(m * cols >= PARALLEL_VALUES, "the parallel path");
+        assert!(rows_per_chunk(m, cols).is_some(), "the parallel path");
         let x: Vec<f32> = (0..m * cols)
             .map(|i| ((i * 7919) % 2003) as f32 / 100.0 - 10.0)
             .collect();

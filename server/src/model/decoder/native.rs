@@ -11,12 +11,12 @@ use super::linear::{Linear, RawData};
 use super::parts::{BlockParts, TopParts};
 use super::{Step, split_logits, wanted_rows};
 use crate::Result;
-use crate::kernels::PARALLEL_VALUES;
 use crate::kernels::decoder::{
     Heads, Rope, causal_attention, rms_norm_in_place, rms_norm_into, silu_mul,
 };
 use crate::kernels::isa::Isa;
 use crate::kernels::quant::QuantMatrix;
+use crate::kernels::rows_per_chunk;
 
 /// The token-embedding table.
 enum Embedding {
@@ -132,7 +132,10 @@ impl NativeWeights {
             head_dim: c.head_dim,
         };
         for (layer, block) in self.blocks.iter().enumerate() {
-            rms_norm_into(isa, &x, &block.attn_norm, c.rms_eps, &mut normed);
+            let (attn_norm, ffn_norm) = (&block.attn_norm, &block.ffn_norm);
+            by_rows(&x, h, &mut normed, h, |x, out| {
+                rms_norm_into(isa, x, attn_norm, c.rms_eps, out)
+            });
             block.qkv.forward(&normed, rows, &mut qkv);
             // Each sequence's rows positioned and cached, the sequences in
             // parallel (appending a key touches a cache line per element,
@@ -150,27 +153,23 @@ impl NativeWeights {
             })?;
             attention(isa, steps, layer, &qkv, qkv_width, shape, &mut context)?;
             block.o.forward(&context, rows, &mut projected);
-            add(&mut x, &projected);
-            rms_norm_into(isa, &x, &block.ffn_norm, c.rms_eps, &mut normed);
+            by_rows(&projected, h, &mut x, h, add);
+            by_rows(&x, h, &mut normed, h, |x, out| {
+                rms_norm_into(isa, x, ffn_norm, c.rms_eps, out)
+            });
             block.gate_up.forward(&normed, rows, &mut gate_up);
             let inter = c.intermediate;
-            let swiglu = |(pair, out): (&[f32], &mut [f32])| {
-                let (gate, up) = pair.split_at(inter);
-                silu_mul(isa, gate, up, out);
-            };
-            if rows * inter < PARALLEL_VALUES {
-                gate_up
+            by_rows(&gate_up, 2 * inter, &mut act, inter, |pairs, out| {
+                for (pair, out) in pairs
                     .chunks_exact(2 * inter)
-                    .zip(act.chunks_exact_mut(inter))
-                    .for_each(swiglu);
-            } else {
-                gate_up
-                    .par_chunks_exact(2 * inter)
-                    .zip(act.par_chunks_exact_mut(inter))
-                    .for_each(swiglu);
-            }
+                    .zip(out.chunks_exact_mut(inter))
+                {
+                    let (gate, up) = pair.split_at(inter);
+                    silu_mul(isa, gate, up, out);
+                }
+            });
             block.down.forward(&act, rows, &mut projected);
-            add(&mut x, &projected);
+            by_rows(&projected, h, &mut x, h, add);
         }
         // Logits of the rows asked for.
         let wanted = wanted_rows(steps);
@@ -297,7 +296,36 @@ fn attention(
     Ok(())
 }
 
-fn add(x: &mut [f32], y: &[f32]) {
+/// `f` over the rows of `input` (`in_width` wide) and of `out`
+/// (`out_width` wide): in chunks of rows on every thread from
+/// [`crate::kernels::PARALLEL_VALUES`] output values on ([`rows_per_chunk`]),
+/// else all at once on this thread (the rows of a few sequences: a fork
+/// would cost more than the pass).
+fn by_rows(
+    input: &[f32],
+    in_width: usize,
+    out: &mut [f32],
+    out_width: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
+    let rows = input.len() / in_width;
+    debug_assert_eq!(
+        out.len(),
+        rows * out_width,
+        "as many output rows as input rows"
+    );
+    let Some(chunk) = rows_per_chunk(rows, out_width) else {
+        f(input, out);
+        return;
+    };
+    input
+        .par_chunks(chunk * in_width)
+        .zip(out.par_chunks_mut(chunk * out_width))
+        .for_each(|(input, out)| f(input, out));
+}
+
+/// `x += y`, element by element.
+fn add(y: &[f32], x: &mut [f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
