@@ -262,11 +262,14 @@ fn main() {
         .build()
         .unwrap();
     if let Some(n) = only_streams() {
-        let mut model = Model::load(&dir).unwrap();
-        if std::env::args().any(|a| a == "--kv-cache-dtype=f16") {
-            model.decoder.set_kv_dtype(KvDtype::F16).unwrap();
-        }
-        let t = runtime.block_on(concurrent(&Arc::new(model), &prompt, n, Prompts::Distinct));
+        let model = if std::env::args().any(|a| a == "--kv-cache-dtype=f16") {
+            let mut half = Model::load(&dir).unwrap();
+            half.decoder.set_kv_dtype(KvDtype::F16).unwrap();
+            Arc::new(half)
+        } else {
+            model
+        };
+        let t = runtime.block_on(concurrent(&model, &prompt, n, Prompts::Distinct));
         println!("{n} streams × {NEW_TOKENS} new tokens: {t:.1} tokens/s in all");
         return;
     }

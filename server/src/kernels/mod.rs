@@ -20,7 +20,8 @@ pub mod isa;
 pub mod quant;
 
 /// From this many values on, an elementwise pass over rows (quantizing
-/// activations, SwiGLU) runs on every thread: a prefill's, and a decode
+/// activations, norms, SwiGLU, residual additions) runs on every thread: a
+/// prefill's, and a decode
 /// step's from about 16 sequences on (16 rows of 576; at 32,768, where it
 /// first was, those stayed on one thread while the other waited, and a
 /// 16-row decode pass took 4 % longer); below, the rows of a few sequences
