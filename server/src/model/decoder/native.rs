@@ -179,7 +179,9 @@ impl NativeWeights {
             final_rows.extend_from_slice(&x[range.start * h..range.end * h]);
         }
         let mut normed_final = vec![0f32; picked_rows * h];
-        rms_norm_into(isa, &final_rows, &self.norm, c.rms_eps, &mut normed_final);
+        by_rows(&final_rows, h, &mut normed_final, h, |x, out| {
+            rms_norm_into(isa, x, &self.norm, c.rms_eps, out)
+        });
         let mut logits = vec![0f32; picked_rows * c.vocab];
         if picked_rows > 0 {
             self.output.forward(&normed_final, picked_rows, &mut logits);
