@@ -9,7 +9,10 @@
 //! set this CPU has (`OPENMODEL_ISA=avx2|generic` caps it), f32 and f16
 //! caches. Beside it the peer that bounds it: a plain read of the same
 //! bytes (their sum, eight lanes at a time in four chains), so that the
-//! printout says how close to memory speed attention runs.
+//! printout says how close to memory speed attention runs. Then a prompt's
+//! attention: 128 rows, each over itself and the rows before it, all 30
+//! layers (f32, in cache: arithmetic, not memory), as milliseconds and
+//! multiply-adds per second.
 
 use std::time::{Duration, Instant};
 
@@ -151,5 +154,54 @@ fn main() {
                 );
             }
         }
+    }
+    prompt_attention();
+}
+
+/// Rows of the prompt whose attention [`prompt_attention`] times.
+const PROMPT_ROWS: usize = 128;
+
+/// A prompt's attention: [`PROMPT_ROWS`] rows, each over itself and the
+/// rows before it, at every layer; one thread, f32, in cache.
+fn prompt_attention() {
+    println!(
+        "\nprompt attention, one thread: {PROMPT_ROWS} rows over themselves, {LAYERS} layers, f32"
+    );
+    println!("{:<8} {:>10} {:>12}", "isa", "ours ms", "GMAC/s");
+    let q_width = SHAPE.heads * SHAPE.head_dim;
+    let queries: Vec<f32> = (0..PROMPT_ROWS * q_width)
+        .map(|i| (i as f32 * 0.1).sin())
+        .collect();
+    let caches: Vec<LayerCache> = (0..LAYERS).map(LayerCache::new).collect();
+    // Each row's scores and weighted sums: a multiply-add per element of a
+    // query head for each position it sees.
+    let macs = PROMPT_ROWS * (PROMPT_ROWS + 1) / 2 * q_width * 2 * LAYERS;
+    for isa in Isa::all_supported() {
+        if isa.level() > Isa::detect().level() {
+            continue;
+        }
+        let mut out = vec![0f32; PROMPT_ROWS * q_width];
+        let mut scores = Vec::new();
+        let t = median(9, || {
+            for cache in &caches {
+                causal_attention(
+                    isa,
+                    &queries,
+                    0,
+                    cache.slices(false),
+                    SHAPE,
+                    0..SHAPE.heads,
+                    &mut out,
+                    &mut scores,
+                );
+            }
+            std::hint::black_box(&out);
+        });
+        println!(
+            "{:<8} {:>10.2} {:>12.1}",
+            isa.name(),
+            t.as_secs_f64() * 1e3,
+            macs as f64 / t.as_secs_f64() / 1e9
+        );
     }
 }
