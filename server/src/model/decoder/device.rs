@@ -18,7 +18,7 @@ use candle_nn::kv_cache::KvCache as DeviceLayerCache;
 use super::config::DecoderConfig;
 use super::linear::{RawData, Stacked, StackedData};
 use super::parts::{BlockParts, TopParts};
-use super::{Step, split_logits, wanted_rows};
+use super::{PassLogits, Step, wanted_rows};
 use crate::Result;
 use crate::kernels::decoder::{Rope, RopeStyle};
 use crate::kernels::quant::QuantFormat;
@@ -173,7 +173,12 @@ impl DeviceWeights {
     /// head, so a decode step costs each sequence a handful of kernel
     /// launches per layer: on a GPU, launches, not arithmetic, are what a
     /// small model's step waits on.
-    pub fn forward(&self, c: &DecoderConfig, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>> {
+    pub fn forward(
+        &self,
+        c: &DecoderConfig,
+        steps: &mut [Step<'_>],
+        logits: &mut PassLogits,
+    ) -> Result<()> {
         let ids: Vec<u32> = steps
             .iter()
             .flat_map(|s| s.tokens.iter().copied())
@@ -240,20 +245,22 @@ impl DeviceWeights {
             .iter()
             .flat_map(|r| r.start as u32..r.end as u32)
             .collect();
+        let out = logits.prepare(&wanted, c.vocab);
         if picked.is_empty() {
-            return Ok(vec![Vec::new(); steps.len()]);
+            return Ok(());
         }
         let count = picked.len();
         let picked = Tensor::from_vec(picked, count, &self.device)?;
         let last = x.index_select(&picked, 0)?;
         let normed = candle_nn::ops::rms_norm(&last, &self.norm, c.rms_eps)?;
-        let logits: Vec<f32> = self
+        let computed: Vec<f32> = self
             .output
             .forward(&normed)?
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        Ok(split_logits(&logits, &wanted, c.vocab))
+        out.copy_from_slice(&computed);
+        Ok(())
     }
 
     /// The rotary embedding's cosines and sines for every row of the pass

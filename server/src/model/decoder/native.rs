@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::config::DecoderConfig;
 use super::linear::{Linear, RawData};
 use super::parts::{BlockParts, TopParts};
-use super::{Step, split_logits, wanted_rows};
+use super::{PassLogits, Step, wanted_rows};
 use crate::Result;
 use crate::kernels::decoder::{
     Heads, Rope, causal_attention, rms_norm_in_place, rms_norm_into, silu_mul,
@@ -97,14 +97,15 @@ impl NativeWeights {
     }
 
     /// One pass over `steps` (already checked), each step's keys and values
-    /// appended to its cache's layers; the caller advances the caches'
-    /// lengths. Runs inside the rayon pool.
+    /// appended to its cache's layers and its logits into `logits`; the
+    /// caller advances the caches' lengths. Runs inside the rayon pool.
     pub fn forward(
         &self,
         c: &DecoderConfig,
         rope: &Rope,
         steps: &mut [Step<'_>],
-    ) -> Result<Vec<Vec<f32>>> {
+        logits: &mut PassLogits,
+    ) -> Result<()> {
         let isa = Isa::detect();
         let rows: usize = steps.iter().map(|s| s.tokens.len()).sum();
         let (h, qw, kw) = (c.hidden, c.q_width(), c.kv_width());
@@ -182,11 +183,11 @@ impl NativeWeights {
         by_rows(&final_rows, h, &mut normed_final, h, |x, out| {
             rms_norm_into(isa, x, &self.norm, c.rms_eps, out)
         });
-        let mut logits = vec![0f32; picked_rows * c.vocab];
+        let logits = logits.prepare(&wanted, c.vocab);
         if picked_rows > 0 {
-            self.output.forward(&normed_final, picked_rows, &mut logits);
+            self.output.forward(&normed_final, picked_rows, logits);
         }
-        Ok(split_logits(&logits, &wanted, c.vocab))
+        Ok(())
     }
 }
 
