@@ -137,20 +137,38 @@ macro_rules! multiversion {
 
 pub(crate) use multiversion;
 
-/// Asks the cache for the lines of `data` (a hint: it changes no result;
-/// nothing on other architectures).
+/// Asks the cache for the lines of `data`, into the L1 cache (a hint: it
+/// changes no result; nothing on other architectures).
 #[inline(always)]
 pub(crate) fn prefetch<T>(data: &[T]) {
+    ask::<false, T>(data)
+}
+
+/// Asks the outer caches (L2 and beyond) for the lines of `data`: for what
+/// is wanted later than what [`prefetch`] asks for, which in the L1 cache
+/// would push out what is in use.
+#[inline(always)]
+pub(crate) fn prefetch_far<T>(data: &[T]) {
+    ask::<true, T>(data)
+}
+
+/// [`prefetch`] (`FAR` false) or [`prefetch_far`].
+#[inline(always)]
+fn ask<const FAR: bool, T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
+        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T2, _mm_prefetch};
         let (start, len) = (data.as_ptr().cast::<u8>(), std::mem::size_of_val(data));
         for offset in (0..len).step_by(64) {
             // SAFETY: a prefetch reads nothing architecturally; the address
             // is inside `data`.
             unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    start.add(offset).cast(),
-                )
+                let line = start.add(offset).cast();
+                if FAR {
+                    _mm_prefetch::<_MM_HINT_T2>(line)
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(line)
+                }
             };
         }
     }
