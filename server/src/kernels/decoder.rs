@@ -757,9 +757,10 @@ const VALUES_AHEAD: usize = VALUE_BLOCK;
 /// come from there rather than from memory: a block's sums take too little
 /// time to wait out memory's latency alone. The f32 caches of a 16-sequence
 /// decode step, one thread, `cargo bench --bench attention` on the
-/// AVX-512 EPYC: 12.6–13.9 → 10.0–11.5 ms (at AVX2 and at AVX-512; 16, 32
-/// and 48 positions ahead into L1 were slower: with the block in use
-/// they are more than its 32 KiB hold).
+/// AVX-512 EPYC: 12.6–13.9 → 10.0–11.5 ms at AVX2 and at AVX-512, f16
+/// caches unchanged; docs/benchmarks.md. (Into L1, 32 or 48 positions
+/// ahead instead of 16 were slower: with the block in use, more than its
+/// 32 KiB hold.)
 const VALUES_FAR: usize = 3 * VALUE_BLOCK;
 
 /// `out[g·dim + at..][..W] += Σₚ scores[g·visible + p] · values[p·stride + at..][..W]`
