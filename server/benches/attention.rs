@@ -86,6 +86,38 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     samples[runs / 2]
 }
 
+/// The instruction-set levels to time: this CPU's, and those below it
+/// (`OPENMODEL_ISA` caps them).
+fn levels() -> Vec<Isa> {
+    let best = Isa::detect().level();
+    Isa::all_supported()
+        .into_iter()
+        .filter(|isa| isa.level() <= best)
+        .collect()
+}
+
+/// The median time `isa`'s attention takes for `queries` (rows at
+/// positions `first`, `first + 1`, …) over each of `caches` in turn.
+fn attended(isa: Isa, queries: &[f32], first: usize, caches: &[LayerCache], f16: bool) -> Duration {
+    let mut out = vec![0f32; queries.len()];
+    let mut scores = Vec::new();
+    median(9, || {
+        for cache in caches {
+            causal_attention(
+                isa,
+                queries,
+                first,
+                cache.slices(f16),
+                SHAPE,
+                0..SHAPE.heads,
+                &mut out,
+                &mut scores,
+            );
+        }
+        std::hint::black_box(&out);
+    })
+}
+
 /// The sum of `bytes` read as u64 words in four chains: a plain read.
 fn plain_read(bytes: &[u8]) -> u64 {
     let mut sums = [0u64; 4];
@@ -119,27 +151,8 @@ fn main() {
                 let sum: u64 = raw.iter().map(|r| plain_read(r)).sum();
                 std::hint::black_box(sum);
             });
-            for isa in Isa::all_supported() {
-                if isa.level() > Isa::detect().level() {
-                    continue;
-                }
-                let mut out = vec![0f32; q_width];
-                let mut scores = Vec::new();
-                let ours = median(9, || {
-                    for cache in &caches {
-                        causal_attention(
-                            isa,
-                            &query,
-                            POSITIONS - 1,
-                            cache.slices(f16),
-                            SHAPE,
-                            0..SHAPE.heads,
-                            &mut out,
-                            &mut scores,
-                        );
-                    }
-                    std::hint::black_box(&out);
-                });
+            for isa in levels() {
+                let ours = attended(isa, &query, POSITIONS - 1, &caches, f16);
                 let gbs = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e9;
                 println!(
                     "{:<8} {:>4} {:>5} {:>9.1} {:>10.2} {:>7.1} {:>14.2} {:>12.1}",
@@ -176,27 +189,8 @@ fn prompt_attention() {
     // Each row's scores and weighted sums: a multiply-add per element of a
     // query head for each position it sees.
     let macs = PROMPT_ROWS * (PROMPT_ROWS + 1) / 2 * q_width * 2 * LAYERS;
-    for isa in Isa::all_supported() {
-        if isa.level() > Isa::detect().level() {
-            continue;
-        }
-        let mut out = vec![0f32; PROMPT_ROWS * q_width];
-        let mut scores = Vec::new();
-        let t = median(9, || {
-            for cache in &caches {
-                causal_attention(
-                    isa,
-                    &queries,
-                    0,
-                    cache.slices(false),
-                    SHAPE,
-                    0..SHAPE.heads,
-                    &mut out,
-                    &mut scores,
-                );
-            }
-            std::hint::black_box(&out);
-        });
+    for isa in levels() {
+        let t = attended(isa, &queries, 0, &caches, false);
         println!(
             "{:<8} {:>10.2} {:>12.1}",
             isa.name(),
