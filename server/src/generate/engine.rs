@@ -516,12 +516,12 @@ impl Engine {
     }
 }
 
-/// Sequences sampling in one pass from which they sample, detokenize and
-/// check their stops on every thread of the pool, not on the engine's
-/// thread alone while the pool's wait (a 16-sequence decode step's 0.73 ms
-/// → 0.42 ms, on 2 threads of the AVX-512 EPYC capped at AVX2;
-/// docs/benchmarks.md); below it, on the engine's thread (handing a few to
-/// the pool costs about what they take).
+/// How many sequences must sample from one pass before their sampling,
+/// detokenizing and stop checks run on every thread of the pool rather than
+/// on the engine's thread alone while the pool waits (a 16-sequence decode
+/// step's 0.73 → 0.42 ms on 2 threads of the AVX-512 EPYC capped at AVX2;
+/// docs/benchmarks.md). Below it, handing them to the pool costs about what
+/// they take.
 const PARALLEL_SAMPLING: usize = 4;
 
 /// Samples a sequence's next token from `logits`, shows its client what
