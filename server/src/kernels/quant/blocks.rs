@@ -153,40 +153,53 @@ pub struct Activations {
 }
 
 impl Activations {
-    /// Quantizes `m` rows of `cols` values (`cols % 32 == 0`).
+    /// Quantizes `m` rows of `cols` values (`cols % 32 == 0`) into new
+    /// buffers (the tests' way; products keep theirs, [`Self::quantize_into`]).
+    #[cfg(test)]
     pub fn quantize(isa: Isa, x: &[f32], m: usize, cols: usize) -> Activations {
+        let mut acts = Activations::default();
+        acts.quantize_into(isa, x, m, cols);
+        acts
+    }
+
+    /// [`Activations::quantize`] into this value's buffers, which keep
+    /// their memory from call to call. A pass's products each took four
+    /// fresh zeroed vectors (a prefill's from `mmap`, a page fault per
+    /// page), zeroed on one thread while the others waited: `memset` was
+    /// 1.5–2.1 % of a 16-stream run's samples at the AVX2 cap, 0.3–0.8 %
+    /// with the buffers kept (`perf record`, docs/benchmarks.md).
+    pub fn quantize_into(&mut self, isa: Isa, x: &[f32], m: usize, cols: usize) {
         assert_eq!(cols % BLOCK, 0, "columns not a multiple of {BLOCK}");
         assert_eq!(x.len(), m * cols, "activation length");
         let blocks = m * cols / BLOCK;
-        let mut acts = Activations {
-            blocks: cols / BLOCK,
-            qs: vec![0; m * cols],
-            d: vec![0.0; blocks],
-            sum: vec![0; blocks],
-            s: vec![0.0; blocks],
-        };
+        self.blocks = cols / BLOCK;
+        // Every element is written below: only memory not had before is
+        // zeroed.
+        fit(&mut self.qs, m * cols);
+        fit(&mut self.d, blocks);
+        fit(&mut self.sum, blocks);
+        fit(&mut self.s, blocks);
         let Some(rows) = rows_per_chunk(m, cols) else {
             quantize_rows(
                 isa,
                 x,
-                &mut acts.qs,
-                &mut acts.d,
-                &mut acts.sum,
-                &mut acts.s,
+                &mut self.qs,
+                &mut self.d,
+                &mut self.sum,
+                &mut self.s,
             );
-            return acts;
+            return;
         };
         // A prefill's rows, or a batch of decoding rows, in parallel (alone,
         // they were 3 % of a 128-token prefill's time on two threads, one of
         // them waiting).
         let per_rows = rows * cols / BLOCK;
         x.par_chunks(rows * cols)
-            .zip(acts.qs.par_chunks_mut(rows * cols))
-            .zip(acts.d.par_chunks_mut(per_rows))
-            .zip(acts.sum.par_chunks_mut(per_rows))
-            .zip(acts.s.par_chunks_mut(per_rows))
+            .zip(self.qs.par_chunks_mut(rows * cols))
+            .zip(self.d.par_chunks_mut(per_rows))
+            .zip(self.sum.par_chunks_mut(per_rows))
+            .zip(self.s.par_chunks_mut(per_rows))
             .for_each(|((((x, qs), d), sum), s)| quantize_rows(isa, x, qs, d, sum, s));
-        acts
     }
 
     /// The 32 values of block `b` of row `r`.
@@ -194,6 +207,12 @@ impl Activations {
     pub fn block(&self, r: usize, b: usize) -> &[i8] {
         &self.qs[(r * self.blocks + b) * BLOCK..][..BLOCK]
     }
+}
+
+/// `v` at length `len`, zeroing only what it grows by.
+fn fit<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    v.truncate(len);
+    v.resize(len, T::default());
 }
 
 /// `x.round_ties_even() as i32` for `|x| < 2²²` (here at most 127), in
@@ -241,6 +260,26 @@ multiversion! {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn kept_buffers_quantize_as_fresh_ones_through_any_shapes() {
+        let isa = Isa::detect();
+        let mut kept = Activations::default();
+        // Larger, smaller, then larger again: what a buffer held before
+        // never shows through.
+        for (m, cols) in [(40, 1024), (1, 64), (3, 96), (45, 1024), (2, 32)] {
+            let x: Vec<f32> = (0..m * cols)
+                .map(|i| ((i * 31 + m) % 211) as f32 / 10.0 - 10.0)
+                .collect();
+            kept.quantize_into(isa, &x, m, cols);
+            let fresh = Activations::quantize(isa, &x, m, cols);
+            assert_eq!(kept.blocks, fresh.blocks, "{m}x{cols}");
+            assert_eq!(kept.qs, fresh.qs, "{m}x{cols}");
+            assert_eq!(kept.d, fresh.d, "{m}x{cols}");
+            assert_eq!(kept.sum, fresh.sum, "{m}x{cols}");
+            assert_eq!(kept.s, fresh.s, "{m}x{cols}");
+        }
+    }
 
     #[test]
     fn rows_quantized_in_parallel_are_the_serial_ones() {
