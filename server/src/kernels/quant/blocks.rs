@@ -13,6 +13,7 @@
 //! `i + 16` in its high half.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use rayon::prelude::*;
 
@@ -60,10 +61,17 @@ pub fn f16_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
 }
 
-/// `x` rounded to the nearest f16, as f32 (what GGML stores).
-#[inline]
-fn through_f16(x: f32) -> f32 {
-    f16::from_f32(x).to_f32()
+/// Each of `values` rounded to the nearest f16, as f32 (what GGML
+/// stores), through `half`'s slice conversions: F16C's where the CPU has
+/// it, with one check of the CPU per slice (a value at a time, it was two
+/// checks of the CPU and two calls per block of 32 values).
+fn through_f16(values: &mut [f32]) {
+    let mut halves = [f16::ZERO; 64];
+    for chunk in values.chunks_mut(halves.len()) {
+        let halves = &mut halves[..chunk.len()];
+        halves.convert_from_f32_slice(chunk);
+        halves.convert_to_f32_slice(chunk);
+    }
 }
 
 /// Writes the 32 weights of `block` (in `format`) to `out`.
@@ -229,10 +237,12 @@ fn round_small(x: f32) -> i32 {
 }
 
 multiversion! {
-    /// Quantizes consecutive 32-blocks of `x` into `qs`, `d`, `sum` and `s`.
+    /// Quantizes consecutive 32-blocks of `x` into `qs`, `d`, `sum` and `s`
+    /// (`d` and `s` rounded to f16 once all are known).
     fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32], s: &mut [f32]) {
         let blocks = x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK));
-        for ((((x, q), d), sum), s) in blocks.zip(d).zip(sum).zip(s) {
+        let numbers = d.iter_mut().zip(sum).zip(s.iter_mut());
+        for ((x, q), ((d, sum), s)) in blocks.zip(numbers) {
             // The largest magnitude, compared as bits (for floats without
             // their sign, the same order): a reduction that vectorizes,
             // where `f32::max`'s NaN rules kept it scalar.
@@ -249,16 +259,19 @@ multiversion! {
                 total += r;
                 *q = r as i8;
             }
-            *d = through_f16(scale);
+            *d = scale;
             *sum = total;
-            *s = through_f16(scale * total as f32);
+            *s = scale * total as f32;
         }
+        through_f16(d);
+        through_f16(s);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::Level;
     use proptest::prelude::*;
 
     #[test]
@@ -298,6 +311,77 @@ mod tests {
             assert_eq!(acts.d, d, "{}", isa.name());
             assert_eq!(acts.sum, sum, "{}", isa.name());
             assert_eq!(acts.s, s, "{}", isa.name());
+        }
+    }
+
+    #[test]
+    fn block_scales_are_the_f16_roundings_of_llama_cpp() {
+        // Blocks whose scales are normal, subnormal and zero as f16, and
+        // one of each sign of Σq.
+        let mut x = Vec::new();
+        for (b, top) in [3.7f32, 1e-3, 2e-6, 0.0, 11.0, 0.3].into_iter().enumerate() {
+            x.extend((0..BLOCK).map(|i| {
+                let v = top * (i as f32 - 9.5 + b as f32) / 32.0;
+                if i == 5 { top } else { v }
+            }));
+        }
+        for isa in Isa::all_supported() {
+            let acts = Activations::quantize(isa, &x, 1, x.len());
+            for (b, block) in x.chunks_exact(BLOCK).enumerate() {
+                let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = amax / 127.0;
+                let want = |v: f32| f16::from_f32(v).to_f32();
+                let what = format!("{} block {b}", isa.name());
+                assert_eq!(acts.d[b].to_bits(), want(scale).to_bits(), "d, {what}");
+                let total: i32 = acts.block(0, b).iter().map(|q| i32::from(*q)).sum();
+                assert_eq!(acts.sum[b], total, "Σq, {what}");
+                let s = want(scale * total as f32);
+                assert_eq!(acts.s[b].to_bits(), s.to_bits(), "s, {what}");
+            }
+        }
+    }
+
+    /// Every instruction set's quantizing of `x` (one row), the same
+    /// bytes and numbers as the portable code's.
+    fn same_on_every_isa(x: &[f32]) -> Result<(), TestCaseError> {
+        let all = Isa::all_supported();
+        let portable = all
+            .iter()
+            .find(|i| i.level() == Level::Generic)
+            .expect("generic");
+        let want = Activations::quantize(*portable, x, 1, x.len());
+        for isa in all {
+            let got = Activations::quantize(isa, x, 1, x.len());
+            prop_assert_eq!(&got.qs, &want.qs, "{}", isa.name());
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&got.d), bits(&want.d), "{}", isa.name());
+            prop_assert_eq!(&got.sum, &want.sum, "{}", isa.name());
+            prop_assert_eq!(bits(&got.s), bits(&want.s), "{}", isa.name());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_isa_quantizes_ties_zeros_and_extremes_alike() {
+        // Values at exact ties of the rounding (k + ½ steps of a block
+        // whose largest value is 127 steps), blocks of zeros, of one value,
+        // of negative maxima, and of huge and tiny magnitudes.
+        let mut x: Vec<f32> = (0..BLOCK).map(|k| k as f32 * 0.5 - 8.0).collect();
+        x[31] = 127.0;
+        x.extend([0.0; BLOCK]);
+        x.extend([-3.25; BLOCK]);
+        x.extend((0..BLOCK).map(|k| if k == 7 { -1e30 } else { k as f32 * 1e28 }));
+        x.extend((0..BLOCK).map(|k| (k as f32 - 16.0) * 1e-41));
+        same_on_every_isa(&x).unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn every_isa_quantizes_any_rows_alike(
+            x in proptest::collection::vec(-100f32..100.0, BLOCK..=BLOCK * 4),
+        ) {
+            let whole = x.len() / BLOCK * BLOCK;
+            same_on_every_isa(&x[..whole])?;
         }
     }
 
