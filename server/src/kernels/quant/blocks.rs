@@ -252,11 +252,17 @@ multiversion! {
             }
             let amax = f32::from_bits(top);
             let scale = amax / 127.0;
-            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            // 0 where `127 / amax` is no number: a block of zeros, or one so
+            // small that its scale is 0 as an f16 anyway (a subnormal
+            // `amax` made every value infinite, and `Σq` overflow).
+            let id = 127.0 / amax;
+            let id = if id.is_finite() { id } else { 0.0 };
             let mut total = 0i32;
             for (v, q) in x.iter().zip(q.iter_mut()) {
                 let r = round_small(v * id);
-                total += r;
+                // Wrapping: a NaN or infinite input gives some integers,
+                // never a panic.
+                total = total.wrapping_add(r);
                 *q = r as i8;
             }
             *d = scale;
@@ -359,6 +365,25 @@ mod tests {
             prop_assert_eq!(bits(&got.s), bits(&want.s), "{}", isa.name());
         }
         Ok(())
+    }
+
+    #[test]
+    fn blocks_too_small_for_an_f16_scale_and_non_numbers_never_panic() {
+        let mut x: Vec<f32> = (0..BLOCK).map(|k| (k as f32 - 16.0) * 1e-41).collect();
+        x.extend((0..BLOCK).map(|k| k as f32 * 1e-38));
+        x.extend([f32::NAN; BLOCK]);
+        x.extend((0..BLOCK).map(|k| if k == 3 { f32::INFINITY } else { 1.0 }));
+        for isa in Isa::all_supported() {
+            let acts = Activations::quantize(isa, &x, 1, x.len());
+            for b in 0..2 {
+                assert!(acts.block(0, b).iter().all(|q| *q == 0), "block {b}");
+                assert_eq!(
+                    (acts.d[b], acts.sum[b], acts.s[b]),
+                    (0.0, 0, 0.0),
+                    "block {b}"
+                );
+            }
+        }
     }
 
     #[test]
