@@ -14,6 +14,7 @@
 //!   activation rows, and which instruction set computes them (the
 //!   portable code is there);
 //! - `x86_panels`: the AVX2 and AVX-512 VNNI kernels;
+//! - `x86_activations`: the activations' quantizing in AVX-512 and AVX2;
 //! - `x86_asm`: the AVX2 kernels for whole tiles of 4 rows, in assembly
 //!   (the compilers spilled them);
 //! - [`matmul`]: the threaded driver.
@@ -27,11 +28,13 @@ mod dot;
 mod matmul;
 mod panels;
 #[cfg(target_arch = "x86_64")]
+mod x86_activations;
+#[cfg(target_arch = "x86_64")]
 mod x86_asm;
 #[cfg(target_arch = "x86_64")]
 mod x86_panels;
 
-pub use blocks::QuantFormat;
+pub use blocks::{Activations, QuantFormat};
 
 use super::isa::Isa;
 use crate::{Error, Result};

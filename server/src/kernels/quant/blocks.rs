@@ -17,8 +17,7 @@ use half::slice::HalfFloatSliceExt;
 
 use rayon::prelude::*;
 
-use super::super::isa::Isa;
-use super::super::isa::multiversion;
+use super::super::isa::{Isa, Level};
 use super::super::rows_per_chunk;
 
 /// Weights per block, in every format.
@@ -233,52 +232,78 @@ fn fit<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
 /// behaviour.
 #[inline(always)]
 fn round_small(x: f32) -> i32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
     ((x + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
 
-multiversion! {
-    /// Quantizes consecutive 32-blocks of `x` into `qs`, `d`, `sum` and `s`
-    /// (`d` and `s` rounded to f16 once all are known).
-    fn quantize_rows(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32], s: &mut [f32]) {
-        let blocks = x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK));
-        let numbers = d.iter_mut().zip(sum).zip(s.iter_mut());
-        for ((x, q), ((d, sum), s)) in blocks.zip(numbers) {
-            // The largest magnitude, compared as bits (for floats without
-            // their sign, the same order): a reduction that vectorizes,
-            // where `f32::max`'s NaN rules kept it scalar.
-            let mut top = 0u32;
-            for v in x {
-                top = top.max(v.to_bits() & 0x7FFF_FFFF);
-            }
-            let amax = f32::from_bits(top);
-            let scale = amax / 127.0;
-            // 0 where `127 / amax` is no number: a block of zeros, or one so
-            // small that its scale is 0 as an f16 anyway (a subnormal
-            // `amax` made every value infinite, and `Σq` overflow).
-            let id = 127.0 / amax;
-            let id = if id.is_finite() { id } else { 0.0 };
-            let mut total = 0i32;
-            for (v, q) in x.iter().zip(q.iter_mut()) {
-                let r = round_small(v * id);
-                // Wrapping: a NaN or infinite input gives some integers,
-                // never a panic.
-                total = total.wrapping_add(r);
-                *q = r as i8;
-            }
-            *d = scale;
-            *sum = total;
-            *s = scale * total as f32;
+/// 1.5·2²³, [`round_small`]'s shift.
+pub(super) const MAGIC: f32 = 12_582_912.0;
+
+/// A block's scale `amax / 127` and the factor `127 / amax` that takes its
+/// values to integers, from `top`, the bits of its largest magnitude. The
+/// factor is 0 where it is no number: a block of zeros, or one so small
+/// that its scale is 0 as an f16 anyway (a subnormal `amax` made every
+/// value infinite, and `Σq` overflow).
+#[inline(always)]
+pub(super) fn block_scales(top: u32) -> (f32, f32) {
+    let amax = f32::from_bits(top);
+    let id = 127.0 / amax;
+    (amax / 127.0, if id.is_finite() { id } else { 0.0 })
+}
+
+/// Quantizes consecutive 32-blocks of `x` into `qs`, `d`, `sum` and `s`
+/// (`d` and `s` rounded to f16 once all are known): on x86 with
+/// AVX-512 or AVX2 in registers ([`super::x86_activations`]), elsewhere
+/// with [`quantize_blocks`], the same numbers.
+fn quantize_rows(
+    isa: Isa,
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    sum: &mut [i32],
+    s: &mut [f32],
+) {
+    match isa.level() {
+        // SAFETY: an `Isa` comes only from runtime detection: at this
+        // level the CPU has AVX-512F and BW.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe {
+            super::x86_activations::avx512::quantize_blocks(x, qs, d, sum, s)
+        },
+        // SAFETY: as above, AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { super::x86_activations::avx2::quantize_blocks(x, qs, d, sum, s) },
+        _ => quantize_blocks(x, qs, d, sum, s),
+    }
+    through_f16(d);
+    through_f16(s);
+}
+
+/// The portable [`quantize_rows`], before the f16 roundings.
+fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32], s: &mut [f32]) {
+    let blocks = x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK));
+    let numbers = d.iter_mut().zip(sum).zip(s.iter_mut());
+    for ((x, q), ((d, sum), s)) in blocks.zip(numbers) {
+        // The largest magnitude, compared as bits (for floats without their
+        // sign, the same order).
+        let top = x
+            .iter()
+            .fold(0u32, |top, v| top.max(v.to_bits() & 0x7FFF_FFFF));
+        let (scale, id) = block_scales(top);
+        let mut total = 0i32;
+        for (v, q) in x.iter().zip(q.iter_mut()) {
+            let r = round_small(v * id);
+            // Wrapping: a NaN or infinite input gives some integers, never
+            // a panic.
+            total = total.wrapping_add(r);
+            *q = r as i8;
         }
-        through_f16(d);
-        through_f16(s);
+        (*d, *sum, *s) = (scale, total, scale * total as f32);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::isa::Level;
     use proptest::prelude::*;
 
     #[test]
@@ -386,13 +411,23 @@ mod tests {
     fn every_isa_quantizes_ties_zeros_and_extremes_alike() {
         // Values at exact ties of the rounding (k + ½ steps of a block
         // whose largest value is 127 steps), blocks of zeros, of one value,
-        // of negative maxima, and of huge and tiny magnitudes.
+        // of negative maxima, of huge and tiny magnitudes, with a NaN and
+        // with an infinity.
         let mut x: Vec<f32> = (0..BLOCK).map(|k| k as f32 * 0.5 - 8.0).collect();
         x[31] = 127.0;
         x.extend([0.0; BLOCK]);
         x.extend([-3.25; BLOCK]);
         x.extend((0..BLOCK).map(|k| if k == 7 { -1e30 } else { k as f32 * 1e28 }));
         x.extend((0..BLOCK).map(|k| (k as f32 - 16.0) * 1e-41));
+        // Non-numbers: the same integers and scales on every level too.
+        x.extend((0..BLOCK).map(|k| if k == 5 { f32::NAN } else { k as f32 }));
+        x.extend((0..BLOCK).map(|k| {
+            if k == 9 {
+                f32::NEG_INFINITY
+            } else {
+                -(k as f32)
+            }
+        }));
         same_on_every_isa(&x).unwrap();
     }
 
