@@ -264,7 +264,7 @@ fn quantize_rows(
 ) {
     match isa.level() {
         // SAFETY: an `Isa` comes only from runtime detection: at this
-        // level the CPU has AVX-512F and BW.
+        // level the CPU has AVX-512F.
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => unsafe {
             super::x86_activations::avx512::quantize_blocks(x, qs, d, sum, s)

@@ -13,7 +13,7 @@
 
 use super::blocks::{BLOCK, MAGIC, block_scales};
 
-/// AVX-512 (F and BW): a block is two registers of 16 values.
+/// AVX-512 (F alone): a block is two registers of 16 values.
 pub mod avx512 {
     use std::arch::x86_64::*;
 
@@ -23,8 +23,8 @@ pub mod avx512 {
     /// (`d` and `s` not yet rounded to f16), as the portable code does.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F and AVX-512BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
     pub unsafe fn quantize_blocks(
         x: &[f32],
         qs: &mut [i8],
