@@ -1,9 +1,10 @@
 //! The activations' quantizing ([`super::blocks::Activations`]) in AVX-512
 //! and AVX2: a 32-block at a time in registers. Written out because the
 //! compiler vectorized the portable loop across blocks, gathering each
-//! block's values from 32 floats apart (~1.2 ns a value, a tenth of a
-//! 16-row decode pass); here a value takes a few hundredths of that
-//! (`cargo bench -p openmodel-server --bench quant`).
+//! block's values from 32 floats apart (~1.2 ns a value, 6 % of a
+//! 16-stream run's time with AVX-512); here a value takes 0.2–0.3 ns on
+//! one thread (`cargo bench -p openmodel-server --bench quant`,
+//! docs/benchmarks.md).
 //!
 //! The results are the portable code's bit for bit, through the same
 //! operations in the same order: the largest magnitude compared as bits,
