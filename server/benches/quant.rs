@@ -10,7 +10,7 @@
 //! small enough to stay in cache except the output projection (28 MiB).
 //! Then what each product does first: its activations quantized to 8 bits
 //! per 32-block (`Activations::quantize_into`), for a decode step's 16 rows
-//! of 576 and a prompt chunk's 256 of 1536, in ns a value (on the pool's
+//! of 576 and of 1536 and a prompt chunk's 256 of 1536, in ns a value (on the pool's
 //! threads from 8,192 values on, as the products run it), beside candle's
 //! quantizing of activations to `Q8_0` (one thread).
 
@@ -163,7 +163,7 @@ fn quantizing(budget: Duration) {
         "{:<8} {:>11} {:>10} {:>14}",
         "isa", "rows×cols", "ours ns", "candle Q8_0 ns"
     );
-    for (m, cols) in [(16, 576), (256, 1536)] {
+    for (m, cols) in [(16, 576), (16, 1536), (256, 1536)] {
         let x = values(m * cols, 3, 4.0);
         let mut blocks = vec![BlockQ8_0::zeros(); m * cols / 32];
         let theirs = time(budget, || {
