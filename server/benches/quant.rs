@@ -9,10 +9,10 @@
 //! The weights are random (the arithmetic does not depend on them) and
 //! small enough to stay in cache except the output projection (28 MiB).
 //! Then what each product does first: its activations quantized to 8 bits
-//! per 32-block (`Activations::quantize_into`), for a decode step's 16 rows
-//! of 576 and of 1536 and a prompt chunk's 256 of 1536, in ns a value (on the pool's
-//! threads from 8,192 values on, as the products run it), beside candle's
-//! quantizing of activations to `Q8_0` (one thread).
+//! per 32-block (`Activations::quantize_into`), for a decode step's 16
+//! rows of 576 and of 1536 and a prompt chunk's 256 of 1536, in ns a value
+//! (on the pool's threads from 8,192 values on, as the products run it),
+//! beside candle's quantizing of activations to `Q8_0` (one thread).
 
 use std::time::{Duration, Instant};
 
