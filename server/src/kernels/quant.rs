@@ -14,7 +14,7 @@
 //!   activation rows, and which instruction set computes them (the
 //!   portable code is there);
 //! - `x86_panels`: the AVX2 and AVX-512 VNNI kernels;
-//! - `x86_activations`: the activations' quantizing in AVX-512 and AVX2;
+//! - `x86_activations`: the activations' quantizing in AVX2 registers;
 //! - `x86_asm`: the AVX2 kernels for whole tiles of 4 rows, in assembly
 //!   (the compilers spilled them);
 //! - [`matmul`]: the threaded driver.

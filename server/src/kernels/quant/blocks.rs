@@ -192,9 +192,7 @@ impl Activations {
                 isa,
                 x,
                 &mut self.qs,
-                &mut self.d,
-                &mut self.sum,
-                &mut self.s,
+                (&mut self.d, &mut self.sum, &mut self.s),
             );
             return;
         };
@@ -207,7 +205,7 @@ impl Activations {
             .zip(self.d.par_chunks_mut(per_rows))
             .zip(self.sum.par_chunks_mut(per_rows))
             .zip(self.s.par_chunks_mut(per_rows))
-            .for_each(|((((x, qs), d), sum), s)| quantize_rows(isa, x, qs, d, sum, s));
+            .for_each(|((((x, qs), d), sum), s)| quantize_rows(isa, x, qs, (d, sum, s)));
     }
 
     /// The 32 values of block `b` of row `r`.
@@ -250,39 +248,50 @@ pub(super) fn block_scales(top: u32) -> (f32, f32) {
     (amax / 127.0, if id.is_finite() { id } else { 0.0 })
 }
 
-/// Quantizes consecutive 32-blocks of `x` into `qs`, `d`, `sum` and `s`
-/// (`d` and `s` rounded to f16 once all are known): on x86 with
-/// AVX-512 or AVX2 in registers ([`super::x86_activations`]), elsewhere
-/// with [`quantize_blocks`], the same numbers.
-fn quantize_rows(
-    isa: Isa,
-    x: &[f32],
-    qs: &mut [i8],
-    d: &mut [f32],
-    sum: &mut [i32],
-    s: &mut [f32],
-) {
+/// A run of blocks' scales `d`, sums `Σq` and `d·Σq` (`s`), in
+/// [`Activations`]' arrays.
+pub(super) type Numbers<'a> = (&'a mut [f32], &'a mut [i32], &'a mut [f32]);
+
+/// Quantizes consecutive 32-blocks of `x` into `qs` and `numbers`
+/// (`d` and `s` rounded to f16 once all are known): on x86 with AVX2 in
+/// registers ([`super::x86_activations`], at the AVX-512 level too),
+/// elsewhere with [`quantize_blocks`], the same numbers.
+fn quantize_rows(isa: Isa, x: &[f32], qs: &mut [i8], numbers: Numbers<'_>) {
+    let (d, sum, s) = numbers;
     match isa.level() {
-        // SAFETY: an `Isa` comes only from runtime detection: at this
-        // level the CPU has AVX-512F.
+        // SAFETY: an `Isa` comes only from runtime detection: at these
+        // levels the CPU has AVX2.
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => unsafe {
-            super::x86_activations::avx512::quantize_blocks(x, qs, d, sum, s)
+        Level::Avx512 | Level::Avx2 => unsafe {
+            super::x86_activations::quantize_blocks(x, qs, (d, sum, s))
         },
-        // SAFETY: as above, AVX2.
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => unsafe { super::x86_activations::avx2::quantize_blocks(x, qs, d, sum, s) },
-        _ => quantize_blocks(x, qs, d, sum, s),
+        _ => quantize_blocks(x, qs, (d, sum, s)),
     }
     through_f16(d);
     through_f16(s);
 }
 
-/// The portable [`quantize_rows`], before the f16 roundings.
-fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32], s: &mut [f32]) {
+/// Runs `block` over consecutive 32-blocks of `x` and `qs` (it quantizes
+/// one, writing its 32 bytes, and gives its scale and `Σq`), and writes
+/// each block's [`Numbers`].
+#[inline(always)]
+pub(super) fn each_block(
+    x: &[f32],
+    qs: &mut [i8],
+    (d, sum, s): Numbers<'_>,
+    mut block: impl FnMut(&[f32], &mut [i8]) -> (f32, i32),
+) {
     let blocks = x.chunks_exact(BLOCK).zip(qs.chunks_exact_mut(BLOCK));
     let numbers = d.iter_mut().zip(sum).zip(s.iter_mut());
     for ((x, q), ((d, sum), s)) in blocks.zip(numbers) {
+        let (scale, total) = block(x, q);
+        (*d, *sum, *s) = (scale, total, scale * total as f32);
+    }
+}
+
+/// The portable [`quantize_rows`], before the f16 roundings.
+fn quantize_blocks(x: &[f32], qs: &mut [i8], numbers: Numbers<'_>) {
+    each_block(x, qs, numbers, |x, q| {
         // The largest magnitude, compared as bits (for floats without their
         // sign, the same order).
         let top = x
@@ -297,8 +306,8 @@ fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32], s: 
             total = total.wrapping_add(r);
             *q = r as i8;
         }
-        (*d, *sum, *s) = (scale, total, scale * total as f32);
-    }
+        (scale, total)
+    });
 }
 
 #[cfg(test)]
@@ -333,7 +342,7 @@ mod tests {
             let blocks = m * cols / BLOCK;
             let (mut qs, mut d) = (vec![0; m * cols], vec![0.0; blocks]);
             let (mut sum, mut s) = (vec![0; blocks], vec![0.0; blocks]);
-            quantize_rows(isa, &x, &mut qs, &mut d, &mut sum, &mut s);
+            quantize_rows(isa, &x, &mut qs, (&mut d, &mut sum, &mut s));
             assert_eq!(acts.qs, qs, "{}", isa.name());
             assert_eq!(acts.d, d, "{}", isa.name());
             assert_eq!(acts.sum, sum, "{}", isa.name());
