@@ -252,12 +252,11 @@ pub(super) fn block_scales(top: u32) -> (f32, f32) {
 /// [`Activations`]' arrays.
 pub(super) type Numbers<'a> = (&'a mut [f32], &'a mut [i32], &'a mut [f32]);
 
-/// Quantizes consecutive 32-blocks of `x` into `qs` and `numbers`
+/// Quantizes consecutive 32-blocks of `x` into `qs` and the [`Numbers`]
 /// (`d` and `s` rounded to f16 once all are known): on x86 with AVX2 in
 /// registers ([`super::x86_activations`], at the AVX-512 level too),
 /// elsewhere with [`quantize_blocks`], the same numbers.
-fn quantize_rows(isa: Isa, x: &[f32], qs: &mut [i8], numbers: Numbers<'_>) {
-    let (d, sum, s) = numbers;
+fn quantize_rows(isa: Isa, x: &[f32], qs: &mut [i8], (d, sum, s): Numbers<'_>) {
     match isa.level() {
         // SAFETY: an `Isa` comes only from runtime detection: at these
         // levels the CPU has AVX2.
