@@ -29,22 +29,15 @@ import openai
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from readiness import wait_until_ready
+
 grpc_url, http_url, metrics_url, model, digest, ledger_index = sys.argv[1:7]
 ledger_index = int(ledger_index)
 client = grpcclient.InferenceServerClient(url=grpc_url)
 api = openai.OpenAI(base_url=http_url + "/v1", api_key="unused", max_retries=0)
 seen = {}
 
-deadline = time.time() + 180
-while True:
-    try:
-        if client.is_server_ready():
-            break
-    except InferenceServerException:
-        pass
-    if time.time() > deadline:
-        sys.exit("server did not become ready within 180 s")
-    time.sleep(0.2)
+wait_until_ready(client, 180)
 
 PROMPT = "The capital of France is"
 

@@ -14,18 +14,11 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from readiness import wait_until_ready
+
 url, model, max_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 client = grpcclient.InferenceServerClient(url=url)
-deadline = time.time() + 120
-while True:
-    try:
-        if client.is_server_ready():
-            break
-    except InferenceServerException:
-        pass
-    if time.time() > deadline:
-        sys.exit("server did not become ready within 120 s")
-    time.sleep(0.2)
+wait_until_ready(client, 120)
 
 
 def refused(what, texts, needles):

@@ -6,24 +6,16 @@ Usage: overload_check.py URL MODEL
 
 import sys
 import threading
-import time
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from readiness import wait_until_ready
+
 url, model = sys.argv[1:3]
-deadline = time.time() + 120
 probe = grpcclient.InferenceServerClient(url=url)
-while True:
-    try:
-        if probe.is_server_ready():
-            break
-    except InferenceServerException:
-        pass
-    if time.time() > deadline:
-        sys.exit("server did not become ready within 120 s")
-    time.sleep(0.2)
+wait_until_ready(probe, 120)
 
 texts = np.array([("a fairly long sentence about model serving " * 20).encode()] * 32, dtype=np.object_)
 results = []

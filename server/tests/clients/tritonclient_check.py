@@ -13,25 +13,17 @@ Exits non-zero with the first failure.
 import base64
 import json
 import sys
-import time
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from readiness import wait_until_ready
+
 url, model, fixture_path, digest, ledger_index = sys.argv[1:6]
 client = grpcclient.InferenceServerClient(url=url)
 
-deadline = time.time() + 120
-while True:
-    try:
-        if client.is_server_live() and client.is_server_ready():
-            break
-    except InferenceServerException:
-        pass
-    if time.time() > deadline:
-        sys.exit("server did not become ready within 120 s")
-    time.sleep(0.2)
+wait_until_ready(client, 120)
 
 assert client.is_model_ready(model), "model not ready"
 meta = client.get_server_metadata()
