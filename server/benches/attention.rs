@@ -86,16 +86,6 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     samples[runs / 2]
 }
 
-/// The instruction-set levels to time: this CPU's, and those below it
-/// (`OPENMODEL_ISA` caps them).
-fn levels() -> Vec<Isa> {
-    let best = Isa::detect().level();
-    Isa::all_supported()
-        .into_iter()
-        .filter(|isa| isa.level() <= best)
-        .collect()
-}
-
 /// The median time `isa`'s attention takes for `queries` (rows at
 /// positions `first`, `first + 1`, …) over each of `caches` in turn.
 fn attended(isa: Isa, queries: &[f32], first: usize, caches: &[LayerCache], f16: bool) -> Duration {
@@ -151,7 +141,7 @@ fn main() {
                 let sum: u64 = raw.iter().map(|r| plain_read(r)).sum();
                 std::hint::black_box(sum);
             });
-            for isa in levels() {
+            for isa in Isa::all_detected() {
                 let ours = attended(isa, &query, POSITIONS - 1, &caches, f16);
                 let gbs = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e9;
                 println!(
@@ -189,7 +179,7 @@ fn prompt_attention() {
     // Each row's scores and weighted sums: a multiply-add per element of a
     // query head for each position it sees.
     let macs = PROMPT_ROWS * (PROMPT_ROWS + 1) / 2 * q_width * 2 * LAYERS;
-    for isa in levels() {
+    for isa in Isa::all_detected() {
         let t = attended(isa, &queries, 0, &caches, false);
         println!(
             "{:<8} {:>10.2} {:>12.1}",

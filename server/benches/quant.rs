@@ -78,10 +78,7 @@ fn main() {
                 .forward(&xt)
                 .and_then(|t| t.flatten_all()?.to_vec1())
                 .expect("candle output");
-            for isa in Isa::all_supported() {
-                if isa.level() > Isa::detect().level() {
-                    continue;
-                }
+            for isa in Isa::all_detected() {
                 let mut out = vec![0f32; m * rows];
                 let ours = time(budget, || w.matmul(isa, &x, m, &mut out));
                 // Same quantized arithmetic as candle's (up to f32 summation order).
@@ -130,10 +127,7 @@ fn quantizing(budget: Duration) {
             std::hint::black_box(&blocks);
         });
         let per_value = |t: Timing| t.wall.as_secs_f64() * 1e9 / (m * cols) as f64;
-        for isa in Isa::all_supported() {
-            if isa.level() > Isa::detect().level() {
-                continue;
-            }
+        for isa in Isa::all_detected() {
             // On a worker of the pool, as a forward pass runs (its forks
             // then cost what they cost the engine).
             let ours = rayon::scope(|_| {

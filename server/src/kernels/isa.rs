@@ -76,6 +76,16 @@ impl Isa {
             .collect()
     }
 
+    /// Every instruction set up to [`Isa::detect`]'s (so under the
+    /// `OPENMODEL_ISA` cap), best first: what the benchmarks time.
+    pub fn all_detected() -> Vec<Isa> {
+        let best = Isa::detect().level();
+        Isa::all_supported()
+            .into_iter()
+            .filter(|isa| isa.level() <= best)
+            .collect()
+    }
+
     /// Its level.
     pub fn level(self) -> Level {
         self.0
@@ -191,5 +201,8 @@ mod tests {
         assert_eq!(best.at_most(Level::Generic).level(), Level::Generic);
         assert!(all.contains(&best.at_most(Level::Avx2)));
         assert!(!best.at_most(Level::Avx2).avx512_vnni());
+        let detected = Isa::all_detected();
+        assert_eq!(detected[0].level(), Isa::detect().level());
+        assert!(all.ends_with(&detected));
     }
 }
